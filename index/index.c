@@ -1,0 +1,699 @@
+/*
+ * index.c: creating, changing and searching the vector index.
+ * The lock is described where it lives, in struct vidx (index_int.h).
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+
+#include "index_int.h"
+
+/* FAISS's k-means asks for at least 39 training points per centroid. */
+#define POINTS_PER_CENTROID 39
+/* 8-bit product quantizers have 256 centroids per sub-vector. */
+#define PQ_TRAIN_MIN (256 * POINTS_PER_CENTROID)
+
+int vidx_fail(vidx_err *err, vidx_code code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* The first line of this thread's last FAISS error: the rest is a C++
+ * source location that means nothing to a user. */
+static const char *faiss_error_line(char *buf, size_t size)
+{
+	const char *e = faiss_get_last_error();
+	snprintf(buf, size, "%s", e ? e : "unknown error");
+	buf[strcspn(buf, "\n")] = 0;
+	return buf;
+}
+
+int vidx_faiss_fail(vidx_err *err, const char *what)
+{
+	char line[160];
+	return vidx_fail(err, VIDX_EFAISS, "%s: %s", what, faiss_error_line(line, sizeof line));
+}
+
+static int eq_nocase(const char *a, const char *b)
+{
+	for (; *a && *b; a++, b++)
+		if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+			return 0;
+	return *a == *b;
+}
+
+int vidx_parse_factory(const char *f, int dim, char **expanded, vidx_kind *kind, vidx_err *err)
+{
+	char buf[128];
+
+	*expanded = NULL;
+	if (!f || !*f || eq_nocase(f, "exact") || eq_nocase(f, "flat")) {
+		f = "Flat";
+	} else if (eq_nocase(f, "hnsw")) {
+		f = "HNSW32,Flat";
+	} else if (eq_nocase(f, "ivfpq")) {
+		/* 8-dimensional sub-vectors where the dimension allows it:
+		 * 64 bytes a vector for 512-d embeddings. */
+		int m = dim / 8;
+		while (m > 1 && dim % m != 0)
+			m--;
+		snprintf(buf, sizeof buf, "IVF1024,PQ%d", m > 0 ? m : 1);
+		f = buf;
+	}
+	if (strstr(f, "IDMap"))
+		return vidx_fail(err, VIDX_EINVAL,
+		                 "index factory \"%s\": leave out IDMap, the index maps ids itself", f);
+	if (strlen(f) > 100)
+		return vidx_fail(err, VIDX_EINVAL, "index factory string is too long");
+	if (strcmp(f, "Flat") == 0)
+		*kind = VIDX_EXACT;
+	else if (strstr(f, "HNSW"))
+		*kind = VIDX_HNSW;
+	else if (strncmp(f, "IVF", 3) == 0)
+		*kind = VIDX_IVF;
+	else
+		*kind = VIDX_OTHER;
+	if (!(*expanded = strdup(f)))
+		return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	return VIDX_OK;
+}
+
+static int new_faiss(const char *factory, int dim, int idmap, FaissIndex **out, vidx_err *err)
+{
+	char desc[128];
+	snprintf(desc, sizeof desc, "%s%s", idmap ? "IDMap," : "", factory);
+	*out = NULL;
+	if (faiss_index_factory(out, dim, desc, METRIC_INNER_PRODUCT) != 0) {
+		char line[160];
+		return vidx_fail(err, VIDX_EINVAL, "index factory \"%s\" is not valid: %s", factory,
+		                 faiss_error_line(line, sizeof line));
+	}
+	return VIDX_OK;
+}
+
+static int set_param_locked(vidx *v, const char *name, double value, vidx_err *err)
+{
+	FaissParameterSpace *ps = NULL;
+	int rc = VIDX_OK;
+	if (faiss_ParameterSpace_new(&ps) != 0)
+		return vidx_faiss_fail(err, "parameter space");
+	if (faiss_ParameterSpace_set_index_parameter(ps, v->main, name, value) != 0) {
+		char line[160];
+		rc = vidx_fail(err, VIDX_EINVAL, "index parameter %s: %s", name,
+		               faiss_error_line(line, sizeof line));
+	}
+	faiss_ParameterSpace_free(ps);
+	return rc;
+}
+
+int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
+              FaissIndex *pending, vidx **out, vidx_err *err)
+{
+	vidx *v = calloc(1, sizeof *v);
+	*out = NULL;
+	if (!v || !(v->model = strdup(model)) || !(v->factory = strdup(factory))) {
+		if (v) {
+			free(v->model);
+			free(v);
+		}
+		faiss_Index_free(main);
+		faiss_Index_free(pending);
+		return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	}
+	pthread_rwlock_init(&v->lock, NULL);
+	v->dim = dim;
+	v->kind = kind;
+	v->main = main;
+	v->pending = pending;
+	v->train_min = 0;
+	if (kind == VIDX_IVF || kind == VIDX_OTHER) {
+		v->train_min = PQ_TRAIN_MIN;
+		FaissIndexIVF *ivf = faiss_IndexIVF_cast(main);
+		if (ivf) {
+			size_t need = faiss_IndexIVF_nlist(ivf) * POINTS_PER_CENTROID;
+			if (need > v->train_min)
+				v->train_min = need;
+		}
+	}
+	*out = v;
+	return VIDX_OK;
+}
+
+int vidx_create(const char *factory, int dim, const char *model, vidx **out, vidx_err *err)
+{
+	char *f = NULL;
+	vidx_kind kind;
+	FaissIndex *main = NULL, *pending = NULL;
+	int rc;
+
+	*out = NULL;
+	if (dim <= 0 || dim > 65536)
+		return vidx_fail(err, VIDX_EINVAL, "dimension %d is out of range", dim);
+	if (!model || !*model)
+		return vidx_fail(err, VIDX_EINVAL, "a model id is required");
+	if ((rc = vidx_parse_factory(factory, dim, &f, &kind, err)) != VIDX_OK)
+		return rc;
+	/* HNSW cannot take ids; IVF keeps them itself (and IDMap's removal
+	 * assumes the sub-index compacts, which IVF does not). */
+	if ((rc = new_faiss(f, dim, kind == VIDX_EXACT || kind == VIDX_OTHER, &main, err)) != VIDX_OK)
+		goto out;
+	if (!faiss_Index_is_trained(main)) {
+		if (kind == VIDX_HNSW) {
+			rc = vidx_fail(err, VIDX_EINVAL, "index factory \"%s\": an HNSW index that needs "
+			               "training is not supported; use HNSW32,Flat", f);
+			goto out;
+		}
+		if ((rc = new_faiss("Flat", dim, 1, &pending, err)) != VIDX_OK)
+			goto out;
+	}
+	vidx *v;
+	rc = vidx_wrap(dim, kind, model, f, main, pending, &v, err);
+	main = pending = NULL;
+	if (rc != VIDX_OK)
+		goto out;
+	/* Search defaults that keep recall@10 high on CLIP embeddings (see
+	 * bench/index.c); FAISS's own defaults (efSearch 16, nprobe 1) are
+	 * tuned for speed. */
+	if (kind == VIDX_HNSW)
+		rc = set_param_locked(v, "efSearch", 64, err);
+	else if (kind == VIDX_IVF)
+		rc = set_param_locked(v, "nprobe", 32, err);
+	if (rc != VIDX_OK) {
+		vidx_close(v);
+		goto out;
+	}
+	*out = v;
+out:
+	faiss_Index_free(main);
+	faiss_Index_free(pending);
+	free(f);
+	return rc;
+}
+
+void vidx_close(vidx *v)
+{
+	if (!v)
+		return;
+	faiss_Index_free(v->main);
+	faiss_Index_free(v->pending);
+	idset_free(&v->ids);
+	free(v->slot_id);
+	free(v->model);
+	free(v->factory);
+	pthread_rwlock_destroy(&v->lock);
+	free(v);
+}
+
+/* ---- removal ------------------------------------------------------------- */
+
+static int remove_faiss(FaissIndex *idx, size_t n, const int64_t *ids, vidx_err *err)
+{
+	FaissIDSelectorBatch *sel = NULL;
+	size_t nr = 0;
+	if (!idx || faiss_Index_ntotal(idx) == 0 || n == 0)
+		return VIDX_OK;
+	if (faiss_IDSelectorBatch_new(&sel, n, ids) != 0)
+		return vidx_faiss_fail(err, "removing vectors");
+	int rc = faiss_Index_remove_ids(idx, (FaissIDSelector *)sel, &nr);
+	faiss_IDSelector_free((FaissIDSelector *)sel);
+	return rc == 0 ? VIDX_OK : vidx_faiss_fail(err, "removing vectors");
+}
+
+/* Removes ids known to be present (each once). */
+static int remove_locked(vidx *v, size_t n, const int64_t *ids, vidx_err *err)
+{
+	if (n == 0)
+		return VIDX_OK;
+	if (v->kind == VIDX_HNSW) {
+		for (size_t i = 0; i < n; i++) {
+			int64_t slot;
+			if (idset_get(&v->ids, ids[i], &slot)) {
+				v->slot_id[slot] = -1;
+				v->ndead++;
+				idset_del(&v->ids, ids[i]);
+			}
+		}
+		return VIDX_OK;
+	}
+	int rc = remove_faiss(v->main, n, ids, err);
+	if (rc == VIDX_OK)
+		rc = remove_faiss(v->pending, n, ids, err);
+	if (rc != VIDX_OK)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		idset_del(&v->ids, ids[i]);
+	return VIDX_OK;
+}
+
+/* Keeps the ids of ids[n] that are present, in a new array *present. */
+static int present_ids(vidx *v, size_t n, const int64_t *ids, int64_t **present, size_t *np,
+                       vidx_err *err)
+{
+	*present = NULL;
+	*np = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!idset_get(&v->ids, ids[i], NULL))
+			continue;
+		if (!*present && !(*present = malloc(n * sizeof **present)))
+			return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		(*present)[(*np)++] = ids[i];
+	}
+	return VIDX_OK;
+}
+
+int vidx_remove(vidx *v, size_t n, const int64_t *ids, size_t *removed, vidx_err *err)
+{
+	int64_t *p = NULL;
+	size_t np = 0;
+	if (removed)
+		*removed = 0;
+	if (n && !ids)
+		return vidx_fail(err, VIDX_EINVAL, "no ids given");
+	pthread_rwlock_wrlock(&v->lock);
+	int rc = present_ids(v, n, ids, &p, &np, err);
+	if (rc == VIDX_OK) {
+		/* Duplicates in ids would make FAISS count twice; the id set
+		 * gives each once. */
+		size_t k = 0;
+		idset seen = {0};
+		for (size_t i = 0; i < np; i++) {
+			if (idset_get(&seen, p[i], NULL))
+				continue;
+			if (idset_put(&seen, p[i], 0) != 0) {
+				rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+				break;
+			}
+			p[k++] = p[i];
+		}
+		idset_free(&seen);
+		np = k;
+		if (rc == VIDX_OK)
+			rc = remove_locked(v, np, p, err);
+	}
+	pthread_rwlock_unlock(&v->lock);
+	free(p);
+	if (rc == VIDX_OK && removed)
+		*removed = np;
+	return rc;
+}
+
+/* ---- adding -------------------------------------------------------------- */
+
+/* Trains main on everything in pending, then moves it over. */
+static int train_from_pending(vidx *v, vidx_err *err)
+{
+	size_t n = (size_t)faiss_Index_ntotal(v->pending);
+	int64_t *map;
+	size_t nmap;
+	float *x = malloc(n * (size_t)v->dim * sizeof *x);
+	int64_t *ids = malloc(n * sizeof *ids);
+	int rc = VIDX_OK;
+
+	if (!x || !ids) {
+		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory training the index");
+		goto out;
+	}
+	faiss_IndexIDMap_id_map((FaissIndexIDMap *)v->pending, &map, &nmap);
+	memcpy(ids, map, n * sizeof *ids);
+	FaissIndex *flat = faiss_IndexIDMap_sub_index((FaissIndexIDMap *)v->pending);
+	if (faiss_Index_reconstruct_n(flat, 0, (idx_t)n, x) != 0) {
+		rc = vidx_faiss_fail(err, "training the index");
+		goto out;
+	}
+	if (faiss_Index_train(v->main, (idx_t)n, x) != 0 ||
+	    faiss_Index_add_with_ids(v->main, (idx_t)n, x, ids) != 0) {
+		rc = vidx_faiss_fail(err, "training the index");
+		goto out;
+	}
+	faiss_Index_free(v->pending);
+	v->pending = NULL;
+out:
+	free(x);
+	free(ids);
+	return rc;
+}
+
+static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *err)
+{
+	if (v->kind == VIDX_HNSW) {
+		if (v->nslots + n > v->slots_cap) {
+			size_t cap = v->slots_cap ? v->slots_cap : 1024;
+			while (cap < v->nslots + n)
+				cap *= 2;
+			int64_t *p = realloc(v->slot_id, cap * sizeof *p);
+			if (!p)
+				return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+			v->slot_id = p;
+			v->slots_cap = cap;
+		}
+		/* Record the ids first: a failing add leaves the id set as it was. */
+		for (size_t i = 0; i < n; i++)
+			if (idset_put(&v->ids, ids[i], (int64_t)(v->nslots + i)) != 0) {
+				for (size_t j = 0; j < i; j++)
+					idset_del(&v->ids, ids[j]);
+				return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+			}
+		if (faiss_Index_add(v->main, (idx_t)n, x) != 0) {
+			for (size_t i = 0; i < n; i++)
+				idset_del(&v->ids, ids[i]);
+			return vidx_faiss_fail(err, "adding vectors");
+		}
+		memcpy(v->slot_id + v->nslots, ids, n * sizeof *ids);
+		v->nslots += n;
+		return VIDX_OK;
+	}
+
+	FaissIndex *into = v->pending ? v->pending : v->main;
+	for (size_t i = 0; i < n; i++)
+		if (idset_put(&v->ids, ids[i], 0) != 0) {
+			for (size_t j = 0; j < i; j++)
+				idset_del(&v->ids, ids[j]);
+			return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		}
+	if (faiss_Index_add_with_ids(into, (idx_t)n, x, ids) != 0) {
+		for (size_t i = 0; i < n; i++)
+			idset_del(&v->ids, ids[i]);
+		return vidx_faiss_fail(err, "adding vectors");
+	}
+	if (v->pending && (size_t)faiss_Index_ntotal(v->pending) >= v->train_min)
+		return train_from_pending(v, err);
+	return VIDX_OK;
+}
+
+int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *err)
+{
+	int rc = VIDX_OK;
+	int64_t *p = NULL;
+	size_t np = 0;
+	idset seen = {0};
+
+	if (n == 0)
+		return VIDX_OK;
+	if (!x || !ids)
+		return vidx_fail(err, VIDX_EINVAL, "vectors and ids are required");
+	for (size_t i = 0; i < n; i++) {
+		if (ids[i] < 0) {
+			rc = vidx_fail(err, VIDX_EINVAL, "id %lld is negative", (long long)ids[i]);
+			goto out;
+		}
+		if (idset_get(&seen, ids[i], NULL)) {
+			rc = vidx_fail(err, VIDX_EINVAL, "id %lld appears twice in one batch",
+			               (long long)ids[i]);
+			goto out;
+		}
+		if (idset_put(&seen, ids[i], 0) != 0) {
+			rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n * (size_t)v->dim; i++)
+		if (!isfinite(x[i])) {
+			rc = vidx_fail(err, VIDX_EINVAL, "vector of id %lld is not finite",
+			               (long long)ids[i / (size_t)v->dim]);
+			goto out;
+		}
+
+	pthread_rwlock_wrlock(&v->lock);
+	rc = present_ids(v, n, ids, &p, &np, err);
+	if (rc == VIDX_OK)
+		rc = remove_locked(v, np, p, err);
+	if (rc == VIDX_OK)
+		rc = add_locked(v, n, x, ids, err);
+	pthread_rwlock_unlock(&v->lock);
+out:
+	idset_free(&seen);
+	free(p);
+	return rc;
+}
+
+/* ---- search -------------------------------------------------------------- */
+
+/* Merges two best-first lists of k (a and b) into out, best first. */
+static void merge_topk(int k, const float *as, const int64_t *ai, const float *bs,
+                       const int64_t *bi, float *os, int64_t *oi)
+{
+	int i = 0, j = 0;
+	for (int o = 0; o < k; o++) {
+		int a_ok = i < k && ai[i] >= 0, b_ok = j < k && bi[j] >= 0;
+		if (a_ok && (!b_ok || as[i] >= bs[j])) {
+			os[o] = as[i];
+			oi[o] = ai[i++];
+		} else if (b_ok) {
+			os[o] = bs[j];
+			oi[o] = bi[j++];
+		} else {
+			oi[o] = -1;
+		}
+	}
+}
+
+static void fill_missing(size_t n, float *scores, int64_t *ids)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] < 0)
+			scores[i] = -INFINITY;
+}
+
+static int search_hnsw(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                       vidx_err *err)
+{
+	/* Removed nodes may take places among the best; ask for enough more
+	 * that k live ones remain. */
+	size_t kk = (size_t)k + v->ndead;
+	if (kk > v->nslots)
+		kk = v->nslots;
+	float *s = malloc(nq * kk * sizeof *s);
+	int64_t *l = malloc(nq * kk * sizeof *l);
+	int rc = VIDX_OK;
+	if (!s || !l) {
+		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (faiss_Index_search(v->main, (idx_t)nq, q, (idx_t)kk, s, l) != 0) {
+		rc = vidx_faiss_fail(err, "searching");
+		goto out;
+	}
+	for (size_t qi = 0; qi < nq; qi++) {
+		int o = 0;
+		for (size_t j = 0; j < kk && o < k; j++) {
+			int64_t slot = l[qi * kk + j];
+			if (slot < 0 || (size_t)slot >= v->nslots || v->slot_id[slot] < 0)
+				continue;
+			scores[qi * k + o] = s[qi * kk + j];
+			ids[qi * k + o] = v->slot_id[slot];
+			o++;
+		}
+		for (; o < k; o++)
+			ids[qi * k + o] = -1;
+	}
+out:
+	free(s);
+	free(l);
+	return rc;
+}
+
+int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                vidx_err *err)
+{
+	int rc = VIDX_OK;
+	if (k <= 0 || k > 100000)
+		return vidx_fail(err, VIDX_EINVAL, "k must be between 1 and 100000");
+	if (nq == 0)
+		return VIDX_OK;
+	if (!q || !scores || !ids)
+		return vidx_fail(err, VIDX_EINVAL, "queries and result arrays are required");
+	size_t nres = nq * (size_t)k;
+	for (size_t i = 0; i < nres; i++)
+		ids[i] = -1;
+
+	pthread_rwlock_rdlock(&v->lock);
+	if (v->kind == VIDX_HNSW) {
+		if (v->nslots > 0)
+			rc = search_hnsw(v, nq, q, k, scores, ids, err);
+	} else if (!v->pending) {
+		if (faiss_Index_ntotal(v->main) > 0 &&
+		    faiss_Index_search(v->main, (idx_t)nq, q, k, scores, ids) != 0)
+			rc = vidx_faiss_fail(err, "searching");
+	} else if (faiss_Index_ntotal(v->main) == 0) {
+		if (faiss_Index_ntotal(v->pending) > 0 &&
+		    faiss_Index_search(v->pending, (idx_t)nq, q, k, scores, ids) != 0)
+			rc = vidx_faiss_fail(err, "searching");
+	} else {
+		/* Both hold vectors (an IVF index trained from a snapshot while
+		 * more wait): search each and merge. */
+		float *s = malloc(2 * nres * sizeof *s);
+		int64_t *l = malloc(2 * nres * sizeof *l);
+		if (!s || !l) {
+			rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		} else {
+			for (size_t i = 0; i < 2 * nres; i++)
+				l[i] = -1;
+			if (faiss_Index_search(v->main, (idx_t)nq, q, k, s, l) != 0 ||
+			    faiss_Index_search(v->pending, (idx_t)nq, q, k, s + nres, l + nres) != 0) {
+				rc = vidx_faiss_fail(err, "searching");
+			} else {
+				for (size_t qi = 0; qi < nq; qi++)
+					merge_topk(k, s + qi * k, l + qi * k, s + nres + qi * k,
+					           l + nres + qi * k, scores + qi * k, ids + qi * k);
+			}
+		}
+		free(s);
+		free(l);
+	}
+	pthread_rwlock_unlock(&v->lock);
+	if (rc == VIDX_OK)
+		fill_missing(nres, scores, ids);
+	return rc;
+}
+
+/* ---- small accessors ----------------------------------------------------- */
+
+int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err)
+{
+	if (!name)
+		return vidx_fail(err, VIDX_EINVAL, "parameter name is required");
+	pthread_rwlock_wrlock(&v->lock);
+	int rc = set_param_locked(v, name, value, err);
+	pthread_rwlock_unlock(&v->lock);
+	return rc;
+}
+
+int vidx_contains(vidx *v, int64_t id)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	int r = idset_get(&v->ids, id, NULL);
+	pthread_rwlock_unlock(&v->lock);
+	return r;
+}
+
+size_t vidx_count(vidx *v)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	size_t n = v->ids.n;
+	pthread_rwlock_unlock(&v->lock);
+	return n;
+}
+
+size_t vidx_dead(vidx *v)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	size_t n = v->ndead;
+	pthread_rwlock_unlock(&v->lock);
+	return n;
+}
+
+int vidx_dim(const vidx *v)
+{
+	return v->dim;
+}
+
+const char *vidx_model(const vidx *v)
+{
+	return v->model;
+}
+
+const char *vidx_factory(const vidx *v)
+{
+	return v->factory;
+}
+
+const char *vidx_kind_name(const vidx *v)
+{
+	static const char *const names[] = {"exact", "hnsw", "ivf", "other"};
+	return names[v->kind];
+}
+
+uint64_t vidx_seq(vidx *v)
+{
+	pthread_rwlock_rdlock(&v->lock);
+	uint64_t s = v->seq;
+	pthread_rwlock_unlock(&v->lock);
+	return s;
+}
+
+void vidx_set_seq(vidx *v, uint64_t seq)
+{
+	pthread_rwlock_wrlock(&v->lock);
+	v->seq = seq;
+	pthread_rwlock_unlock(&v->lock);
+}
+
+int vidx_index_ids(vidx *v, vidx_err *err)
+{
+	idset_free(&v->ids);
+	v->ndead = 0;
+	if (v->kind == VIDX_HNSW) {
+		for (size_t slot = 0; slot < v->nslots; slot++) {
+			int64_t id = v->slot_id[slot];
+			if (id < 0) {
+				v->ndead++;
+				continue;
+			}
+			if (idset_get(&v->ids, id, NULL))
+				return vidx_fail(err, VIDX_ECORRUPT, "index holds id %lld twice", (long long)id);
+			if (idset_put(&v->ids, id, (int64_t)slot) != 0)
+				return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		}
+		return VIDX_OK;
+	}
+	FaissIndex *maps[2] = {v->kind == VIDX_IVF ? NULL : v->main, v->pending};
+	for (int m = 0; m < 2; m++) {
+		if (!maps[m])
+			continue;
+		FaissIndexIDMap *idmap = faiss_IndexIDMap_cast(maps[m]);
+		int64_t *ids;
+		size_t n;
+		if (!idmap)
+			return vidx_fail(err, VIDX_ECORRUPT, "index is not of the kind its header says");
+		faiss_IndexIDMap_id_map(idmap, &ids, &n);
+		for (size_t i = 0; i < n; i++)
+			if (idset_put(&v->ids, ids[i], 0) != 0)
+				return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	}
+	if (v->kind == VIDX_IVF) {
+		FaissIndexIVF *ivf = faiss_IndexIVF_cast(v->main);
+		if (!ivf)
+			return vidx_fail(err, VIDX_ECORRUPT, "index is not of the kind its header says");
+		size_t nlist = faiss_IndexIVF_nlist(ivf), cap = 0;
+		int64_t *buf = NULL;
+		for (size_t l = 0; l < nlist; l++) {
+			size_t n = faiss_IndexIVF_get_list_size(ivf, l);
+			if (n == 0)
+				continue;
+			if (n > cap) {
+				int64_t *p = realloc(buf, n * sizeof *p);
+				if (!p) {
+					free(buf);
+					return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+				}
+				buf = p;
+				cap = n;
+			}
+			faiss_IndexIVF_invlists_get_ids(ivf, l, buf);
+			for (size_t i = 0; i < n; i++)
+				if (idset_put(&v->ids, buf[i], 0) != 0) {
+					free(buf);
+					return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+				}
+		}
+		free(buf);
+	}
+	return VIDX_OK;
+}
