@@ -64,6 +64,14 @@ static void tap_diag(const char *file, int line, const char *fmt, ...)
 		fflush(stdout);                                                                    \
 	} while (0)
 
+/* TAP_SKIP(fn, why): reports fn as skipped, with the reason. */
+#define TAP_SKIP(fn, why)                                                                          \
+	do {                                                                                       \
+		tap_n++;                                                                           \
+		printf("ok %d - %s # SKIP %s\n", tap_n, #fn, why);                                \
+		fflush(stdout);                                                                    \
+	} while (0)
+
 static int tap_done(void) __attribute__((unused));
 static int tap_done(void)
 {

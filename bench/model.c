@@ -1,0 +1,177 @@
+/*
+ * bench/model: CLIP encoder speed on a checkpoint (for the comparison with
+ * ONNX Runtime, a `clip-mkmodel --preset vit-b-32` one: speed does not depend
+ * on the weights' values).
+ *
+ *   build/bench/model --model DIR [--threads 2] [--seconds 10] [--batches 1,8,32]
+ *
+ * Prints one line per case, as text and (with --json) as JSON in the shape
+ * ../shared/peers/run.sh prints: images/s at each batch size, latency of a
+ * 7-token and a 77-token text, and the process's peak RSS with the model
+ * loaded. Medians over repeated runs after one warm-up run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clip.h"
+#include "gemm_int.h"
+
+/* FLOPs per item of CLIP ViT-B/32, from ../shared/peers/flops.py (1 MAC =
+ * 2 FLOP): 8.818 GFLOP per 224x224 image, 5.960 GFLOP per 77-token text. */
+#define VITB32_IMAGE_GFLOP 8.818
+#define VITB32_TEXT77_GFLOP 5.960
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static long peak_rss_mb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb < 0 ? -1 : kb / 1024;
+}
+
+int main(int argc, char **argv)
+{
+	const char *model = NULL, *batches = "1,8,32";
+	int threads = 2, json = 0;
+	double seconds = 10;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--json")) {
+			json = 1;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "usage: %s --model DIR [--threads N] [--seconds S] [--batches 1,8,32] [--json]\n", argv[0]);
+			return 2;
+		}
+		i++;
+		if (!strcmp(a, "--model"))
+			model = v;
+		else if (!strcmp(a, "--threads"))
+			threads = atoi(v);
+		else if (!strcmp(a, "--seconds"))
+			seconds = atof(v);
+		else if (!strcmp(a, "--batches"))
+			batches = v;
+		else {
+			fprintf(stderr, "bench/model: unknown option %s\n", a);
+			return 2;
+		}
+	}
+	if (!model) {
+		fprintf(stderr, "bench/model: --model DIR is required (make one with clip-mkmodel --preset vit-b-32)\n");
+		return 2;
+	}
+	mm_set_threads(threads);
+	clip_model *m;
+	clip_err err;
+	double t0 = now();
+	if (clip_model_open(model, &m, &err) != CLIP_OK) {
+		fprintf(stderr, "bench/model: %s\n", err.msg);
+		return 1;
+	}
+	double t_open = now() - t0;
+	int maxb = 1;
+	for (const char *p = batches; *p;) {
+		int b = atoi(p);
+		maxb = b > maxb ? b : maxb;
+		p = strchr(p, ',') ? strchr(p, ',') + 1 : p + strlen(p);
+	}
+	clip_ctx *c;
+	if (clip_ctx_new(m, maxb, &c, &err) != CLIP_OK) {
+		fprintf(stderr, "bench/model: %s\n", err.msg);
+		return 1;
+	}
+	int S = clip_model_image_size(m), D = clip_model_dim(m), C = clip_model_context(m);
+	size_t plane = (size_t)3 * S * S;
+	float *pix = malloc((size_t)maxb * plane * sizeof *pix), *out = malloc((size_t)maxb * D * sizeof *out);
+	for (size_t i = 0; i < (size_t)maxb * plane; i++)
+		pix[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+	printf("# model %s, %d threads, open %.0f ms\n", model, threads, t_open * 1e3);
+
+	/* Images. */
+	for (const char *p = batches; *p;) {
+		int b = atoi(p);
+		p = strchr(p, ',') ? strchr(p, ',') + 1 : p + strlen(p);
+		if (b < 1)
+			continue;
+		double runs[1000];
+		int n = 0;
+		clip_encode_images(c, b, pix, out, NULL); /* warm-up */
+		double start = now();
+		while (n < 1000 && (n < 3 || now() - start < seconds)) {
+			double s = now();
+			clip_encode_images(c, b, pix, out, NULL);
+			runs[n++] = now() - s;
+		}
+		qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+		double med = runs[n / 2], ips = b / med;
+		printf("image batch %-3d %7.1f images/s  %7.2f ms/image  %6.1f GFLOP/s  (%d runs)\n", b, ips,
+		       med / b * 1e3, ips * VITB32_IMAGE_GFLOP, n);
+		if (json)
+			printf("{\"runtime\":\"clipd-f32\",\"tower\":\"image\",\"batch\":%d,\"items_per_s\":%.2f,"
+			       "\"ms_per_item\":%.3f,\"gflops_per_s\":%.1f,\"peak_rss_mb\":%ld}\n",
+			       b, ips, med / b * 1e3, ips * VITB32_IMAGE_GFLOP, peak_rss_mb());
+	}
+
+	/* Texts: a 7-token query and a full 77-token one. */
+	static const char *texts[] = {"a dog on a beach", NULL};
+	int32_t *ids = malloc((size_t)C * sizeof *ids);
+	for (int k = 0; k < 2; k++) {
+		int len = 0;
+		if (texts[k]) {
+			clip_tokenize(m, texts[k], ids, &len, NULL);
+		} else {
+			for (int i = 0; i < C; i++)
+				ids[i] = 400 + i;
+			ids[0] = 49406;
+			ids[C - 1] = 49407;
+			len = C;
+		}
+		double runs[5000];
+		int n = 0;
+		clip_encode_texts(c, 1, ids, out, NULL);
+		double start = now();
+		while (n < 5000 && (n < 3 || now() - start < seconds / 2)) {
+			double s = now();
+			clip_encode_texts(c, 1, ids, out, NULL);
+			runs[n++] = now() - s;
+		}
+		qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+		double med = runs[n / 2];
+		printf("text %2d tokens  %7.2f ms  (p90 %.2f ms, %d runs)\n", len, med * 1e3,
+		       runs[n * 9 / 10] * 1e3, n);
+		if (json)
+			printf("{\"runtime\":\"clipd-f32\",\"tower\":\"text\",\"batch\":1,\"tokens\":%d,"
+			       "\"items_per_s\":%.2f,\"ms_per_item\":%.3f}\n", len, 1 / med, med * 1e3);
+		if (len == 77)
+			printf("                 %6.1f GFLOP/s\n", VITB32_TEXT77_GFLOP / med);
+	}
+	printf("peak RSS %ld MB\n", peak_rss_mb());
+	free(ids);
+	free(pix);
+	free(out);
+	clip_ctx_free(c);
+	clip_model_close(m);
+	return 0;
+}

@@ -1,0 +1,293 @@
+/*
+ * clip.c: opening a checkpoint directory and binding its tensors.
+ *
+ * Every tensor the towers use is looked up by its Hugging Face name, and its
+ * dtype and shape are checked against config.json before a pointer is kept.
+ * F32 tensors are used in place from the read-only mapping; F16 and BF16
+ * ones are widened to float32 once, here. Tensors the towers do not use
+ * (position_ids buffers and the like) are ignored.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clip_int.h"
+#include "preprocess_int.h"
+#include "safetensors_int.h"
+#include "tokenizer_int.h"
+
+static float f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+	if (exp == 0) {
+		if (man == 0) {
+			bits = sign;
+		} else { /* subnormal: normalise */
+			int e = -1;
+			do {
+				e++;
+				man <<= 1;
+			} while (!(man & 0x400));
+			bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+		}
+	} else if (exp == 0x1f) {
+		bits = sign | 0x7f800000u | man << 13;
+	} else {
+		bits = sign | (exp + 127 - 15) << 23 | man << 13;
+	}
+	float f;
+	memcpy(&f, &bits, sizeof f);
+	return f;
+}
+
+static int keep_owned(clip_model *m, void *p)
+{
+	void **n = realloc(m->owned, (m->nowned + 1) * sizeof *n);
+	if (!n)
+		return -1;
+	m->owned = n;
+	m->owned[m->nowned++] = p;
+	return 0;
+}
+
+/* Binds tensor name (printf-style), which must have the given shape, as
+ * float32. */
+#define DIMS(...) \
+	(int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]){__VA_ARGS__}
+
+static int bind(clip_model *m, const float **out, clip_err *err, int ndim, const int64_t *want,
+                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int bind(clip_model *m, const float **out, clip_err *err, int ndim, const int64_t *want,
+                const char *fmt, ...)
+{
+	char name[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof name, fmt, ap);
+	va_end(ap);
+
+	const st_tensor *t = st_find(m->st, name);
+	if (!t)
+		return clip_fail(err, CLIP_EMODEL, "model.safetensors has no tensor %s", name);
+	int ok = t->ndim == ndim;
+	for (int i = 0; ok && i < ndim; i++)
+		ok = t->shape[i] == want[i];
+	if (!ok) {
+		char got[96] = "", exp[96] = "";
+		for (int i = 0; i < t->ndim; i++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
+			         (long long)t->shape[i]);
+		for (int i = 0; i < ndim; i++)
+			snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? "," : "",
+			         (long long)want[i]);
+		return clip_fail(err, CLIP_EMODEL, "tensor %s has shape [%s], config.json implies [%s]",
+		                 name, got, exp);
+	}
+	size_t n = (size_t)st_numel(t);
+	if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+		*out = t->data;
+		return CLIP_OK;
+	}
+	if (t->dtype == ST_OTHER)
+		return clip_fail(err, CLIP_EMODEL, "tensor %s has dtype %s; F32, F16 or BF16 expected",
+		                 name, t->dtype_name);
+	float *f = malloc((n ? n : 1) * sizeof *f);
+	if (!f || keep_owned(m, f) != 0) {
+		free(f);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory converting %s", name);
+	}
+	const unsigned char *src = t->data;
+	for (size_t i = 0; i < n; i++) {
+		if (t->dtype == ST_F32) {
+			memcpy(&f[i], src + 4 * i, 4);
+		} else {
+			uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+			if (t->dtype == ST_BF16) {
+				uint32_t bits = (uint32_t)h << 16;
+				memcpy(&f[i], &bits, 4);
+			} else {
+				f[i] = f16_to_f32(h);
+			}
+		}
+	}
+	*out = f;
+	return CLIP_OK;
+}
+
+static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err *err)
+{
+	const clip_tower_cfg *c = &tw->cfg;
+	int d = c->hidden, in = c->intermediate, rc;
+	tw->layers = calloc((size_t)c->layers, sizeof *tw->layers);
+	if (!tw->layers)
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	for (int l = 0; l < c->layers; l++) {
+		clip_layer *L = &tw->layers[l];
+		const char *e = "encoder.layers";
+		if ((rc = bind(m, &L->ln1_w, err, DIMS(d), "%s.%s.%d.layer_norm1.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->ln1_b, err, DIMS(d), "%s.%s.%d.layer_norm1.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->q_w, err, DIMS(d, d), "%s.%s.%d.self_attn.q_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->q_b, err, DIMS(d), "%s.%s.%d.self_attn.q_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->k_w, err, DIMS(d, d), "%s.%s.%d.self_attn.k_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->k_b, err, DIMS(d), "%s.%s.%d.self_attn.k_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->v_w, err, DIMS(d, d), "%s.%s.%d.self_attn.v_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->v_b, err, DIMS(d), "%s.%s.%d.self_attn.v_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->o_w, err, DIMS(d, d), "%s.%s.%d.self_attn.out_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->o_b, err, DIMS(d), "%s.%s.%d.self_attn.out_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->ln2_w, err, DIMS(d), "%s.%s.%d.layer_norm2.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->ln2_b, err, DIMS(d), "%s.%s.%d.layer_norm2.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->fc1_w, err, DIMS(in, d), "%s.%s.%d.mlp.fc1.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->fc1_b, err, DIMS(in), "%s.%s.%d.mlp.fc1.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->fc2_w, err, DIMS(d, in), "%s.%s.%d.mlp.fc2.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->fc2_b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)))
+			return rc;
+	}
+	return CLIP_OK;
+}
+
+static int bind_all(clip_model *m, clip_err *err)
+{
+	clip_tower *v = &m->vision, *t = &m->text;
+	int dv = v->cfg.hidden, dt = t->cfg.hidden, p = v->cfg.patch_size, P = m->cfg.projection;
+	const float *ls;
+	int rc;
+	if ((rc = bind(m, &v->class_emb, err, DIMS(dv), "vision_model.embeddings.class_embedding")) ||
+	    (rc = bind(m, &v->patch_w, err, DIMS(dv, 3, p, p), "vision_model.embeddings.patch_embedding.weight")) ||
+	    (rc = bind(m, &v->pos_emb, err, DIMS(v->cfg.positions, dv), "vision_model.embeddings.position_embedding.weight")) ||
+	    (rc = bind(m, &v->pre_ln_w, err, DIMS(dv), "vision_model.pre_layrnorm.weight")) ||
+	    (rc = bind(m, &v->pre_ln_b, err, DIMS(dv), "vision_model.pre_layrnorm.bias")) ||
+	    (rc = bind_layers(m, v, "vision_model", err)) ||
+	    (rc = bind(m, &v->post_ln_w, err, DIMS(dv), "vision_model.post_layernorm.weight")) ||
+	    (rc = bind(m, &v->post_ln_b, err, DIMS(dv), "vision_model.post_layernorm.bias")) ||
+	    (rc = bind(m, &v->proj, err, DIMS(P, dv), "visual_projection.weight")) ||
+	    (rc = bind(m, &t->tok_emb, err, DIMS(t->cfg.vocab, dt), "text_model.embeddings.token_embedding.weight")) ||
+	    (rc = bind(m, &t->pos_emb, err, DIMS(t->cfg.positions, dt), "text_model.embeddings.position_embedding.weight")) ||
+	    (rc = bind_layers(m, t, "text_model", err)) ||
+	    (rc = bind(m, &t->post_ln_w, err, DIMS(dt), "text_model.final_layer_norm.weight")) ||
+	    (rc = bind(m, &t->post_ln_b, err, DIMS(dt), "text_model.final_layer_norm.bias")) ||
+	    (rc = bind(m, &t->proj, err, DIMS(P, dt), "text_projection.weight")) ||
+	    (rc = bind(m, &ls, err, 0, NULL, "logit_scale")))
+		return rc;
+	if (!isfinite(ls[0]) || ls[0] > 20)
+		return clip_fail(err, CLIP_EMODEL, "logit_scale %g is out of range", (double)ls[0]);
+	m->logit_scale = expf(ls[0]);
+	return CLIP_OK;
+}
+
+int clip_model_open(const char *dir, clip_model **out, clip_err *err)
+{
+	char cfg[PATH_MAX], pp[PATH_MAX], st[PATH_MAX], vocab[PATH_MAX], merges[PATH_MAX];
+	clip_err local;
+	int rc;
+
+	if (!err)
+		err = &local;
+	*out = NULL;
+	if (!dir || !*dir)
+		return clip_fail(err, CLIP_EINVAL, "no model directory given");
+	if (snprintf(cfg, sizeof cfg, "%s/config.json", dir) >= (int)sizeof cfg)
+		return clip_fail(err, CLIP_EINVAL, "model directory path is too long");
+	snprintf(pp, sizeof pp, "%s/preprocessor_config.json", dir);
+	snprintf(st, sizeof st, "%s/model.safetensors", dir);
+	snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
+	snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+
+	clip_model *m = calloc(1, sizeof *m);
+	if (!m || !(m->st = calloc(1, sizeof *m->st))) {
+		free(m);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	}
+	if ((rc = clip_cfg_load(cfg, pp, &m->cfg, err)) != CLIP_OK)
+		goto out;
+	m->vision.cfg = m->cfg.vision;
+	m->text.cfg = m->cfg.text;
+	if ((rc = st_open(st, m->st, err)) != CLIP_OK)
+		goto out;
+	if ((rc = bind_all(m, err)) != CLIP_OK)
+		goto out;
+	if ((rc = tok_open(vocab, merges, &m->tok, err)) != CLIP_OK)
+		goto out;
+	if (tok_vocab_size(m->tok) != m->text.cfg.vocab) {
+		rc = clip_fail(err, CLIP_EMODEL, "vocab.json has %d tokens, config.json says %d",
+		               tok_vocab_size(m->tok), m->text.cfg.vocab);
+		goto out;
+	}
+	*out = m;
+	return CLIP_OK;
+out:
+	clip_model_close(m);
+	return rc;
+}
+
+void clip_model_close(clip_model *m)
+{
+	if (!m)
+		return;
+	tok_close(m->tok);
+	if (m->st)
+		st_close(m->st);
+	free(m->st);
+	free(m->vision.layers);
+	free(m->text.layers);
+	for (size_t i = 0; i < m->nowned; i++)
+		free(m->owned[i]);
+	free(m->owned);
+	free(m);
+}
+
+int clip_model_dim(const clip_model *m)
+{
+	return m->cfg.projection;
+}
+
+int clip_model_image_size(const clip_model *m)
+{
+	return m->cfg.vision.image_size;
+}
+
+int clip_model_context(const clip_model *m)
+{
+	return m->cfg.text.positions;
+}
+
+float clip_model_logit_scale(const clip_model *m)
+{
+	return m->logit_scale;
+}
+
+int clip_tokenize(const clip_model *m, const char *text, int32_t *ids, int *len, clip_err *err)
+{
+	if (!text || !ids)
+		return clip_fail(err, CLIP_EINVAL, "text and output are required");
+	return tok_encode(m->tok, text, ids, m->cfg.text.positions, len, err);
+}
+
+static void image_opts(const clip_model *m, const clip_image_limits *limits, img_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->size = m->cfg.vision.image_size;
+	memcpy(o->mean, m->cfg.mean, sizeof o->mean);
+	memcpy(o->std, m->cfg.std, sizeof o->std);
+	o->max_pixels = limits && limits->max_pixels > 0 ? limits->max_pixels : 100000000;
+}
+
+int clip_preprocess_file(const clip_model *m, const char *path, const clip_image_limits *limits,
+                         float *out, int *width, int *height, clip_err *err)
+{
+	img_opts o;
+	image_opts(m, limits, &o);
+	return img_preprocess_file(path, &o, out, width, height, err);
+}
+
+int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,
+                           const clip_image_limits *limits, float *out, int *width, int *height,
+                           clip_err *err)
+{
+	img_opts o;
+	image_opts(m, limits, &o);
+	return img_preprocess_buffer(data, len, &o, out, width, height, err);
+}

@@ -1,0 +1,79 @@
+/* Private to the model module: the model, its configuration and weights. */
+#ifndef CLIPD_CLIP_INT_H
+#define CLIPD_CLIP_INT_H
+
+#include "clip.h"
+
+typedef enum clip_act { CLIP_QUICK_GELU, CLIP_GELU } clip_act;
+
+/* One tower's shape, from config.json. */
+typedef struct clip_tower_cfg {
+	int hidden;         /* d */
+	int intermediate;   /* MLP width */
+	int heads;
+	int layers;
+	clip_act act;
+	float eps;
+	/* vision */
+	int image_size, patch_size, channels;
+	/* text */
+	int positions;      /* max_position_embeddings */
+	int vocab;
+	int eos_token_id;
+} clip_tower_cfg;
+
+typedef struct clip_cfg {
+	clip_tower_cfg vision, text;
+	int projection;
+	float mean[3], std[3];  /* preprocessor_config.json, OpenAI's by default */
+	int crop;               /* preprocessed side */
+} clip_cfg;
+
+/* Parses config.json (and preprocessor_config.json when pp_path exists). */
+int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, clip_err *err);
+
+/* Weights of one pre-norm transformer block. Linear weights are [out][in]. */
+typedef struct clip_layer {
+	const float *ln1_w, *ln1_b;       /* [d] */
+	const float *q_w, *k_w, *v_w;     /* [d][d] */
+	const float *q_b, *k_b, *v_b;     /* [d] */
+	const float *o_w, *o_b;           /* [d][d], [d] */
+	const float *ln2_w, *ln2_b;       /* [d] */
+	const float *fc1_w, *fc1_b;       /* [i][d], [i] */
+	const float *fc2_w, *fc2_b;       /* [d][i], [d] */
+} clip_layer;
+
+typedef struct clip_tower {
+	clip_tower_cfg cfg;
+	clip_layer *layers;               /* [layers] */
+	/* vision */
+	const float *class_emb;           /* [d] */
+	const float *patch_w;             /* [d][3*p*p] (conv weight, flattened c,y,x) */
+	const float *pre_ln_w, *pre_ln_b; /* [d] */
+	/* text */
+	const float *tok_emb;             /* [vocab][d] */
+	/* both */
+	const float *pos_emb;             /* [positions][d] */
+	const float *post_ln_w, *post_ln_b; /* vision post_layernorm / text final_layer_norm */
+	const float *proj;                /* [projection][d] */
+} clip_tower;
+
+struct tok;
+struct st_file;
+
+struct clip_model {
+	clip_cfg cfg;
+	clip_tower vision, text;
+	float logit_scale;                /* exp of the stored value */
+	struct st_file *st;
+	struct tok *tok;
+	/* F16/BF16 tensors converted to float32, freed at close */
+	void **owned;
+	size_t nowned;
+};
+
+/* Sets err and returns code. */
+int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * config.c: config.json and preprocessor_config.json of a Hugging Face CLIP
+ * checkpoint. Missing fields take the defaults of transformers' CLIPConfig
+ * (CLIPTextConfig, CLIPVisionConfig), as the hub's checkpoints rely on them;
+ * present fields are checked for type and range.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clip_int.h"
+
+int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* Reads an optional positive integer field; 0 on success. */
+static int get_int(json_t *o, const char *tower, const char *key, int *v, int min, int max,
+                   clip_err *err)
+{
+	json_t *j = json_object_get(o, key);
+	if (!j || json_is_null(j))
+		return CLIP_OK;
+	if (!json_is_integer(j) || json_integer_value(j) < min || json_integer_value(j) > max)
+		return clip_fail(err, CLIP_EMODEL, "config.json: %s%s must be an integer in %d..%d",
+		                 tower, key, min, max);
+	*v = (int)json_integer_value(j);
+	return CLIP_OK;
+}
+
+static int get_tower(json_t *o, const char *tower, clip_tower_cfg *t, clip_err *err)
+{
+	int rc;
+	if (o && !json_is_object(o))
+		return clip_fail(err, CLIP_EMODEL, "config.json: %s is not an object", tower);
+	if ((rc = get_int(o, tower, "hidden_size", &t->hidden, 1, 1 << 16, err)) ||
+	    (rc = get_int(o, tower, "intermediate_size", &t->intermediate, 1, 1 << 18, err)) ||
+	    (rc = get_int(o, tower, "num_attention_heads", &t->heads, 1, 1024, err)) ||
+	    (rc = get_int(o, tower, "num_hidden_layers", &t->layers, 1, 1024, err)) ||
+	    (rc = get_int(o, tower, "image_size", &t->image_size, 1, 8192, err)) ||
+	    (rc = get_int(o, tower, "patch_size", &t->patch_size, 1, 1024, err)) ||
+	    (rc = get_int(o, tower, "num_channels", &t->channels, 3, 3, err)) ||
+	    (rc = get_int(o, tower, "max_position_embeddings", &t->positions, 2, 1 << 16, err)) ||
+	    (rc = get_int(o, tower, "vocab_size", &t->vocab, 2, 1 << 24, err)) ||
+	    (rc = get_int(o, tower, "eos_token_id", &t->eos_token_id, 0, 1 << 24, err)))
+		return rc;
+	json_t *act = json_object_get(o, "hidden_act");
+	if (act) {
+		const char *a = json_string_value(act);
+		if (a && strcmp(a, "quick_gelu") == 0)
+			t->act = CLIP_QUICK_GELU;
+		else if (a && strcmp(a, "gelu") == 0)
+			t->act = CLIP_GELU;
+		else
+			return clip_fail(err, CLIP_EMODEL,
+			                 "config.json: %shidden_act must be \"quick_gelu\" or \"gelu\"", tower);
+	}
+	json_t *eps = json_object_get(o, "layer_norm_eps");
+	if (eps) {
+		if (!json_is_number(eps) || !(json_number_value(eps) > 0) ||
+		    json_number_value(eps) > 1)
+			return clip_fail(err, CLIP_EMODEL, "config.json: %slayer_norm_eps must be in (0, 1]",
+			                 tower);
+		t->eps = (float)json_number_value(eps);
+	}
+	if (t->hidden % t->heads != 0)
+		return clip_fail(err, CLIP_EMODEL,
+		                 "config.json: %shidden_size %d is not a multiple of num_attention_heads %d",
+		                 tower, t->hidden, t->heads);
+	return CLIP_OK;
+}
+
+static int get_floats3(json_t *o, const char *key, float out[3], clip_err *err)
+{
+	json_t *a = json_object_get(o, key);
+	if (!a)
+		return CLIP_OK;
+	if (!json_is_array(a) || json_array_size(a) != 3)
+		return clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: %s must be 3 numbers", key);
+	for (size_t i = 0; i < 3; i++) {
+		json_t *v = json_array_get(a, i);
+		if (!json_is_number(v))
+			return clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: %s must be 3 numbers",
+			                 key);
+		out[i] = (float)json_number_value(v);
+	}
+	return CLIP_OK;
+}
+
+static int load_pp(const char *path, clip_cfg *c, clip_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	int rc = CLIP_OK;
+	if (!json_is_object(root)) {
+		rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: not a JSON object (%s, line %d)",
+		               jerr.text, jerr.line);
+		goto out;
+	}
+	if ((rc = get_floats3(root, "image_mean", c->mean, err)) ||
+	    (rc = get_floats3(root, "image_std", c->std, err)))
+		goto out;
+	for (int i = 0; i < 3; i++)
+		if (!(c->std[i] > 0)) {
+			rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: image_std must be > 0");
+			goto out;
+		}
+	json_t *crop = json_object_get(root, "crop_size");
+	json_t *h = json_is_object(crop) ? json_object_get(crop, "height") : crop;
+	if (h && json_is_integer(h) && json_integer_value(h) != c->crop) {
+		rc = clip_fail(err, CLIP_EMODEL,
+		               "preprocessor_config.json: crop_size %lld differs from the model's image_size %d",
+		               (long long)json_integer_value(h), c->crop);
+		goto out;
+	}
+out:
+	json_decref(root);
+	return rc;
+}
+
+int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, clip_err *err)
+{
+	json_error_t jerr;
+	int rc;
+	static const clip_tower_cfg vdef = {
+		.hidden = 768, .intermediate = 3072, .heads = 12, .layers = 12, .act = CLIP_QUICK_GELU,
+		.eps = 1e-5f, .image_size = 224, .patch_size = 32, .channels = 3,
+	};
+	static const clip_tower_cfg tdef = {
+		.hidden = 512, .intermediate = 2048, .heads = 8, .layers = 12, .act = CLIP_QUICK_GELU,
+		.eps = 1e-5f, .positions = 77, .vocab = 49408, .eos_token_id = 2,
+	};
+	memset(c, 0, sizeof *c);
+	c->vision = vdef;
+	c->text = tdef;
+	c->projection = 512;
+	/* OpenAI's normalisation, which CLIPImageProcessor also defaults to. */
+	const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+	const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+	memcpy(c->mean, mean, sizeof mean);
+	memcpy(c->std, std, sizeof std);
+
+	json_t *root = json_load_file(config_path, 0, &jerr);
+	if (!root)
+		return clip_fail(err, CLIP_EMODEL,
+		                 "config.json: %s (line %d)", jerr.text, jerr.line);
+	if (!json_is_object(root)) {
+		rc = clip_fail(err, CLIP_EMODEL, "config.json is not a JSON object");
+		goto out;
+	}
+	const char *mt = json_string_value(json_object_get(root, "model_type"));
+	if (!mt || strcmp(mt, "clip") != 0) {
+		rc = clip_fail(err, CLIP_EMODEL, "config.json: model_type is \"%s\", not \"clip\": "
+		               "this is not a CLIP checkpoint", mt ? mt : "(missing)");
+		goto out;
+	}
+	json_t *vc = json_object_get(root, "vision_config"), *tc = json_object_get(root, "text_config");
+	if (!vc || !tc) {
+		rc = clip_fail(err, CLIP_EMODEL, "config.json: vision_config and text_config are required");
+		goto out;
+	}
+	if ((rc = get_tower(vc, "vision_config.", &c->vision, err)) ||
+	    (rc = get_tower(tc, "text_config.", &c->text, err)) ||
+	    (rc = get_int(root, "", "projection_dim", &c->projection, 1, 1 << 16, err)))
+		goto out;
+	if (c->vision.image_size % c->vision.patch_size != 0) {
+		rc = clip_fail(err, CLIP_EMODEL,
+		               "config.json: vision_config.image_size %d is not a multiple of patch_size %d",
+		               c->vision.image_size, c->vision.patch_size);
+		goto out;
+	}
+	int grid = c->vision.image_size / c->vision.patch_size;
+	c->vision.positions = grid * grid + 1;
+	c->crop = c->vision.image_size;
+	if (pp_path && access(pp_path, F_OK) == 0)
+		rc = load_pp(pp_path, c, err);
+out:
+	json_decref(root);
+	return rc;
+}

@@ -1,0 +1,297 @@
+/*
+ * encoder.c: the two CLIP towers' forward passes in float32.
+ *
+ * Both are pre-norm transformers (x += attn(ln1(x)); x += mlp(ln2(x))). The
+ * vision tower embeds patches with one matrix product (the patch "conv" is
+ * a linear map of each flattened patch), prepends the class token, adds
+ * position embeddings and applies pre_layrnorm; its output is post_layernorm
+ * of the class token, projected. The text tower adds token and position
+ * embeddings, runs causal attention, and pools final_layer_norm at the
+ * <|endoftext|> position. Attention is causal, so a batch of texts only runs
+ * as many positions as its longest text needs, not the full context.
+ *
+ * Every matrix product goes through gemm_int.h. Activations live in the
+ * clip_ctx, sized once for its largest batch: nothing here allocates.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clip_int.h"
+#include "gemm_int.h"
+
+struct clip_ctx {
+	const clip_model *m;
+	int max_batch;
+	float *x;        /* [B*T][d]   residual stream */
+	float *h;        /* [B*T][max(d, patch_dim... )] normalised input / scratch */
+	float *q, *k, *v;/* [B*T][d] */
+	float *att;      /* [B*T][d]   heads concatenated */
+	float *mlp;      /* [B*T][intermediate] */
+	float *scores;   /* [T][T] */
+	float *patches;  /* [B*np][3*p*p] */
+	float *pooled;   /* [B][d] */
+	int *eot;        /* [B] */
+};
+
+static void layernorm(const float *x, float *y, int n, int d, const float *w, const float *b,
+                      float eps)
+{
+	for (int i = 0; i < n; i++) {
+		const float *xi = x + (size_t)i * d;
+		float *yi = y + (size_t)i * d;
+		float mean = 0, var = 0;
+		for (int j = 0; j < d; j++)
+			mean += xi[j];
+		mean /= (float)d;
+		for (int j = 0; j < d; j++) {
+			float t = xi[j] - mean;
+			var += t * t;
+		}
+		float inv = 1.0f / sqrtf(var / (float)d + eps);
+		for (int j = 0; j < d; j++)
+			yi[j] = (xi[j] - mean) * inv * w[j] + b[j];
+	}
+}
+
+static void activate(float *x, size_t n, clip_act act)
+{
+	if (act == CLIP_QUICK_GELU) {
+		for (size_t i = 0; i < n; i++)
+			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+	} else {
+		for (size_t i = 0; i < n; i++)
+			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+	}
+}
+
+static void add_into(float *x, const float *y, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] += y[i];
+}
+
+/* Softmax of each row of s[t][t]; with causal, row i keeps columns <= i
+ * and the rest become 0. */
+static void softmax_rows(float *s, int t, int causal)
+{
+	for (int i = 0; i < t; i++) {
+		float *r = s + (size_t)i * t;
+		int n = causal ? i + 1 : t;
+		float mx = r[0];
+		for (int j = 1; j < n; j++)
+			mx = r[j] > mx ? r[j] : mx;
+		float sum = 0;
+		for (int j = 0; j < n; j++) {
+			r[j] = expf(r[j] - mx);
+			sum += r[j];
+		}
+		float inv = 1.0f / sum;
+		for (int j = 0; j < n; j++)
+			r[j] *= inv;
+		for (int j = n; j < t; j++)
+			r[j] = 0;
+	}
+}
+
+static void block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int B, int T,
+                  int causal)
+{
+	int d = cfg->hidden, H = cfg->heads, dh = d / H, N = B * T;
+	float scale = 1.0f / sqrtf((float)dh);
+
+	layernorm(c->x, c->h, N, d, L->ln1_w, L->ln1_b, cfg->eps);
+	mm_linear(N, d, d, c->h, L->q_w, L->q_b, c->q);
+	mm_linear(N, d, d, c->h, L->k_w, L->k_b, c->k);
+	mm_linear(N, d, d, c->h, L->v_w, L->v_b, c->v);
+	for (int b = 0; b < B; b++) {
+		size_t base = (size_t)b * T * d;
+		for (int hd = 0; hd < H; hd++) {
+			size_t off = base + (size_t)hd * dh;
+			mm_abt(T, T, dh, scale, c->q + off, d, c->k + off, d, c->scores, T);
+			softmax_rows(c->scores, T, causal);
+			mm_ab(T, dh, T, c->scores, T, c->v + off, d, c->att + off, d);
+		}
+	}
+	mm_linear(N, d, d, c->att, L->o_w, L->o_b, c->h);
+	add_into(c->x, c->h, (size_t)N * d);
+
+	layernorm(c->x, c->h, N, d, L->ln2_w, L->ln2_b, cfg->eps);
+	mm_linear(N, d, cfg->intermediate, c->h, L->fc1_w, L->fc1_b, c->mlp);
+	activate(c->mlp, (size_t)N * cfg->intermediate, cfg->act);
+	mm_linear(N, cfg->intermediate, d, c->mlp, L->fc2_w, L->fc2_b, c->h);
+	add_into(c->x, c->h, (size_t)N * d);
+}
+
+int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *err)
+{
+	*out = NULL;
+	if (max_batch < 1 || max_batch > 4096)
+		return clip_fail(err, CLIP_EINVAL, "batch size must be between 1 and 4096");
+	const clip_tower_cfg *v = &m->vision.cfg, *t = &m->text.cfg;
+	int p = v->patch_size, g = v->image_size / p, np = g * g;
+	size_t B = (size_t)max_batch;
+	size_t tok = B * (size_t)(v->positions > t->positions ? v->positions : t->positions);
+	size_t d = (size_t)(v->hidden > t->hidden ? v->hidden : t->hidden);
+	size_t inter = (size_t)(v->intermediate > t->intermediate ? v->intermediate : t->intermediate);
+	size_t tmax = (size_t)(v->positions > t->positions ? v->positions : t->positions);
+	size_t pd = (size_t)3 * p * p;
+	/* h also holds the patch embeddings [B*np][d_vision]. */
+	size_t hsz = tok * d;
+
+	clip_ctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	c->m = m;
+	c->max_batch = max_batch;
+	c->x = malloc(tok * d * sizeof(float));
+	c->h = malloc(hsz * sizeof(float));
+	c->q = malloc(tok * d * sizeof(float));
+	c->k = malloc(tok * d * sizeof(float));
+	c->v = malloc(tok * d * sizeof(float));
+	c->att = malloc(tok * d * sizeof(float));
+	c->mlp = malloc(tok * inter * sizeof(float));
+	c->scores = malloc(tmax * tmax * sizeof(float));
+	c->patches = malloc(B * (size_t)np * pd * sizeof(float));
+	c->pooled = malloc(B * d * sizeof(float));
+	c->eot = malloc(B * sizeof(int));
+	if (!c->x || !c->h || !c->q || !c->k || !c->v || !c->att || !c->mlp || !c->scores ||
+	    !c->patches || !c->pooled || !c->eot) {
+		clip_ctx_free(c);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory for a batch of %d", max_batch);
+	}
+	*out = c;
+	return CLIP_OK;
+}
+
+void clip_ctx_free(clip_ctx *c)
+{
+	if (!c)
+		return;
+	free(c->x);
+	free(c->h);
+	free(c->q);
+	free(c->k);
+	free(c->v);
+	free(c->att);
+	free(c->mlp);
+	free(c->scores);
+	free(c->patches);
+	free(c->pooled);
+	free(c->eot);
+	free(c);
+}
+
+int clip_encode_images(clip_ctx *c, int B, const float *pixels, float *out, clip_err *err)
+{
+	const clip_tower *tw = &c->m->vision;
+	const clip_tower_cfg *cfg = &tw->cfg;
+	if (B < 1 || B > c->max_batch)
+		return clip_fail(err, CLIP_EINVAL, "batch of %d images; this context takes 1..%d", B,
+		                 c->max_batch);
+	if (!pixels || !out)
+		return clip_fail(err, CLIP_EINVAL, "pixels and output are required");
+	int S = cfg->image_size, p = cfg->patch_size, g = S / p, np = g * g, T = np + 1;
+	int d = cfg->hidden, pd = 3 * p * p;
+
+	/* Gather patches so that each row matches the conv weight's (c, y, x)
+	 * order. */
+	for (int b = 0; b < B; b++)
+		for (int gy = 0; gy < g; gy++)
+			for (int gx = 0; gx < g; gx++) {
+				float *row = c->patches + ((size_t)b * np + (size_t)gy * g + gx) * pd;
+				for (int ch = 0; ch < 3; ch++)
+					for (int ky = 0; ky < p; ky++)
+						memcpy(row + (ch * p + ky) * p,
+						       pixels + (((size_t)b * 3 + ch) * S + (size_t)gy * p + ky) * S +
+						               (size_t)gx * p,
+						       (size_t)p * sizeof(float));
+			}
+	mm_linear(B * np, pd, d, c->patches, tw->patch_w, NULL, c->h);
+	for (int b = 0; b < B; b++) {
+		float *xb = c->x + (size_t)b * T * d;
+		for (int j = 0; j < d; j++)
+			xb[j] = tw->class_emb[j] + tw->pos_emb[j];
+		for (int i = 0; i < np; i++) {
+			const float *pe = c->h + ((size_t)b * np + i) * d;
+			const float *pos = tw->pos_emb + (size_t)(i + 1) * d;
+			float *xi = xb + (size_t)(i + 1) * d;
+			for (int j = 0; j < d; j++)
+				xi[j] = pe[j] + pos[j];
+		}
+	}
+	layernorm(c->x, c->x, B * T, d, tw->pre_ln_w, tw->pre_ln_b, cfg->eps);
+	for (int l = 0; l < cfg->layers; l++)
+		block(cfg, &tw->layers[l], c, B, T, 0);
+	for (int b = 0; b < B; b++)
+		layernorm(c->x + (size_t)b * T * d, c->pooled + (size_t)b * d, 1, d, tw->post_ln_w,
+		          tw->post_ln_b, cfg->eps);
+	mm_linear(B, d, c->m->cfg.projection, c->pooled, tw->proj, NULL, out);
+	return CLIP_OK;
+}
+
+int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_err *err)
+{
+	const clip_tower *tw = &c->m->text;
+	const clip_tower_cfg *cfg = &tw->cfg;
+	int ctx = cfg->positions, d = cfg->hidden;
+	if (B < 1 || B > c->max_batch)
+		return clip_fail(err, CLIP_EINVAL, "batch of %d texts; this context takes 1..%d", B,
+		                 c->max_batch);
+	if (!ids || !out)
+		return clip_fail(err, CLIP_EINVAL, "token ids and output are required");
+
+	/* The pooled position: transformers' rule. With the legacy
+	 * eos_token_id 2 it is the first occurrence of the highest id
+	 * (<|endoftext|> is the last token of the vocabulary). */
+	int T = 1;
+	for (int b = 0; b < B; b++) {
+		const int32_t *r = ids + (size_t)b * ctx;
+		int pos = -1;
+		for (int t = 0; t < ctx; t++) {
+			if (r[t] < 0 || r[t] >= cfg->vocab)
+				return clip_fail(err, CLIP_EINVAL, "token id %d at position %d is outside the "
+				                 "vocabulary of %d", r[t], t, cfg->vocab);
+			if (cfg->eos_token_id == 2) {
+				if (pos < 0 || r[t] > r[pos])
+					pos = t;
+			} else if (pos < 0 && r[t] == cfg->eos_token_id) {
+				pos = t;
+			}
+		}
+		if (pos < 0)
+			pos = ctx - 1;
+		c->eot[b] = pos;
+		if (pos + 1 > T)
+			T = pos + 1;
+	}
+	/* Causal attention: positions past the longest <|endoftext|> cannot
+	 * change any pooled output, so the batch runs T positions only. */
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			const float *te = tw->tok_emb + (size_t)ids[(size_t)b * ctx + t] * d;
+			const float *pe = tw->pos_emb + (size_t)t * d;
+			float *xi = c->x + ((size_t)b * T + t) * d;
+			for (int j = 0; j < d; j++)
+				xi[j] = te[j] + pe[j];
+		}
+	for (int l = 0; l < cfg->layers; l++)
+		block(cfg, &tw->layers[l], c, B, T, 1);
+	for (int b = 0; b < B; b++)
+		layernorm(c->x + ((size_t)b * T + c->eot[b]) * d, c->pooled + (size_t)b * d, 1, d,
+		          tw->post_ln_w, tw->post_ln_b, cfg->eps);
+	mm_linear(B, d, c->m->cfg.projection, c->pooled, tw->proj, NULL, out);
+	return CLIP_OK;
+}
+
+void clip_normalize(float *v, int dim)
+{
+	double s = 0;
+	for (int i = 0; i < dim; i++)
+		s += (double)v[i] * v[i];
+	if (s <= 0)
+		return;
+	float inv = (float)(1.0 / sqrt(s));
+	for (int i = 0; i < dim; i++)
+		v[i] *= inv;
+}

@@ -1,0 +1,719 @@
+/*
+ * preprocess.c: image decoding (libvips) and CLIP preprocessing.
+ *
+ * The reference is open_clip's transform on PIL: Resize(S, BICUBIC) of the
+ * shortest side, CenterCrop(S), convert('RGB'), ToTensor, Normalize. To land
+ * within a fraction of a grey level of it, the resize is PIL's own
+ * algorithm, reimplemented here on 8-bit pixels (libvips' resizers use other
+ * kernels and pixel centres):
+ * - separable, horizontal pass first; the intermediate is 8-bit;
+ * - bicubic kernel, a = -0.5, support 2, widened by the scale factor when
+ *   shrinking (antialiasing); source pixel centres at (i + 0.5) * scale;
+ * - weights normalised per output pixel, then fixed point with 22 fractional
+ *   bits, rounded half away from zero; each sum starts at 0.5 and the result
+ *   is floored and clipped to 0..255;
+ * - a pass is skipped when that dimension keeps its size;
+ * - RGBA and LA images are resized with premultiplied alpha (PIL's
+ *   Image.resize converts to RGBa / La and back), then alpha is dropped.
+ * Resized size: the short side becomes S, the long side
+ * int(S * long / short); crop offsets are round((len - S) / 2) with Python's
+ * half-to-even rounding. Only the S x S window that survives the crop is
+ * ever computed, so an extreme aspect ratio (50000 x 1) costs no more
+ * memory than the decoded image.
+ *
+ * Decoding: libvips loads from a VipsSource with sequential access and
+ * fail_on=error, so a truncated file is an error; only photographic formats
+ * are accepted (img_formats). Width and height are checked against the
+ * pixel limit from the header, before any pixel is decoded. Then EXIF
+ * orientation (vips_autorot; PIL itself ignores it), 8-bit sRGB (or 8-bit
+ * grey, replicated to RGB at the end), and the first 3 colour bands plus
+ * alpha. 16-bit images keep their high byte, as PIL does for 16-bit RGB
+ * (PIL clips 16-bit grey to 255 instead, which is not reproduced). Pixels
+ * are pulled through a VipsRegion in the calling thread, top to bottom, into
+ * one buffer of ours.
+ *
+ * Not reproduced either: PIL resizes palette ("P") and 1-bit images with
+ * nearest neighbour (libvips hands them over as RGB or grey, resized here
+ * bicubic), and keeps an RGB PNG's tRNS colour key out of the resize (libvips
+ * turns it into an alpha band, so it is premultiplied here).
+ *
+ * DESIGN: threads. Every call is independent and allocates its own buffers.
+ * The only process-wide state is libvips itself, started once under
+ * pthread_once. libvips' error buffer is process-wide too: messages here are
+ * our own, and the buffer is cleared after a failure so that it does not
+ * grow; its text is never passed on.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "preprocess_int.h"
+
+/* Pillow's fixed point for 8-bit resampling: 8 bits of result, 2 bits of
+ * headroom for the filter's negative lobes and overshoot. */
+#define PRECISION_BITS (32 - 8 - 2)
+#define BICUBIC_SUPPORT 2.0
+
+/* Rows pulled from libvips per request (about 1 MB per strip). */
+#define STRIP_BYTES ((size_t)1 << 20)
+
+static int img_fail(clip_err *err, clip_code code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int img_fail(clip_err *err, clip_code code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* ---- libvips start-up ---- */
+
+static pthread_once_t img_once = PTHREAD_ONCE_INIT;
+static int img_init_failed; /* written once inside pthread_once, read after it */
+
+static void drop_log(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer user)
+{
+	(void)domain;
+	(void)level;
+	(void)msg;
+	(void)user;
+}
+
+static void img_init_once(void)
+{
+	if (VIPS_INIT("clipd")) {
+		img_init_failed = 1;
+		vips_error_clear();
+		return;
+	}
+	/* The cache keys loads by file name or buffer address: a file
+	 * rewritten in place, or a reused buffer, would get the old pixels. */
+	vips_cache_set_max(0);
+	/* Keep to the loaders libvips considers safe for untrusted input. */
+	vips_block_untrusted_set(TRUE);
+	/* libvips reports decoder warnings (libpng's "iCCP: ...", truncated
+	 * tiles) on stderr through GLib; library code must not print, and each
+	 * failure already comes back as a clip_err. This is what libvips'
+	 * own VIPS_WARNING environment variable does. */
+	g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING, drop_log, NULL);
+}
+
+int img_init(clip_err *err)
+{
+	pthread_once(&img_once, img_init_once);
+	if (img_init_failed)
+		return img_fail(err, CLIP_EIO, "libvips could not be initialised");
+	return CLIP_OK;
+}
+
+/* ---- PIL's resampler ---- */
+
+static double bicubic(double x)
+{
+	const double a = -0.5;
+	if (x < 0.0)
+		x = -x;
+	if (x < 1.0)
+		return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+	if (x < 2.0)
+		return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+	return 0.0;
+}
+
+static inline uint8_t clip8(int32_t v)
+{
+	if (v < 0)
+		return 0;
+	v >>= PRECISION_BITS;
+	return v > 255 ? 255 : (uint8_t)v;
+}
+
+/* Taps per output pixel of a 1-D resize from in_size to out_size. */
+static int taps_ksize(int in_size, int out_size)
+{
+	double fs = (double)in_size / out_size;
+	if (fs < 1.0)
+		fs = 1.0;
+	return (int)ceil(BICUBIC_SUPPORT * fs) * 2 + 1;
+}
+
+/* The taps of outputs first .. first+n-1 of a 1-D resize from in_size to
+ * out_size: bounds[i][0] is the first input index, bounds[i][1] the number
+ * of taps, k[i][ksize] the fixed-point weights. wk: ksize doubles of
+ * scratch. */
+static void taps_fill(int in_size, int out_size, int first, int n, int ksize, int *bounds,
+                      int32_t *k, double *wk)
+{
+	double scale = (double)in_size / out_size;
+	double fs = scale < 1.0 ? 1.0 : scale;
+	double support = BICUBIC_SUPPORT * fs;
+	double ss = 1.0 / fs;
+
+	for (int i = 0; i < n; i++) {
+		double center = (first + i + 0.5) * scale;
+		/* (int) truncates toward zero, as in Pillow; clamped after. */
+		int xmin = (int)(center - support + 0.5);
+		int xmax = (int)(center + support + 0.5);
+		double ww = 0.0;
+		int32_t *kr = k + (size_t)i * ksize;
+		int x;
+
+		if (xmin < 0)
+			xmin = 0;
+		if (xmax > in_size)
+			xmax = in_size;
+		xmax -= xmin;
+		for (x = 0; x < xmax; x++) {
+			wk[x] = bicubic((x + xmin - center + 0.5) * ss);
+			ww += wk[x];
+		}
+		for (x = 0; x < xmax; x++) {
+			double w = ww != 0.0 ? wk[x] / ww : wk[x];
+			w *= (double)(1 << PRECISION_BITS);
+			kr[x] = (int32_t)(w < 0 ? w - 0.5 : w + 0.5);
+		}
+		for (; x < ksize; x++)
+			kr[x] = 0;
+		bounds[2 * i] = xmin;
+		bounds[2 * i + 1] = xmax;
+	}
+}
+
+static size_t align8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/* Resizes src (sw x sh, nb interleaved bands) to dw x dh as PIL does, but
+ * computes only the window [x0, x0+cw) x [y0, y0+ch) of the result, into
+ * dst[ch][cw][nb]. Equal to cropping PIL's full output: every output pixel
+ * depends only on its own position. 0, or -1 when out of memory. */
+static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, int dh, int x0,
+                           int y0, int cw, int ch, uint8_t *dst)
+{
+	int need_h = dw != sw, need_v = dh != sh;
+	int kh = need_h ? taps_ksize(sw, dw) : 0;
+	int kv = need_v ? taps_ksize(sh, dh) : 0;
+	size_t row = (size_t)cw * nb;
+	size_t off_bh, off_kh, off_bv, off_kv, off_acc, total;
+	char *block;
+	double *wk;
+	int *bh, *bv;
+	int32_t *kkh, *kkv, *acc;
+	uint8_t *tmp = NULL;
+	const uint8_t *mid; /* rows mid_row0.. of the horizontally resized window */
+	size_t mid_stride;
+	int mid_row0, r0 = y0, r1 = y0 + ch;
+
+	/* Scratch weights, both passes' taps and the row accumulators. */
+	off_bh = align8(sizeof(double) * (size_t)(kh > kv ? kh : kv));
+	off_kh = off_bh + align8(sizeof(int) * 2 * (size_t)cw);
+	off_bv = off_kh + align8(sizeof(int32_t) * (size_t)cw * kh);
+	off_kv = off_bv + align8(sizeof(int) * 2 * (size_t)ch);
+	off_acc = off_kv + align8(sizeof(int32_t) * (size_t)ch * kv);
+	total = off_acc + align8(sizeof(int32_t) * row);
+	block = malloc(total);
+	if (!block)
+		return -1;
+	wk = (double *)block;
+	bh = (int *)(block + off_bh);
+	kkh = (int32_t *)(block + off_kh);
+	bv = (int *)(block + off_bv);
+	kkv = (int32_t *)(block + off_kv);
+	acc = (int32_t *)(block + off_acc);
+
+	if (need_v) {
+		taps_fill(sh, dh, y0, ch, kv, bv, kkv, wk);
+		/* The source rows the vertical pass reads. */
+		r0 = bv[0];
+		r1 = 0;
+		for (int i = 0; i < ch; i++) {
+			if (bv[2 * i] < r0)
+				r0 = bv[2 * i];
+			if (bv[2 * i] + bv[2 * i + 1] > r1)
+				r1 = bv[2 * i] + bv[2 * i + 1];
+		}
+	}
+
+	/* Horizontal pass over those rows, window columns only; the result is
+	 * 8-bit, as in PIL. */
+	if (need_h) {
+		tmp = malloc(row * (size_t)(r1 - r0));
+		if (!tmp) {
+			free(block);
+			return -1;
+		}
+		taps_fill(sw, dw, x0, cw, kh, bh, kkh, wk);
+		for (int r = r0; r < r1; r++) {
+			const uint8_t *srow = src + (size_t)r * sw * nb;
+			uint8_t *trow = tmp + (size_t)(r - r0) * row;
+			for (int xx = 0; xx < cw; xx++) {
+				const int32_t *k = kkh + (size_t)xx * kh;
+				const uint8_t *p = srow + (size_t)bh[2 * xx] * nb;
+				int n = bh[2 * xx + 1];
+				int32_t s[4];
+				for (int b = 0; b < 4; b++)
+					s[b] = 1 << (PRECISION_BITS - 1);
+				for (int x = 0; x < n; x++, p += nb)
+					for (int b = 0; b < nb; b++)
+						s[b] += p[b] * k[x];
+				for (int b = 0; b < nb; b++)
+					trow[(size_t)xx * nb + b] = clip8(s[b]);
+			}
+		}
+		mid = tmp;
+		mid_stride = row;
+		mid_row0 = r0;
+	} else {
+		mid = src + (size_t)x0 * nb;
+		mid_stride = (size_t)sw * nb;
+		mid_row0 = 0;
+	}
+
+	/* Vertical pass, one output row at a time. */
+	for (int yy = 0; yy < ch; yy++) {
+		uint8_t *drow = dst + (size_t)yy * row;
+		const int32_t *k = kkv + (size_t)yy * kv;
+		int ymin, n;
+
+		if (!need_v) {
+			memcpy(drow, mid + (size_t)(y0 + yy - mid_row0) * mid_stride, row);
+			continue;
+		}
+		ymin = bv[2 * yy];
+		n = bv[2 * yy + 1];
+		for (size_t i = 0; i < row; i++)
+			acc[i] = 1 << (PRECISION_BITS - 1);
+		for (int y = 0; y < n; y++) {
+			const uint8_t *mrow = mid + (size_t)(ymin + y - mid_row0) * mid_stride;
+			int32_t w = k[y];
+			for (size_t i = 0; i < row; i++)
+				acc[i] += mrow[i] * w;
+		}
+		for (size_t i = 0; i < row; i++)
+			drow[i] = clip8(acc[i]);
+	}
+	free(tmp);
+	free(block);
+	return 0;
+}
+
+int img_resample_u8(const uint8_t *src, int sw, int sh, int bands, uint8_t *dst, int dw, int dh)
+{
+	if (!src || !dst || sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0 || bands < 1 || bands > 4)
+		return CLIP_EINVAL;
+	if (resample_window(src, sw, sh, bands, dw, dh, 0, 0, dw, dh, dst))
+		return CLIP_ENOMEM;
+	return CLIP_OK;
+}
+
+/* PIL's RGBA -> RGBa: c * a / 255, rounded the way its MULDIV255 does. */
+static void premultiply(uint8_t *px, size_t n, int nb)
+{
+	for (size_t i = 0; i < n; i++, px += nb) {
+		unsigned a = px[nb - 1];
+		for (int c = 0; c < nb - 1; c++) {
+			unsigned t = px[c] * a + 128;
+			px[c] = (uint8_t)(((t >> 8) + t) >> 8);
+		}
+	}
+}
+
+/* PIL's RGBa -> RGBA: 255 * c / a, truncated and clipped; a of 0 or 255
+ * leaves the colour as it is. */
+static void unpremultiply(uint8_t *px, size_t n, int nb)
+{
+	for (size_t i = 0; i < n; i++, px += nb) {
+		unsigned a = px[nb - 1];
+		if (a == 0 || a == 255)
+			continue;
+		for (int c = 0; c < nb - 1; c++) {
+			unsigned v = 255u * px[c] / a;
+			px[c] = (uint8_t)(v > 255 ? 255 : v);
+		}
+	}
+}
+
+/* ---- geometry ---- */
+
+typedef struct img_plan {
+	int rw, rh;       /* resized size */
+	int left, top;    /* crop offset in the resized image */
+} img_plan;
+
+/* Python's round(d / 2) for d >= 0: halves go to the even neighbour. */
+static int half_round_even(int d)
+{
+	int q = d / 2;
+	if ((d & 1) && (q & 1))
+		q++;
+	return q;
+}
+
+/* torchvision Resize(int) then CenterCrop. -1 when the resized long side
+ * would not fit an int. */
+static int plan_make(int w, int h, int size, img_plan *p)
+{
+	int shorter = w <= h ? w : h, longer = w <= h ? h : w;
+	/* Python: int(size * long / short), a correctly rounded double
+	 * division of two exact integers, then truncation. */
+	double nl = (double)((int64_t)size * longer) / (double)shorter;
+	int new_long;
+
+	if (nl >= (double)INT32_MAX)
+		return -1;
+	new_long = (int)nl;
+	p->rw = w <= h ? size : new_long;
+	p->rh = w <= h ? new_long : size;
+	p->left = half_round_even(p->rw - size);
+	p->top = half_round_even(p->rh - size);
+	return 0;
+}
+
+/* ---- decoding ---- */
+
+/* Copies every pixel of im (8-bit) into dst, top to bottom, in the calling
+ * thread. 0, or -1 when libvips fails (damaged or truncated data). */
+static int read_pixels(VipsImage *im, uint8_t *dst)
+{
+	size_t line = VIPS_IMAGE_SIZEOF_LINE(im);
+	int strip = (int)(STRIP_BYTES / line);
+	VipsRegion *reg;
+	int rc = 0;
+
+	if (strip < 1)
+		strip = 1;
+	reg = vips_region_new(im);
+	if (!reg)
+		return -1;
+	for (int y = 0; y < im->Ysize; y += strip) {
+		VipsRect r = {0, y, im->Xsize, im->Ysize - y < strip ? im->Ysize - y : strip};
+		if (vips_region_prepare(reg, &r)) {
+			rc = -1;
+			break;
+		}
+		for (int i = 0; i < r.height; i++)
+			memcpy(dst + (size_t)(y + i) * line, VIPS_REGION_ADDR(reg, 0, y + i), line);
+	}
+	g_object_unref(reg);
+	return rc;
+}
+
+/* The decoded 8-bit pixels px[h][w][nb] (nb: 1 grey, 2 grey + alpha,
+ * 3 RGB, 4 RGBA; modified in place) to the normalised CHW tensor. */
+static int finish(uint8_t *px, int w, int h, int nb, const img_plan *p, const img_opts *o,
+                  float *out, clip_err *err)
+{
+	int s = o->size;
+	size_t plane = (size_t)s * s;
+	int alpha = nb == 2 || nb == 4;
+	int resized = p->rw != w || p->rh != h;
+	uint8_t *crop = malloc(plane * nb);
+
+	if (!crop)
+		return img_fail(err, CLIP_ENOMEM, "out of memory preprocessing a %dx%d image", w, h);
+	/* PIL leaves a same-size resize alone, alpha untouched. */
+	if (alpha && resized)
+		premultiply(px, (size_t)w * h, nb);
+	if (resample_window(px, w, h, nb, p->rw, p->rh, p->left, p->top, s, s, crop)) {
+		free(crop);
+		return img_fail(err, CLIP_ENOMEM, "out of memory resizing a %dx%d image", w, h);
+	}
+	if (alpha && resized)
+		unpremultiply(crop, plane, nb);
+	/* ToTensor then Normalize, in float32 as torchvision does. */
+	for (int c = 0; c < 3; c++) {
+		int band = nb >= 3 ? c : 0;
+		float *oc = out + (size_t)c * plane;
+		for (size_t i = 0; i < plane; i++)
+			oc[i] = ((float)crop[i * nb + band] / 255.0f - o->mean[c]) / o->std[c];
+	}
+	free(crop);
+	return CLIP_OK;
+}
+
+/* Photographic formats only. libvips also reads matrices, CSV, PDF, FITS,
+ * Radiance, its own format..., which a text or document file can pass for
+ * (a text file "2 2\n1 2\n3 4" is a matrix). */
+static const char *const img_formats[] = {"jpeg", "png", "webp", "gif", "tiff", "heif", "jxl"};
+
+/* Whether the loader class libvips picked reads one of img_formats; name
+ * receives the format's short name ("svg" for svgload_source). */
+static int format_allowed(const char *loader, char *name, size_t n)
+{
+	const char *nick = vips_nickname_find(g_type_from_name(loader));
+	const char *end;
+	size_t len;
+
+	if (!nick)
+		nick = "unknown";
+	end = strstr(nick, "load");
+	len = end ? (size_t)(end - nick) : strlen(nick);
+	snprintf(name, n, "%.*s", (int)len, nick);
+	for (size_t i = 0; i < sizeof img_formats / sizeof img_formats[0]; i++)
+		if (strcmp(name, img_formats[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Decodes the image in src and preprocesses it. */
+static int decode_source(VipsSource *src, const img_opts *o, float *out, int *width, int *height,
+                         clip_err *err)
+{
+	VipsImage *in = NULL, *rgb = NULL, *shifted = NULL, *u8 = NULL, *bands = NULL;
+	VipsImage *mem = NULL, *rot = NULL, *img;
+	VipsInterpretation interp;
+	uint8_t *px = NULL;
+	int64_t max_pixels = o->max_pixels > 0 ? o->max_pixels : IMG_DEFAULT_MAX_PIXELS;
+	int w, h, ow, oh, orient, nb, colour, alpha, grey;
+	img_plan plan;
+	const char *loader;
+	char fmt[32];
+	int rc;
+
+	loader = vips_foreign_find_load_source(src);
+	if (!loader) {
+		rc = img_fail(err, CLIP_EIMAGE, "not an image libvips can read");
+		goto out;
+	}
+	if (!format_allowed(loader, fmt, sizeof fmt)) {
+		rc = img_fail(err, CLIP_EIMAGE, "unsupported image format (%s)", fmt);
+		goto out;
+	}
+	in = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
+	                                VIPS_FAIL_ON_ERROR, NULL);
+	if (!in) {
+		rc = img_fail(err, CLIP_EIMAGE, "damaged image: its header cannot be read");
+		goto out;
+	}
+
+	/* Refuse bombs from the header alone. */
+	w = vips_image_get_width(in);
+	h = vips_image_get_height(in);
+	if (w <= 0 || h <= 0) {
+		rc = img_fail(err, CLIP_EIMAGE, "image has a side of 0 (%dx%d)", w, h);
+		goto out;
+	}
+	if ((int64_t)w * h > max_pixels) {
+		rc = img_fail(err, CLIP_ETOOBIG, "image is %dx%d (%lld pixels), over the limit of %lld",
+		              w, h, (long long)w * h, (long long)max_pixels);
+		goto out;
+	}
+	orient = vips_image_get_orientation(in);
+	ow = orient >= 5 ? h : w;
+	oh = orient >= 5 ? w : h;
+	if (plan_make(ow, oh, o->size, &plan)) {
+		rc = img_fail(err, CLIP_ETOOBIG,
+		              "image is %dx%d: too elongated to resize its short side to %d", ow, oh,
+		              o->size);
+		goto out;
+	}
+
+	/* 8-bit sRGB, or 8-bit grey (replicated to RGB in finish). */
+	interp = vips_image_guess_interpretation(in);
+	grey = interp == VIPS_INTERPRETATION_B_W || interp == VIPS_INTERPRETATION_GREY16;
+	/* 16-bit grey goes through the 16-bit branch below: libvips'
+	 * GREY16 -> B_W rounds v / 257 while its RGB16 -> sRGB keeps the high
+	 * byte; the high byte everywhere is consistent, and what PIL does for
+	 * 16-bit RGB. */
+	if (vips_colourspace_issupported(in) && !(grey && in->BandFmt == VIPS_FORMAT_USHORT)) {
+		if (vips_colourspace(in, &rgb,
+		                     grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB, NULL)) {
+			rc = img_fail(err, CLIP_EIMAGE, "image colourspace cannot be converted to sRGB");
+			goto out;
+		}
+	} else {
+		rgb = in;
+		g_object_ref(rgb);
+	}
+	if (rgb->BandFmt == VIPS_FORMAT_UCHAR) {
+		u8 = rgb;
+		g_object_ref(u8);
+	} else if (rgb->BandFmt == VIPS_FORMAT_USHORT) {
+		if (vips_rshift_const1(rgb, &shifted, 8, NULL) ||
+		    vips_cast_uchar(shifted, &u8, NULL)) {
+			rc = img_fail(err, CLIP_EIMAGE, "16-bit image cannot be converted to 8 bits");
+			goto out;
+		}
+	} else if (vips_cast_uchar(rgb, &u8, NULL)) {
+		rc = img_fail(err, CLIP_EIMAGE, "image cannot be converted to 8 bits");
+		goto out;
+	}
+
+	/* Colour bands (3, or 1 for grey) and alpha, the band after them:
+	 * after the conversion above a second or fourth band is alpha. */
+	colour = u8->Bands >= 3 ? 3 : 1;
+	alpha = u8->Bands > colour;
+	nb = colour + alpha;
+	if (nb < u8->Bands) {
+		if (vips_extract_band(u8, &bands, 0, "n", nb, NULL)) {
+			rc = img_fail(err, CLIP_EIMAGE, "image bands cannot be extracted");
+			goto out;
+		}
+	} else {
+		bands = u8;
+		g_object_ref(bands);
+	}
+
+	/* EXIF orientation. Rotation reads out of order: decode to memory
+	 * first, since the loader is sequential. */
+	img = bands;
+	if (orient != 1) {
+		mem = vips_image_copy_memory(bands);
+		if (!mem) {
+			rc = img_fail(err, CLIP_EIMAGE, "damaged or truncated image");
+			goto out;
+		}
+		vips_image_set_int(mem, VIPS_META_ORIENTATION, orient);
+		if (vips_autorot(mem, &rot, NULL)) {
+			rc = img_fail(err, CLIP_EIMAGE, "image orientation cannot be applied");
+			goto out;
+		}
+		img = rot;
+	}
+	if (img->Xsize != ow || img->Ysize != oh || img->Bands != nb) {
+		rc = img_fail(err, CLIP_EIMAGE, "image decodes to %dx%d, not the %dx%d of its header",
+		              img->Xsize, img->Ysize, ow, oh);
+		goto out;
+	}
+
+	px = malloc((size_t)ow * oh * nb);
+	if (!px) {
+		rc = img_fail(err, CLIP_ENOMEM, "out of memory decoding a %dx%d image", ow, oh);
+		goto out;
+	}
+	if (read_pixels(img, px)) {
+		rc = img_fail(err, CLIP_EIMAGE, "damaged or truncated image");
+		goto out;
+	}
+	rc = finish(px, ow, oh, nb, &plan, o, out, err);
+	if (rc == CLIP_OK) {
+		if (width)
+			*width = ow;
+		if (height)
+			*height = oh;
+	}
+
+out:
+	if (rc != CLIP_OK)
+		vips_error_clear();
+	free(px);
+	if (rot)
+		g_object_unref(rot);
+	if (mem)
+		g_object_unref(mem);
+	if (bands)
+		g_object_unref(bands);
+	if (u8)
+		g_object_unref(u8);
+	if (shifted)
+		g_object_unref(shifted);
+	if (rgb)
+		g_object_unref(rgb);
+	if (in)
+		g_object_unref(in);
+	return rc;
+}
+
+static int check_opts(const img_opts *o, const float *out, clip_err *err)
+{
+	if (!o || !out)
+		return img_fail(err, CLIP_EINVAL, "preprocess: options and output are required");
+	/* The bound keeps size * size * taps arithmetic far from overflow. */
+	if (o->size <= 0 || o->size > 4096)
+		return img_fail(err, CLIP_EINVAL, "preprocess: image size %d is out of range", o->size);
+	for (int c = 0; c < 3; c++)
+		if (!(o->std[c] != 0.0f))
+			return img_fail(err, CLIP_EINVAL, "preprocess: std[%d] is 0", c);
+	return CLIP_OK;
+}
+
+int img_preprocess_file(const char *path, const img_opts *o, float *out, int *width,
+                        int *height, clip_err *err)
+{
+	VipsSource *src = NULL;
+	struct stat st;
+	char ebuf[128];
+	int fd = -1;
+	int rc;
+
+	if ((rc = check_opts(o, out, err)))
+		return rc;
+	if (!path)
+		return img_fail(err, CLIP_EINVAL, "preprocess: no path");
+	if ((rc = img_init(err)))
+		return rc;
+
+	/* Our own open: a clear I/O error, and no "[options]" parsing of the
+	 * name as vips_image_new_from_file would do. */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = img_fail(err, CLIP_EIO, "cannot open the image file: %s",
+		              strerror_r(errno, ebuf, sizeof ebuf));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = img_fail(err, CLIP_EIO, "cannot read the image file: %s",
+		              strerror_r(errno, ebuf, sizeof ebuf));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = img_fail(err, CLIP_EIO, "the image path is not a regular file");
+		goto out;
+	}
+	/* The source holds its own duplicate of the descriptor. */
+	src = vips_source_new_from_descriptor(fd);
+	if (!src) {
+		vips_error_clear();
+		rc = img_fail(err, CLIP_EIO, "cannot read the image file");
+		goto out;
+	}
+	rc = decode_source(src, o, out, width, height, err);
+
+out:
+	if (src)
+		g_object_unref(src);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float *out,
+                          int *width, int *height, clip_err *err)
+{
+	VipsSource *src;
+	int rc;
+
+	if ((rc = check_opts(o, out, err)))
+		return rc;
+	if (!data && len)
+		return img_fail(err, CLIP_EINVAL, "preprocess: no data");
+	if (len == 0)
+		return img_fail(err, CLIP_EIMAGE, "empty image data");
+	if ((rc = img_init(err)))
+		return rc;
+
+	src = vips_source_new_from_memory(data, len);
+	if (!src) {
+		vips_error_clear();
+		return img_fail(err, CLIP_ENOMEM, "out of memory reading image data");
+	}
+	rc = decode_source(src, o, out, width, height, err);
+	g_object_unref(src);
+	return rc;
+}

@@ -1,0 +1,65 @@
+/*
+ * preprocess_int.h: image decoding and preprocessing, private to the model
+ * module (clip.c wraps it as clip_preprocess_file / clip_preprocess_buffer).
+ *
+ * An image is decoded with libvips and turned into the CLIP input tensor
+ * exactly as the reference does it (open_clip on PIL): EXIF orientation
+ * applied, 8-bit sRGB, bicubic resize of the shortest side to `size` with
+ * PIL's own resampler (reimplemented in preprocess.c), centre crop, alpha
+ * dropped, grayscale replicated, then (x / 255 - mean) / std per channel.
+ *
+ * Ownership: every buffer is the caller's; nothing returned needs freeing.
+ * Thread-safety: all functions are safe to call from any thread at once.
+ * libvips is initialised once, on first use, by img_init.
+ */
+#ifndef CLIPD_PREPROCESS_INT_H
+#define CLIPD_PREPROCESS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clip.h"
+
+/* Default for img_opts.max_pixels (and clip_image_limits.max_pixels = 0). */
+#define IMG_DEFAULT_MAX_PIXELS ((int64_t)100 * 1000 * 1000)
+
+typedef struct img_opts {
+	int size;            /* output side S in pixels (224) */
+	float mean[3];       /* per channel, on the 0..1 scale */
+	float std[3];
+	int64_t max_pixels;  /* decoded width * height refused above this; <= 0: the default */
+} img_opts;
+
+/* Initialises libvips once per process (thread-safe; later calls return the
+ * first result) and sets it up for untrusted input, process-wide: the
+ * operation cache off (it could hand back a stale decode of a file or buffer
+ * that changed), loaders libvips marks untrusted blocked, and libvips'
+ * warnings (domain "VIPS") dropped instead of printed on stderr. The
+ * functions below call it themselves. CLIP_OK, or CLIP_EIO when libvips
+ * cannot start. */
+int img_init(clip_err *err);
+
+/* Decodes the image file at path and writes the preprocessed tensor into
+ * out[3][o->size][o->size] (CHW, normalised). *width, *height (each may be
+ * NULL) receive the decoded size after EXIF orientation.
+ * Errors: CLIP_EIO (cannot open or read the file), CLIP_EIMAGE (not an image
+ * libvips can read, or a damaged or truncated one, or a side of 0),
+ * CLIP_ETOOBIG (over o->max_pixels, checked from the header before any pixel
+ * is decoded, or an aspect ratio whose resized long side overflows),
+ * CLIP_ENOMEM, CLIP_EINVAL (bad arguments). out is undefined on failure. */
+int img_preprocess_file(const char *path, const img_opts *o, float *out, int *width,
+                        int *height, clip_err *err);
+
+/* The same for an encoded image held in memory (data[len], not retained). */
+int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float *out,
+                          int *width, int *height, clip_err *err);
+
+/* PIL's bicubic resampler (ImagingResample on 8-bit images): resizes src
+ * (sw x sh pixels, `bands` interleaved 8-bit channels, 1..4, rows packed)
+ * into dst (dw x dh, same layout), horizontal pass first with an 8-bit
+ * intermediate, antialiased when shrinking. Channels are filtered
+ * independently (no alpha premultiplication). Exposed for tests.
+ * CLIP_OK, CLIP_EINVAL for bad sizes, CLIP_ENOMEM. */
+int img_resample_u8(const uint8_t *src, int sw, int sh, int bands, uint8_t *dst, int dw, int dh);
+
+#endif

@@ -1,0 +1,841 @@
+/*
+ * test_preprocess: image decoding and preprocessing against the reference
+ * (open_clip v2.20 on PIL, pixels in $CLIPD_REFERENCE/tiny-clip-a/pixels),
+ * within 0.5/255 mean absolute difference per image; then the inputs that
+ * must be refused (non-images, truncated files, decompression bombs), odd
+ * shapes and formats (1x1, 50000x1, 16-bit, RGBA, grey, GIF, EXIF
+ * orientation) generated with libvips in a temporary directory, the
+ * resampler's own properties, threads, and leaks of descriptors and libvips
+ * objects.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
+#include "preprocess_int.h"
+#include "tap.h"
+
+#define S 224
+#define PLANE (S * S)
+#define NT (3 * PLANE)
+
+static const img_opts OPTS = {
+	.size = S,
+	.mean = {0.48145466f, 0.4578275f, 0.40821073f},
+	.std = {0.26862954f, 0.26130258f, 0.27577711f},
+	.max_pixels = 0,
+};
+
+static const char *refdir;
+static char dir[256];
+static float *ta, *tb; /* two output tensors [3][S][S] */
+
+static const char *const ref_images[] = {
+	"000000039769.png", "astronaut.png", "chelsea.png", "coffee.png",
+	"horse.png",        "page.png",      "rocket.jpg",
+};
+
+static void tmp_path(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static void ref_path(char *buf, size_t n, const char *sub, const char *name)
+{
+	snprintf(buf, n, "%s/%s/%s", refdir, sub, name);
+}
+
+/* Reads a whole file into a malloc'd buffer; NULL on failure. */
+static void *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	void *buf = NULL;
+	long n;
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+		buf = malloc(n ? (size_t)n : 1);
+		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		}
+		*len = (size_t)n;
+	}
+	fclose(f);
+	return buf;
+}
+
+static int spit(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	int ok;
+	if (!f)
+		return -1;
+	ok = fwrite(data, 1, len, f) == len;
+	return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+/* Back to the 0..255 scale: x * std + mean, times 255. */
+static double unnorm(const float *t, size_t i)
+{
+	int c = (int)(i / PLANE);
+	return ((double)t[i] * OPTS.std[c] + OPTS.mean[c]) * 255.0;
+}
+
+static void diff255(const float *a, const float *b, double *mean, double *max)
+{
+	double sum = 0, mx = 0;
+	for (size_t i = 0; i < NT; i++) {
+		double d = fabs(unnorm(a, i) - unnorm(b, i));
+		sum += d;
+		if (d > mx)
+			mx = d;
+	}
+	*mean = sum / NT;
+	*max = mx;
+}
+
+/* Writes w x h x bands pixels of the given format to a file in dir; the
+ * saver follows the name's suffix. 0 on success. */
+static int save_pixels(const char *name, const void *px, int w, int h, int bands,
+                       VipsBandFormat fmt, VipsInterpretation interp)
+{
+	char p[512];
+	size_t size = (size_t)w * h * bands * vips_format_sizeof(fmt);
+	VipsImage *im = vips_image_new_from_memory(px, size, w, h, bands, fmt);
+	int rc;
+	if (!im)
+		return -1;
+	im->Type = interp;
+	tmp_path(p, sizeof p, name);
+	rc = vips_image_write_to_file(im, p, NULL);
+	g_object_unref(im);
+	if (rc)
+		vips_error_clear();
+	return rc;
+}
+
+/* A deterministic textured pattern: gradients plus hashed noise. */
+static uint8_t pattern(int x, int y, int c)
+{
+	uint32_t hsh = (uint32_t)x * 2654435761u ^ (uint32_t)y * 2246822519u ^ (uint32_t)c * 3266489917u;
+	hsh ^= hsh >> 15;
+	return (uint8_t)((x * 3 + y * 5 + c * 70) / 2 + (hsh & 63));
+}
+
+static uint8_t *make_pattern(int w, int h, int bands)
+{
+	uint8_t *px = malloc((size_t)w * h * bands);
+	if (!px)
+		return NULL;
+	for (int y = 0; y < h; y++)
+		for (int x = 0; x < w; x++)
+			for (int c = 0; c < bands; c++)
+				px[((size_t)y * w + x) * bands + c] = pattern(x, y, c);
+	return px;
+}
+
+static int pre_file(const char *name, const img_opts *o, float *out, int *w, int *h, clip_err *err)
+{
+	char p[512];
+	tmp_path(p, sizeof p, name);
+	return img_preprocess_file(p, o, out, w, h, err);
+}
+
+/* A message is ours: one line, no libvips stack ("VipsForeignLoad: ...",
+ * "vips_image_...: ..."). */
+static int clean_msg(const clip_err *e)
+{
+	return e->msg[0] && !strchr(e->msg, '\n') && !strstr(e->msg, "Vips") &&
+	       !strstr(e->msg, "vips_");
+}
+
+/* ---- the reference ---- */
+
+static void t_reference_images(void)
+{
+	double worst = 0;
+	for (size_t i = 0; i < sizeof ref_images / sizeof ref_images[0]; i++) {
+		const char *name = ref_images[i];
+		char p[512], stem[64];
+		clip_err err = {0};
+		size_t len = 0;
+		float *ref;
+		double mean, max;
+		int w = 0, h = 0, rc;
+
+		ref_path(p, sizeof p, "images", name);
+		rc = img_preprocess_file(p, &OPTS, ta, &w, &h, &err);
+		CHECKF(rc == CLIP_OK, "%s: %s", name, err.msg);
+		if (rc != CLIP_OK)
+			continue;
+		snprintf(stem, sizeof stem, "%.*s.f32", (int)(strrchr(name, '.') - name), name);
+		ref_path(p, sizeof p, "tiny-clip-a/pixels", stem);
+		ref = slurp(p, &len);
+		CHECKF(ref && len == NT * sizeof(float), "%s: cannot read %s", name, stem);
+		if (!ref || len != NT * sizeof(float)) {
+			free(ref);
+			continue;
+		}
+		diff255(ta, ref, &mean, &max);
+		printf("# %-17s %4dx%-4d mean abs diff %.4f/255, max %.2f/255\n", name, w, h, mean,
+		       max);
+		CHECKF(mean <= 0.5, "%s: mean abs diff %.4f/255 over 0.5/255", name, mean);
+		if (mean > worst)
+			worst = mean;
+		free(ref);
+	}
+	printf("# worst mean abs diff %.4f/255\n", worst);
+}
+
+static void t_buffer_equals_file(void)
+{
+	for (size_t i = 0; i < sizeof ref_images / sizeof ref_images[0]; i++) {
+		char p[512];
+		clip_err err = {0};
+		size_t len = 0;
+		void *data;
+		int w1 = 0, h1 = 0, w2 = 0, h2 = 0;
+
+		ref_path(p, sizeof p, "images", ref_images[i]);
+		data = slurp(p, &len);
+		REQUIRE(data);
+		CHECK(img_preprocess_file(p, &OPTS, ta, &w1, &h1, &err) == CLIP_OK);
+		CHECKF(img_preprocess_buffer(data, len, &OPTS, tb, &w2, &h2, &err) == CLIP_OK, "%s",
+		       err.msg);
+		CHECKF(memcmp(ta, tb, NT * sizeof(float)) == 0, "%s: buffer and file differ",
+		       ref_images[i]);
+		CHECK(w1 == w2 && h1 == h2);
+		free(data);
+	}
+}
+
+/* ---- refusals ---- */
+
+static void t_not_an_image(void)
+{
+	char p[512];
+	const char *text = "this is a text file, not a PNG\n";
+	clip_err err = {0};
+
+	tmp_path(p, sizeof p, "text.png");
+	REQUIRE(spit(p, text, strlen(text)) == 0);
+	CHECK(img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECK(err.code == CLIP_EIMAGE);
+	CHECKF(strstr(err.msg, "not an image") && clean_msg(&err), "message: %s", err.msg);
+	printf("# text named .png: %s\n", err.msg);
+
+	memset(&err, 0, sizeof err);
+	CHECK(img_preprocess_buffer(text, strlen(text), &OPTS, ta, NULL, NULL, &err) ==
+	      CLIP_EIMAGE);
+	CHECK(clean_msg(&err));
+
+	/* libvips would read this as a 2x2 matrix image. */
+	tmp_path(p, sizeof p, "matrix.jpg");
+	REQUIRE(spit(p, "2 2\n1 2\n3 4\n", 12) == 0);
+	CHECK(img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECKF(strstr(err.msg, "unsupported image format") && clean_msg(&err), "message: %s",
+	       err.msg);
+
+	tmp_path(p, sizeof p, "empty.jpg");
+	REQUIRE(spit(p, "", 0) == 0);
+	CHECK(img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECK(img_preprocess_buffer("", 0, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECK(clean_msg(&err));
+}
+
+static void t_truncated(void)
+{
+	static const char *const names[] = {"rocket.jpg", "astronaut.png"};
+	for (int i = 0; i < 2; i++) {
+		char p[512], q[512];
+		clip_err err = {0};
+		size_t len = 0;
+		void *data;
+
+		ref_path(p, sizeof p, "images", names[i]);
+		data = slurp(p, &len);
+		REQUIRE(data);
+		snprintf(q, sizeof q, "%s/truncated-%s", dir, names[i]);
+		REQUIRE(spit(q, data, len * 6 / 10) == 0);
+		CHECKF(img_preprocess_file(q, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE,
+		       "%s: code %d (%s)", names[i], err.code, err.msg);
+		CHECKF(clean_msg(&err), "message: %s", err.msg);
+		printf("# truncated %s: %s\n", names[i], err.msg);
+		memset(&err, 0, sizeof err);
+		CHECK(img_preprocess_buffer(data, len * 6 / 10, &OPTS, ta, NULL, NULL, &err) ==
+		      CLIP_EIMAGE);
+		/* Only the header survives. */
+		CHECK(img_preprocess_buffer(data, 200, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+		CHECK(clean_msg(&err));
+		free(data);
+	}
+}
+
+static void t_io_errors(void)
+{
+	char p[512];
+	clip_err err = {0};
+
+	tmp_path(p, sizeof p, "does-not-exist.jpg");
+	CHECK(img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err) == CLIP_EIO);
+	CHECKF(clean_msg(&err) && !strstr(err.msg, dir), "message: %s", err.msg);
+	printf("# missing file: %s\n", err.msg);
+	CHECK(img_preprocess_file(dir, &OPTS, ta, NULL, NULL, &err) == CLIP_EIO);
+	CHECK(clean_msg(&err));
+}
+
+static void t_bad_arguments(void)
+{
+	clip_err err = {0};
+	img_opts o = OPTS;
+	char p[512];
+
+	ref_path(p, sizeof p, "images", "rocket.jpg");
+	CHECK(img_preprocess_file(NULL, &OPTS, ta, NULL, NULL, &err) == CLIP_EINVAL);
+	CHECK(img_preprocess_file(p, NULL, ta, NULL, NULL, &err) == CLIP_EINVAL);
+	CHECK(img_preprocess_file(p, &OPTS, NULL, NULL, NULL, &err) == CLIP_EINVAL);
+	CHECK(img_preprocess_buffer(NULL, 10, &OPTS, ta, NULL, NULL, &err) == CLIP_EINVAL);
+	o.size = 0;
+	CHECK(img_preprocess_file(p, &o, ta, NULL, NULL, &err) == CLIP_EINVAL);
+	o = OPTS;
+	o.std[1] = 0;
+	CHECK(img_preprocess_file(p, &o, ta, NULL, NULL, &err) == CLIP_EINVAL);
+	/* err may be NULL */
+	CHECK(img_preprocess_file(NULL, &OPTS, ta, NULL, NULL, NULL) == CLIP_EINVAL);
+}
+
+static uint32_t crc32_png(const uint8_t *p, size_t n)
+{
+	uint32_t c = 0xffffffffu;
+	for (size_t i = 0; i < n; i++) {
+		c ^= p[i];
+		for (int k = 0; k < 8; k++)
+			c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+	}
+	return c ^ 0xffffffffu;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* A PNG whose header claims w x h 8-bit grey, with a token IDAT: decoding
+ * its pixels would need w * h bytes. */
+static size_t bomb_png(uint8_t *b, uint32_t w, uint32_t h)
+{
+	static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+	static const uint8_t idat[] = {0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01};
+	size_t n = 0;
+
+	memcpy(b, sig, 8);
+	n = 8;
+	put32(b + n, 13);
+	memcpy(b + n + 4, "IHDR", 4);
+	put32(b + n + 8, w);
+	put32(b + n + 12, h);
+	b[n + 16] = 8; /* bit depth */
+	b[n + 17] = 0; /* grey */
+	b[n + 18] = b[n + 19] = b[n + 20] = 0;
+	put32(b + n + 21, crc32_png(b + n + 4, 17));
+	n += 25;
+	put32(b + n, sizeof idat);
+	memcpy(b + n + 4, "IDAT", 4);
+	memcpy(b + n + 8, idat, sizeof idat);
+	put32(b + n + 8 + sizeof idat, crc32_png(b + n + 4, 4 + sizeof idat));
+	n += 12 + sizeof idat;
+	put32(b + n, 0);
+	memcpy(b + n + 4, "IEND", 4);
+	put32(b + n + 8, crc32_png(b + n + 4, 4));
+	return n + 12;
+}
+
+static void t_pixel_limit(void)
+{
+	uint8_t b[128];
+	char p[512];
+	clip_err err = {0};
+	img_opts o = OPTS;
+	size_t n = bomb_png(b, 30000, 30000);
+
+	tmp_path(p, sizeof p, "bomb.png");
+	REQUIRE(spit(p, b, n) == 0);
+	CHECKF(img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err) == CLIP_ETOOBIG, "code %d: %s",
+	       err.code, err.msg);
+	CHECKF(strstr(err.msg, "30000x30000") && clean_msg(&err), "message: %s", err.msg);
+	printf("# bomb: %s\n", err.msg);
+	memset(&err, 0, sizeof err);
+	CHECK(img_preprocess_buffer(b, n, &OPTS, ta, NULL, NULL, &err) == CLIP_ETOOBIG);
+
+	/* A user-set limit. */
+	ref_path(p, sizeof p, "images", "000000039769.png");
+	o.max_pixels = 640 * 480 - 1;
+	CHECK(img_preprocess_file(p, &o, ta, NULL, NULL, &err) == CLIP_ETOOBIG);
+	CHECKF(strstr(err.msg, "640x480"), "message: %s", err.msg);
+	o.max_pixels = 640 * 480;
+	CHECK(img_preprocess_file(p, &o, ta, NULL, NULL, &err) == CLIP_OK);
+
+	/* Width 0 cannot be written by libvips: forge it. */
+	n = bomb_png(b, 0, 10);
+	CHECK(img_preprocess_buffer(b, n, &OPTS, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECK(clean_msg(&err));
+}
+
+/* ---- shapes and formats ---- */
+
+static void t_one_pixel(void)
+{
+	uint8_t px[3] = {10, 200, 77};
+	clip_err err = {0};
+	int w = 0, h = 0, ok = 1;
+
+	REQUIRE(save_pixels("one.png", px, 1, 1, 3, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) ==
+	        0);
+	REQUIRE(pre_file("one.png", &OPTS, ta, &w, &h, &err) == CLIP_OK);
+	CHECK(w == 1 && h == 1);
+	for (size_t i = 0; i < NT; i++)
+		ok &= fabs(unnorm(ta, i) - px[i / PLANE]) < 1e-3;
+	CHECK(ok);
+}
+
+static void t_elongated(void)
+{
+	static const int dims[][2] = {{10000, 20}, {20, 10000}, {50000, 1}, {1, 50000}};
+	for (int i = 0; i < 4; i++) {
+		int w = dims[i][0], h = dims[i][1], gw = 0, gh = 0;
+		uint8_t *px = make_pattern(w, h, 3);
+		char name[64];
+		clip_err err = {0};
+		int rc;
+
+		REQUIRE(px);
+		snprintf(name, sizeof name, "long-%dx%d.png", w, h);
+		rc = save_pixels(name, px, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB);
+		free(px);
+		REQUIRE(rc == 0);
+		rc = pre_file(name, &OPTS, ta, &gw, &gh, &err);
+		CHECKF(rc == CLIP_OK, "%s: %s", name, err.msg);
+		CHECK(gw == w && gh == h);
+	}
+}
+
+/* A 16-bit image decodes like the 8-bit image of its high bytes. */
+static void t_sixteen_bit(void)
+{
+	int w = 300, h = 250;
+	for (int bands = 1; bands <= 3; bands += 2) {
+		uint8_t *p8 = make_pattern(w, h, bands);
+		uint16_t *p16 = malloc(sizeof(uint16_t) * w * h * bands);
+		clip_err err = {0};
+		double mean, max;
+
+		REQUIRE(p8 && p16);
+		for (size_t i = 0; i < (size_t)w * h * bands; i++)
+			p16[i] = (uint16_t)(p8[i] << 8 | (uint8_t)(i * 37));
+		CHECK(save_pixels("p8.png", p8, w, h, bands, VIPS_FORMAT_UCHAR,
+		                  bands == 1 ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB) ==
+		      0);
+		CHECK(save_pixels("p16.png", p16, w, h, bands, VIPS_FORMAT_USHORT,
+		                  bands == 1 ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_RGB16) ==
+		      0);
+		free(p8);
+		free(p16);
+		CHECKF(pre_file("p8.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+		CHECKF(pre_file("p16.png", &OPTS, tb, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+		diff255(ta, tb, &mean, &max);
+		printf("# 16-bit, %d band(s), against its high bytes: mean %.4f/255, max %.2f/255\n",
+		       bands, mean, max);
+		CHECK(max == 0);
+	}
+}
+
+/* Grey is replicated: a grey image equals the RGB image with R = G = B,
+ * and grey with opaque alpha equals grey. */
+static void t_grey_replicated(void)
+{
+	int w = 230, h = 300;
+	uint8_t *g = make_pattern(w, h, 1);
+	uint8_t *rgb = malloc((size_t)w * h * 3);
+	uint8_t *ga = malloc((size_t)w * h * 2);
+	clip_err err = {0};
+
+	REQUIRE(g && rgb && ga);
+	for (size_t i = 0; i < (size_t)w * h; i++) {
+		rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = g[i];
+		ga[2 * i] = g[i];
+		ga[2 * i + 1] = 255;
+	}
+	CHECK(save_pixels("g.png", g, w, h, 1, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_B_W) == 0);
+	CHECK(save_pixels("g3.png", rgb, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) == 0);
+	CHECK(save_pixels("ga.png", ga, w, h, 2, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_B_W) == 0);
+	free(g);
+	free(rgb);
+	free(ga);
+	CHECK(pre_file("g.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(pre_file("g3.png", &OPTS, tb, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+	CHECK(pre_file("ga.png", &OPTS, tb, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+}
+
+/* Alpha is dropped, not composited: opaque RGBA equals RGB, and an image
+ * that needs no resize keeps the colour of transparent pixels. */
+static void t_rgba(void)
+{
+	int w = 320, h = 240;
+	uint8_t *rgb = make_pattern(w, h, 3);
+	uint8_t *rgba = malloc((size_t)w * h * 4);
+	uint8_t *sq = make_pattern(S, S, 4);
+	clip_err err = {0};
+	int ok = 1;
+
+	REQUIRE(rgb && rgba && sq);
+	for (size_t i = 0; i < (size_t)w * h; i++) {
+		memcpy(rgba + 4 * i, rgb + 3 * i, 3);
+		rgba[4 * i + 3] = 255;
+	}
+	CHECK(save_pixels("c.png", rgb, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) == 0);
+	CHECK(save_pixels("c4.png", rgba, w, h, 4, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) == 0);
+	CHECK(pre_file("c.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(pre_file("c4.png", &OPTS, tb, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+
+	/* Varying alpha, including 0, on a image that needs resizing. */
+	for (size_t i = 0; i < (size_t)w * h; i++)
+		rgba[4 * i + 3] = (uint8_t)(i % 3 == 0 ? 0 : i * 7);
+	CHECK(save_pixels("c4a.png", rgba, w, h, 4, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) == 0);
+	CHECK(pre_file("c4a.png", &OPTS, tb, NULL, NULL, &err) == CLIP_OK);
+
+	for (size_t i = 0; i < (size_t)S * S; i++)
+		sq[4 * i + 3] = (uint8_t)(i * 13);
+	CHECK(save_pixels("sq.png", sq, S, S, 4, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) == 0);
+	CHECK(pre_file("sq.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	for (size_t i = 0; i < NT; i++)
+		ok &= fabs(unnorm(ta, i) - sq[(i % PLANE) * 4 + i / PLANE]) < 1e-3;
+	CHECK(ok);
+	free(rgb);
+	free(rgba);
+	free(sq);
+}
+
+/* EXIF orientation 6 (rotate 90 clockwise): width and height swap, and
+ * the pixels equal those of the same decode rotated by libvips. */
+static void t_exif_orientation(void)
+{
+	int w = 300, h = 200, gw = 0, gh = 0;
+	uint8_t *px = make_pattern(w, h, 3);
+	VipsImage *im, *dec = NULL, *rot = NULL;
+	char p[512], q[512];
+	clip_err err = {0};
+
+	REQUIRE(px);
+	im = vips_image_new_from_memory(px, (size_t)w * h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
+	REQUIRE(im);
+	vips_image_set_int(im, VIPS_META_ORIENTATION, 6);
+	tmp_path(p, sizeof p, "orient6.jpg");
+	CHECK(vips_image_write_to_file(im, p, NULL) == 0);
+	g_object_unref(im);
+	free(px);
+
+	CHECKF(img_preprocess_file(p, &OPTS, ta, &gw, &gh, &err) == CLIP_OK, "%s", err.msg);
+	CHECKF(gw == h && gh == w, "decoded %dx%d", gw, gh);
+
+	/* The reference: the JPEG's pixels (no autorot) turned by hand. */
+	dec = vips_image_new_from_file(p, NULL);
+	REQUIRE(dec);
+	CHECK(vips_image_get_orientation(dec) == 6);
+	CHECK(vips_rot(dec, &rot, VIPS_ANGLE_D90, NULL) == 0);
+	if (rot) {
+		vips_image_remove(rot, VIPS_META_ORIENTATION);
+		vips_image_remove(rot, VIPS_META_EXIF_NAME);
+		tmp_path(q, sizeof q, "turned.png");
+		CHECK(vips_image_write_to_file(rot, q, NULL) == 0);
+		CHECK(img_preprocess_file(q, &OPTS, tb, &gw, &gh, &err) == CLIP_OK);
+		CHECK(gw == h && gh == w);
+		CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+		g_object_unref(rot);
+	}
+	g_object_unref(dec);
+}
+
+/* GIF: the first frame only. */
+static void t_gif_first_frame(void)
+{
+	int w = 64, ph = 48, gw = 0, gh = 0;
+	uint8_t *px = malloc((size_t)w * ph * 2 * 3);
+	VipsImage *im;
+	char p[512];
+	clip_err err = {0};
+
+	REQUIRE(px);
+	for (int y = 0; y < 2 * ph; y++)
+		for (int x = 0; x < w; x++) {
+			uint8_t *q = px + ((size_t)y * w + x) * 3;
+			q[0] = y < ph ? 255 : 0; /* frame 1 red, frame 2 blue */
+			q[1] = 0;
+			q[2] = y < ph ? 0 : 255;
+		}
+	im = vips_image_new_from_memory(px, (size_t)w * ph * 2 * 3, w, 2 * ph, 3, VIPS_FORMAT_UCHAR);
+	REQUIRE(im);
+	vips_image_set_int(im, VIPS_META_PAGE_HEIGHT, ph);
+	tmp_path(p, sizeof p, "two.gif");
+	CHECK(vips_image_write_to_file(im, p, NULL) == 0);
+	g_object_unref(im);
+	free(px);
+
+	CHECKF(img_preprocess_file(p, &OPTS, ta, &gw, &gh, &err) == CLIP_OK, "%s", err.msg);
+	CHECKF(gw == w && gh == ph, "decoded %dx%d", gw, gh);
+	CHECK(unnorm(ta, 0) > 250 && unnorm(ta, 2 * PLANE) < 5);
+}
+
+/* ---- the resampler ---- */
+
+static void t_resampler_properties(void)
+{
+	int sw = 37, sh = 23;
+	uint8_t *src = make_pattern(sw, sh, 4);
+	uint8_t *dst = malloc(200 * 200 * 4);
+	uint8_t flat[16 * 12 * 3];
+	int ok = 1;
+
+	REQUIRE(src && dst);
+	/* Same size: identity. */
+	CHECK(img_resample_u8(src, sw, sh, 4, dst, sw, sh) == CLIP_OK);
+	CHECK(memcmp(src, dst, (size_t)sw * sh * 4) == 0);
+	/* A flat image stays flat, up and down. */
+	memset(flat, 173, sizeof flat);
+	CHECK(img_resample_u8(flat, 16, 12, 3, dst, 200, 150) == CLIP_OK);
+	for (int i = 0; i < 200 * 150 * 3; i++)
+		ok &= dst[i] == 173;
+	CHECK(img_resample_u8(flat, 16, 12, 3, dst, 5, 7) == CLIP_OK);
+	for (int i = 0; i < 5 * 7 * 3; i++)
+		ok &= dst[i] == 173;
+	CHECK(ok);
+	/* A single row or column stretches without touching other bands. */
+	CHECK(img_resample_u8(src, sw, 1, 4, dst, 150, 3) == CLIP_OK);
+	CHECK(img_resample_u8(src, 1, sh, 1, dst, 2, 100) == CLIP_OK);
+	CHECK(img_resample_u8(src, 0, sh, 1, dst, 2, 100) == CLIP_EINVAL);
+	CHECK(img_resample_u8(src, sw, sh, 5, dst, 2, 100) == CLIP_EINVAL);
+	free(src);
+	free(dst);
+}
+
+/* Preprocessing computes only the crop window: it must equal resizing the
+ * whole image with img_resample_u8 and cropping it. */
+static void t_window_equals_full_resize(void)
+{
+	static const int dims[][2] = {{300, 250}, {250, 300}, {100, 180}, {451, 300},
+	                              {225, 224}, {227, 224}, {224, 227}};
+	for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+		int w = dims[d][0], h = dims[d][1];
+		int rw = w <= h ? S : (int)((double)S * w / h);
+		int rh = w <= h ? (int)((double)S * h / w) : S;
+		/* lrint rounds halves to even in the default rounding mode, as
+		 * Python's round does: 0.5 -> 0, 1.5 -> 2. */
+		int left = (int)lrint((rw - S) / 2.0), top = (int)lrint((rh - S) / 2.0);
+		uint8_t *px = make_pattern(w, h, 3);
+		uint8_t *full = malloc((size_t)rw * rh * 3);
+		clip_err err = {0};
+		int ok = 1;
+
+		REQUIRE(px && full);
+		CHECK(save_pixels("win.png", px, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_INTERPRETATION_sRGB) ==
+		      0);
+		CHECK(img_resample_u8(px, w, h, 3, full, rw, rh) == CLIP_OK);
+		CHECK(pre_file("win.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+		for (int c = 0; c < 3; c++)
+			for (int y = 0; y < S; y++)
+				for (int x = 0; x < S; x++) {
+					uint8_t v = full[((size_t)(y + top) * rw + x + left) * 3 + c];
+					float t = ((float)v / 255.0f - OPTS.mean[c]) / OPTS.std[c];
+					ok &= ta[(size_t)c * PLANE + (size_t)y * S + x] == t;
+				}
+		CHECKF(ok, "%dx%d: window differs from the cropped full resize", w, h);
+		free(px);
+		free(full);
+	}
+}
+
+/* Several threads at once get the same tensors as one thread alone. */
+#define NTHREADS 4
+#define NREF (sizeof ref_images / sizeof ref_images[0])
+
+static float *solo[NREF];
+
+static void *thread_run(void *arg)
+{
+	float *t = malloc(NT * sizeof(float));
+	intptr_t bad = 0;
+	(void)arg;
+	if (!t)
+		return (void *)1;
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 0; i < NREF; i++) {
+			char p[512];
+			clip_err err;
+			ref_path(p, sizeof p, "images", ref_images[i]);
+			if (img_preprocess_file(p, &OPTS, t, NULL, NULL, &err) != CLIP_OK ||
+			    memcmp(t, solo[i], NT * sizeof(float)) != 0)
+				bad++;
+		}
+	free(t);
+	return (void *)bad;
+}
+
+static void t_threads(void)
+{
+	pthread_t th[NTHREADS];
+	int started = 0;
+	intptr_t bad = 0;
+
+	for (size_t i = 0; i < NREF; i++) {
+		char p[512];
+		clip_err err;
+		solo[i] = malloc(NT * sizeof(float));
+		REQUIRE(solo[i]);
+		ref_path(p, sizeof p, "images", ref_images[i]);
+		REQUIRE(img_preprocess_file(p, &OPTS, solo[i], NULL, NULL, &err) == CLIP_OK);
+	}
+	for (; started < NTHREADS; started++)
+		if (pthread_create(&th[started], NULL, thread_run, NULL))
+			break;
+	CHECK(started == NTHREADS);
+	for (int i = 0; i < started; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		bad += (intptr_t)r;
+	}
+	CHECKF(bad == 0, "%ld results differ from the single-threaded ones", (long)bad);
+	for (size_t i = 0; i < NREF; i++)
+		free(solo[i]);
+}
+
+/* Every call, failed or not, gives back its file descriptors and its
+ * libvips objects (libvips keeps a list of the live ones). */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+static void *count_object(void *obj, void *a, void *b)
+{
+	(void)obj;
+	(void)b;
+	(*(int *)a)++;
+	return NULL;
+}
+
+static int count_vips_objects(void)
+{
+	int n = 0;
+	vips_object_map(count_object, &n, NULL);
+	return n;
+}
+
+static void t_no_leaks(void)
+{
+	static const char *const tmp_names[] = {
+		"text.png", "truncated-rocket.jpg", "bomb.png", "orient6.jpg", "c4a.png", "p16.png",
+		"two.gif",  "long-50000x1.png",     "g.png",
+	};
+	char p[512];
+	clip_err err;
+	img_opts small = OPTS;
+	int fds = count_fds(), objs = count_vips_objects();
+
+	small.max_pixels = 1000;
+	for (int i = 0; i < 5; i++) {
+		ref_path(p, sizeof p, "images", "rocket.jpg");
+		img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err);
+		img_preprocess_file(p, &small, ta, NULL, NULL, &err);
+		for (size_t k = 0; k < sizeof tmp_names / sizeof tmp_names[0]; k++) {
+			tmp_path(p, sizeof p, tmp_names[k]);
+			img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err);
+		}
+	}
+	CHECKF(count_fds() == fds, "descriptors: %d before, %d after", fds, count_fds());
+	CHECKF(count_vips_objects() == objs, "libvips objects: %d before, %d after", objs,
+	       count_vips_objects());
+}
+
+static void rm_dir(const char *d)
+{
+	DIR *dd = opendir(d);
+	struct dirent *e;
+	char p[512];
+	if (!dd)
+		return;
+	while ((e = readdir(dd))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+		unlink(p);
+	}
+	closedir(dd);
+	rmdir(d);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	clip_err err = {0};
+
+	refdir = getenv("CLIPD_REFERENCE");
+	if (!refdir || !*refdir)
+		refdir = "../shared/reference";
+	snprintf(dir, sizeof dir, "%s/test_preprocess.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	if (img_init(&err) != CLIP_OK) {
+		printf("Bail out! %s\n", err.msg);
+		return 1;
+	}
+	ta = malloc(NT * sizeof(float));
+	tb = malloc(NT * sizeof(float));
+	if (!ta || !tb)
+		return 1;
+
+	TAP_RUN(t_reference_images);
+	TAP_RUN(t_buffer_equals_file);
+	TAP_RUN(t_not_an_image);
+	TAP_RUN(t_truncated);
+	TAP_RUN(t_io_errors);
+	TAP_RUN(t_bad_arguments);
+	TAP_RUN(t_pixel_limit);
+	TAP_RUN(t_one_pixel);
+	TAP_RUN(t_elongated);
+	TAP_RUN(t_sixteen_bit);
+	TAP_RUN(t_grey_replicated);
+	TAP_RUN(t_rgba);
+	TAP_RUN(t_exif_orientation);
+	TAP_RUN(t_gif_first_frame);
+	TAP_RUN(t_resampler_properties);
+	TAP_RUN(t_window_equals_full_resize);
+	TAP_RUN(t_threads);
+	TAP_RUN(t_no_leaks);
+
+	free(ta);
+	free(tb);
+	rm_dir(dir);
+	return tap_done();
+}
