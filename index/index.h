@@ -12,10 +12,12 @@
  *                          graph, is hidden from results, and goes away when
  *                          the index is rebuilt (vidx_dead tells how many).
  *   "IVFn,PQm"    [ivfpq]  compressed, for collections beyond memory
- *                          ("ivfpq" is IVF1024,PQ<dim/8>). It needs
+ *                          ("ivfpq" is IVF1024,PQ<dim/8>np). It needs
  *                          training: until it has enough vectors (39 per
- *                          list) they are searched exactly, then it trains
- *                          on them and switches over by itself.
+ *                          list, and at least 9984 with PQ codes) they are
+ *                          searched exactly, then it trains on them and
+ *                          switches over by itself. IVF must come first in
+ *                          the string (no transform such as PCA before it).
  * Other FAISS factory strings (PQ, SQ8, ...) work the same way.
  * Adding an id that is already present replaces its vector.
  *
@@ -46,7 +48,8 @@
 typedef enum vidx_code {
 	VIDX_OK = 0,
 	VIDX_EINVAL,      /* bad argument, or a factory string FAISS rejects */
-	VIDX_EMISMATCH,   /* snapshot of another model, dimension or kind */
+	VIDX_EMISMATCH,   /* snapshot of another model or dimension */
+	VIDX_EFORMAT,     /* snapshot in a format version this build does not read */
 	VIDX_ECORRUPT,    /* damaged or truncated snapshot */
 	VIDX_ENOENT,      /* no snapshot at that path */
 	VIDX_EIO,

@@ -3,7 +3,8 @@
  *
  * File layout (little-endian):
  *   header  "CLIPVIDX" | u32 version | u32 dim | u32 kind | u32 reserved
- *           | u64 seq | u64 payload bytes | u32 payload CRC-32
+ *           | u64 seq | u64 payload bytes | u32 CRC-32 of the whole file
+ *           (taken with these four bytes as zeros)
  *           | u16 length + model id | u16 length + factory string
  *   payload u8 has_main, [FAISS index] | u8 has_pending, [FAISS index]
  *           | u64 nslots, i64 slot ids[nslots] (HNSW only)
@@ -201,11 +202,13 @@ int vidx_save(vidx *v, const char *path, vidx_err *err)
 	put_u32(hdr + 16, (uint32_t)v->kind);
 	put_u64(hdr + 24, v->seq);
 	put_u64(hdr + 32, sink.bytes);
-	put_u32(hdr + 40, (uint32_t)sink.crc);
+	/* bytes 40..43 stay zero while the header's own CRC is taken */
 	put_u16(hdr + FIXED_HEADER, (uint16_t)mlen);
 	memcpy(hdr + FIXED_HEADER + 2, v->model, mlen);
 	put_u16(hdr + FIXED_HEADER + 2 + mlen, (uint16_t)flen);
 	memcpy(hdr + FIXED_HEADER + 4 + mlen, v->factory, flen);
+	uLong hcrc = crc32(crc32(0, NULL, 0), hdr, (uInt)hlen);
+	put_u32(hdr + 40, (uint32_t)crc32_combine(hcrc, sink.crc, (z_off_t)sink.bytes));
 	if (write_all_at(fd, hdr, hlen, 0) != 0 || fsync(fd) != 0) {
 		rc = vidx_fail(err, VIDX_EIO, "writing snapshot: %s", strerror(errno));
 		goto out;
@@ -250,12 +253,12 @@ static int read_full(int fd, void *buf, size_t n)
 	return 0;
 }
 
-/* Reads plen bytes from fd's offset and compares their CRC-32 with crc. */
-static int check_crc(int fd, uint64_t plen, uint32_t crc, const char *path, vidx_err *err)
+/* Continues CRC-32 c over plen bytes from fd's offset and compares the
+ * result with crc. */
+static int check_crc(int fd, uLong c, uint64_t plen, uint32_t crc, const char *path, vidx_err *err)
 {
 	size_t cap = 1 << 20;
 	unsigned char *buf = malloc(cap);
-	uLong c = crc32(0, NULL, 0);
 	int rc = VIDX_OK;
 	if (!buf)
 		return vidx_fail(err, VIDX_ENOMEM, "out of memory");
@@ -319,8 +322,8 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 		goto out;
 	}
 	if (get_u32(fixed + 8) != VERSION) {
-		rc = vidx_fail(err, VIDX_EMISMATCH, "snapshot %s has format version %u, expected %u", path,
-		               get_u32(fixed + 8), VERSION);
+		rc = vidx_fail(err, VIDX_EFORMAT, "snapshot %s has format version %u, this build reads %u",
+		               path, get_u32(fixed + 8), VERSION);
 		goto out;
 	}
 	uint32_t sdim = get_u32(fixed + 12), kind = get_u32(fixed + 16);
@@ -336,6 +339,21 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 	smodel[mlen] = 0;
 	sfactory[flen] = 0;
 	uint64_t hlen = FIXED_HEADER + 2 + (uint64_t)mlen + 2 + flen;
+	if ((uint64_t)st.st_size != hlen + plen) {
+		rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s is %s (%lld bytes, header says %llu)",
+		               path, (uint64_t)st.st_size < hlen + plen ? "truncated" : "too long",
+		               (long long)st.st_size, (unsigned long long)(hlen + plen));
+		goto out;
+	}
+	/* The CRC covers the header (with its own field as zeros) and the
+	 * payload: nothing is believed before it matches. */
+	memset(fixed + 40, 0, 4);
+	uLong c = crc32(crc32(0, NULL, 0), fixed, sizeof fixed);
+	c = crc32(c, (const Bytef *)smodel, mlen);
+	c = crc32(c, b8, 2);
+	c = crc32(c, (const Bytef *)sfactory, flen);
+	if ((rc = check_crc(fd, c, plen, crc, path, err)) != VIDX_OK)
+		goto out;
 	if (model && strcmp(model, smodel) != 0) {
 		rc = vidx_fail(err, VIDX_EMISMATCH, "snapshot %s was built for model \"%s\", not \"%s\"",
 		               path, smodel, model);
@@ -347,14 +365,6 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 		               dim);
 		goto out;
 	}
-	if ((uint64_t)st.st_size != hlen + plen) {
-		rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s is %s (%lld bytes, header says %llu)",
-		               path, (uint64_t)st.st_size < hlen + plen ? "truncated" : "too long",
-		               (long long)st.st_size, (unsigned long long)(hlen + plen));
-		goto out;
-	}
-	if ((rc = check_crc(fd, plen, crc, path, err)) != VIDX_OK)
-		goto out;
 	if (lseek(fd, (off_t)hlen, SEEK_SET) < 0 || !(f = fdopen(fd, "rb"))) {
 		rc = vidx_fail(err, VIDX_EIO, "cannot read snapshot %s: %s", path, strerror(errno));
 		goto out;

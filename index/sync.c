@@ -14,6 +14,8 @@
 #include "index_int.h"
 
 #define SYNC_BATCH 4096
+/* What on_change returns to stop the walk: no store_code is negative. */
+#define SYNC_STOPPED (-1)
 
 struct sync_ctx {
 	vidx *v;
@@ -48,7 +50,7 @@ static int on_change(void *p, const store_change *ch)
 			c->rc = vidx_fail(c->err, VIDX_EMISMATCH,
 			                  "the store's embedding of item %lld has dimension %d, the index %d",
 			                  (long long)ch->item_id, ch->dim, dim);
-			return 1;
+			return SYNC_STOPPED;
 		}
 		memcpy(c->x + c->nadd * (size_t)dim, ch->vec, (size_t)dim * sizeof(float));
 		c->add[c->nadd++] = ch->item_id;
@@ -58,7 +60,7 @@ static int on_change(void *p, const store_change *ch)
 	c->last = ch->seq;
 	if (c->nadd == SYNC_BATCH || c->nrm == SYNC_BATCH) {
 		if ((c->rc = flush(c)) != VIDX_OK)
-			return 1;
+			return SYNC_STOPPED;
 	}
 	return 0;
 }
@@ -79,7 +81,7 @@ int vidx_sync(vidx *v, store *s, store_kind kind, size_t *applied, vidx_err *err
 		goto out;
 	}
 	rc = store_changes_after(s, kind, vidx_model(v), c.last, on_change, &c, &serr);
-	if (rc == 1) {
+	if (rc == SYNC_STOPPED) {
 		rc = c.rc;
 	} else if (rc != STORE_OK) {
 		rc = vidx_fail(err, VIDX_ESTORE, "%s", serr.msg);
