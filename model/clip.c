@@ -118,6 +118,51 @@ static int bind(clip_model *m, const float **out, clip_err *err, int ndim, const
 	return CLIP_OK;
 }
 
+/* Frees p when it is one of the converted copies the model owns. */
+static void drop_owned(clip_model *m, const void *p)
+{
+	for (size_t i = 0; i < m->nowned; i++)
+		if (m->owned[i] == p) {
+			free(m->owned[i]);
+			m->owned[i] = m->owned[--m->nowned];
+			return;
+		}
+}
+
+/* The q, k and v projections of a layer stacked into one [3d][d] matrix
+ * (and [3d] bias): one matrix product instead of three, which matters most
+ * for a single image or a short text. The originals' pages are then dropped
+ * from memory, so the copy costs no resident memory in the end. */
+static int fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
+                    const float *w[3], const float *b[3], clip_err *err)
+{
+	static const char *const names[3] = {"q_proj", "k_proj", "v_proj"};
+	float *qw = malloc((size_t)3 * d * d * sizeof *qw), *qb = malloc((size_t)3 * d * sizeof *qb);
+	if (!qw || !qb || keep_owned(m, qw) != 0) {
+		free(qw);
+		free(qb);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	}
+	if (keep_owned(m, qb) != 0) {
+		free(qb);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	}
+	for (int j = 0; j < 3; j++) {
+		memcpy(qw + (size_t)j * d * d, w[j], (size_t)d * d * sizeof *qw);
+		memcpy(qb + (size_t)j * d, b[j], (size_t)d * sizeof *qb);
+		char name[256];
+		snprintf(name, sizeof name, "%s.encoder.layers.%d.self_attn.%s.weight", pre, l, names[j]);
+		const st_tensor *t = st_find(m->st, name);
+		if (t && t->data == (const void *)w[j])
+			st_drop(t);
+		drop_owned(m, w[j]);
+		drop_owned(m, b[j]);
+	}
+	L->qkv_w = qw;
+	L->qkv_b = qb;
+	return CLIP_OK;
+}
+
 static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err *err)
 {
 	const clip_tower_cfg *c = &tw->cfg;
@@ -128,14 +173,15 @@ static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err 
 	for (int l = 0; l < c->layers; l++) {
 		clip_layer *L = &tw->layers[l];
 		const char *e = "encoder.layers";
+		const float *w[3], *b[3];
 		if ((rc = bind(m, &L->ln1_w, err, DIMS(d), "%s.%s.%d.layer_norm1.weight", pre, e, l)) ||
 		    (rc = bind(m, &L->ln1_b, err, DIMS(d), "%s.%s.%d.layer_norm1.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->q_w, err, DIMS(d, d), "%s.%s.%d.self_attn.q_proj.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->q_b, err, DIMS(d), "%s.%s.%d.self_attn.q_proj.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->k_w, err, DIMS(d, d), "%s.%s.%d.self_attn.k_proj.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->k_b, err, DIMS(d), "%s.%s.%d.self_attn.k_proj.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->v_w, err, DIMS(d, d), "%s.%s.%d.self_attn.v_proj.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->v_b, err, DIMS(d), "%s.%s.%d.self_attn.v_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &w[0], err, DIMS(d, d), "%s.%s.%d.self_attn.q_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &b[0], err, DIMS(d), "%s.%s.%d.self_attn.q_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &w[1], err, DIMS(d, d), "%s.%s.%d.self_attn.k_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &b[1], err, DIMS(d), "%s.%s.%d.self_attn.k_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &w[2], err, DIMS(d, d), "%s.%s.%d.self_attn.v_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &b[2], err, DIMS(d), "%s.%s.%d.self_attn.v_proj.bias", pre, e, l)) ||
 		    (rc = bind(m, &L->o_w, err, DIMS(d, d), "%s.%s.%d.self_attn.out_proj.weight", pre, e, l)) ||
 		    (rc = bind(m, &L->o_b, err, DIMS(d), "%s.%s.%d.self_attn.out_proj.bias", pre, e, l)) ||
 		    (rc = bind(m, &L->ln2_w, err, DIMS(d), "%s.%s.%d.layer_norm2.weight", pre, e, l)) ||
@@ -143,7 +189,8 @@ static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err 
 		    (rc = bind(m, &L->fc1_w, err, DIMS(in, d), "%s.%s.%d.mlp.fc1.weight", pre, e, l)) ||
 		    (rc = bind(m, &L->fc1_b, err, DIMS(in), "%s.%s.%d.mlp.fc1.bias", pre, e, l)) ||
 		    (rc = bind(m, &L->fc2_w, err, DIMS(d, in), "%s.%s.%d.mlp.fc2.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->fc2_b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)))
+		    (rc = bind(m, &L->fc2_b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)) ||
+		    (rc = fuse_qkv(m, L, pre, l, d, w, b, err)))
 			return rc;
 	}
 	return CLIP_OK;

@@ -35,8 +35,8 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 /* Weights of one pre-norm transformer block. Linear weights are [out][in]. */
 typedef struct clip_layer {
 	const float *ln1_w, *ln1_b;       /* [d] */
-	const float *q_w, *k_w, *v_w;     /* [d][d] */
-	const float *q_b, *k_b, *v_b;     /* [d] */
+	const float *qkv_w;               /* [3d][d]: q, k, v projections stacked */
+	const float *qkv_b;               /* [3d] */
 	const float *o_w, *o_b;           /* [d][d], [d] */
 	const float *ln2_w, *ln2_b;       /* [d] */
 	const float *fc1_w, *fc1_b;       /* [i][d], [i] */

@@ -25,7 +25,7 @@ struct clip_ctx {
 	int max_batch;
 	float *x;        /* [B*T][d]   residual stream */
 	float *h;        /* [B*T][max(d, patch_dim... )] normalised input / scratch */
-	float *q, *k, *v;/* [B*T][d] */
+	float *qkv;      /* [B*T][3d]  q, k, v side by side in each row */
 	float *att;      /* [B*T][d]   heads concatenated */
 	float *mlp;      /* [B*T][intermediate] */
 	float *scores;   /* [T][T] */
@@ -101,16 +101,15 @@ static void block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, i
 	float scale = 1.0f / sqrtf((float)dh);
 
 	layernorm(c->x, c->h, N, d, L->ln1_w, L->ln1_b, cfg->eps);
-	mm_linear(N, d, d, c->h, L->q_w, L->q_b, c->q);
-	mm_linear(N, d, d, c->h, L->k_w, L->k_b, c->k);
-	mm_linear(N, d, d, c->h, L->v_w, L->v_b, c->v);
+	mm_linear(N, d, 3 * d, c->h, L->qkv_w, L->qkv_b, c->qkv);
 	for (int b = 0; b < B; b++) {
-		size_t base = (size_t)b * T * d;
+		const float *qkv = c->qkv + (size_t)b * T * 3 * d;
+		float *att = c->att + (size_t)b * T * d;
 		for (int hd = 0; hd < H; hd++) {
-			size_t off = base + (size_t)hd * dh;
-			mm_abt(T, T, dh, scale, c->q + off, d, c->k + off, d, c->scores, T);
+			const float *q = qkv + (size_t)hd * dh, *k = q + d, *v = q + 2 * d;
+			mm_abt(T, T, dh, scale, q, 3 * d, k, 3 * d, c->scores, T);
 			softmax_rows(c->scores, T, causal);
-			mm_ab(T, dh, T, c->scores, T, c->v + off, d, c->att + off, d);
+			mm_ab(T, dh, T, c->scores, T, v, 3 * d, att + (size_t)hd * dh, d);
 		}
 	}
 	mm_linear(N, d, d, c->att, L->o_w, L->o_b, c->h);
@@ -146,16 +145,14 @@ int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *e
 	c->max_batch = max_batch;
 	c->x = malloc(tok * d * sizeof(float));
 	c->h = malloc(hsz * sizeof(float));
-	c->q = malloc(tok * d * sizeof(float));
-	c->k = malloc(tok * d * sizeof(float));
-	c->v = malloc(tok * d * sizeof(float));
+	c->qkv = malloc(tok * 3 * d * sizeof(float));
 	c->att = malloc(tok * d * sizeof(float));
 	c->mlp = malloc(tok * inter * sizeof(float));
 	c->scores = malloc(tmax * tmax * sizeof(float));
 	c->patches = malloc(B * (size_t)np * pd * sizeof(float));
 	c->pooled = malloc(B * d * sizeof(float));
 	c->eot = malloc(B * sizeof(int));
-	if (!c->x || !c->h || !c->q || !c->k || !c->v || !c->att || !c->mlp || !c->scores ||
+	if (!c->x || !c->h || !c->qkv || !c->att || !c->mlp || !c->scores ||
 	    !c->patches || !c->pooled || !c->eot) {
 		clip_ctx_free(c);
 		return clip_fail(err, CLIP_ENOMEM, "out of memory for a batch of %d", max_batch);
@@ -170,9 +167,7 @@ void clip_ctx_free(clip_ctx *c)
 		return;
 	free(c->x);
 	free(c->h);
-	free(c->q);
-	free(c->k);
-	free(c->v);
+	free(c->qkv);
 	free(c->att);
 	free(c->mlp);
 	free(c->scores);

@@ -61,6 +61,15 @@ void st_close(st_file *f)
 	memset(f, 0, sizeof *f);
 }
 
+void st_drop(const st_tensor *t)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t b = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+	if (e > b)
+		madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
 int64_t st_numel(const st_tensor *t)
 {
 	int64_t n = 1;

@@ -36,6 +36,11 @@ void st_close(st_file *f);
 /* The tensor called name, or NULL. */
 const st_tensor *st_find(const st_file *f, const char *name);
 
+/* Tells the kernel that t's bytes will not be read again, so that the pages
+ * entirely inside it leave the process's resident set (they were copied
+ * elsewhere). Reading them later still works: they fault back in. */
+void st_drop(const st_tensor *t);
+
 /* Number of elements. */
 int64_t st_numel(const st_tensor *t);
 
