@@ -6,24 +6,11 @@
  */
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "clip_int.h"
-
-int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = code;
-		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* Reads an optional positive integer field; 0 on success. */
 static int get_int(json_t *o, const char *tower, const char *key, int *v, int min, int max,

@@ -56,6 +56,7 @@
 
 #include <vips/vips.h>
 
+#include "clip_int.h"
 #include "preprocess_int.h"
 
 /* Pillow's fixed point for 8-bit resampling: 8 bits of result, 2 bits of
@@ -65,21 +66,6 @@
 
 /* Rows pulled from libvips per request (about 1 MB per strip). */
 #define STRIP_BYTES ((size_t)1 << 20)
-
-static int img_fail(clip_err *err, clip_code code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int img_fail(clip_err *err, clip_code code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = code;
-		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- libvips start-up ---- */
 
@@ -117,7 +103,7 @@ int img_init(clip_err *err)
 {
 	pthread_once(&img_once, img_init_once);
 	if (img_init_failed)
-		return img_fail(err, CLIP_EIO, "libvips could not be initialised");
+		return clip_fail(err, CLIP_EIO, "libvips could not be initialised");
 	return CLIP_OK;
 }
 
@@ -426,13 +412,13 @@ static int finish(uint8_t *px, int w, int h, int nb, const img_plan *p, const im
 	uint8_t *crop = malloc(plane * nb);
 
 	if (!crop)
-		return img_fail(err, CLIP_ENOMEM, "out of memory preprocessing a %dx%d image", w, h);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory preprocessing a %dx%d image", w, h);
 	/* PIL leaves a same-size resize alone, alpha untouched. */
 	if (alpha && resized)
 		premultiply(px, (size_t)w * h, nb);
 	if (resample_window(px, w, h, nb, p->rw, p->rh, p->left, p->top, s, s, crop)) {
 		free(crop);
-		return img_fail(err, CLIP_ENOMEM, "out of memory resizing a %dx%d image", w, h);
+		return clip_fail(err, CLIP_ENOMEM, "out of memory resizing a %dx%d image", w, h);
 	}
 	if (alpha && resized)
 		unpremultiply(crop, plane, nb);
@@ -488,17 +474,17 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 
 	loader = vips_foreign_find_load_source(src);
 	if (!loader) {
-		rc = img_fail(err, CLIP_EIMAGE, "not an image libvips can read");
+		rc = clip_fail(err, CLIP_EIMAGE, "not an image libvips can read");
 		goto out;
 	}
 	if (!format_allowed(loader, fmt, sizeof fmt)) {
-		rc = img_fail(err, CLIP_EIMAGE, "unsupported image format (%s)", fmt);
+		rc = clip_fail(err, CLIP_EIMAGE, "unsupported image format (%s)", fmt);
 		goto out;
 	}
 	in = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
 	                                VIPS_FAIL_ON_ERROR, NULL);
 	if (!in) {
-		rc = img_fail(err, CLIP_EIMAGE, "damaged image: its header cannot be read");
+		rc = clip_fail(err, CLIP_EIMAGE, "damaged image: its header cannot be read");
 		goto out;
 	}
 
@@ -506,11 +492,11 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	w = vips_image_get_width(in);
 	h = vips_image_get_height(in);
 	if (w <= 0 || h <= 0) {
-		rc = img_fail(err, CLIP_EIMAGE, "image has a side of 0 (%dx%d)", w, h);
+		rc = clip_fail(err, CLIP_EIMAGE, "image has a side of 0 (%dx%d)", w, h);
 		goto out;
 	}
 	if ((int64_t)w * h > max_pixels) {
-		rc = img_fail(err, CLIP_ETOOBIG, "image is %dx%d (%lld pixels), over the limit of %lld",
+		rc = clip_fail(err, CLIP_ETOOBIG, "image is %dx%d (%lld pixels), over the limit of %lld",
 		              w, h, (long long)w * h, (long long)max_pixels);
 		goto out;
 	}
@@ -518,7 +504,7 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	ow = orient >= 5 ? h : w;
 	oh = orient >= 5 ? w : h;
 	if (plan_make(ow, oh, o->size, &plan)) {
-		rc = img_fail(err, CLIP_ETOOBIG,
+		rc = clip_fail(err, CLIP_ETOOBIG,
 		              "image is %dx%d: too elongated to resize its short side to %d", ow, oh,
 		              o->size);
 		goto out;
@@ -534,7 +520,7 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	if (vips_colourspace_issupported(in) && !(grey && in->BandFmt == VIPS_FORMAT_USHORT)) {
 		if (vips_colourspace(in, &rgb,
 		                     grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB, NULL)) {
-			rc = img_fail(err, CLIP_EIMAGE, "image colourspace cannot be converted to sRGB");
+			rc = clip_fail(err, CLIP_EIMAGE, "image colourspace cannot be converted to sRGB");
 			goto out;
 		}
 	} else {
@@ -547,11 +533,11 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	} else if (rgb->BandFmt == VIPS_FORMAT_USHORT) {
 		if (vips_rshift_const1(rgb, &shifted, 8, NULL) ||
 		    vips_cast_uchar(shifted, &u8, NULL)) {
-			rc = img_fail(err, CLIP_EIMAGE, "16-bit image cannot be converted to 8 bits");
+			rc = clip_fail(err, CLIP_EIMAGE, "16-bit image cannot be converted to 8 bits");
 			goto out;
 		}
 	} else if (vips_cast_uchar(rgb, &u8, NULL)) {
-		rc = img_fail(err, CLIP_EIMAGE, "image cannot be converted to 8 bits");
+		rc = clip_fail(err, CLIP_EIMAGE, "image cannot be converted to 8 bits");
 		goto out;
 	}
 
@@ -562,7 +548,7 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	nb = colour + alpha;
 	if (nb < u8->Bands) {
 		if (vips_extract_band(u8, &bands, 0, "n", nb, NULL)) {
-			rc = img_fail(err, CLIP_EIMAGE, "image bands cannot be extracted");
+			rc = clip_fail(err, CLIP_EIMAGE, "image bands cannot be extracted");
 			goto out;
 		}
 	} else {
@@ -576,29 +562,29 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 	if (orient != 1) {
 		mem = vips_image_copy_memory(bands);
 		if (!mem) {
-			rc = img_fail(err, CLIP_EIMAGE, "damaged or truncated image");
+			rc = clip_fail(err, CLIP_EIMAGE, "damaged or truncated image");
 			goto out;
 		}
 		vips_image_set_int(mem, VIPS_META_ORIENTATION, orient);
 		if (vips_autorot(mem, &rot, NULL)) {
-			rc = img_fail(err, CLIP_EIMAGE, "image orientation cannot be applied");
+			rc = clip_fail(err, CLIP_EIMAGE, "image orientation cannot be applied");
 			goto out;
 		}
 		img = rot;
 	}
 	if (img->Xsize != ow || img->Ysize != oh || img->Bands != nb) {
-		rc = img_fail(err, CLIP_EIMAGE, "image decodes to %dx%d, not the %dx%d of its header",
+		rc = clip_fail(err, CLIP_EIMAGE, "image decodes to %dx%d, not the %dx%d of its header",
 		              img->Xsize, img->Ysize, ow, oh);
 		goto out;
 	}
 
 	px = malloc((size_t)ow * oh * nb);
 	if (!px) {
-		rc = img_fail(err, CLIP_ENOMEM, "out of memory decoding a %dx%d image", ow, oh);
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory decoding a %dx%d image", ow, oh);
 		goto out;
 	}
 	if (read_pixels(img, px)) {
-		rc = img_fail(err, CLIP_EIMAGE, "damaged or truncated image");
+		rc = clip_fail(err, CLIP_EIMAGE, "damaged or truncated image");
 		goto out;
 	}
 	rc = finish(px, ow, oh, nb, &plan, o, out, err);
@@ -633,13 +619,13 @@ out:
 static int check_opts(const img_opts *o, const float *out, clip_err *err)
 {
 	if (!o || !out)
-		return img_fail(err, CLIP_EINVAL, "preprocess: options and output are required");
+		return clip_fail(err, CLIP_EINVAL, "preprocess: options and output are required");
 	/* The bound keeps size * size * taps arithmetic far from overflow. */
 	if (o->size <= 0 || o->size > 4096)
-		return img_fail(err, CLIP_EINVAL, "preprocess: image size %d is out of range", o->size);
+		return clip_fail(err, CLIP_EINVAL, "preprocess: image size %d is out of range", o->size);
 	for (int c = 0; c < 3; c++)
 		if (!(o->std[c] != 0.0f))
-			return img_fail(err, CLIP_EINVAL, "preprocess: std[%d] is 0", c);
+			return clip_fail(err, CLIP_EINVAL, "preprocess: std[%d] is 0", c);
 	return CLIP_OK;
 }
 
@@ -655,7 +641,7 @@ int img_preprocess_file(const char *path, const img_opts *o, float *out, int *wi
 	if ((rc = check_opts(o, out, err)))
 		return rc;
 	if (!path)
-		return img_fail(err, CLIP_EINVAL, "preprocess: no path");
+		return clip_fail(err, CLIP_EINVAL, "preprocess: no path");
 	if ((rc = img_init(err)))
 		return rc;
 
@@ -663,24 +649,24 @@ int img_preprocess_file(const char *path, const img_opts *o, float *out, int *wi
 	 * name as vips_image_new_from_file would do. */
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		rc = img_fail(err, CLIP_EIO, "cannot open the image file: %s",
+		rc = clip_fail(err, CLIP_EIO, "cannot open the image file: %s",
 		              strerror_r(errno, ebuf, sizeof ebuf));
 		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
-		rc = img_fail(err, CLIP_EIO, "cannot read the image file: %s",
+		rc = clip_fail(err, CLIP_EIO, "cannot read the image file: %s",
 		              strerror_r(errno, ebuf, sizeof ebuf));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = img_fail(err, CLIP_EIO, "the image path is not a regular file");
+		rc = clip_fail(err, CLIP_EIO, "the image path is not a regular file");
 		goto out;
 	}
 	/* The source holds its own duplicate of the descriptor. */
 	src = vips_source_new_from_descriptor(fd);
 	if (!src) {
 		vips_error_clear();
-		rc = img_fail(err, CLIP_EIO, "cannot read the image file");
+		rc = clip_fail(err, CLIP_EIO, "cannot read the image file");
 		goto out;
 	}
 	rc = decode_source(src, o, out, width, height, err);
@@ -702,16 +688,16 @@ int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float
 	if ((rc = check_opts(o, out, err)))
 		return rc;
 	if (!data && len)
-		return img_fail(err, CLIP_EINVAL, "preprocess: no data");
+		return clip_fail(err, CLIP_EINVAL, "preprocess: no data");
 	if (len == 0)
-		return img_fail(err, CLIP_EIMAGE, "empty image data");
+		return clip_fail(err, CLIP_EIMAGE, "empty image data");
 	if ((rc = img_init(err)))
 		return rc;
 
 	src = vips_source_new_from_memory(data, len);
 	if (!src) {
 		vips_error_clear();
-		return img_fail(err, CLIP_ENOMEM, "out of memory reading image data");
+		return clip_fail(err, CLIP_ENOMEM, "out of memory reading image data");
 	}
 	rc = decode_source(src, o, out, width, height, err);
 	g_object_unref(src);

@@ -53,6 +53,7 @@
 #include <glib.h>
 #include <jansson.h>
 
+#include "clip_int.h"
 #include "tokenizer_int.h"
 
 /* Pieces up to this many bytes are cached, if they make at most
@@ -87,21 +88,6 @@ struct tok {
 	pthread_mutex_t cache_mu;  /* guards cache */
 	cache_slot *cache;         /* [CACHE_SLOTS] */
 };
-
-static int tok_fail(clip_err *err, clip_code code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int tok_fail(clip_err *err, clip_code code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		err->code = code;
-		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- growable byte buffer ---------------------------------------------- */
 
@@ -154,13 +140,13 @@ static int read_file(const char *path, const char *what, char **out, size_t *len
 	FILE *f = fopen(path, "rb");
 	*out = NULL;
 	if (!f)
-		return tok_fail(err, CLIP_EIO, "cannot open %s: %s", what, strerror(errno));
+		return clip_fail(err, CLIP_EIO, "cannot open %s: %s", what, strerror(errno));
 	for (;;) {
 		if (cap - n < 4096) {
 			size_t ncap = cap ? cap * 2 : 1 << 16;
 			char *p = realloc(buf, ncap + 1);
 			if (!p) {
-				rc = tok_fail(err, CLIP_ENOMEM, "out of memory reading %s", what);
+				rc = clip_fail(err, CLIP_ENOMEM, "out of memory reading %s", what);
 				goto out;
 			}
 			buf = p;
@@ -172,7 +158,7 @@ static int read_file(const char *path, const char *what, char **out, size_t *len
 			break;
 	}
 	if (ferror(f)) {
-		rc = tok_fail(err, CLIP_EIO, "cannot read %s: %s", what, strerror(errno));
+		rc = clip_fail(err, CLIP_EIO, "cannot read %s: %s", what, strerror(errno));
 		goto out;
 	}
 	buf[n] = '\0';
@@ -256,13 +242,13 @@ static int load_vocab(tok *t, const char *path, vocab_map *v, clip_err *err)
 		goto out;
 	v->json = json_loadb(buf, len, 0, &jerr);
 	if (!v->json) {
-		rc = tok_fail(err, CLIP_EMODEL, "vocab.json: not valid JSON (line %d: %s)", jerr.line,
+		rc = clip_fail(err, CLIP_EMODEL, "vocab.json: not valid JSON (line %d: %s)", jerr.line,
 		              jerr.text);
 		goto out;
 	}
 	if (!json_is_object(v->json) || json_object_size(v->json) == 0 ||
 	    json_object_size(v->json) > VOCAB_MAX) {
-		rc = tok_fail(err, CLIP_EMODEL,
+		rc = clip_fail(err, CLIP_EMODEL,
 		              "vocab.json: expected an object of up to %d token -> id entries", VOCAB_MAX);
 		goto out;
 	}
@@ -273,14 +259,14 @@ static int load_vocab(tok *t, const char *path, vocab_map *v, clip_err *err)
 	v->slots = calloc(v->mask + 1, sizeof *v->slots);
 	seen = calloc((size_t)t->nvocab, 1);
 	if (!v->slots || !seen) {
-		rc = tok_fail(err, CLIP_ENOMEM, "out of memory loading vocab.json");
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory loading vocab.json");
 		goto out;
 	}
 	json_object_keylen_foreach(v->json, key, klen, val)
 	{
 		json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
 		if (id < 0 || id >= t->nvocab || seen[id]) {
-			rc = tok_fail(err, CLIP_EMODEL,
+			rc = clip_fail(err, CLIP_EMODEL,
 			              "vocab.json: ids must be the integers 0..%d, each once", t->nvocab - 1);
 			goto out;
 		}
@@ -299,7 +285,7 @@ static int load_vocab(tok *t, const char *path, vocab_map *v, clip_err *err)
 		t->byte_id[b] = vocab_get(v, s, (size_t)n);
 		t->byte_end_id[b] = vocab_get(v, s, (size_t)n + 4);
 		if (t->byte_id[b] < 0 || t->byte_end_id[b] < 0) {
-			rc = tok_fail(err, CLIP_EMODEL, "vocab.json: the symbol of byte 0x%02x is missing",
+			rc = clip_fail(err, CLIP_EMODEL, "vocab.json: the symbol of byte 0x%02x is missing",
 			              b);
 			goto out;
 		}
@@ -307,7 +293,7 @@ static int load_vocab(tok *t, const char *path, vocab_map *v, clip_err *err)
 	t->sot = vocab_get(v, "<|startoftext|>", 15);
 	t->eot = vocab_get(v, "<|endoftext|>", 13);
 	if (t->sot < 0 || t->eot < 0)
-		rc = tok_fail(err, CLIP_EMODEL, "vocab.json: <|startoftext|> or <|endoftext|> is missing");
+		rc = clip_fail(err, CLIP_EMODEL, "vocab.json: <|startoftext|> or <|endoftext|> is missing");
 out:
 	free(seen);
 	free(buf);
@@ -356,7 +342,7 @@ static int load_merges(tok *t, const char *path, const vocab_map *vocab, clip_er
 	if (rc != CLIP_OK)
 		goto out;
 	if (strlen(buf) != len) {
-		rc = tok_fail(err, CLIP_EMODEL, "merges.txt: contains a NUL byte");
+		rc = clip_fail(err, CLIP_EMODEL, "merges.txt: contains a NUL byte");
 		goto out;
 	}
 	for (size_t i = 0; i < len; i++)
@@ -367,7 +353,7 @@ static int load_merges(tok *t, const char *path, const vocab_map *vocab, clip_er
 		t->merge_bits++;
 	t->merges = malloc(sizeof *t->merges << t->merge_bits);
 	if (!t->merges) {
-		rc = tok_fail(err, CLIP_ENOMEM, "out of memory loading merges.txt");
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory loading merges.txt");
 		goto out;
 	}
 	for (size_t i = 0; i < (size_t)1 << t->merge_bits; i++)
@@ -388,7 +374,7 @@ static int load_merges(tok *t, const char *path, const vocab_map *vocab, clip_er
 		size_t la = sp ? (size_t)(sp - line) : 0;
 		size_t lb = sp ? (size_t)(end - sp - 1) : 0;
 		if (!sp || la == 0 || lb == 0 || memchr(sp + 1, ' ', lb)) {
-			rc = tok_fail(err, CLIP_EMODEL,
+			rc = clip_fail(err, CLIP_EMODEL,
 			              "merges.txt line %d: expected two symbols separated by one space",
 			              lineno);
 			goto out;
@@ -399,7 +385,7 @@ static int load_merges(tok *t, const char *path, const vocab_map *vocab, clip_er
 		memmove(sp, sp + 1, lb);
 		int32_t ab = vocab_get(vocab, line, la + lb);
 		if (a < 0 || b < 0 || ab < 0) {
-			rc = tok_fail(err, CLIP_EMODEL, "merges.txt line %d: the %s symbol is not in vocab.json",
+			rc = clip_fail(err, CLIP_EMODEL, "merges.txt line %d: the %s symbol is not in vocab.json",
 			              lineno, a < 0 ? "first" : b < 0 ? "second" : "merged");
 			goto out;
 		}
@@ -418,20 +404,20 @@ int tok_open(const char *vocab_json, const char *merges_txt, tok **out, clip_err
 	tok *t = NULL;
 
 	if (!out)
-		return tok_fail(err, CLIP_EINVAL, "tok_open: out is NULL");
+		return clip_fail(err, CLIP_EINVAL, "tok_open: out is NULL");
 	*out = NULL;
 	if (!vocab_json || !merges_txt)
-		return tok_fail(err, CLIP_EINVAL, "tok_open: a path is NULL");
+		return clip_fail(err, CLIP_EINVAL, "tok_open: a path is NULL");
 	t = calloc(1, sizeof *t);
 	if (!t)
-		return tok_fail(err, CLIP_ENOMEM, "out of memory opening the tokenizer");
+		return clip_fail(err, CLIP_ENOMEM, "out of memory opening the tokenizer");
 	if (pthread_mutex_init(&t->cache_mu, NULL) != 0) {
 		free(t);
-		return tok_fail(err, CLIP_ENOMEM, "cannot create the tokenizer's lock");
+		return clip_fail(err, CLIP_ENOMEM, "cannot create the tokenizer's lock");
 	}
 	t->cache = calloc(CACHE_SLOTS, sizeof *t->cache);
 	if (!t->cache) {
-		rc = tok_fail(err, CLIP_ENOMEM, "out of memory opening the tokenizer");
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory opening the tokenizer");
 		goto out;
 	}
 	rc = load_vocab(t, vocab_json, &vocab, err);
@@ -1119,10 +1105,10 @@ int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_e
 	if (ids && ctx > 0)
 		memset(ids, 0, (size_t)ctx * sizeof *ids);
 	if (!t || !text || !ids || ctx < 2)
-		return tok_fail(err, CLIP_EINVAL, "tok_encode: %s",
+		return clip_fail(err, CLIP_EINVAL, "tok_encode: %s",
 		                ctx < 2 ? "the context must hold at least 2 tokens" : "NULL argument");
 	if (!g_utf8_validate(text, -1, &bad))
-		return tok_fail(err, CLIP_ETEXT, "text is not valid UTF-8 (at byte %td)", bad - text);
+		return clip_fail(err, CLIP_ETEXT, "text is not valid UTF-8 (at byte %td)", bad - text);
 
 	/* basic_clean (minus ftfy), whitespace_clean, lower() */
 	sb_put(&once, "", 0);
@@ -1137,7 +1123,7 @@ int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_e
 	if (!once.oom && !twice.oom && !clean.oom)
 		py_lower(&lower, clean.p);
 	if (once.oom || twice.oom || clean.oom || lower.oom) {
-		rc = tok_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
 		goto out;
 	}
 
@@ -1145,7 +1131,7 @@ int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_e
 	int n = encode_text(t, lower.p, lower.n, ids + 1, ctx - 2);
 	if (n < 0) {
 		memset(ids, 0, (size_t)ctx * sizeof *ids);
-		rc = tok_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
 		goto out;
 	}
 	ids[0] = t->sot;
