@@ -1,0 +1,52 @@
+/*
+ * collections: the two vector indexes (images, texts) the daemon searches,
+ * kept in step with the store. Owns the rule for the index sequence; see the
+ * DESIGN comment in collections.c.
+ *
+ * Thread-safety: every function may be called from any thread. Searches run
+ * concurrently; changes to one index are serialised.
+ */
+#ifndef CLIPD_COLLECTIONS_H
+#define CLIPD_COLLECTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errors.h"
+#include "index.h"
+#include "store.h"
+
+typedef struct collections collections;
+
+/* Opens DIR/images.vidx and DIR/texts.vidx with vidx_open_synced (load the
+ * snapshot, else build from the store; then catch up), logging which
+ * happened. A snapshot of another model is an error. */
+int coll_open(store *st, const char *dir, const char *factory, int dim, const char *model_id,
+              collections **out, api_err *err);
+void coll_close(collections *c);
+
+/* Brings one index up to date with the store: call after any store change
+ * of that collection (embedding written, item deleted). */
+int coll_sync(collections *c, store_kind kind, api_err *err);
+
+/* k best of one collection for query q[dim] (normalised): scores[k], ids[k];
+ * missing results have id -1. */
+int coll_search(collections *c, store_kind kind, const float *q, int k, float *scores,
+                int64_t *ids, api_err *err);
+
+/* Writes both snapshots atomically. */
+int coll_save(collections *c, api_err *err);
+
+/* Writes the snapshots whose index changed since its last snapshot. */
+int coll_save_changed(collections *c, api_err *err);
+
+typedef struct coll_stats {
+	size_t count, dead;
+	uint64_t seq;
+	const char *kind;     /* "exact", "hnsw", "ivf", "other" */
+	const char *factory;
+} coll_stats;
+
+void coll_get_stats(collections *c, store_kind kind, coll_stats *out);
+
+#endif

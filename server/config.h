@@ -1,0 +1,42 @@
+/*
+ * config: the daemon's settings from the command line and the environment
+ * (every flag --foo-bar also as CLIPD_FOO_BAR; the command line wins).
+ * Not thread-safe; filled once in main before any thread starts and
+ * read-only afterwards.
+ */
+#ifndef CLIPD_CONFIG_H
+#define CLIPD_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct config {
+	char *model_dir;
+	char *data_dir;
+	char *listen;          /* "host:port" as given */
+	char listen_host[64];  /* numeric address */
+	int listen_port;       /* 0: any free port */
+	char *api_key;         /* NULL: no auth */
+	int api_key_reads;     /* the key guards reads too */
+	int workers;           /* background encode threads */
+	int batch;             /* images per encoder batch */
+	int encoders;          /* request-time encoder contexts */
+	char *index_factory;   /* NULL: exact */
+	char **allow_roots;    /* realpath'd, n_allow_roots of them */
+	int n_allow_roots;
+	int64_t max_body;      /* bytes */
+	int64_t max_pixels;
+	int64_t max_queue;     /* pending items before 503 */
+	int timeout_s;         /* connection idle timeout */
+	int max_conns;
+	int wait_max_s;        /* longest ?wait=true */
+	int log_level;
+} config;
+
+/* Parses argv and the environment into *cfg. Returns 0 to run, 1 when
+ * --help was printed to out, -1 on a usage error (message written to msg). */
+int config_parse(config *cfg, int argc, char **argv, FILE *out, char *msg, size_t msg_size);
+
+void config_free(config *cfg);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * encoder: request-time encoding (search queries, classify, embed) on a
+ * small pool of clip_ctx, so HTTP threads never allocate activations and at
+ * most `nctx` encodes run at once (the cores are shared with the background
+ * workers). A request borrows one context for its whole encode.
+ *
+ * Outputs are L2-normalised. Thread-safe.
+ */
+#ifndef CLIPD_ENCODER_H
+#define CLIPD_ENCODER_H
+
+#include <stddef.h>
+
+#include "clip.h"
+#include "errors.h"
+
+typedef struct encoder encoder;
+
+int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, api_err *err);
+void encoder_close(encoder *e);
+
+/* Encodes n texts into out[n][dim]. A text that is not valid UTF-8 is a
+ * 400 naming its position. */
+int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, api_err *err);
+
+/* Decodes, checks against limits (413 over, 422 undecodable), preprocesses
+ * and encodes one image into out[dim]; *w, *h (optional) get its size. */
+int encoder_image(encoder *e, const void *data, size_t len, const clip_image_limits *limits,
+                  float *out, int *w, int *h, api_err *err);
+
+#endif

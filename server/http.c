@@ -1,0 +1,624 @@
+/*
+ * http.c: libmicrohttpd glue, request bodies, limits, auth, replies.
+ *
+ * DESIGN: threads.
+ * - libmicrohttpd runs one listening thread and one thread per connection
+ *   (MHD_USE_THREAD_PER_CONNECTION), at most --max-connections of them, and
+ *   closes connections idle for --timeout seconds (slow clients). A handler
+ *   runs on its connection's thread and may block: on the store, on an
+ *   encoder context (encoder.c bounds concurrent encodes), or on ?wait=true.
+ * - A http_req belongs to its connection's thread from the first call of
+ *   on_request to on_completed; nothing else touches it.
+ * - srv->mu guards nothing but the in-flight count's condition variable:
+ *   http_stop waits on it for requests in flight to drain.
+ *
+ * Bodies: the declared Content-Length and the running total are checked
+ * against --max-body-mb. A body over the limit, or one sent to a request
+ * that already failed (401, 404, ...), is read and discarded and the error
+ * sent once it is all in: replying before the client has finished sending
+ * makes the kernel reset the connection, and the client would never see the
+ * status. Bodies far over the limit (DRAIN_MAX beyond it) get the reply
+ * early and the connection closed instead.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "http.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "router.h"
+
+#define DRAIN_MAX ((uint64_t)64 << 20)
+#define MAX_EXTRA_HEADERS 4
+#define POST_BUFFER 65536
+
+struct http_server {
+	app *a;
+	struct MHD_Daemon *d;
+	int port;
+	atomic_int inflight;
+	pthread_mutex_t mu;   /* see DESIGN */
+	pthread_cond_t cv;
+};
+
+enum body_mode { M_DISCARD, M_BUFFER, M_FORM, M_RAW };
+
+struct http_req {
+	http_server *srv;
+	struct MHD_Connection *c;
+	const route *rt;
+	int64_t id;
+	char method[16];
+	char *url;
+	int64_t t0;
+
+	enum body_mode mode;
+	uint64_t received;
+	char *buf;                  /* M_BUFFER */
+	size_t len, cap;
+	struct MHD_PostProcessor *pp;
+	http_part *parts, *last;    /* M_FORM */
+	blob_writer *raw;           /* M_RAW */
+
+	int have_err;               /* deferred error, sent when the body is in */
+	api_err err;
+	int replied, status;
+	char *hname[MAX_EXTRA_HEADERS], *hval[MAX_EXTRA_HEADERS];
+	int nheaders;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- accessors ----------------------------------------------------------- */
+
+app *http_req_app(http_req *r)
+{
+	return r->srv->a;
+}
+
+const char *http_req_method(const http_req *r)
+{
+	return r->method;
+}
+
+int64_t http_req_id(const http_req *r)
+{
+	return r->id;
+}
+
+const char *http_req_query(http_req *r, const char *key)
+{
+	return MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_req_header(http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, name);
+}
+
+int http_req_content_is(http_req *r, const char *prefix)
+{
+	const char *ct = http_req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+	return ct && strncasecmp(ct, prefix, strlen(prefix)) == 0;
+}
+
+const char *http_req_body(const http_req *r, size_t *len)
+{
+	*len = r->len;
+	return r->buf;
+}
+
+int http_req_json(http_req *r, json_t **out, api_err *err)
+{
+	*out = NULL;
+	if (r->parts || r->raw)
+		return api_fail(err, API_EUNSUPPORTED, "this request needs a JSON body (Content-Type: application/json)");
+	return ju_parse_object(r->buf, r->len, out, err);
+}
+
+http_part *http_req_parts(http_req *r)
+{
+	return r->parts;
+}
+
+http_part *http_req_part(http_req *r, const char *key)
+{
+	for (http_part *p = r->parts; p; p = p->next)
+		if (p->key && !strcmp(p->key, key))
+			return p;
+	return NULL;
+}
+
+blob_writer *http_part_take(http_part *p)
+{
+	blob_writer *w = p->bw;
+	p->bw = NULL;
+	return w;
+}
+
+blob_writer *http_req_take_raw(http_req *r)
+{
+	blob_writer *w = r->raw;
+	r->raw = NULL;
+	return w;
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+void http_add_header(http_req *r, const char *name, const char *value)
+{
+	if (r->nheaders == MAX_EXTRA_HEADERS)
+		return;
+	r->hname[r->nheaders] = strdup(name);
+	r->hval[r->nheaders] = strdup(value);
+	r->nheaders++;
+}
+
+static void send_response(http_req *r, int status, struct MHD_Response *resp, const char *ctype)
+{
+	if (r->replied) {
+		log_error("%s %s: a second reply was dropped", r->method, r->url);
+		if (resp)
+			MHD_destroy_response(resp);
+		return;
+	}
+	r->replied = 1;
+	r->status = status;
+	if (!resp) {
+		log_error("%s %s: cannot create a response", r->method, r->url);
+		return;
+	}
+	if (ctype)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	for (int i = 0; i < r->nheaders; i++)
+		if (r->hname[i] && r->hval[i])
+			MHD_add_response_header(resp, r->hname[i], r->hval[i]);
+	if (MHD_queue_response(r->c, (unsigned)status, resp) != MHD_YES)
+		log_error("%s %s: the response could not be queued", r->method, r->url);
+	MHD_destroy_response(resp);
+}
+
+void http_reply_json(http_req *r, int status, json_t *body)
+{
+	char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+	json_decref(body);
+	if (!s) {
+		send_response(r, 500, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT),
+		              NULL);
+		return;
+	}
+	size_t n = strlen(s);
+	s[n] = 0;
+	send_response(r, status, MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE),
+	              "application/json");
+}
+
+void http_reply_error(http_req *r, const api_err *err)
+{
+	int status;
+	json_t *j = api_err_json(err, &status);
+	if (status == 503 && err->domain == ERR_API && err->code == API_EQUEUEFULL)
+		http_add_header(r, "Retry-After", "5");
+	if (status == 401)
+		http_add_header(r, "WWW-Authenticate", "Bearer");
+	log_debug("%s %s: %d %s", r->method, r->url, status, err->msg);
+	http_reply_json(r, status, j);
+}
+
+void http_reply_fd(http_req *r, int fd, uint64_t size, const char *mime)
+{
+	send_response(r, 200, MHD_create_response_from_fd(size, fd), mime);
+}
+
+/* ---- bodies -------------------------------------------------------------- */
+
+static void defer_error(http_req *r, const api_err *e)
+{
+	if (!r->have_err) {
+		r->err = *e;
+		r->have_err = 1;
+	}
+}
+
+static void free_parts(http_req *r)
+{
+	http_part *p = r->parts;
+	while (p) {
+		http_part *next = p->next;
+		free(p->key);
+		free(p->filename);
+		free(p->content_type);
+		free(p->data);
+		blob_writer_free(p->bw);
+		free(p);
+		p = next;
+	}
+	r->parts = r->last = NULL;
+}
+
+static int append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t nc = *cap ? *cap : 4096;
+		while (nc < *len + n + 1)
+			nc *= 2;
+		char *p = realloc(*buf, nc);
+		if (!p)
+			return -1;
+		*buf = p;
+		*cap = nc;
+	}
+	memcpy(*buf + *len, data, n);
+	*len += n;
+	(*buf)[*len] = 0;
+	return 0;
+}
+
+static int same(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+	http_req *r = cls;
+	api_err e;
+	(void)kind;
+	(void)transfer_encoding;
+	if (r->have_err)
+		return MHD_YES;
+	http_part *p = r->last;
+	if (off == 0 && (!p || p->len > 0 || (p->bw && blob_writer_size(p->bw) > 0) ||
+	                 !same(p->key, key) || !same(p->filename, filename))) {
+		p = calloc(1, sizeof *p);
+		if (!p || !(p->key = strdup(key ? key : "")) ||
+		    (filename && !(p->filename = strdup(filename))) ||
+		    (content_type && !(p->content_type = strdup(content_type)))) {
+			if (p) {
+				free(p->key);
+				free(p->filename);
+				free(p);
+			}
+			api_fail(&e, API_ENOMEM, "out of memory");
+			defer_error(r, &e);
+			return MHD_YES;
+		}
+		if (r->last)
+			r->last->next = p;
+		else
+			r->parts = p;
+		r->last = p;
+		if (filename && r->rt->body == BODY_UPLOAD && blob_writer_new(r->srv->a->blobs, &p->bw, &e)) {
+			defer_error(r, &e);
+			return MHD_YES;
+		}
+	}
+	if (size == 0)
+		return MHD_YES;
+	if (p->bw) {
+		if (blob_writer_write(p->bw, data, size, &e))
+			defer_error(r, &e);
+	} else if (append(&p->data, &p->len, &p->cap, data, size)) {
+		api_fail(&e, API_ENOMEM, "out of memory");
+		defer_error(r, &e);
+	}
+	return MHD_YES;
+}
+
+static int key_ok(http_req *r)
+{
+	const char *key = r->srv->a->cfg->api_key;
+	if (!key)
+		return 1;
+	const char *h = http_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return 0;
+	h += 7;
+	/* Constant time in the key's length: every byte is compared. */
+	size_t kl = strlen(key), hl = strlen(h);
+	unsigned char diff = kl != hl;
+	for (size_t i = 0; i < kl; i++)
+		diff |= (unsigned char)key[i] ^ (unsigned char)(i < hl ? h[i] : 0);
+	return diff == 0;
+}
+
+/* First call of a request: route, auth, declared length, body mode. */
+static void begin(http_req *r, const char *url, const char *method)
+{
+	app *a = r->srv->a;
+	api_err e;
+	r->rt = router_match(method, url, &r->id, &e);
+	if (!r->rt) {
+		defer_error(r, &e);
+		return;
+	}
+	if (atomic_load(&a->stopping) && strcmp(url, "/healthz") != 0) {
+		api_fail(&e, API_EUNAVAIL, "the server is shutting down");
+		defer_error(r, &e);
+		return;
+	}
+	/* Health probes stay open: a load balancer has no key. */
+	if ((r->rt->writes || (a->cfg->api_key_reads && !strncmp(url, "/v1/", 4))) && !key_ok(r)) {
+		api_fail(&e, API_EUNAUTH, a->cfg->api_key && http_req_header(r, "Authorization")
+		                              ? "wrong API key"
+		                              : "this request needs an API key: Authorization: Bearer KEY");
+		defer_error(r, &e);
+		return;
+	}
+	const char *cl = http_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl && strtoull(cl, NULL, 10) > (unsigned long long)a->cfg->max_body) {
+		api_fail(&e, API_ETOOBIG, "the request body is over the limit of %lld MiB",
+		         (long long)(a->cfg->max_body >> 20));
+		defer_error(r, &e);
+		return;
+	}
+	switch (r->rt->body) {
+	case BODY_NONE:
+		r->mode = M_DISCARD;
+		break;
+	case BODY_BUFFER:
+	case BODY_UPLOAD:
+		if (http_req_content_is(r, "multipart/form-data")) {
+			r->mode = M_FORM;
+			r->pp = MHD_create_post_processor(r->c, POST_BUFFER, on_part, r);
+			if (!r->pp) {
+				api_fail(&e, API_EBADREQ, "malformed multipart/form-data Content-Type (no boundary?)");
+				defer_error(r, &e);
+			}
+		} else if (r->rt->body == BODY_UPLOAD &&
+		           (http_req_content_is(r, "image/") ||
+		            http_req_content_is(r, "application/octet-stream"))) {
+			r->mode = M_RAW;
+		} else {
+			r->mode = M_BUFFER;
+		}
+		break;
+	}
+}
+
+static enum MHD_Result take_data(http_req *r, const char *data, size_t size)
+{
+	app *a = r->srv->a;
+	api_err e;
+	r->received += size;
+	if (r->received > (uint64_t)a->cfg->max_body) {
+		if (!r->have_err) {
+			api_fail(&e, API_ETOOBIG, "the request body is over the limit of %lld MiB",
+			         (long long)(a->cfg->max_body >> 20));
+			defer_error(r, &e);
+		}
+		if (r->received > (uint64_t)a->cfg->max_body + DRAIN_MAX)
+			return MHD_NO;
+	}
+	if (r->have_err) {
+		/* Free what was received so far; keep draining. */
+		r->mode = M_DISCARD;
+		free_parts(r);
+		blob_writer_free(r->raw);
+		r->raw = NULL;
+		free(r->buf);
+		r->buf = NULL;
+		r->len = r->cap = 0;
+		return MHD_YES;
+	}
+	switch (r->mode) {
+	case M_DISCARD:
+		break;
+	case M_BUFFER:
+		if (append(&r->buf, &r->len, &r->cap, data, size)) {
+			api_fail(&e, API_ENOMEM, "out of memory");
+			defer_error(r, &e);
+		}
+		break;
+	case M_FORM:
+		if (MHD_post_process(r->pp, data, size) != MHD_YES && !r->have_err) {
+			api_fail(&e, API_EBADREQ, "malformed multipart/form-data body");
+			defer_error(r, &e);
+		}
+		break;
+	case M_RAW:
+		if (!r->raw && blob_writer_new(a->blobs, &r->raw, &e))
+			defer_error(r, &e);
+		else if (blob_writer_write(r->raw, data, size, &e))
+			defer_error(r, &e);
+		break;
+	}
+	return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+	http_server *srv = cls;
+	http_req *r = *con_cls;
+	(void)version;
+
+	if (!r) {
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return MHD_NO;
+		r->srv = srv;
+		r->c = c;
+		r->t0 = mono_ms();
+		snprintf(r->method, sizeof r->method, "%s", method);
+		r->url = strdup(url);
+		*con_cls = r;
+		atomic_fetch_add(&srv->inflight, 1);
+		begin(r, url, method);
+		const char *cl = http_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (r->have_err && cl &&
+		    strtoull(cl, NULL, 10) > (unsigned long long)srv->a->cfg->max_body + DRAIN_MAX) {
+			http_reply_error(r, &r->err);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		if (r->replied)
+			return MHD_YES;
+		return take_data(r, upload_data, n);
+	}
+	if (r->replied)
+		return MHD_YES;
+	if (r->pp) {
+		if (MHD_destroy_post_processor(r->pp) != MHD_YES && !r->have_err) {
+			api_err e;
+			api_fail(&e, API_EBADREQ, "malformed or truncated multipart/form-data body");
+			defer_error(r, &e);
+		}
+		r->pp = NULL;
+	}
+	if (r->have_err) {
+		http_reply_error(r, &r->err);
+	} else {
+		r->rt->fn(r);
+		if (!r->replied) {
+			api_err e;
+			api_fail(&e, API_EINTERNAL, "%s %s: the handler sent no reply", r->method, r->url);
+			http_reply_error(r, &e);
+		}
+	}
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	http_server *srv = cls;
+	http_req *r = *con_cls;
+	(void)c;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	if (log_enabled(LOG_LVL_DEBUG) || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+		        "%s %s %d %lld ms%s", r->method, r->url, r->status, (long long)(mono_ms() - r->t0),
+		        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+		        : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
+		                                                        : " (connection closed)");
+	if (r->pp)
+		MHD_destroy_post_processor(r->pp);
+	free_parts(r);
+	blob_writer_free(r->raw);
+	free(r->buf);
+	free(r->url);
+	for (int i = 0; i < r->nheaders; i++) {
+		free(r->hname[i]);
+		free(r->hval[i]);
+	}
+	free(r);
+	pthread_mutex_lock(&srv->mu);
+	atomic_fetch_sub(&srv->inflight, 1);
+	pthread_cond_broadcast(&srv->cv);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	msg[strcspn(msg, "\n")] = 0;
+	log_warn("http: %s", msg);
+}
+
+int http_start(app *a, http_server **out, api_err *err)
+{
+	const config *cfg = a->cfg;
+	http_server *s = calloc(1, sizeof *s);
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+	                 MHD_USE_ITC | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+	*out = NULL;
+	if (!s)
+		return api_fail(err, API_ENOMEM, "out of memory");
+	s->a = a;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	if (strchr(cfg->listen_host, ':')) {
+		struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&ss;
+		sa->sin6_family = AF_INET6;
+		sa->sin6_port = htons((uint16_t)cfg->listen_port);
+		inet_pton(AF_INET6, cfg->listen_host, &sa->sin6_addr);
+		flags |= MHD_USE_IPv6;
+	} else {
+		struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
+		sa->sin_family = AF_INET;
+		sa->sin_port = htons((uint16_t)cfg->listen_port);
+		inet_pton(AF_INET, cfg->listen_host, &sa->sin_addr);
+	}
+	s->d = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL, on_request, s,
+	                        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	                        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conns,
+	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	                        MHD_OPTION_END);
+	if (!s->d) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->cv);
+		free(s);
+		return api_fail(err, API_EIO, "cannot listen on %s (address in use or not available)",
+		                cfg->listen);
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = info ? info->port : cfg->listen_port;
+	if (strchr(cfg->listen_host, ':'))
+		log_info("listening on [%s]:%d", cfg->listen_host, s->port);
+	else
+		log_info("listening on %s:%d", cfg->listen_host, s->port);
+	*out = s;
+	return 0;
+}
+
+int http_port(const http_server *s)
+{
+	return s->port;
+}
+
+void http_stop(http_server *s, int grace_ms)
+{
+	if (!s)
+		return;
+	MHD_socket fd = MHD_quiesce_daemon(s->d);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += grace_ms / 1000;
+	pthread_mutex_lock(&s->mu);
+	while (atomic_load(&s->inflight) > 0)
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) != 0)
+			break;
+	int left = atomic_load(&s->inflight);
+	pthread_mutex_unlock(&s->mu);
+	if (left > 0)
+		log_warn("%d requests still running after %d ms: closing them", left, grace_ms);
+	MHD_stop_daemon(s->d);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	free(s);
+}

@@ -1,0 +1,177 @@
+/* ingest.c: validate, store, queue. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ingest.h"
+#include "sniff.h"
+#include "worker.h"
+
+int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
+                int64_t *id, int *duplicate, const char **mime, api_err *err)
+{
+	app *a = ic->a;
+	const uint8_t *data;
+	size_t len;
+	sniff_info si;
+	store_err se;
+	int rc, locked = 0;
+	char sha[65];
+
+	*duplicate = 0;
+	*id = 0;
+	if (mime)
+		*mime = NULL;
+	if ((rc = blob_writer_finish(bw, err)))
+		goto out;
+	if (blob_writer_size(bw) == 0) {
+		rc = api_fail(err, API_EBADREQ, "the file is empty");
+		goto out;
+	}
+	if ((rc = blob_writer_data(bw, &data, &len, err)))
+		goto out;
+	if (!sniff_image(data, len, &si)) {
+		rc = api_fail(err, API_EUNSUPPORTED,
+		              "not a supported image: the content is not JPEG, PNG, WebP, GIF, TIFF or HEIF");
+		goto out;
+	}
+	if (mime)
+		*mime = si.mime;
+	if ((int64_t)si.width * (int64_t)si.height > a->cfg->max_pixels) {
+		rc = api_fail(err, API_ETOOBIG, "image is %dx%d (%lld pixels), over the limit of %lld",
+		              si.width, si.height, (long long)si.width * si.height,
+		              (long long)a->cfg->max_pixels);
+		goto out;
+	}
+	snprintf(sha, sizeof sha, "%s", blob_writer_sha(bw));
+	blobs_lock(a->blobs, sha);
+	locked = 1;
+
+	store_image found;
+	rc = store_image_find_sha(a->st, sha, &found, &se);
+	if (rc == STORE_OK) {
+		*id = found.id;
+		*duplicate = 1;
+		store_image_clear(&found);
+		rc = 0;
+		goto out;
+	}
+	if (rc != STORE_ENOTFOUND) {
+		rc = api_from_store(err, &se);
+		goto out;
+	}
+	if (!ic->job_id && store_job_create(a->st, ic->job_kind, &ic->job_id, &se) != STORE_OK) {
+		rc = api_from_store(err, &se);
+		goto out;
+	}
+	if ((rc = blob_writer_commit(bw, err)))
+		goto out;
+	store_image img = {
+		.filename = (char *)filename,
+		.mime = (char *)si.mime,
+		.width = si.width,
+		.height = si.height,
+		.bytes = blob_writer_size(bw),
+		.meta = (char *)meta_json,
+	};
+	memcpy(img.sha256, sha, sizeof img.sha256);
+	rc = store_image_insert_queued(a->st, &img, ic->job_id, id, &se);
+	if (rc == STORE_EEXISTS) {
+		*duplicate = 1;
+		rc = 0;
+	} else if (rc != STORE_OK) {
+		rc = api_from_store(err, &se);
+	} else {
+		worker_pool_kick(a->workers);
+	}
+out:
+	if (locked)
+		blobs_unlock(a->blobs, sha);
+	blob_writer_free(bw);
+	return rc;
+}
+
+int ingest_read_file(app *a, const char *path, blob_writer **out, api_err *err)
+{
+	blob_writer *w = NULL;
+	char buf[1 << 16];
+	struct stat st;
+	int rc = 0;
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return api_fail(err, errno == ENOENT ? API_ENOTFOUND : API_EFORBIDDEN,
+		                "cannot open the file: %s", strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		rc = api_fail(err, API_EBADREQ, "not a regular file");
+		goto out;
+	}
+	if (st.st_size > a->cfg->max_body) {
+		rc = api_fail(err, API_ETOOBIG, "the file has %lld bytes, over the limit of %lld",
+		              (long long)st.st_size, (long long)a->cfg->max_body);
+		goto out;
+	}
+	if ((rc = blob_writer_new(a->blobs, &w, err)))
+		goto out;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = api_fail(err, API_EIO, "cannot read the file: %s", strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if ((rc = blob_writer_write(w, buf, (size_t)n, err)))
+			goto out;
+	}
+	*out = w;
+	w = NULL;
+out:
+	blob_writer_free(w);
+	close(fd);
+	return rc;
+}
+
+int ingest_check_root(app *a, const char *path, char **real, api_err *err)
+{
+	*real = NULL;
+	if (a->cfg->n_allow_roots == 0)
+		return api_fail(err, API_EFORBIDDEN,
+		                "ingesting server files is disabled: start clipd with --allow-root DIR");
+	char *r = realpath(path, NULL);
+	if (!r) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return api_fail(err, API_ENOTFOUND, "'%s' does not exist", path);
+		return api_fail(err, API_EFORBIDDEN, "'%s' cannot be resolved: %s", path, strerror(errno));
+	}
+	for (int i = 0; i < a->cfg->n_allow_roots; i++) {
+		const char *root = a->cfg->allow_roots[i];
+		size_t n = strlen(root);
+		if (strncmp(r, root, n) == 0 && (r[n] == 0 || r[n] == '/' || (n == 1 && root[0] == '/'))) {
+			*real = r;
+			return 0;
+		}
+	}
+	free(r);
+	return api_fail(err, API_EFORBIDDEN, "'%s' is outside the directories allowed by --allow-root",
+	                path);
+}
+
+int ingest_queue_check(app *a, int64_t incoming, api_err *err)
+{
+	int64_t depth;
+	store_err se;
+	if (store_work_depth(a->st, &depth, &se) != STORE_OK)
+		return api_from_store(err, &se);
+	if (depth + incoming > a->cfg->max_queue)
+		return api_fail(err, API_EQUEUEFULL,
+		                "the indexing queue is full (%lld pending, limit %lld): retry later",
+		                (long long)depth, (long long)a->cfg->max_queue);
+	return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * clipd: the daemon. Start-up in order, a signal wait, shutdown in reverse.
+ *
+ * DESIGN: threads of the whole process (each module's own comment says more).
+ * - main: start-up, then a wait for SIGTERM/SIGINT, then shutdown. Masks
+ *   cannot steer those signals: OpenBLAS starts its threads in a library
+ *   constructor, before main, with nothing blocked. So the handler (which may
+ *   run on any thread) only writes a byte to a pipe that main reads; a signal
+ *   during start-up or shutdown is noted the same way and never kills the
+ *   process half-way through saving. SIGPIPE is ignored.
+ * - HTTP: libmicrohttpd's listening thread and one thread per connection
+ *   (http.c). They parse, validate, store uploads, and run request-time
+ *   encodes on the encoder pool (encoder.c, --encoders contexts).
+ * - Workers: --workers background threads (worker.c) that drain the queue.
+ * - BLAS: every encode call runs on OpenBLAS threads. The machine's cores
+ *   are split between the workers: BLAS threads per call = cores / workers
+ *   (at least 1), so the background work alone never oversubscribes; a
+ *   request-time encode competes with it, which is what we want for latency.
+ * - Shared state: the app struct is written only here before threads start;
+ *   every handle in it is thread-safe (store, vidx via collections, blobs,
+ *   encoder, workers). The only flag written later is app.stopping (atomic).
+ *
+ * Shutdown order: stop accepting and let requests in flight finish (30 s at
+ * most), stop the workers after their current batch, save both index
+ * snapshots, close the store. Exit status 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <glib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "config.h"
+#include "fingerprint.h"
+#include "http.h"
+#include "log.h"
+#include "routes.h"
+#include "worker.h"
+
+/* OpenBLAS's own control (model/gemm_int.h is private to the model). */
+extern void openblas_set_num_threads(int n);
+
+#define SHUTDOWN_GRACE_MS 30000
+
+/* The self-pipe of the signal handler: see DESIGN. Written by the handler,
+ * read by main; set up before any thread of ours exists. */
+static int sig_pipe[2] = {-1, -1};
+static volatile sig_atomic_t sig_last;
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	sig_last = sig;
+	ssize_t w = write(sig_pipe[1], "x", 1);
+	(void)w;
+	errno = saved;
+}
+
+static int install_signals(void)
+{
+	struct sigaction sa;
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+		return -1;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+/* Blocks until SIGTERM or SIGINT has arrived (maybe already). */
+static int wait_signal(void)
+{
+	struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+	char c;
+	while (read(sig_pipe[0], &c, 1) != 1)
+		poll(&p, 1, -1);
+	return sig_last;
+}
+
+/* Records the model in a new data directory, or refuses one built with
+ * another model (logging how to re-embed). Returns 0 to go on. */
+static int check_model(app *a)
+{
+	store_err se;
+	char *have = NULL, *have_dir = NULL;
+	int rc = store_kv_get(a->st, "model.id", &have, &se);
+	if (rc == STORE_ENOTFOUND) {
+		char dim[16];
+		snprintf(dim, sizeof dim, "%d", a->dim);
+		if (store_kv_set(a->st, "model.id", a->model_id, &se) != STORE_OK ||
+		    store_kv_set(a->st, "model.dir", a->cfg->model_dir, &se) != STORE_OK ||
+		    store_kv_set(a->st, "model.dim", dim, &se) != STORE_OK) {
+			log_error("cannot record the model in the database: %s", se.msg);
+			return -1;
+		}
+		log_info("new data directory: recorded model %s", a->model_id);
+		return 0;
+	}
+	if (rc != STORE_OK) {
+		log_error("cannot read the model of the data directory: %s", se.msg);
+		return -1;
+	}
+	rc = 0;
+	if (strcmp(have, a->model_id) != 0) {
+		store_kv_get(a->st, "model.dir", &have_dir, NULL);
+		log_error("the data directory %s was built with model %s (from %s), but --model %s is "
+		          "model %s. Embeddings of different models cannot be compared. To use this "
+		          "model, start clipd with a new --data directory and ingest the images again "
+		          "(POST /v1/ingest); or start it with the original model.",
+		          a->cfg->data_dir, have, have_dir ? have_dir : "an unknown directory",
+		          a->cfg->model_dir, a->model_id);
+		rc = -1;
+	}
+	free(have);
+	free(have_dir);
+	return rc;
+}
+
+static int make_dir(const char *path)
+{
+	if (g_mkdir_with_parents(path, 0755) != 0) {
+		log_error("cannot create the directory %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	config cfg;
+	char msg[512], path[4096];
+	app a;
+	http_server *http = NULL;
+	store_err se;
+	clip_err ce;
+	api_err ae;
+	int status = 1;
+
+	int prc = config_parse(&cfg, argc, argv, stdout, msg, sizeof msg);
+	if (prc == 1)
+		return 0;
+	if (prc < 0) {
+		fprintf(stderr, "clipd: %s\n", msg);
+		config_free(&cfg);
+		return 2;
+	}
+	log_set_level(cfg.log_level);
+
+	if (install_signals() != 0) {
+		log_error("cannot install the signal handlers: %s", strerror(errno));
+		config_free(&cfg);
+		return 1;
+	}
+
+	memset(&a, 0, sizeof a);
+	a.cfg = &cfg;
+	a.started_ms = route_now_ms();
+	atomic_init(&a.stopping, 0);
+	const char *secrets[] = {cfg.data_dir, cfg.model_dir};
+	api_err_set_secrets(secrets, 2);
+
+	snprintf(path, sizeof path, "%s/index", cfg.data_dir);
+	if (make_dir(cfg.data_dir) || make_dir(path))
+		goto out;
+	snprintf(path, sizeof path, "%s/clipd.db", cfg.data_dir);
+	if (store_open(path, 0, &a.st, &se) != STORE_OK) {
+		log_error("cannot open the database: %s", se.msg);
+		goto out;
+	}
+	if (clip_model_open(cfg.model_dir, &a.model, &ce) != CLIP_OK) {
+		log_error("cannot load the model from %s: %s", cfg.model_dir, ce.msg);
+		goto out;
+	}
+	if (fingerprint_model(cfg.model_dir, a.model_id, sizeof a.model_id, &ae)) {
+		log_error("cannot fingerprint the model: %s", ae.msg);
+		goto out;
+	}
+	a.dim = clip_model_dim(a.model);
+	a.limits.max_pixels = cfg.max_pixels;
+	if (check_model(&a))
+		goto out;
+
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int blas = cores > cfg.workers ? (int)(cores / cfg.workers) : 1;
+	openblas_set_num_threads(blas);
+
+	snprintf(path, sizeof path, "%s/index", cfg.data_dir);
+	if (coll_open(a.st, path, cfg.index_factory, a.dim, a.model_id, &a.coll, &ae)) {
+		if (ae.domain == ERR_VIDX && ae.code == VIDX_EMISMATCH)
+			log_error("%s. The index snapshot belongs to another model: use a new --data "
+			          "directory for this model.", ae.msg);
+		else
+			log_error("cannot open the indexes: %s", ae.msg);
+		goto out;
+	}
+	int64_t requeued = 0;
+	if (store_work_requeue_claimed(a.st, &requeued, &se) != STORE_OK) {
+		log_error("cannot recover the queue: %s", se.msg);
+		goto out;
+	}
+	if (requeued)
+		log_info("requeued %lld items that were in progress when the server stopped",
+		         (long long)requeued);
+	snprintf(path, sizeof path, "%s/blobs", cfg.data_dir);
+	if (blobs_open(path, &a.blobs, &ae)) {
+		log_error("%s", ae.msg);
+		goto out;
+	}
+	if (encoder_open(a.model, cfg.encoders, cfg.batch, &a.enc, &ae)) {
+		log_error("cannot create the encoders: %s", ae.msg);
+		goto out;
+	}
+	if (worker_pool_start(&a, cfg.workers, cfg.batch, &a.workers, &ae)) {
+		log_error("cannot start the workers: %s", ae.msg);
+		goto out;
+	}
+
+	int64_t total = 0, ready = 0, texts = 0, depth = 0;
+	store_image_count(a.st, &total, &ready, NULL);
+	store_text_count(a.st, &texts, NULL);
+	store_work_depth(a.st, &depth, NULL);
+	log_info("clipd %s: model %s (%s, dim %d, image %d px), data %s: %lld images (%lld ready), "
+	         "%lld texts, %lld queued; index %s; %d workers x %d BLAS threads, %d encoders; "
+	         "auth %s",
+	         CLIPD_VERSION, cfg.model_dir, a.model_id, a.dim, clip_model_image_size(a.model),
+	         cfg.data_dir, (long long)total, (long long)ready, (long long)texts,
+	         (long long)depth, cfg.index_factory, cfg.workers, blas, cfg.encoders,
+	         cfg.api_key ? "on" : "off");
+
+	if (http_start(&a, &http, &ae)) {
+		log_error("%s", ae.msg);
+		goto out;
+	}
+	log_info("ready in %lld ms", (long long)(route_now_ms() - a.started_ms));
+
+	int sig = wait_signal();
+	log_info("received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	atomic_store(&a.stopping, 1);
+	status = 0;
+out:
+	http_stop(http, SHUTDOWN_GRACE_MS);
+	worker_pool_stop(a.workers);
+	if (a.coll && status == 0 && coll_save(a.coll, &ae))
+		log_error("snapshots not saved (they are rebuilt from the database at start-up)");
+	coll_close(a.coll);
+	encoder_close(a.enc);
+	blobs_close(a.blobs);
+	clip_model_close(a.model);
+	store_close(a.st);
+	if (status == 0)
+		log_info("stopped");
+	config_free(&cfg);
+	return status;
+}

@@ -1,0 +1,63 @@
+/*
+ * routes: the request handlers, one file per area (routes_*.c). Each
+ * handler validates its request, does the work through the app's handles
+ * and sends exactly one reply. Thread-safe: handlers run on connection
+ * threads concurrently.
+ */
+#ifndef CLIPD_ROUTES_H
+#define CLIPD_ROUTES_H
+
+#include <jansson.h>
+
+#include "http.h"
+
+/* routes_admin.c */
+void route_healthz(http_req *r);
+void route_readyz(http_req *r);
+void route_stats(http_req *r);
+
+/* routes_search.c */
+void route_search_get(http_req *r);
+void route_search_post(http_req *r);
+
+/* routes_images.c */
+void route_image_upload(http_req *r);
+void route_image_get(http_req *r);
+void route_image_patch(http_req *r);
+void route_image_delete(http_req *r);
+void route_image_file(http_req *r);
+
+/* routes_ingest.c */
+void route_ingest(http_req *r);
+
+/* routes_jobs.c */
+void route_job_get(http_req *r);
+void route_jobs_list(http_req *r);
+
+/* routes_texts.c */
+void route_texts_add(http_req *r);
+void route_text_get(http_req *r);
+void route_text_delete(http_req *r);
+
+/* routes_classify.c */
+void route_classify(http_req *r);
+void route_embed(http_req *r);
+
+/* Shared helpers (routes_common.c). */
+
+/* JSON of an image's metadata: id, sha256, filename, mime, width, height,
+ * bytes, meta (parsed), status, error, created_ms, updated_ms. */
+json_t *route_image_json(const store_image *img);
+json_t *route_text_json(const store_text *t);
+json_t *route_job_json(const store_job *j);
+const char *route_status_name(store_status s);
+/* Milliseconds of a monotonic clock. */
+int64_t route_now_ms(void);
+/* The query's image embedding from a JSON request: "image_id" (its stored
+ * embedding; 409 when not indexed yet) or "image_b64" (decoded and encoded
+ * now); or, when the request body is multipart with an "image" part or a
+ * raw image body, that image. *found is 0 when the request names no image.
+ * vec has dim floats. */
+int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err);
+
+#endif

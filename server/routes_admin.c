@@ -1,0 +1,56 @@
+/* routes_admin.c: liveness, readiness, statistics. */
+#include <stdatomic.h>
+
+#include "app.h"
+#include "routes.h"
+#include "worker.h"
+
+void route_healthz(http_req *r)
+{
+	http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void route_readyz(http_req *r)
+{
+	app *a = http_req_app(r);
+	/* The server listens only once the model and both indexes are loaded. */
+	if (atomic_load(&a->stopping)) {
+		api_err e;
+		api_fail(&e, API_EUNAVAIL, "the server is shutting down");
+		http_reply_error(r, &e);
+		return;
+	}
+	http_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+static json_t *index_json(app *a, store_kind kind)
+{
+	coll_stats cs;
+	coll_get_stats(a->coll, kind, &cs);
+	return json_pack("{s:s,s:s,s:I,s:I,s:I}", "kind", cs.kind, "factory", cs.factory, "count",
+	                 (json_int_t)cs.count, "dead", (json_int_t)cs.dead, "seq", (json_int_t)cs.seq);
+}
+
+void route_stats(http_req *r)
+{
+	app *a = http_req_app(r);
+	store_err se;
+	api_err e;
+	int64_t total, ready, texts, depth;
+	if (store_image_count(a->st, &total, &ready, &se) != STORE_OK ||
+	    store_text_count(a->st, &texts, &se) != STORE_OK ||
+	    store_work_depth(a->st, &depth, &se) != STORE_OK) {
+		api_from_store(&e, &se);
+		http_reply_error(r, &e);
+		return;
+	}
+	json_t *o = json_pack(
+	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:i,s:i,s:f},s:{s:o,s:o},s:I,s:i,s:I}", "images", "total",
+	    (json_int_t)total, "ready", (json_int_t)ready, "texts", "total", (json_int_t)texts,
+	    "model", "id", a->model_id, "dim", a->dim, "image_size", clip_model_image_size(a->model),
+	    "logit_scale", (double)clip_model_logit_scale(a->model), "index", "images",
+	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
+	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
+	    (json_int_t)(route_now_ms() - a->started_ms));
+	http_reply_json(r, 200, o);
+}

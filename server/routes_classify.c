@@ -1,0 +1,271 @@
+/* routes_classify.c: zero-shot labels (POST /v1/classify) and raw
+ * embeddings (POST /v1/embed). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "jsonutil.h"
+#include "routes.h"
+
+#define MAX_LABELS 1000
+#define MAX_TEMPLATES 64
+#define MAX_PROMPTS 8192
+#define MAX_EMBED_TEXTS 1024
+#define MAX_EMBED_IMAGES 64
+
+/* "a photo of a {}." with label: every "{}" replaced. */
+static char *fill_template(const char *tpl, const char *label)
+{
+	size_t tl = strlen(tpl), ll = strlen(label), n = 0;
+	for (const char *p = tpl; (p = strstr(p, "{}")); p += 2)
+		n++;
+	char *out = malloc(tl + n * ll + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (const char *p = tpl; *p;) {
+		if (p[0] == '{' && p[1] == '}') {
+			memcpy(o, label, ll);
+			o += ll;
+			p += 2;
+		} else {
+			*o++ = *p++;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* Form parts (JSON arrays) or query parameters (comma-separated) into the
+ * JSON fields the JSON form of the request uses. */
+static int classify_params(http_req *r, json_t **out, api_err *err)
+{
+	static const char *const keys[] = {"labels", "templates"};
+	json_t *o = json_object();
+	*out = NULL;
+	for (int i = 0; i < 2; i++) {
+		http_part *p = http_req_part(r, keys[i]);
+		if (p && p->data) {
+			json_t *arr = json_loadb(p->data, p->len, 0, NULL);
+			if (!json_is_array(arr)) {
+				json_decref(arr);
+				json_decref(o);
+				return api_fail(err, API_EBADREQ, "part '%s' must be a JSON array of strings",
+				                keys[i]);
+			}
+			json_object_set_new(o, keys[i], arr);
+			continue;
+		}
+		const char *q = http_req_query(r, keys[i]);
+		if (!q)
+			continue;
+		json_t *arr = json_array();
+		char *copy = strdup(q), *save = NULL;
+		for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+			json_array_append_new(arr, json_string(t));
+		free(copy);
+		json_object_set_new(o, keys[i], arr);
+	}
+	*out = o;
+	return 0;
+}
+
+struct ranked {
+	int label;
+	double prob, cos;
+};
+
+static int by_prob(const void *x, const void *y)
+{
+	const struct ranked *a = x, *b = y;
+	return (a->prob < b->prob) - (a->prob > b->prob);
+}
+
+void route_classify(http_req *r)
+{
+	int64_t t0 = route_now_ms();
+	app *a = http_req_app(r);
+	json_t *body = NULL, *labels, *templates, *def_templates = NULL;
+	api_err e;
+	float *img = NULL, *emb = NULL, *lab = NULL;
+	char **prompts = NULL;
+	struct ranked *rk = NULL;
+	size_t nl = 0, nt = 0, np = 0;
+	int found;
+	int json_body = !http_req_parts(r) && !http_req_content_is(r, "image/") &&
+	                !http_req_content_is(r, "multipart/");
+	int dim = a->dim;
+
+	if (json_body ? http_req_json(r, &body, &e) : classify_params(r, &body, &e))
+		goto fail;
+	if (ju_str_array(body, "labels", 1, MAX_LABELS, &labels, &e) ||
+	    ju_str_array(body, "templates", 0, MAX_TEMPLATES, &templates, &e))
+		goto fail;
+	nl = json_array_size(labels);
+	if (nl == 0) {
+		api_fail(&e, API_EBADREQ, "field 'labels' must not be empty");
+		goto fail;
+	}
+	if (!templates)
+		templates = def_templates = json_pack("[s]", "a photo of a {}.");
+	nt = json_array_size(templates);
+	if (nt == 0) {
+		api_fail(&e, API_EBADREQ, "field 'templates' must not be empty");
+		goto fail;
+	}
+	for (size_t t = 0; t < nt; t++)
+		if (!strstr(json_string_value(json_array_get(templates, t)), "{}")) {
+			api_fail(&e, API_EBADREQ, "templates[%zu] must contain {} where the label goes", t);
+			goto fail;
+		}
+	np = nl * nt;
+	if (np > MAX_PROMPTS) {
+		api_fail(&e, API_EBADREQ, "labels x templates is %zu, at most %d are allowed", np,
+		         MAX_PROMPTS);
+		goto fail;
+	}
+	img = malloc((size_t)dim * sizeof *img);
+	emb = malloc(np * (size_t)dim * sizeof *emb);
+	lab = calloc(nl * (size_t)dim, sizeof *lab);
+	prompts = calloc(np, sizeof *prompts);
+	rk = calloc(nl, sizeof *rk);
+	if (!img || !emb || !lab || !prompts || !rk) {
+		api_fail(&e, API_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (route_query_image(r, json_body ? body : NULL, img, &found, &e))
+		goto fail;
+	if (!found) {
+		api_fail(&e, API_EBADREQ, "missing image: give 'image_id' or 'image_b64'");
+		goto fail;
+	}
+	for (size_t l = 0; l < nl; l++)
+		for (size_t t = 0; t < nt; t++)
+			if (!(prompts[l * nt + t] =
+			          fill_template(json_string_value(json_array_get(templates, t)),
+			                        json_string_value(json_array_get(labels, l))))) {
+				api_fail(&e, API_ENOMEM, "out of memory");
+				goto fail;
+			}
+	if (encoder_texts(a->enc, np, (const char *const *)prompts, emb, &e))
+		goto fail;
+	/* Prompt ensembling (CLIP paper): mean of the normalised template
+	 * embeddings of a label, normalised again. */
+	double scale = clip_model_logit_scale(a->model), maxlogit = -INFINITY, sum = 0;
+	for (size_t l = 0; l < nl; l++) {
+		float *v = lab + l * (size_t)dim;
+		for (size_t t = 0; t < nt; t++)
+			for (int d = 0; d < dim; d++)
+				v[d] += emb[(l * nt + t) * (size_t)dim + (size_t)d];
+		clip_normalize(v, dim);
+		double c = 0;
+		for (int d = 0; d < dim; d++)
+			c += (double)v[d] * img[d];
+		rk[l].label = (int)l;
+		rk[l].cos = c;
+		if (scale * c > maxlogit)
+			maxlogit = scale * c;
+	}
+	for (size_t l = 0; l < nl; l++) {
+		rk[l].prob = exp(scale * rk[l].cos - maxlogit);
+		sum += rk[l].prob;
+	}
+	for (size_t l = 0; l < nl; l++)
+		rk[l].prob /= sum;
+	qsort(rk, nl, sizeof *rk, by_prob);
+	json_t *out = json_array();
+	for (size_t l = 0; l < nl; l++)
+		json_array_append_new(out, json_pack("{s:s,s:f,s:f}", "label",
+		                                     json_string_value(json_array_get(labels, (size_t)rk[l].label)),
+		                                     "prob", rk[l].prob, "score", rk[l].cos));
+	http_reply_json(r, 200, json_pack("{s:o,s:f,s:I}", "labels", out, "logit_scale", scale,
+	                                  "took_ms", (json_int_t)(route_now_ms() - t0)));
+	goto out;
+fail:
+	http_reply_error(r, &e);
+out:
+	for (size_t i = 0; prompts && i < np; i++)
+		free(prompts[i]);
+	free(prompts);
+	free(img);
+	free(emb);
+	free(lab);
+	free(rk);
+	json_decref(def_templates);
+	json_decref(body);
+}
+
+static json_t *vec_json(const float *v, int dim)
+{
+	json_t *a = json_array();
+	for (int d = 0; d < dim; d++)
+		json_array_append_new(a, json_real(v[d]));
+	return a;
+}
+
+void route_embed(http_req *r)
+{
+	app *a = http_req_app(r);
+	json_t *body = NULL, *texts, *images, *out = json_object();
+	api_err e;
+	float *emb = NULL;
+	const char **tv = NULL;
+	int dim = a->dim;
+
+	if (http_req_json(r, &body, &e) ||
+	    ju_str_array(body, "texts", 0, MAX_EMBED_TEXTS, &texts, &e) ||
+	    ju_str_array(body, "images_b64", 0, MAX_EMBED_IMAGES, &images, &e))
+		goto fail;
+	if (!texts && !images) {
+		api_fail(&e, API_EBADREQ, "give 'texts' (an array of strings) and/or 'images_b64'");
+		goto fail;
+	}
+	size_t nt = texts ? json_array_size(texts) : 0, ni = images ? json_array_size(images) : 0;
+	size_t nmax = nt > ni ? nt : ni;
+	emb = malloc((nmax ? nmax : 1) * (size_t)dim * sizeof *emb);
+	tv = calloc(nt ? nt : 1, sizeof *tv);
+	if (!emb || !tv) {
+		api_fail(&e, API_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (texts) {
+		for (size_t i = 0; i < nt; i++)
+			tv[i] = json_string_value(json_array_get(texts, i));
+		if (nt && encoder_texts(a->enc, nt, tv, emb, &e))
+			goto fail;
+		json_t *arr = json_array();
+		for (size_t i = 0; i < nt; i++)
+			json_array_append_new(arr, vec_json(emb + i * (size_t)dim, dim));
+		json_object_set_new(out, "texts", arr);
+	}
+	if (images) {
+		json_t *arr = json_array();
+		json_object_set_new(out, "images", arr);
+		for (size_t i = 0; i < ni; i++) {
+			json_t *one = json_pack("{s:O}", "image_b64", json_array_get(images, i));
+			float *v = emb;
+			int found;
+			int rc = route_query_image(r, one, v, &found, &e);
+			json_decref(one);
+			if (rc) {
+				char msg[sizeof e.msg];
+				snprintf(msg, sizeof msg, "images_b64[%zu]: %.200s", i, e.msg);
+				snprintf(e.msg, sizeof e.msg, "%s", msg);
+				goto fail;
+			}
+			json_array_append_new(arr, vec_json(v, dim));
+		}
+	}
+	json_object_set_new(out, "model", json_string(a->model_id));
+	json_object_set_new(out, "dim", json_integer(dim));
+	http_reply_json(r, 200, out);
+	out = NULL;
+	goto done;
+fail:
+	http_reply_error(r, &e);
+done:
+	json_decref(out);
+	json_decref(body);
+	free(emb);
+	free(tv);
+}

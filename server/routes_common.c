@@ -1,0 +1,162 @@
+/* routes_common.c: JSON of store rows, the query image of a request. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "jsonutil.h"
+#include "routes.h"
+#include "sniff.h"
+
+int64_t route_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *route_status_name(store_status s)
+{
+	switch (s) {
+	case STORE_PENDING:
+		return "pending";
+	case STORE_READY:
+		return "ready";
+	case STORE_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+/* The stored meta text as JSON; {} when it cannot be parsed. */
+static json_t *meta_json(const char *text)
+{
+	json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+	return j ? j : json_object();
+}
+
+json_t *route_image_json(const store_image *img)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_integer(img->id));
+	json_object_set_new(o, "kind", json_string("image"));
+	json_object_set_new(o, "sha256", json_string(img->sha256));
+	json_object_set_new(o, "filename", img->filename ? json_string(img->filename) : json_null());
+	json_object_set_new(o, "mime", json_string(img->mime ? img->mime : ""));
+	json_object_set_new(o, "width", json_integer(img->width));
+	json_object_set_new(o, "height", json_integer(img->height));
+	json_object_set_new(o, "bytes", json_integer(img->bytes));
+	json_object_set_new(o, "meta", meta_json(img->meta));
+	json_object_set_new(o, "status", json_string(route_status_name(img->status)));
+	if (img->error)
+		json_object_set_new(o, "error", json_string(img->error));
+	json_object_set_new(o, "created_ms", json_integer(img->created_ms));
+	json_object_set_new(o, "updated_ms", json_integer(img->updated_ms));
+	return o;
+}
+
+json_t *route_text_json(const store_text *t)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_integer(t->id));
+	json_object_set_new(o, "kind", json_string("text"));
+	json_object_set_new(o, "text", json_string(t->text ? t->text : ""));
+	json_object_set_new(o, "meta", meta_json(t->meta));
+	json_object_set_new(o, "status", json_string(route_status_name(t->status)));
+	json_object_set_new(o, "created_ms", json_integer(t->created_ms));
+	return o;
+}
+
+json_t *route_job_json(const store_job *j)
+{
+	/* A job with no items (every file a duplicate) is done, though the
+	 * store leaves it queued. */
+	const char *state = j->total > 0 && j->done + j->failed >= j->total ? "done"
+	                    : j->total == 0                                  ? "done"
+	                    : j->state == STORE_JOB_RUNNING                  ? "running"
+	                    : j->state == STORE_JOB_DONE                     ? "done"
+	                                                                     : "queued";
+	return json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "id", (json_int_t)j->id, "kind",
+	                 j->kind ? j->kind : "", "state", state, "total", (json_int_t)j->total, "done",
+	                 (json_int_t)j->done, "failed", (json_int_t)j->failed, "created_ms",
+	                 (json_int_t)j->created_ms, "updated_ms", (json_int_t)j->updated_ms);
+}
+
+/* Sniffs (415 not an image, 413 header over the pixel limit), then decodes
+ * and encodes (422 when it does not decode). */
+static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_err *err)
+{
+	sniff_info si;
+	if (!sniff_image(data, len, &si))
+		return api_fail(err, API_EUNSUPPORTED,
+		                "not a supported image: the content is not JPEG, PNG, WebP, GIF, TIFF or HEIF");
+	if ((int64_t)si.width * si.height > a->cfg->max_pixels)
+		return api_fail(err, API_ETOOBIG, "image is %dx%d, over the limit of %lld pixels",
+		                si.width, si.height, (long long)a->cfg->max_pixels);
+	return encoder_image(a->enc, data, len, &a->limits, vec, NULL, NULL, err);
+}
+
+int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err)
+{
+	app *a = http_req_app(r);
+	int64_t image_id;
+	const char *b64;
+	int rc;
+	*found = 0;
+
+	if (!body) {
+		/* Multipart with an image part, or a raw image body. */
+		http_part *p = http_req_part(r, "image");
+		if (p) {
+			*found = 1;
+			if (p->len == 0)
+				return api_fail(err, API_EBADREQ, "the 'image' part is empty");
+			return encode_bytes(a, p->data, p->len, vec, err);
+		}
+		size_t len;
+		const char *data = http_req_body(r, &len);
+		if (http_req_content_is(r, "image/") && data) {
+			*found = 1;
+			return encode_bytes(a, data, len, vec, err);
+		}
+		return 0;
+	}
+	if ((rc = ju_int(body, "image_id", 0, 1, INT64_MAX, &image_id, err)))
+		return rc;
+	if ((rc = ju_str(body, "image_b64", 0, &b64, err)))
+		return rc;
+	if (image_id && b64)
+		return api_fail(err, API_EBADREQ, "give 'image_id' or 'image_b64', not both");
+	if (image_id) {
+		store_err se;
+		*found = 1;
+		rc = store_embedding_get(a->st, STORE_IMAGE, image_id, a->model_id, vec, a->dim, &se);
+		if (rc == STORE_ENOTFOUND) {
+			store_image img;
+			if (store_image_get(a->st, image_id, &img, &se) == STORE_ENOTFOUND)
+				return api_fail(err, API_ENOTFOUND, "no image %lld", (long long)image_id);
+			rc = api_fail(err, API_ECONFLICT, "image %lld is not indexed (status %s)",
+			              (long long)image_id, route_status_name(img.status));
+			store_image_clear(&img);
+			return rc;
+		}
+		if (rc != STORE_OK)
+			return api_from_store(err, &se);
+		return 0;
+	}
+	if (b64) {
+		unsigned char *bytes;
+		size_t n;
+		*found = 1;
+		if ((rc = ju_b64_decode(b64, "image_b64", &bytes, &n, err)))
+			return rc;
+		if (n == 0) {
+			free(bytes);
+			return api_fail(err, API_EBADREQ, "field 'image_b64' is empty");
+		}
+		rc = encode_bytes(a, bytes, n, vec, err);
+		free(bytes);
+		return rc;
+	}
+	return 0;
+}

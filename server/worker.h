@@ -1,0 +1,34 @@
+/*
+ * worker: the background indexing threads. Each claims batches of queued
+ * items from the store (images first, then texts), decodes and preprocesses
+ * them, encodes the batch, stores each embedding (which marks the item
+ * ready), brings the index up to date (coll_sync) and completes the items.
+ * An item that cannot be decoded or encoded fails with its reason.
+ *
+ * Thread-safety: start and stop from main only; kick and wait_job from any
+ * thread.
+ */
+#ifndef CLIPD_WORKER_H
+#define CLIPD_WORKER_H
+
+#include <stdint.h>
+
+#include "app.h"
+#include "errors.h"
+
+/* Starts n workers, each with its own clip_ctx for batches of batch. */
+int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err);
+
+/* Wakes idle workers: new work was queued. */
+void worker_pool_kick(worker_pool *wp);
+
+/* Waits until job_id is done (every item done or failed) or timeout_ms has
+ * passed. Returns 0 with *job filled (release with store_job_clear) either
+ * way; *done says which. Non-zero on a store error. */
+int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_job *job,
+                         int *done, api_err *err);
+
+/* Stops the workers after their current batch and joins them. Accepts NULL. */
+void worker_pool_stop(worker_pool *wp);
+
+#endif
