@@ -1,11 +1,120 @@
-/* gemm.c: the float32 matrix products on OpenBLAS (see gemm_int.h). */
+/*
+ * gemm.c: the float32 matrix products (see gemm_int.h).
+ *
+ * Large products go to OpenBLAS. A linear layer over a few rows (a short
+ * text: 7 tokens) is a different problem: it reads every weight once and
+ * does little with it, so it is bound by memory bandwidth, and OpenBLAS's
+ * packing of the weight matrix costs more than the product. Those go to a
+ * streaming kernel here that reads each weight row once, dots it with every
+ * input row while it sits in L1, and splits the output columns across the
+ * threads. It is compiled for AVX-512, AVX2 and baseline x86-64, picked at
+ * run time (target_clones), so one binary serves every CPU.
+ *
+ * DESIGN: threads. OpenBLAS keeps its own pool (mm_set_threads); the
+ * streaming kernel uses OpenMP with the same count. Both pools are per
+ * process; callers on several threads each get the pools' full width, so
+ * the server sizes workers x threads to the cores.
+ */
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "gemm_int.h"
 
+/* At or below this many rows, mm_linear streams instead of calling sgemm.
+ * Measured with bench/model on ViT-B/32 shapes (see the note of the model
+ * issue): 7-token texts gain most; at 50 rows (one image) sgemm wins. */
+#define SMALL_ROWS 16
+
+static int nthreads = 0; /* 0: OpenMP's default */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+typedef float v16 __attribute__((vector_size(64)));
+
+/* An unaligned load. A macro, not a function: a function returning a
+ * 64-byte vector has a different ABI in each target clone. */
+#define LOAD16(p)                                                                                  \
+	({                                                                                         \
+		v16 v_;                                                                            \
+		memcpy(&v_, (p), sizeof v_);                                                       \
+		v_;                                                                                \
+	})
+
+static inline __attribute__((always_inline)) float hsum(const v16 *v)
+{
+	float s = 0;
+	for (int i = 0; i < 16; i++)
+		s += (*v)[i];
+	return s;
+}
+
+/* Output columns o0..o1 of y = x . w^T + bias, for n rows of x. Four rows at
+ * a time share each load of the weights and give four independent chains
+ * of multiply-adds (one chain would wait on its own latency). */
+MULTIVERSION
+static void linear_rows(int n, int in, int o0, int o1, int out, const float *x, const float *w,
+                        const float *bias, float *y)
+{
+	for (int o = o0; o < o1; o++) {
+		const float *wo = w + (size_t)o * in;
+		float b = bias ? bias[o] : 0.0f;
+		for (int i0 = 0; i0 < n; i0 += 4) {
+			/* Missing rows of the last group repeat row i0; their
+			 * results are not stored. */
+			const float *x0 = x + (size_t)i0 * in;
+			const float *x1 = i0 + 1 < n ? x0 + in : x0;
+			const float *x2 = i0 + 2 < n ? x0 + 2 * (size_t)in : x0;
+			const float *x3 = i0 + 3 < n ? x0 + 3 * (size_t)in : x0;
+			v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+			int k = 0;
+			for (; k + 16 <= in; k += 16) {
+				v16 wv = LOAD16(wo + k);
+				a0 += LOAD16(x0 + k) * wv;
+				a1 += LOAD16(x1 + k) * wv;
+				a2 += LOAD16(x2 + k) * wv;
+				a3 += LOAD16(x3 + k) * wv;
+			}
+			float s[4] = {hsum(&a0), hsum(&a1), hsum(&a2), hsum(&a3)};
+			for (; k < in; k++) {
+				s[0] += x0[k] * wo[k];
+				s[1] += x1[k] * wo[k];
+				s[2] += x2[k] * wo[k];
+				s[3] += x3[k] * wo[k];
+			}
+			for (int j = 0; j < 4 && i0 + j < n; j++)
+				y[(size_t)(i0 + j) * out + o] = s[j] + b;
+		}
+	}
+}
+
+static void linear_small(int n, int in, int out, const float *x, const float *w, const float *bias,
+                         float *y)
+{
+	int t = nthreads > 0 ? nthreads : omp_get_max_threads();
+	/* A block of output columns per thread; tiny layers stay on one. */
+	if ((size_t)in * out < ((size_t)1 << 16))
+		t = 1;
+#pragma omp parallel num_threads(t)
+	{
+		int nt = omp_get_num_threads(), id = omp_get_thread_num();
+		int per = (out + nt - 1) / nt;
+		int o0 = id * per, o1 = o0 + per > out ? out : o0 + per;
+		if (o0 < o1)
+			linear_rows(n, in, o0, o1, out, x, w, bias, y);
+	}
+}
+
 void mm_linear(int n, int in, int out, const float *x, const float *w, const float *bias, float *y)
 {
+	if (n <= SMALL_ROWS) {
+		linear_small(n, in, out, x, w, bias, y);
+		return;
+	}
 	if (bias) {
 		/* Start from the bias and let sgemm accumulate: one pass less. */
 		for (int i = 0; i < n; i++)
@@ -30,5 +139,6 @@ void mm_ab(int m, int n, int k, const float *a, int lda, const float *b, int ldb
 
 void mm_set_threads(int n)
 {
+	nthreads = n;
 	openblas_set_num_threads(n);
 }
