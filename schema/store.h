@@ -2,8 +2,9 @@
  * store: the SQLite store, the project's source of truth.
  *
  * It holds the images and texts the server knows, their embeddings (float32
- * BLOBs), the ingestion queue (jobs and their items) and a key-value table
- * that records which model the data was built with. Migrations in
+ * BLOBs), the ingestion queue (jobs and their items), the files of the
+ * watched directories and a key-value table that records which model the
+ * data was built with. Migrations in
  * schema/NNN_*.sql are compiled into the binary and applied in order at open;
  * PRAGMA user_version records how far a database has come.
  *
@@ -123,6 +124,13 @@ int store_image_delete(store *s, int64_t id, store_err *err);
 /* Number of images, and of those ready. */
 int store_image_count(store *s, int64_t *total, int64_t *ready, store_err *err);
 
+/* Reads the images ids[0..n) with one query: out[i] is image ids[i], or
+ * all zero (out[i].id == 0) when there is no such image. Release each with
+ * store_image_clear (also the zeroed ones). On failure every out[i] is
+ * zeroed. */
+int store_images_get_many(store *s, const int64_t *ids, size_t n, store_image *out,
+                          store_err *err);
+
 /* ---- texts --------------------------------------------------------------- */
 
 typedef struct store_text {
@@ -140,6 +148,25 @@ int store_text_insert(store *s, const char *text, const char *meta_json, int64_t
 int store_text_get(store *s, int64_t id, store_text *out, store_err *err);
 int store_text_delete(store *s, int64_t id, store_err *err);
 int store_text_count(store *s, int64_t *total, store_err *err);
+
+/* The texts ids[0..n) with one query, as store_images_get_many: out[i].id
+ * is 0 where there is no such text. */
+int store_texts_get_many(store *s, const int64_t *ids, size_t n, store_text *out,
+                         store_err *err);
+
+/* Inserts a text and queues it in job job_id in one transaction: once this
+ * returns STORE_OK the text is stored and will be embedded, even after a
+ * crash. meta may be NULL. */
+int store_text_insert_queued(store *s, const char *text, const char *meta_json, int64_t job_id,
+                             int64_t *id, store_err *err);
+
+/* The same for n texts in one transaction: all are stored and queued, or
+ * (on any error, e.g. STORE_EINVAL for metas[i] that is not a JSON object)
+ * none. metas may be NULL, and so may any metas[i]. ids (optional) receives
+ * the n new ids in order. */
+int store_texts_insert_queued(store *s, size_t n, const char *const *texts,
+                              const char *const *metas, int64_t job_id, int64_t *ids,
+                              store_err *err);
 
 /* ---- embeddings ---------------------------------------------------------- */
 
@@ -171,32 +198,72 @@ int store_changes_after(store *s, store_kind kind, const char *model, uint64_t a
                         int (*fn)(void *ctx, const store_change *c), void *ctx,
                         store_err *err);
 
+/* One item of store_embeddings_put_many. */
+typedef struct store_embedding_item {
+	int64_t item_id;
+	int64_t work_id;      /* the claimed job item to complete with it; 0: none */
+	int width, height;    /* images: the decoded size to record; 0: keep */
+	const float *vec;     /* [dim] */
+	int stored;           /* out: 1 written, 0 the item no longer exists */
+} store_embedding_item;
+
+/* Stores n embeddings of one collection and model in one transaction (one
+ * fsync): each takes its own next sequence number, in order, and marks its
+ * item ready (recording width and height when given); each work_id is
+ * completed as by store_work_complete. An item deleted meanwhile is skipped
+ * with stored = 0 (its job item was already failed by the delete). Either
+ * everything is written or, on error, nothing. */
+int store_embeddings_put_many(store *s, store_kind kind, const char *model, int dim,
+                              store_embedding_item *items, size_t n, store_err *err);
+
 /* The highest sequence number handed out so far (0 for none). */
 int store_last_seq(store *s, uint64_t *seq, store_err *err);
 
 /* ---- the ingestion queue ------------------------------------------------- */
 
+/* A job is either sealed (no more items will come: it is done whenever
+ * every item is done or failed, an empty one at once) or open (a request or
+ * the directory watcher is still adding items: never done until
+ * store_job_seal). */
 typedef enum store_job_state {
 	STORE_JOB_QUEUED = 0,
 	STORE_JOB_RUNNING = 1,
-	STORE_JOB_DONE = 2,     /* every item done or failed */
+	STORE_JOB_DONE = 2,     /* sealed, and every item done or failed */
 } store_job_state;
 
 typedef struct store_job {
 	int64_t id;
-	char *kind;              /* "upload", "batch", "folder", "texts" */
+	char *kind;              /* "upload", "batch", "folder", "texts", "watch" */
 	store_job_state state;
+	int sealed;
 	int64_t total, done, failed;
 	int64_t created_ms, updated_ms;
 } store_job;
 
 void store_job_clear(store_job *j);
 
-/* Creates an empty job. Items are added with store_job_add_item. */
+/* Creates a sealed job for items added right away, before anyone learns
+ * its id (it is done while empty, and again once its items finish). */
 int store_job_create(store *s, const char *kind, int64_t *job_id, store_err *err);
+
+/* Creates an open job: it is not done, whatever its items, until
+ * store_job_seal. For items that arrive over time (a bulk ingest). */
+int store_job_create_open(store *s, const char *kind, int64_t *job_id, store_err *err);
+
+/* Seals a job: no more items. It is done as soon as done + failed ==
+ * total, at once when that holds already (an empty job). Sealing twice is
+ * harmless. STORE_ENOTFOUND when there is no such job. */
+int store_job_seal(store *s, int64_t job_id, store_err *err);
 
 /* Queues one item of a job. */
 int store_job_add_item(store *s, int64_t job_id, store_kind kind, int64_t item_id, store_err *err);
+
+/* Records, as a failed item of a job, a file refused before anything was
+ * stored (not an image, over a limit, unreadable): name says which file, why
+ * the reason. It counts in total and failed and is listed by
+ * store_job_errors with item id 0. */
+int store_job_add_failed(store *s, int64_t job_id, const char *name, const char *why,
+                         store_err *err);
 
 /* Inserts an image and queues it in one transaction (the upload path): an
  * acknowledged upload is either fully stored and queued, or not at all.
@@ -205,6 +272,21 @@ int store_image_insert_queued(store *s, const store_image *img, int64_t job_id,
                               int64_t *id, store_err *err);
 
 int store_job_get(store *s, int64_t job_id, store_job *out, store_err *err);
+
+/* A failed item of a job. */
+typedef struct store_job_error {
+	int64_t item_id;      /* the image or text; 0 for a file refused before it was stored */
+	store_kind kind;
+	char *name;           /* file name or path (for a text, its start); may be NULL */
+	char *error;          /* why it failed */
+} store_job_error;
+
+/* Up to max failed items of a job, oldest first, into out[0..*n). Release
+ * them with store_job_errors_clear. A job without failures (or no such job)
+ * gives *n == 0. */
+int store_job_errors(store *s, int64_t job_id, size_t max, store_job_error *out, size_t *n,
+                     store_err *err);
+void store_job_errors_clear(store_job_error *errors, size_t n);
 
 /* Up to max most recent jobs, newest first. *jobs is malloc'ed; release with
  * store_jobs_free. */
@@ -228,16 +310,58 @@ int store_work_claim(store *s, store_kind kind, store_work *out, size_t max, siz
 /* Finishes a claimed item: done, counted in its job. */
 int store_work_complete(store *s, int64_t work_id, store_err *err);
 
+/* Completes n claimed items in one transaction. Items that are no longer
+ * claimed (failed meanwhile by a delete) are skipped; *completed (optional)
+ * counts the others. All or nothing on error. */
+int store_work_complete_many(store *s, const int64_t *work_ids, size_t n, size_t *completed,
+                             store_err *err);
+
 /* Finishes a claimed item as failed with a reason (its image or text is
  * marked failed too), counted in its job. */
 int store_work_fail(store *s, int64_t work_id, const char *why, store_err *err);
 
-/* Returns claimed items to the queue: for start-up after a crash, when no
- * worker can hold a claim. *n (optional) counts them. */
+/* Start-up recovery, when no worker can hold a claim and no request can be
+ * adding items: returns claimed items to the queue (*n, optional, counts
+ * them), fails items that were claimed too often, and seals every job left
+ * open by the process that stopped. */
 int store_work_requeue_claimed(store *s, int64_t *n, store_err *err);
 
 /* Number of items queued or claimed. */
 int store_work_depth(store *s, int64_t *n, store_err *err);
+
+/* ---- watched files (--watch) --------------------------------------------- */
+
+/* A file under a watched directory, as last ingested. */
+typedef struct store_watched {
+	char *path;
+	int64_t size;
+	int64_t mtime_ns;
+	int64_t image_id;     /* 0 when the file was refused (not an image, too big) */
+} store_watched;
+
+void store_watched_clear(store_watched *w);
+
+/* Calls fn for every recorded file under directory dir (a path without a
+ * trailing slash; "" for the root directory), in path order; w is valid only during the call. A
+ * non-zero return from fn stops the walk and is returned. */
+int store_watch_list(store *s, const char *dir, int (*fn)(void *ctx, const store_watched *w),
+                     void *ctx, store_err *err);
+
+/* The record of path; STORE_ENOTFOUND when there is none. */
+int store_watch_get(store *s, const char *path, store_watched *out, store_err *err);
+
+/* Records that the file path (size, mtime) is image image_id (0: refused),
+ * replacing its record. When the record named another image that no other
+ * watched file names, that image is deleted in the same transaction, as by
+ * store_image_delete, and *dropped (optional) is its id, else 0: the caller
+ * removes its blob. */
+int store_watch_set(store *s, const char *path, int64_t size, int64_t mtime_ns, int64_t image_id,
+                    int64_t *dropped, store_err *err);
+
+/* Forgets path (the file is gone) and deletes its image when no other
+ * watched file names it, as store_watch_set. STORE_ENOTFOUND when path has
+ * no record. */
+int store_watch_remove(store *s, const char *path, int64_t *dropped, store_err *err);
 
 /* ---- key-value ----------------------------------------------------------- */
 

@@ -7,6 +7,10 @@ static const char SQL_ITEM_READY_IMAGE[] =
 	"UPDATE images SET status = 1, error = NULL, updated_ms = ?2 WHERE id = ?1";
 static const char SQL_ITEM_READY_TEXT[] =
 	"UPDATE texts SET status = 1, error = NULL WHERE id = ?1";
+static const char SQL_ITEM_READY_IMAGE_SIZED[] =
+	"UPDATE images SET status = 1, error = NULL, updated_ms = ?2, "
+	"width = CASE WHEN ?3 > 0 THEN ?3 ELSE width END, "
+	"height = CASE WHEN ?4 > 0 THEN ?4 ELSE height END WHERE id = ?1";
 static const char SQL_EMB_PUT[] =
 	"INSERT INTO embeddings (kind, item_id, model, dim, vec, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
 	"ON CONFLICT (kind, item_id, model) DO UPDATE SET dim = excluded.dim, vec = excluded.vec, "
@@ -80,6 +84,77 @@ out:
 	rc = store_write_end(s, rc, err);
 	if (rc == STORE_OK && seq_out)
 		*seq_out = seq;
+	return rc;
+}
+
+/* Inside a write transaction: one item of store_embeddings_put_many. */
+static int put_one_locked(store *s, store_kind kind, const char *model, int dim,
+                          store_embedding_item *it, int64_t now, store_err *err)
+{
+	store_conn *w = &s->writer;
+	uint64_t seq;
+	int rc;
+	it->stored = 0;
+	sqlite3_stmt *st = store_stmt(w, kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE_SIZED
+	                                                     : SQL_ITEM_READY_TEXT, err);
+	if (!st)
+		return err->code;
+	sqlite3_bind_int64(st, 1, it->item_id);
+	if (kind == STORE_IMAGE) {
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_int(st, 3, it->width);
+		sqlite3_bind_int(st, 4, it->height);
+	}
+	if ((rc = store_step_done(w, st, "marking an item ready", err)) != STORE_OK)
+		return rc;
+	if (sqlite3_changes(w->db) == 0)
+		return STORE_OK; /* deleted meanwhile */
+	if ((rc = store_next_seq(s, &seq, err)) != STORE_OK)
+		return rc;
+	if (!(st = store_stmt(w, SQL_EMB_PUT, err)))
+		return err->code;
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_int64(st, 2, it->item_id);
+	sqlite3_bind_text(st, 3, model, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, dim);
+	sqlite3_bind_blob(st, 5, it->vec, (int)(sizeof(float) * (size_t)dim), SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (int64_t)seq);
+	if ((rc = store_step_done(w, st, "storing an embedding", err)) != STORE_OK)
+		return rc;
+	if (it->work_id) {
+		int found; /* not claimed any more: nothing to count */
+		if ((rc = store_work_finish_locked(s, it->work_id, NULL, now, &found, err)) != STORE_OK)
+			return rc;
+	}
+	it->stored = 1;
+	return STORE_OK;
+}
+
+int store_embeddings_put_many(store *s, store_kind kind, const char *model, int dim,
+                              store_embedding_item *items, size_t n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	int rc;
+	if ((rc = check_kind(kind, err)) != STORE_OK)
+		return rc;
+	if (!model || !*model || dim <= 0)
+		return store_fail(err, STORE_EINVAL, "embeddings need a model and a dimension");
+	for (size_t i = 0; i < n; i++) {
+		items[i].stored = 0;
+		if (!items[i].vec)
+			return store_fail(err, STORE_EINVAL, "embedding %zu has no vector", i);
+	}
+	if (n == 0)
+		return STORE_OK;
+	if ((rc = store_write_begin(s, err)) != STORE_OK)
+		return rc;
+	int64_t now = store_now_ms();
+	for (size_t i = 0; i < n && rc == STORE_OK; i++)
+		rc = put_one_locked(s, kind, model, dim, &items[i], now, err);
+	rc = store_write_end(s, rc, err);
+	if (rc != STORE_OK)
+		for (size_t i = 0; i < n; i++)
+			items[i].stored = 0;
 	return rc;
 }
 

@@ -16,7 +16,7 @@ struct store_migration {
 extern const struct store_migration store_migrations[];
 extern const int store_nmigrations;
 
-#define STORE_MAX_STMTS 64
+#define STORE_MAX_STMTS 96
 #define STORE_NREADERS 4
 
 /* One SQLite connection with its prepared statements, keyed by the address
@@ -74,6 +74,24 @@ int64_t store_now_ms(void);
 /* Inside a write transaction: inserts an image, or finds the duplicate
  * (STORE_EEXISTS with *id set). */
 int store_image_insert_locked(store *s, const store_image *img, int64_t *id, store_err *err);
+
+/* Inside a write transaction: inserts a text (status pending). */
+int store_text_insert_locked(store *s, const char *text, const char *meta_json, int64_t *id,
+                             store_err *err);
+
+/* Inside a write transaction: deletes an image as store_image_delete does.
+ * *found is 0 (and STORE_OK returned) when there is no such image. */
+int store_image_delete_locked(store *s, int64_t id, int *found, store_err *err);
+
+/* Inside a write transaction: finishes a claimed job item, done (why NULL)
+ * or failed, counting it in its job. *found is 0 (and STORE_OK returned)
+ * when the item is not claimed. */
+int store_work_finish_locked(store *s, int64_t work_id, const char *why, int64_t now, int *found,
+                             store_err *err);
+
+/* A JSON array of the n ids as text ("[1,2,3]"), for json_each(?) in one
+ * prepared statement; malloc'ed, NULL when out of memory. */
+char *store_ids_json(const int64_t *ids, size_t n);
 
 /* Public entry points accept a NULL err; internals may then assume one. */
 #define STORE_ERR_DEFAULT(err) \

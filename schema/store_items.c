@@ -43,7 +43,18 @@ static const char SQL_WORK_DROP_ITEM[] =
 	"WHERE kind = ?1 AND item_id = ?2 AND state IN (0, 1) RETURNING job_id";
 static const char SQL_JOB_COUNT_FAILED[] =
 	"UPDATE jobs SET failed = failed + 1, updated_ms = ?2, "
-	"state = CASE WHEN done + failed + 1 >= total THEN 2 ELSE state END WHERE id = ?1";
+	"state = CASE WHEN sealed AND done + failed + 1 >= total THEN 2 ELSE state END WHERE id = ?1";
+
+/* Many rows by id in one statement: json_each walks the bound array of ids
+ * (its key is the position in the array) and each id is a primary-key
+ * lookup. CROSS JOIN keeps that loop order. */
+static const char SQL_IMAGE_MANY[] =
+	"SELECT j.key, i.id, i.sha256, i.filename, i.mime, i.width, i.height, i.bytes, i.meta, "
+	"i.status, i.error, i.created_ms, i.updated_ms "
+	"FROM json_each(?1) AS j CROSS JOIN images AS i ON i.id = j.value";
+static const char SQL_TEXT_MANY[] =
+	"SELECT j.key, t.id, t.text, t.meta, t.status, t.created_ms "
+	"FROM json_each(?1) AS j CROSS JOIN texts AS t ON t.id = j.value";
 
 static int json_meta_error(store_err *err)
 {
@@ -138,6 +149,34 @@ int store_image_insert(store *s, const store_image *img, int64_t *id, store_err 
 	return store_write_end(s, rc, err);
 }
 
+/* An image row from column c0 on (the column order of SQL_IMAGE_COLS). */
+static void fill_image(sqlite3_stmt *st, int c0, store_image *out, int *oom)
+{
+	out->id = sqlite3_column_int64(st, c0);
+	const unsigned char *h = sqlite3_column_text(st, c0 + 1);
+	snprintf(out->sha256, sizeof out->sha256, "%s", h ? (const char *)h : "");
+	out->filename = store_col_strdup(st, c0 + 2, oom);
+	out->mime = store_col_strdup(st, c0 + 3, oom);
+	out->width = sqlite3_column_int(st, c0 + 4);
+	out->height = sqlite3_column_int(st, c0 + 5);
+	out->bytes = sqlite3_column_int64(st, c0 + 6);
+	out->meta = store_col_strdup(st, c0 + 7, oom);
+	out->status = (store_status)sqlite3_column_int(st, c0 + 8);
+	out->error = store_col_strdup(st, c0 + 9, oom);
+	out->created_ms = sqlite3_column_int64(st, c0 + 10);
+	out->updated_ms = sqlite3_column_int64(st, c0 + 11);
+}
+
+/* A text row from column c0 on (the column order of SQL_TEXT_GET). */
+static void fill_text(sqlite3_stmt *st, int c0, store_text *out, int *oom)
+{
+	out->id = sqlite3_column_int64(st, c0);
+	out->text = store_col_strdup(st, c0 + 1, oom);
+	out->meta = store_col_strdup(st, c0 + 2, oom);
+	out->status = (store_status)sqlite3_column_int(st, c0 + 3);
+	out->created_ms = sqlite3_column_int64(st, c0 + 4);
+}
+
 static int read_image(store *s, const char *sql, int64_t id, const char *sha, store_image *out,
                       store_err *err)
 {
@@ -160,19 +199,7 @@ static int read_image(store *s, const char *sql, int64_t id, const char *sha, st
 	} else if (rc != SQLITE_ROW) {
 		rc = store_sqlite_fail(err, c->db, rc, "reading an image");
 	} else {
-		out->id = sqlite3_column_int64(st, 0);
-		const unsigned char *h = sqlite3_column_text(st, 1);
-		snprintf(out->sha256, sizeof out->sha256, "%s", h ? (const char *)h : "");
-		out->filename = store_col_strdup(st, 2, &oom);
-		out->mime = store_col_strdup(st, 3, &oom);
-		out->width = sqlite3_column_int(st, 4);
-		out->height = sqlite3_column_int(st, 5);
-		out->bytes = sqlite3_column_int64(st, 6);
-		out->meta = store_col_strdup(st, 7, &oom);
-		out->status = (store_status)sqlite3_column_int(st, 8);
-		out->error = store_col_strdup(st, 9, &oom);
-		out->created_ms = sqlite3_column_int64(st, 10);
-		out->updated_ms = sqlite3_column_int64(st, 11);
+		fill_image(st, 0, out, &oom);
 		rc = STORE_OK;
 		if (oom) {
 			store_image_clear(out);
@@ -315,27 +342,38 @@ static int drop_item_locked(store *s, store_kind kind, int64_t id, store_err *er
 	return STORE_OK;
 }
 
-static int delete_item(store *s, store_kind kind, const char *sql, int64_t id, store_err *err)
+/* Inside a write transaction: deletes an item with what goes with it;
+ * *found 0 when there was none. */
+static int delete_item_locked(store *s, store_kind kind, const char *sql, int64_t id, int *found,
+                              store_err *err)
 {
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
 	store_conn *w = &s->writer;
 	sqlite3_stmt *st = store_stmt(w, sql, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
+	*found = 0;
+	if (!st)
+		return err->code;
 	sqlite3_bind_int64(st, 1, id);
-	if ((rc = store_step_done(w, st, "deleting an item", err)) != STORE_OK)
-		goto out;
-	if (sqlite3_changes(w->db) == 0) {
+	int rc = store_step_done(w, st, "deleting an item", err);
+	if (rc != STORE_OK || sqlite3_changes(w->db) == 0)
+		return rc;
+	*found = 1;
+	return drop_item_locked(s, kind, id, err);
+}
+
+int store_image_delete_locked(store *s, int64_t id, int *found, store_err *err)
+{
+	return delete_item_locked(s, STORE_IMAGE, SQL_IMAGE_DELETE, id, found, err);
+}
+
+static int delete_item(store *s, store_kind kind, const char *sql, int64_t id, store_err *err)
+{
+	int found, rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	rc = delete_item_locked(s, kind, sql, id, &found, err);
+	if (rc == STORE_OK && !found)
 		rc = store_fail(err, STORE_ENOTFOUND, "no %s %lld", kind == STORE_IMAGE ? "image" : "text",
 		                (long long)id);
-		goto out;
-	}
-	rc = drop_item_locked(s, kind, id, err);
-out:
 	return store_write_end(s, rc, err);
 }
 
@@ -389,6 +427,29 @@ int store_text_count(store *s, int64_t *total, store_err *err)
 	return read_counts(s, SQL_TEXT_COUNT, total, NULL, err);
 }
 
+int store_text_insert_locked(store *s, const char *text, const char *meta_json, int64_t *id,
+                             store_err *err)
+{
+	store_conn *w = &s->writer;
+	if (!text)
+		return store_fail(err, STORE_EINVAL, "text is required");
+	sqlite3_stmt *st = store_stmt(w, SQL_TEXT_INSERT, err);
+	if (!st)
+		return err->code;
+	sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, meta_json, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, store_now_ms());
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_CONSTRAINT_CHECK)
+		return json_meta_error(err);
+	if (rc != SQLITE_DONE)
+		return store_sqlite_fail(err, w->db, rc, "inserting a text");
+	if (id)
+		*id = sqlite3_last_insert_rowid(w->db);
+	return STORE_OK;
+}
+
 int store_text_insert(store *s, const char *text, const char *meta_json, int64_t *id,
                       store_err *err)
 {
@@ -398,27 +459,7 @@ int store_text_insert(store *s, const char *text, const char *meta_json, int64_t
 	int rc = store_write_begin(s, err);
 	if (rc != STORE_OK)
 		return rc;
-	store_conn *w = &s->writer;
-	sqlite3_stmt *st = store_stmt(w, SQL_TEXT_INSERT, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, meta_json, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, store_now_ms());
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_CONSTRAINT_CHECK) {
-		rc = json_meta_error(err);
-	} else if (rc != SQLITE_DONE) {
-		rc = store_sqlite_fail(err, w->db, rc, "inserting a text");
-	} else {
-		if (id)
-			*id = sqlite3_last_insert_rowid(w->db);
-		rc = STORE_OK;
-	}
-out:
+	rc = store_text_insert_locked(s, text, meta_json, id, err);
 	return store_write_end(s, rc, err);
 }
 
@@ -440,11 +481,7 @@ int store_text_get(store *s, int64_t id, store_text *out, store_err *err)
 	} else if (rc != SQLITE_ROW) {
 		rc = store_sqlite_fail(err, c->db, rc, "reading a text");
 	} else {
-		out->id = sqlite3_column_int64(st, 0);
-		out->text = store_col_strdup(st, 1, &oom);
-		out->meta = store_col_strdup(st, 2, &oom);
-		out->status = (store_status)sqlite3_column_int(st, 3);
-		out->created_ms = sqlite3_column_int64(st, 4);
+		fill_text(st, 0, out, &oom);
 		rc = STORE_OK;
 		if (oom) {
 			store_text_clear(out);
@@ -454,5 +491,95 @@ int store_text_get(store *s, int64_t id, store_text *out, store_err *err)
 	sqlite3_reset(st);
 out:
 	store_reader_put(c);
+	return rc;
+}
+
+char *store_ids_json(const int64_t *ids, size_t n)
+{
+	/* "-9223372036854775808," is 21 characters. */
+	char *buf = malloc(n * 21 + 3), *p = buf;
+	if (!buf)
+		return NULL;
+	*p++ = '[';
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, i ? ",%lld" : "%lld", (long long)ids[i]);
+	*p++ = ']';
+	*p = 0;
+	return buf;
+}
+
+/* Runs SQL_IMAGE_MANY or SQL_TEXT_MANY over ids and hands every row, with
+ * its position in ids, to fill. */
+static int read_many(store *s, const char *sql, const int64_t *ids, size_t n,
+                     void (*fill)(sqlite3_stmt *st, size_t pos, void *out, int *oom), void *out,
+                     const char *what, store_err *err)
+{
+	char *json = store_ids_json(ids, n);
+	if (!json)
+		return store_fail(err, STORE_ENOMEM, "out of memory");
+	store_conn *c = store_reader_get(s);
+	int rc, oom = 0;
+	sqlite3_stmt *st = store_stmt(c, sql, err);
+	if (!st) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		sqlite3_int64 pos = sqlite3_column_int64(st, 0);
+		if (pos >= 0 && (size_t)pos < n)
+			fill(st, (size_t)pos, out, &oom);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		rc = store_sqlite_fail(err, c->db, rc, what);
+	else if (oom)
+		rc = store_fail(err, STORE_ENOMEM, "out of memory");
+	else
+		rc = STORE_OK;
+out:
+	store_reader_put(c);
+	free(json);
+	return rc;
+}
+
+static void fill_image_at(sqlite3_stmt *st, size_t pos, void *out, int *oom)
+{
+	store_image *img = (store_image *)out + pos;
+	store_image_clear(img); /* an id given twice */
+	fill_image(st, 1, img, oom);
+}
+
+static void fill_text_at(sqlite3_stmt *st, size_t pos, void *out, int *oom)
+{
+	store_text *t = (store_text *)out + pos;
+	store_text_clear(t);
+	fill_text(st, 1, t, oom);
+}
+
+int store_images_get_many(store *s, const int64_t *ids, size_t n, store_image *out,
+                          store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	if (n == 0)
+		return STORE_OK;
+	memset(out, 0, n * sizeof *out);
+	int rc = read_many(s, SQL_IMAGE_MANY, ids, n, fill_image_at, out, "reading images", err);
+	if (rc != STORE_OK)
+		for (size_t i = 0; i < n; i++)
+			store_image_clear(&out[i]);
+	return rc;
+}
+
+int store_texts_get_many(store *s, const int64_t *ids, size_t n, store_text *out, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	if (n == 0)
+		return STORE_OK;
+	memset(out, 0, n * sizeof *out);
+	int rc = read_many(s, SQL_TEXT_MANY, ids, n, fill_text_at, out, "reading texts", err);
+	if (rc != STORE_OK)
+		for (size_t i = 0; i < n; i++)
+			store_text_clear(&out[i]);
 	return rc;
 }

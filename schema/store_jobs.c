@@ -1,8 +1,13 @@
 /*
  * store_jobs.c: the ingestion queue.
  *
- * A job groups the items of one request (an upload, a bulk batch, a folder).
- * Each job item moves queued -> claimed -> done | failed. A claim lives only
+ * A job groups the items of one request (an upload, a bulk batch, a folder,
+ * texts) or of one round of the directory watcher. Each job item moves
+ * queued -> claimed -> done | failed; a file refused before it was stored is
+ * born failed (item_id 0). A job is done when it is sealed and every item is
+ * done or failed: a job filled over time is created open and sealed by its
+ * filler once the last item is queued, so it never looks done half-way; a
+ * job left open by a crash is sealed at start-up. A claim lives only
  * as long as the process that took it: at start-up store_work_requeue_claimed
  * returns claims to the queue, except for items that were already claimed
  * STORE_MAX_ATTEMPTS times (an input that kills the process would otherwise
@@ -17,18 +22,39 @@
 
 enum { ITEM_QUEUED = 0, ITEM_CLAIMED = 1, ITEM_DONE = 2, ITEM_FAILED = 3 };
 
+/* ?3 state, ?4 sealed: a sealed job starts done (it is empty). */
 static const char SQL_JOB_CREATE[] =
-	"INSERT INTO jobs (kind, state, created_ms, updated_ms) VALUES (?1, 0, ?2, ?2)";
+	"INSERT INTO jobs (kind, state, sealed, created_ms, updated_ms) VALUES (?1, ?3, ?4, ?2, ?2)";
 static const char SQL_ITEM_ADD[] =
-	"INSERT INTO job_items (job_id, kind, item_id, state, updated_ms) VALUES (?1, ?2, ?3, 0, ?4)";
+	"INSERT INTO job_items (job_id, kind, item_id, state, name, updated_ms) "
+	"VALUES (?1, ?2, ?3, 0, ?5, ?4)";
+static const char SQL_ITEM_ADD_FAILED[] =
+	"INSERT INTO job_items (job_id, kind, item_id, state, name, error, updated_ms) "
+	"VALUES (?1, 0, 0, 3, ?2, ?3, ?4)";
+/* ?3 more items, ?4 of them already failed. A done job is no longer done. */
 static const char SQL_JOB_GROW[] =
-	"UPDATE jobs SET total = total + 1, updated_ms = ?2, "
-	"state = CASE WHEN state = 2 THEN 1 ELSE state END WHERE id = ?1";
+	"UPDATE jobs SET total = total + ?3, failed = failed + ?4, updated_ms = ?2, "
+	"state = CASE WHEN sealed AND done + failed + ?4 >= total + ?3 THEN 2 "
+	"WHEN state = 2 OR ?4 > 0 THEN (CASE WHEN done + failed + ?4 > 0 THEN 1 ELSE 0 END) "
+	"ELSE state END WHERE id = ?1";
+static const char SQL_JOB_SEAL[] =
+	"UPDATE jobs SET sealed = 1, updated_ms = ?2, "
+	"state = CASE WHEN done + failed >= total THEN 2 ELSE state END WHERE id = ?1";
+static const char SQL_JOB_SEAL_ALL[] =
+	"UPDATE jobs SET sealed = 1, updated_ms = ?1, "
+	"state = CASE WHEN done + failed >= total THEN 2 ELSE state END WHERE sealed = 0";
 static const char SQL_JOB_GET[] =
-	"SELECT id, kind, state, total, done, failed, created_ms, updated_ms FROM jobs WHERE id = ?1";
+	"SELECT id, kind, state, total, done, failed, created_ms, updated_ms, sealed FROM jobs "
+	"WHERE id = ?1";
 static const char SQL_JOB_LIST[] =
-	"SELECT id, kind, state, total, done, failed, created_ms, updated_ms FROM jobs "
+	"SELECT id, kind, state, total, done, failed, created_ms, updated_ms, sealed FROM jobs "
 	"ORDER BY id DESC LIMIT ?1";
+static const char SQL_JOB_ERRORS[] =
+	"SELECT ji.item_id, ji.kind, coalesce(ji.name, i.filename, substr(t.text, 1, 80)), ji.error "
+	"FROM job_items AS ji "
+	"LEFT JOIN images AS i ON ji.kind = 0 AND i.id = ji.item_id "
+	"LEFT JOIN texts AS t ON ji.kind = 1 AND t.id = ji.item_id "
+	"WHERE ji.job_id = ?1 AND ji.state = 3 ORDER BY ji.id LIMIT ?2";
 static const char SQL_CLAIM[] =
 	"UPDATE job_items SET state = 1, attempts = attempts + 1, updated_ms = ?3 "
 	"WHERE id IN (SELECT id FROM job_items WHERE state = 0 AND kind = ?1 ORDER BY id LIMIT ?2) "
@@ -40,10 +66,10 @@ static const char SQL_ITEM_FINISH[] =
 	"RETURNING job_id, kind, item_id";
 static const char SQL_JOB_COUNT_DONE[] =
 	"UPDATE jobs SET done = done + 1, updated_ms = ?2, "
-	"state = CASE WHEN done + 1 + failed >= total THEN 2 ELSE 1 END WHERE id = ?1";
+	"state = CASE WHEN sealed AND done + 1 + failed >= total THEN 2 ELSE 1 END WHERE id = ?1";
 static const char SQL_JOB_COUNT_FAIL[] =
 	"UPDATE jobs SET failed = failed + 1, updated_ms = ?2, "
-	"state = CASE WHEN done + failed + 1 >= total THEN 2 ELSE 1 END WHERE id = ?1";
+	"state = CASE WHEN sealed AND done + failed + 1 >= total THEN 2 ELSE 1 END WHERE id = ?1";
 static const char SQL_IMAGE_FAIL[] =
 	"UPDATE images SET status = 2, error = ?2, updated_ms = ?3 WHERE id = ?1";
 static const char SQL_TEXT_FAIL[] = "UPDATE texts SET status = 2, error = ?2 WHERE id = ?1";
@@ -70,9 +96,8 @@ void store_jobs_free(store_job *jobs, size_t n)
 	free(jobs);
 }
 
-int store_job_create(store *s, const char *kind, int64_t *job_id, store_err *err)
+static int job_create(store *s, const char *kind, int sealed, int64_t *job_id, store_err *err)
 {
-	STORE_ERR_DEFAULT(err);
 	if (!kind || !*kind)
 		return store_fail(err, STORE_EINVAL, "a job needs a kind");
 	int rc = store_write_begin(s, err);
@@ -86,17 +111,68 @@ int store_job_create(store *s, const char *kind, int64_t *job_id, store_err *err
 	}
 	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, store_now_ms());
+	sqlite3_bind_int(st, 3, sealed ? STORE_JOB_DONE : STORE_JOB_QUEUED);
+	sqlite3_bind_int(st, 4, sealed);
 	if ((rc = store_step_done(w, st, "creating a job", err)) == STORE_OK)
 		*job_id = sqlite3_last_insert_rowid(w->db);
 out:
 	return store_write_end(s, rc, err);
 }
 
-static int add_item_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
+int store_job_create(store *s, const char *kind, int64_t *job_id, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	return job_create(s, kind, 1, job_id, err);
+}
+
+int store_job_create_open(store *s, const char *kind, int64_t *job_id, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	return job_create(s, kind, 0, job_id, err);
+}
+
+int store_job_seal(store *s, int64_t job_id, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	int rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	store_conn *w = &s->writer;
+	sqlite3_stmt *st = store_stmt(w, SQL_JOB_SEAL, err);
+	if (!st) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_int64(st, 2, store_now_ms());
+	rc = store_step_done(w, st, "sealing a job", err);
+	if (rc == STORE_OK && sqlite3_changes(w->db) == 0)
+		rc = store_fail(err, STORE_ENOTFOUND, "no job %lld", (long long)job_id);
+out:
+	return store_write_end(s, rc, err);
+}
+
+/* Inside a write transaction: counts nmore new items, nfailed of them
+ * failed already, in a job. */
+static int job_grow_locked(store *s, int64_t job_id, int64_t nmore, int64_t nfailed, int64_t now,
                            store_err *err)
 {
+	sqlite3_stmt *st = store_stmt(&s->writer, SQL_JOB_GROW, err);
+	if (!st)
+		return err->code;
+	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int64(st, 3, nmore);
+	sqlite3_bind_int64(st, 4, nfailed);
+	return store_step_done(&s->writer, st, "updating a job", err);
+}
+
+/* Inside a write transaction: inserts one job item row, without counting
+ * it in its job. */
+static int item_insert_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
+                              const char *name, int64_t now, store_err *err)
+{
 	store_conn *w = &s->writer;
-	int64_t now = store_now_ms();
 	sqlite3_stmt *st = store_stmt(w, SQL_ITEM_ADD, err);
 	if (!st)
 		return err->code;
@@ -104,17 +180,22 @@ static int add_item_locked(store *s, int64_t job_id, store_kind kind, int64_t it
 	sqlite3_bind_int(st, 2, kind);
 	sqlite3_bind_int64(st, 3, item_id);
 	sqlite3_bind_int64(st, 4, now);
+	sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
 		return store_fail(err, STORE_ENOTFOUND, "no job %lld", (long long)job_id);
 	if (rc != SQLITE_DONE)
 		return store_sqlite_fail(err, w->db, rc, "queueing an item");
-	if (!(st = store_stmt(w, SQL_JOB_GROW, err)))
-		return err->code;
-	sqlite3_bind_int64(st, 1, job_id);
-	sqlite3_bind_int64(st, 2, now);
-	return store_step_done(w, st, "updating a job", err);
+	return STORE_OK;
+}
+
+static int add_item_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
+                           const char *name, store_err *err)
+{
+	int64_t now = store_now_ms();
+	int rc = item_insert_locked(s, job_id, kind, item_id, name, now, err);
+	return rc == STORE_OK ? job_grow_locked(s, job_id, 1, 0, now, err) : rc;
 }
 
 int store_job_add_item(store *s, int64_t job_id, store_kind kind, int64_t item_id, store_err *err)
@@ -125,7 +206,37 @@ int store_job_add_item(store *s, int64_t job_id, store_kind kind, int64_t item_i
 	int rc = store_write_begin(s, err);
 	if (rc != STORE_OK)
 		return rc;
-	rc = add_item_locked(s, job_id, kind, item_id, err);
+	rc = add_item_locked(s, job_id, kind, item_id, NULL, err);
+	return store_write_end(s, rc, err);
+}
+
+int store_job_add_failed(store *s, int64_t job_id, const char *name, const char *why,
+                         store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	int rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	store_conn *w = &s->writer;
+	int64_t now = store_now_ms();
+	sqlite3_stmt *st = store_stmt(w, SQL_ITEM_ADD_FAILED, err);
+	if (!st) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, why && *why ? why : "failed", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+		rc = store_fail(err, STORE_ENOTFOUND, "no job %lld", (long long)job_id);
+	else if (rc != SQLITE_DONE)
+		rc = store_sqlite_fail(err, w->db, rc, "recording a refused file");
+	else
+		rc = job_grow_locked(s, job_id, 1, 1, now, err);
+out:
 	return store_write_end(s, rc, err);
 }
 
@@ -141,7 +252,7 @@ int store_image_insert_queued(store *s, const store_image *img, int64_t job_id, 
 		return rc;
 	rc = store_image_insert_locked(s, img, id, err);
 	if (rc == STORE_OK)
-		rc = add_item_locked(s, job_id, STORE_IMAGE, *id, err);
+		rc = add_item_locked(s, job_id, STORE_IMAGE, *id, img->filename, err);
 	if (rc == STORE_EEXISTS) {
 		/* Nothing was written; keep the message and the existing id. */
 		store_err keep = *err;
@@ -150,6 +261,46 @@ int store_image_insert_queued(store *s, const store_image *img, int64_t job_id, 
 		return rc;
 	}
 	return store_write_end(s, rc, err);
+}
+
+int store_texts_insert_queued(store *s, size_t n, const char *const *texts,
+                              const char *const *metas, int64_t job_id, int64_t *ids,
+                              store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	if (n == 0)
+		return STORE_OK;
+	if (!texts)
+		return store_fail(err, STORE_EINVAL, "texts are required");
+	for (size_t i = 0; i < n; i++)
+		if (!texts[i])
+			return store_fail(err, STORE_EINVAL, "text %zu is missing", i);
+	int rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	int64_t now = store_now_ms();
+	for (size_t i = 0; i < n && rc == STORE_OK; i++) {
+		int64_t id;
+		rc = store_text_insert_locked(s, texts[i], metas ? metas[i] : NULL, &id, err);
+		if (rc == STORE_EINVAL && n > 1) {
+			store_err keep = *err;
+			rc = store_fail(err, STORE_EINVAL, "text %zu: %s", i, keep.msg);
+		}
+		if (rc == STORE_OK)
+			rc = item_insert_locked(s, job_id, STORE_TEXT, id, NULL, now, err);
+		if (rc == STORE_OK && ids)
+			ids[i] = id;
+	}
+	if (rc == STORE_OK)
+		rc = job_grow_locked(s, job_id, (int64_t)n, 0, now, err);
+	return store_write_end(s, rc, err);
+}
+
+int store_text_insert_queued(store *s, const char *text, const char *meta_json, int64_t job_id,
+                             int64_t *id, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	return store_texts_insert_queued(s, 1, &text, &meta_json, job_id, id, err);
 }
 
 static void read_job_row(sqlite3_stmt *st, store_job *j, int *oom)
@@ -162,6 +313,7 @@ static void read_job_row(sqlite3_stmt *st, store_job *j, int *oom)
 	j->failed = sqlite3_column_int64(st, 5);
 	j->created_ms = sqlite3_column_int64(st, 6);
 	j->updated_ms = sqlite3_column_int64(st, 7);
+	j->sealed = sqlite3_column_int(st, 8);
 }
 
 int store_job_get(store *s, int64_t job_id, store_job *out, store_err *err)
@@ -192,6 +344,55 @@ int store_job_get(store *s, int64_t job_id, store_job *out, store_err *err)
 	sqlite3_reset(st);
 out:
 	store_reader_put(c);
+	return rc;
+}
+
+void store_job_errors_clear(store_job_error *errors, size_t n)
+{
+	for (size_t i = 0; errors && i < n; i++) {
+		free(errors[i].name);
+		free(errors[i].error);
+		memset(&errors[i], 0, sizeof errors[i]);
+	}
+}
+
+int store_job_errors(store *s, int64_t job_id, size_t max, store_job_error *out, size_t *n,
+                     store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	*n = 0;
+	if (max == 0)
+		return STORE_OK;
+	store_conn *c = store_reader_get(s);
+	int rc, oom = 0;
+	size_t k = 0;
+	sqlite3_stmt *st = store_stmt(c, SQL_JOB_ERRORS, err);
+	if (!st) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_int64(st, 2, (int64_t)max);
+	while (k < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_job_error *e = &out[k++];
+		e->item_id = sqlite3_column_int64(st, 0);
+		e->kind = (store_kind)sqlite3_column_int(st, 1);
+		e->name = store_col_strdup(st, 2, &oom);
+		e->error = store_col_strdup(st, 3, &oom);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		rc = store_sqlite_fail(err, c->db, rc, "reading the errors of a job");
+	else if (oom)
+		rc = store_fail(err, STORE_ENOMEM, "out of memory");
+	else
+		rc = STORE_OK;
+out:
+	store_reader_put(c);
+	if (rc != STORE_OK)
+		store_job_errors_clear(out, k);
+	else
+		*n = k;
 	return rc;
 }
 
@@ -318,27 +519,23 @@ static int count_finished_locked(store *s, int64_t job_id, store_kind kind, int6
 	return store_step_done(w, st, "marking an item failed", err);
 }
 
-static int finish(store *s, int64_t work_id, const char *why, store_err *err)
+int store_work_finish_locked(store *s, int64_t work_id, const char *why, int64_t now, int *found,
+                             store_err *err)
 {
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
 	store_conn *w = &s->writer;
-	int64_t now = store_now_ms();
+	*found = 0;
 	sqlite3_stmt *st = store_stmt(w, SQL_ITEM_FINISH, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
+	if (!st)
+		return err->code;
 	sqlite3_bind_int64(st, 1, work_id);
 	sqlite3_bind_int(st, 2, why ? ITEM_FAILED : ITEM_DONE);
 	sqlite3_bind_text(st, 3, why, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, now);
-	rc = sqlite3_step(st);
+	int rc = sqlite3_step(st);
 	int64_t job_id = 0, item_id = 0;
 	store_kind kind = STORE_IMAGE;
-	int found = rc == SQLITE_ROW;
-	if (found) {
+	if (rc == SQLITE_ROW) {
+		*found = 1;
 		job_id = sqlite3_column_int64(st, 0);
 		kind = (store_kind)sqlite3_column_int(st, 1);
 		item_id = sqlite3_column_int64(st, 2);
@@ -346,15 +543,22 @@ static int finish(store *s, int64_t work_id, const char *why, store_err *err)
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		rc = store_sqlite_fail(err, w->db, rc, "finishing work");
-		goto out;
+		*found = 0;
+		return store_sqlite_fail(err, w->db, rc, "finishing work");
 	}
-	if (!found) {
+	if (!*found)
+		return STORE_OK;
+	return count_finished_locked(s, job_id, kind, item_id, why, now, err);
+}
+
+static int finish(store *s, int64_t work_id, const char *why, store_err *err)
+{
+	int found, rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	rc = store_work_finish_locked(s, work_id, why, store_now_ms(), &found, err);
+	if (rc == STORE_OK && !found)
 		rc = store_fail(err, STORE_ENOTFOUND, "work item %lld is not claimed", (long long)work_id);
-		goto out;
-	}
-	rc = count_finished_locked(s, job_id, kind, item_id, why, now, err);
-out:
 	return store_write_end(s, rc, err);
 }
 
@@ -362,6 +566,30 @@ int store_work_complete(store *s, int64_t work_id, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	return finish(s, work_id, NULL, err);
+}
+
+int store_work_complete_many(store *s, const int64_t *work_ids, size_t n, size_t *completed,
+                             store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	size_t k = 0;
+	if (completed)
+		*completed = 0;
+	if (n == 0)
+		return STORE_OK;
+	int rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	int64_t now = store_now_ms();
+	for (size_t i = 0; i < n && rc == STORE_OK; i++) {
+		int found;
+		rc = store_work_finish_locked(s, work_ids[i], NULL, now, &found, err);
+		k += found;
+	}
+	rc = store_write_end(s, rc, err);
+	if (rc == STORE_OK && completed)
+		*completed = k;
+	return rc;
 }
 
 int store_work_fail(store *s, int64_t work_id, const char *why, store_err *err)
@@ -425,8 +653,16 @@ int store_work_requeue_claimed(store *s, int64_t *n, store_err *err)
 		goto out;
 	}
 	sqlite3_bind_int64(st, 1, now);
-	if ((rc = store_step_done(w, st, "recovering the queue", err)) == STORE_OK && n)
+	if ((rc = store_step_done(w, st, "recovering the queue", err)) != STORE_OK)
+		goto out;
+	if (n)
 		*n = sqlite3_changes(w->db);
+	if (!(st = store_stmt(w, SQL_JOB_SEAL_ALL, err))) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, now);
+	rc = store_step_done(w, st, "sealing jobs", err);
 out:
 	free(gu);
 	return store_write_end(s, rc, err);

@@ -1,4 +1,14 @@
-/* config.c: command line, environment, defaults. */
+/*
+ * config.c: the daemon's settings from the command line, the environment,
+ * an optional config file, and defaults, in that order of precedence.
+ *
+ * Every setting is one entry of opts[]: --name on the command line,
+ * CLIPD_NAME in the environment, "name = value" in the file given by
+ * --config / CLIPD_CONFIG. Values are collected as strings with the place
+ * they came from (struct raw), the strongest source winning, and only then
+ * parsed, so an error names its source: "--workers", "CLIPD_WORKERS" or
+ * "/etc/clipd/clipd.conf:12: workers".
+ */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -6,6 +16,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -17,35 +28,47 @@ static const struct opt {
 	const char *name;   /* flag without "--"; env is CLIPD_ + upper-case with _ */
 	enum opt_type type;
 	const char *arg;
+	int path;           /* a path: relative ones in a config file are taken from its folder */
+	int list;           /* OPT_LIST: its slot in struct raw's lists, from 1 */
 	const char *help;
 } opts[] = {
-	{"model", OPT_STR, "DIR", "Hugging Face CLIP checkpoint directory (required)"},
-	{"data", OPT_STR, "DIR", "data directory: database, blobs, index snapshots (required)"},
-	{"listen", OPT_STR, "HOST:PORT", "address to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
-	{"api-key", OPT_STR, "KEY", "require Authorization: Bearer KEY on requests that change data (visible in ps: prefer --api-key-file)"},
-	{"api-key-file", OPT_STR, "FILE", "read the API key from the first line of FILE"},
-	{"api-key-reads", OPT_FLAG, NULL, "require the API key on reads (GET, search, classify, embed) too"},
-	{"workers", OPT_INT, "N", "background indexing threads (default: cores / 2, at least 1)"},
-	{"batch", OPT_INT, "N", "images per encoder batch (default 16)"},
-	{"encoders", OPT_INT, "N", "concurrent request-time encodes (default 2)"},
-	{"index", OPT_STR, "FACTORY", "index kind: exact, hnsw, ivfpq or a FAISS factory string (default exact)"},
-	{"allow-root", OPT_LIST, "DIR", "allow POST /v1/ingest of server files under DIR (repeatable; env: colon-separated)"},
-	{"max-body-mb", OPT_INT, "N", "largest request body in MiB (default 64)"},
-	{"max-pixels", OPT_INT, "N", "largest image in pixels, width*height (default 100000000)"},
-	{"max-queue", OPT_INT, "N", "pending items before uploads get 503 (default 100000)"},
-	{"timeout", OPT_INT, "SECONDS", "idle connection timeout (default 30)"},
-	{"max-connections", OPT_INT, "N", "concurrent connections (default 64)"},
-	{"log-level", OPT_STR, "LEVEL", "error, warn, info or debug (default info)"},
-	{"help", OPT_FLAG, NULL, "print this help"},
+	{"config", OPT_STR, "FILE", 1, 0, "read settings from FILE: \"key = value\" lines, keys are these option names (see deploy/clipd.conf.example)"},
+	{"model", OPT_STR, "DIR", 1, 0, "Hugging Face CLIP checkpoint directory (required)"},
+	{"data", OPT_STR, "DIR", 1, 0, "data directory: database, blobs, index snapshots (required)"},
+	{"listen", OPT_STR, "HOST:PORT", 0, 0, "address to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
+	{"api-key", OPT_STR, "KEY", 0, 0, "require Authorization: Bearer KEY on requests that change data (visible in ps: prefer --api-key-file)"},
+	{"api-key-file", OPT_STR, "FILE", 1, 0, "read the API key from the first line of FILE"},
+	{"api-key-reads", OPT_FLAG, NULL, 0, 0, "require the API key on reads (GET, search, classify, embed) too"},
+	{"workers", OPT_INT, "N", 0, 0, "background indexing threads (default: cores / 2, at least 1)"},
+	{"batch", OPT_INT, "N", 0, 0, "images per encoder batch (default 16)"},
+	{"encoders", OPT_INT, "N", 0, 0, "concurrent request-time encodes (default 2)"},
+	{"index", OPT_STR, "FACTORY", 0, 0, "index kind: exact, hnsw, ivfpq or a FAISS factory string (default exact)"},
+	{"allow-root", OPT_LIST, "DIR", 1, 1, "allow POST /v1/ingest of server files under DIR (repeatable; env: colon-separated)"},
+	{"watch", OPT_LIST, "DIR", 1, 2, "ingest new and changed images under DIR, remove deleted ones (repeatable; env: colon-separated)"},
+	{"rescan-seconds", OPT_INT, "N", 0, 0, "full rescan of the --watch directories every N seconds (default 300)"},
+	{"max-body-mb", OPT_INT, "N", 0, 0, "largest request body in MiB (default 64)"},
+	{"max-pixels", OPT_INT, "N", 0, 0, "largest image in pixels, width*height (default 100000000)"},
+	{"max-queue", OPT_INT, "N", 0, 0, "pending items before uploads get 503 (default 100000)"},
+	{"timeout", OPT_INT, "SECONDS", 0, 0, "idle connection timeout (default 30)"},
+	{"max-connections", OPT_INT, "N", 0, 0, "concurrent connections (default 64)"},
+	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
+	{"help", OPT_FLAG, NULL, 0, 0, "print this help"},
 };
 #define NOPTS (sizeof opts / sizeof *opts)
+#define NLISTS 2        /* the OPT_LIST options: allow-root, watch */
+#define MAX_LISTED 64   /* directories per list and source */
 
 static void usage(FILE *f)
 {
 	fputs("usage: clipd --model DIR --data DIR [options]\n"
-	      "Serves CLIP image-text search over HTTP. Every option can also be given\n"
-	      "as an environment variable: --max-body-mb N is CLIPD_MAX_BODY_MB=N.\n"
-	      "The command line wins over the environment.\n\noptions:\n",
+	      "       clipd --config FILE [options]\n"
+	      "Serves CLIP image-text search over HTTP.\n\n"
+	      "Every option can also be given as an environment variable (--max-body-mb N\n"
+	      "is CLIPD_MAX_BODY_MB=N; flags take 1 or 0) and as a line of the config file\n"
+	      "(max-body-mb = 64; flags take true or false; allow-root and watch may\n"
+	      "repeat; lines starting with # are comments; relative paths are taken from\n"
+	      "the file's folder). The command line wins over the environment, which wins\n"
+	      "over the config file, which wins over the defaults.\n\noptions:\n",
 	      f);
 	for (size_t i = 0; i < NOPTS; i++) {
 		char left[64];
@@ -65,21 +88,80 @@ static int fail(char *msg, size_t size, const char *fmt, ...)
 	return -1;
 }
 
-struct raw {
-	const char *val[NOPTS];
-	const char *list[64];   /* --allow-root values */
-	int nlist;
-	int help;
+/* Where a value came from; a stronger source overrides a weaker one. */
+enum source { SRC_NONE, SRC_FILE, SRC_ENV, SRC_CLI };
+
+struct dirlist {
+	const char *dir[MAX_LISTED];
+	const char *who[MAX_LISTED];
+	int n;
 };
 
-static int parse_int(const char *name, const char *s, int64_t min, int64_t max, int64_t *out,
+struct raw {
+	const char *val[NOPTS];
+	enum source src[NOPTS];
+	const char *who[NOPTS];     /* the value's name in messages */
+	int file_line[NOPTS];       /* line of the value in the config file, 0: none */
+	struct dirlist lists[NLISTS][SRC_CLI + 1];  /* OPT_LIST values per list and source */
+	int help;
+	char **owned;               /* strings this parse allocated, freed at the end */
+	size_t nowned, capowned;
+};
+
+/* Registers s (malloc'd, may be NULL) to be freed with r; returns s. */
+static char *keep(struct raw *r, char *s)
+{
+	if (!s)
+		return NULL;
+	if (r->nowned == r->capowned) {
+		size_t cap = r->capowned ? 2 * r->capowned : 32;
+		char **p = realloc(r->owned, cap * sizeof *p);
+		if (!p) {
+			free(s);
+			return NULL;
+		}
+		r->owned = p;
+		r->capowned = cap;
+	}
+	r->owned[r->nowned++] = s;
+	return s;
+}
+
+static char *keepf(struct raw *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *keepf(struct raw *r, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return keep(r, s);
+}
+
+static void raw_free(struct raw *r)
+{
+	for (size_t i = 0; i < r->nowned; i++)
+		free(r->owned[i]);
+	free(r->owned);
+}
+
+static size_t opt_index(const char *name)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (!strcmp(opts[i].name, name))
+			return i;
+	abort();
+}
+
+static int parse_int(const char *who, const char *s, int64_t min, int64_t max, int64_t *out,
                      char *msg, size_t size)
 {
 	char *end;
 	errno = 0;
 	long long v = strtoll(s, &end, 10);
 	if (errno || end == s || *end || v < min || v > max)
-		return fail(msg, size, "--%s: '%s' is not an integer from %lld to %lld", name, s,
+		return fail(msg, size, "%s: '%s' is not an integer from %lld to %lld", who, s,
 		            (long long)min, (long long)max);
 	*out = v;
 	return 0;
@@ -88,85 +170,85 @@ static int parse_int(const char *name, const char *s, int64_t min, int64_t max, 
 static int get_int(const struct raw *r, const char *name, int64_t def, int64_t min, int64_t max,
                    int64_t *out, char *msg, size_t size)
 {
-	for (size_t i = 0; i < NOPTS; i++)
-		if (!strcmp(opts[i].name, name)) {
-			if (!r->val[i]) {
-				*out = def;
-				return 0;
-			}
-			return parse_int(name, r->val[i], min, max, out, msg, size);
-		}
-	abort();
+	size_t i = opt_index(name);
+	if (!r->val[i]) {
+		*out = def;
+		return 0;
+	}
+	return parse_int(r->who[i], r->val[i], min, max, out, msg, size);
 }
 
 static const char *get_str(const struct raw *r, const char *name)
 {
-	for (size_t i = 0; i < NOPTS; i++)
-		if (!strcmp(opts[i].name, name))
-			return r->val[i];
-	abort();
+	return r->val[opt_index(name)];
 }
 
-static int parse_listen(config *cfg, const char *s, char *msg, size_t size)
+static const char *get_who(const struct raw *r, const char *name)
+{
+	return r->who[opt_index(name)];
+}
+
+static int parse_listen(config *cfg, const char *who, const char *s, char *msg, size_t size)
 {
 	const char *colon = strrchr(s, ':');
 	char host[64];
 	if (!colon || colon == s)
-		return fail(msg, size, "--listen: '%s' is not HOST:PORT", s);
+		return fail(msg, size, "%s: '%s' is not HOST:PORT", who, s);
 	size_t hl = (size_t)(colon - s);
 	if (s[0] == '[' && colon[-1] == ']') {
 		s++;
 		hl -= 2;
 	}
 	if (hl >= sizeof host)
-		return fail(msg, size, "--listen: host is too long");
+		return fail(msg, size, "%s: host is too long", who);
 	memcpy(host, s, hl);
 	host[hl] = 0;
 	unsigned char buf[16];
 	if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
-		return fail(msg, size, "--listen: '%s' is not a numeric IPv4 or IPv6 address", host);
+		return fail(msg, size, "%s: '%s' is not a numeric IPv4 or IPv6 address", who, host);
 	int64_t port = 0;
-	if (parse_int("listen", colon + 1, 0, 65535, &port, msg, size))
+	if (parse_int(who, colon + 1, 0, 65535, &port, msg, size))
 		return -1;
 	snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", host);
 	cfg->listen_port = (int)port;
 	return 0;
 }
 
-static char *read_key_file(const char *path, char *msg, size_t size)
+static char *read_key_file(const char *who, const char *path, char *msg, size_t size)
 {
 	FILE *f = fopen(path, "r");
 	char line[1024];
 	if (!f) {
-		fail(msg, size, "--api-key-file: cannot open %s: %s", path, strerror(errno));
+		fail(msg, size, "%s: cannot open %s: %s", who, path, strerror(errno));
 		return NULL;
 	}
 	char *ok = fgets(line, sizeof line, f);
 	fclose(f);
 	if (!ok) {
-		fail(msg, size, "--api-key-file: %s is empty", path);
+		fail(msg, size, "%s: %s is empty", who, path);
 		return NULL;
 	}
 	line[strcspn(line, "\r\n")] = 0;
 	if (!line[0]) {
-		fail(msg, size, "--api-key-file: the first line of %s is empty", path);
+		fail(msg, size, "%s: the first line of %s is empty", who, path);
 		return NULL;
 	}
 	return strdup(line);
 }
 
-static int add_root(config *cfg, const char *dir, char *msg, size_t size)
+/* Appends the real path of dir to (*dirs)[*n]. */
+static int add_dir(char ***dirs, int *n, const char *who, const char *dir, char *msg, size_t size)
 {
 	char *real = realpath(dir, NULL);
 	if (!real)
-		return fail(msg, size, "--allow-root: %s: %s", dir, strerror(errno));
-	char **p = realloc(cfg->allow_roots, (size_t)(cfg->n_allow_roots + 1) * sizeof *p);
+		return fail(msg, size, "%s: %s: %s", who, dir, strerror(errno));
+	char **p = realloc(*dirs, (size_t)(*n + 1) * sizeof *p);
 	if (!p) {
 		free(real);
 		return fail(msg, size, "out of memory");
 	}
-	cfg->allow_roots = p;
-	cfg->allow_roots[cfg->n_allow_roots++] = real;
+	*dirs = p;
+	(*dirs)[(*n)++] = real;
 	return 0;
 }
 
@@ -178,21 +260,154 @@ static void env_name(const char *opt, char *buf, size_t size)
 	buf[o] = 0;
 }
 
-int config_parse(config *cfg, int argc, char **argv, FILE *out, char *msg, size_t size)
+static int add_listed(struct raw *r, size_t opt, enum source src, const char *dir,
+                      const char *who, char *msg, size_t size)
 {
-	struct raw r = {0};
-	char env[64];
-	memset(cfg, 0, sizeof *cfg);
+	struct dirlist *l = &r->lists[opts[opt].list - 1][src];
+	if (l->n == MAX_LISTED)
+		return fail(msg, size, "%s: more than %d directories", who, MAX_LISTED);
+	l->dir[l->n] = dir;
+	l->who[l->n++] = who;
+	return 0;
+}
 
+/* Strips spaces at both ends in place; returns the new start. */
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = 0;
+	return s;
+}
+
+/* A config-file boolean as "1" or "0"; NULL when s is none. */
+static const char *file_bool(const char *s)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcasecmp(s, yes[i]))
+			return "1";
+		if (!strcasecmp(s, no[i]))
+			return "0";
+	}
+	return NULL;
+}
+
+/* A copy of value, joined to the folder of the config file when it is a
+ * relative path. */
+static const char *file_path(struct raw *r, const char *file, const char *value)
+{
+	const char *slash = strrchr(file, '/');
+	if (value[0] == '/' || !slash)
+		return keep(r, strdup(value));
+	return keepf(r, "%.*s/%s", (int)(slash - file), file, value);
+}
+
+/* One line "key = value" of the config file; line is modified. */
+static int file_line(struct raw *r, const char *file, int lineno, char *line, char *msg,
+                     size_t size)
+{
+	char *s = trim(line);
+	if (!*s || *s == '#')
+		return 0;
+	char *eq = strchr(s, '=');
+	if (!eq)
+		return fail(msg, size, "%s:%d: expected \"key = value\", got \"%.60s\"", file, lineno, s);
+	*eq = 0;
+	char *key = trim(s), *value = trim(eq + 1);
+	size_t i;
+	for (i = 0; i < NOPTS; i++)
+		if (!strcmp(opts[i].name, key))
+			break;
+	if (i == NOPTS || !strcmp(key, "help"))
+		return fail(msg, size,
+		            "%s:%d: unknown key '%.60s' (keys are the option names of clipd --help, "
+		            "without the dashes)", file, lineno, key);
+	if (!strcmp(key, "config"))
+		return fail(msg, size, "%s:%d: 'config' cannot be set in a config file", file, lineno);
+	size_t vl = strlen(value);
+	if (vl >= 2 && (value[0] == '"' || value[0] == '\'') && value[vl - 1] == value[0]) {
+		value[vl - 1] = 0;
+		value++;
+	}
+	if (!*value)
+		return fail(msg, size, "%s:%d: %s has no value", file, lineno, key);
+	const char *who = keepf(r, "%s:%d: %s", file, lineno, key);
+	if (!who)
+		return fail(msg, size, "out of memory");
+	const char *v = value;
+	if (opts[i].type == OPT_FLAG && !(v = file_bool(value)))
+		return fail(msg, size, "%s: '%.60s' is not true or false", who, value);
+	if (opts[i].type != OPT_FLAG && opts[i].path)
+		v = file_path(r, file, value);
+	else if (opts[i].type != OPT_FLAG)
+		v = keep(r, strdup(value));
+	if (!v)
+		return fail(msg, size, "out of memory");
+	if (opts[i].type == OPT_LIST)
+		return add_listed(r, i, SRC_FILE, v, who, msg, size);
+	if (r->file_line[i])
+		return fail(msg, size, "%s: set twice (first on line %d)", who, r->file_line[i]);
+	r->file_line[i] = lineno;
+	if (r->src[i] < SRC_FILE) {
+		r->val[i] = v;
+		r->src[i] = SRC_FILE;
+		r->who[i] = who;
+	}
+	return 0;
+}
+
+static int read_file(struct raw *r, const char *who, const char *file, char *msg, size_t size)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		return fail(msg, size, "%s: cannot open %s: %s", who, file, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	int lineno = 0, rc = 0;
+	errno = 0;
+	while (getline(&line, &cap, f) >= 0) {
+		if ((rc = file_line(r, file, ++lineno, line, msg, size)) != 0)
+			break;
+		errno = 0;
+	}
+	if (!rc && ferror(f))
+		rc = fail(msg, size, "%s: cannot read %s: %s", who, file, strerror(errno));
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/* Environment and command line into r. Returns 0, or -1 with msg. */
+static int collect(struct raw *r, int argc, char **argv, char *msg, size_t size)
+{
+	char env[64];
 	for (size_t i = 0; i < NOPTS; i++) {
 		if (!strcmp(opts[i].name, "help"))
 			continue;
 		env_name(opts[i].name, env, sizeof env);
 		const char *v = getenv(env);
-		if (v && *v)
-			r.val[i] = v;
+		if (!v || !*v)
+			continue;
+		const char *who = keep(r, strdup(env));
+		if (!who)
+			return fail(msg, size, "out of memory");
+		if (opts[i].type == OPT_LIST) {
+			/* colon-separated: split a copy */
+			char *copy = keep(r, strdup(v)), *save = NULL;
+			if (!copy)
+				return fail(msg, size, "out of memory");
+			for (char *t = strtok_r(copy, ":", &save); t; t = strtok_r(NULL, ":", &save))
+				if (add_listed(r, i, SRC_ENV, t, who, msg, size))
+					return -1;
+			continue;
+		}
+		r->val[i] = v;
+		r->src[i] = SRC_ENV;
+		r->who[i] = who;
 	}
-	int cli_roots = 0;
 	for (int a = 1; a < argc; a++) {
 		const char *arg = argv[a], *val = NULL;
 		if (strncmp(arg, "--", 2) != 0)
@@ -205,109 +420,161 @@ int config_parse(config *cfg, int argc, char **argv, FILE *out, char *msg, size_
 				break;
 		if (i == NOPTS)
 			return fail(msg, size, "unknown option '%s' (see --help)", argv[a]);
+		const char *who = keepf(r, "--%s", opts[i].name);
+		if (!who)
+			return fail(msg, size, "out of memory");
 		if (opts[i].type == OPT_FLAG) {
-			if (!strcmp(opts[i].name, "help"))
-				r.help = 1;
-			else
-				r.val[i] = "1";
+			if (!strcmp(opts[i].name, "help")) {
+				r->help = 1;
+				continue;
+			}
+			val = "1";
+		} else if (arg[nl] == '=') {
+			val = arg + nl + 1;
+		} else if (a + 1 < argc) {
+			val = argv[++a];
+		} else {
+			return fail(msg, size, "--%s needs a value", opts[i].name);
+		}
+		if (opts[i].type == OPT_LIST) {
+			if (add_listed(r, i, SRC_CLI, val, who, msg, size))
+				return -1;
 			continue;
 		}
-		if (arg[nl] == '=')
-			val = arg + nl + 1;
-		else if (a + 1 < argc)
-			val = argv[++a];
-		else
-			return fail(msg, size, "--%s needs a value", opts[i].name);
-		if (opts[i].type == OPT_LIST) {
-			if (r.nlist == (int)(sizeof r.list / sizeof *r.list))
-				return fail(msg, size, "--%s given too many times", opts[i].name);
-			r.list[r.nlist++] = val;
-			cli_roots = 1;
-		} else {
-			r.val[i] = val;
-		}
+		r->val[i] = val;
+		r->src[i] = SRC_CLI;
+		r->who[i] = who;
 	}
-	if (r.help) {
-		usage(out);
-		return 1;
-	}
+	return 0;
+}
 
-	const char *model = get_str(&r, "model"), *data = get_str(&r, "data");
+static int resolve_list(const struct raw *r, const char *name, char ***dirs, int *n, char *msg,
+                        size_t size)
+{
+	const struct dirlist *lists = r->lists[opts[opt_index(name)].list - 1];
+	for (int src = SRC_CLI; src > SRC_NONE; src--) {
+		const struct dirlist *l = &lists[src];
+		if (!l->n)
+			continue;
+		for (int i = 0; i < l->n; i++)
+			if (add_dir(dirs, n, l->who[i], l->dir[i], msg, size))
+				return -1;
+		break;
+	}
+	return 0;
+}
+
+/* The settings in r into cfg. */
+static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
+{
+	const char *model = get_str(r, "model"), *data = get_str(r, "data");
 	if (!model || !data)
-		return fail(msg, size, "--model DIR and --data DIR are required (see --help)");
+		return fail(msg, size,
+		            "--model DIR and --data DIR are required: on the command line, as "
+		            "CLIPD_MODEL and CLIPD_DATA, or in a --config file (see --help)");
 	cfg->model_dir = strdup(model);
 	cfg->data_dir = strdup(data);
-	const char *listen = get_str(&r, "listen");
+	const char *listen = get_str(r, "listen");
 	cfg->listen = strdup(listen ? listen : "127.0.0.1:8080");
-	if (parse_listen(cfg, cfg->listen, msg, size))
+	if (!cfg->model_dir || !cfg->data_dir || !cfg->listen)
+		return fail(msg, size, "out of memory");
+	if (parse_listen(cfg, listen ? get_who(r, "listen") : "--listen", cfg->listen, msg, size))
 		return -1;
 
-	const char *key = get_str(&r, "api-key"), *key_file = get_str(&r, "api-key-file");
-	if (key && key_file)
-		return fail(msg, size, "give --api-key or --api-key-file, not both");
-	if (key)
-		cfg->api_key = strdup(key);
-	else if (key_file && !(cfg->api_key = read_key_file(key_file, msg, size)))
+	/* The key and the key file are one setting: the stronger source wins. */
+	size_t ik = opt_index("api-key"), ikf = opt_index("api-key-file");
+	if (r->val[ik] && r->val[ikf]) {
+		if (r->src[ik] == SRC_CLI && r->src[ikf] == SRC_CLI)
+			return fail(msg, size, "give --api-key or --api-key-file, not both");
+		if (r->src[ik] == r->src[ikf])
+			return fail(msg, size, "give api-key or api-key-file, not both (%s; %s)",
+			            r->who[ik], r->who[ikf]);
+		if (r->src[ik] > r->src[ikf])
+			r->val[ikf] = NULL;
+		else
+			r->val[ik] = NULL;
+	}
+	if (r->val[ik] && !(cfg->api_key = strdup(r->val[ik])))
+		return fail(msg, size, "out of memory");
+	if (r->val[ikf] && !(cfg->api_key = read_key_file(r->who[ikf], r->val[ikf], msg, size)))
 		return -1;
 
-	const char *reads = get_str(&r, "api-key-reads");
+	const char *reads = get_str(r, "api-key-reads");
 	cfg->api_key_reads = reads && strcmp(reads, "0") != 0;
 	if (cfg->api_key_reads && !cfg->api_key)
-		return fail(msg, size, "--api-key-reads needs --api-key or --api-key-file");
+		return fail(msg, size, "%s needs an API key (api-key or api-key-file)",
+		            get_who(r, "api-key-reads"));
 
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	if (cores < 1)
 		cores = 1;
 	int64_t v;
-	if (get_int(&r, "workers", cores / 2 > 0 ? cores / 2 : 1, 1, 256, &v, msg, size))
+	if (get_int(r, "workers", cores / 2 > 0 ? cores / 2 : 1, 1, 256, &v, msg, size))
 		return -1;
 	cfg->workers = (int)v;
-	if (get_int(&r, "batch", 16, 1, 256, &v, msg, size))
+	if (get_int(r, "batch", 16, 1, 256, &v, msg, size))
 		return -1;
 	cfg->batch = (int)v;
-	if (get_int(&r, "encoders", 2, 1, 64, &v, msg, size))
+	if (get_int(r, "encoders", 2, 1, 64, &v, msg, size))
 		return -1;
 	cfg->encoders = (int)v;
-	if (get_int(&r, "max-body-mb", 64, 1, 1 << 20, &v, msg, size))
+	if (get_int(r, "max-body-mb", 64, 1, 1 << 20, &v, msg, size))
 		return -1;
 	cfg->max_body = v << 20;
-	if (get_int(&r, "max-pixels", 100000000, 1, INT64_MAX / 2, &v, msg, size))
+	if (get_int(r, "max-pixels", 100000000, 1, INT64_MAX / 2, &v, msg, size))
 		return -1;
 	cfg->max_pixels = v;
-	if (get_int(&r, "max-queue", 100000, 1, INT64_MAX / 2, &v, msg, size))
+	if (get_int(r, "max-queue", 100000, 1, INT64_MAX / 2, &v, msg, size))
 		return -1;
 	cfg->max_queue = v;
-	if (get_int(&r, "timeout", 30, 1, 3600, &v, msg, size))
+	if (get_int(r, "timeout", 30, 1, 3600, &v, msg, size))
 		return -1;
 	cfg->timeout_s = (int)v;
-	if (get_int(&r, "max-connections", 64, 1, 10000, &v, msg, size))
+	if (get_int(r, "max-connections", 64, 1, 10000, &v, msg, size))
 		return -1;
 	cfg->max_conns = (int)v;
+	if (get_int(r, "rescan-seconds", 300, 1, 86400, &v, msg, size))
+		return -1;
+	cfg->rescan_s = (int)v;
 	cfg->wait_max_s = 60;
 
-	const char *factory = get_str(&r, "index");
-	cfg->index_factory = strdup(factory ? factory : "exact");
-	const char *lvl = get_str(&r, "log-level");
+	const char *factory = get_str(r, "index");
+	if (!(cfg->index_factory = strdup(factory ? factory : "exact")))
+		return fail(msg, size, "out of memory");
+	const char *lvl = get_str(r, "log-level");
 	cfg->log_level = lvl ? log_level_parse(lvl) : LOG_LVL_INFO;
 	if (cfg->log_level < 0)
-		return fail(msg, size, "--log-level: '%s' is not error, warn, info or debug", lvl);
+		return fail(msg, size, "%s: '%s' is not error, warn, info or debug",
+		            get_who(r, "log-level"), lvl);
 
-	if (cli_roots) {
-		for (int i = 0; i < r.nlist; i++)
-			if (add_root(cfg, r.list[i], msg, size))
-				return -1;
-	} else if (get_str(&r, "allow-root")) {
-		char *copy = strdup(get_str(&r, "allow-root")), *save = NULL;
-		for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save))
-			if (add_root(cfg, tok, msg, size)) {
-				free(copy);
-				return -1;
-			}
-		free(copy);
-	}
-	if (!cfg->model_dir || !cfg->data_dir || !cfg->listen || !cfg->index_factory)
-		return fail(msg, size, "out of memory");
+	/* A list: the strongest source that names any directory wins whole. */
+	if (resolve_list(r, "allow-root", &cfg->allow_roots, &cfg->n_allow_roots, msg, size) ||
+	    resolve_list(r, "watch", &cfg->watch_dirs, &cfg->n_watch_dirs, msg, size))
+		return -1;
 	return 0;
+}
+
+int config_parse(config *cfg, int argc, char **argv, FILE *out, char *msg, size_t size)
+{
+	struct raw r;
+	int rc;
+	memset(cfg, 0, sizeof *cfg);
+	memset(&r, 0, sizeof r);
+
+	if ((rc = collect(&r, argc, argv, msg, size)) != 0)
+		goto out;
+	if (r.help) {
+		usage(out);
+		rc = 1;
+		goto out;
+	}
+	const char *file = get_str(&r, "config");
+	if (file && (rc = read_file(&r, get_who(&r, "config"), file, msg, size)) != 0)
+		goto out;
+	rc = resolve(cfg, &r, msg, size);
+out:
+	raw_free(&r);
+	return rc;
 }
 
 void config_free(config *cfg)
@@ -320,5 +587,8 @@ void config_free(config *cfg)
 	for (int i = 0; i < cfg->n_allow_roots; i++)
 		free(cfg->allow_roots[i]);
 	free(cfg->allow_roots);
+	for (int i = 0; i < cfg->n_watch_dirs; i++)
+		free(cfg->watch_dirs[i]);
+	free(cfg->watch_dirs);
 	memset(cfg, 0, sizeof *cfg);
 }

@@ -1,6 +1,9 @@
 /*
- * config: the daemon's settings from the command line and the environment
- * (every flag --foo-bar also as CLIPD_FOO_BAR; the command line wins).
+ * config: the daemon's settings. Every flag --foo-bar is also the
+ * environment variable CLIPD_FOO_BAR and the line "foo-bar = value" of the
+ * config file named by --config / CLIPD_CONFIG. Precedence: command line >
+ * environment > config file > defaults. Errors name where the bad value came
+ * from ("--workers", "CLIPD_WORKERS", "FILE:LINE: workers").
  * Not thread-safe; filled once in main before any thread starts and
  * read-only afterwards.
  */
@@ -24,6 +27,9 @@ typedef struct config {
 	char *index_factory;   /* NULL: exact */
 	char **allow_roots;    /* realpath'd, n_allow_roots of them */
 	int n_allow_roots;
+	char **watch_dirs;     /* --watch: realpath'd, n_watch_dirs of them */
+	int n_watch_dirs;
+	int rescan_s;          /* full rescan of the watch dirs every rescan_s seconds */
 	int64_t max_body;      /* bytes */
 	int64_t max_pixels;
 	int64_t max_queue;     /* pending items before 503 */
@@ -33,8 +39,10 @@ typedef struct config {
 	int log_level;
 } config;
 
-/* Parses argv and the environment into *cfg. Returns 0 to run, 1 when
- * --help was printed to out, -1 on a usage error (message written to msg). */
+/* Parses argv, the environment and the config file into *cfg (strings
+ * owned by cfg, released by config_free). Returns 0 to run, 1 when --help
+ * was printed to out, -1 on a usage error (message written to msg); call
+ * config_free in every case. */
 int config_parse(config *cfg, int argc, char **argv, FILE *out, char *msg, size_t msg_size);
 
 void config_free(config *cfg);

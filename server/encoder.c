@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "encoder.h"
+#include "metrics.h"
 
 struct encoder {
 	const clip_model *m;
@@ -103,10 +104,12 @@ int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, ap
 		}
 		if (!c)
 			c = borrow(e);
+		double t0 = metrics_now();
 		if (clip_encode_texts(c, (int)nb, ids, out + i0 * (size_t)e->dim, &ce) != CLIP_OK) {
 			rc = api_from_clip(err, &ce);
 			goto out;
 		}
+		metrics_encode_done(METRICS_TOWER_TEXT, (int)nb, metrics_now() - t0);
 	}
 	for (size_t i = 0; i < n; i++)
 		clip_normalize(out + i * (size_t)e->dim, e->dim);
@@ -130,8 +133,11 @@ int encoder_image(encoder *e, const void *data, size_t len, const clip_image_lim
 		goto out;
 	}
 	clip_ctx *c = borrow(e);
+	double t0 = metrics_now();
 	if (clip_encode_images(c, 1, px, out, &ce) != CLIP_OK)
 		rc = api_from_clip(err, &ce);
+	else
+		metrics_encode_done(METRICS_TOWER_IMAGE, 1, metrics_now() - t0);
 	give_back(e, c);
 	if (!rc)
 		clip_normalize(out, e->dim);

@@ -37,6 +37,7 @@
 #include "http.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 
 #define DRAIN_MAX ((uint64_t)64 << 20)
@@ -62,6 +63,7 @@ struct http_req {
 	char method[16];
 	char *url;
 	int64_t t0;
+	double t_start;             /* metrics_now() at the first call */
 
 	enum body_mode mode;
 	uint64_t received;
@@ -180,6 +182,10 @@ static void send_response(http_req *r, int status, struct MHD_Response *resp, co
 	}
 	r->replied = 1;
 	r->status = status;
+	/* Counted when the reply is queued, before the client can read it: a
+	 * scrape that follows a request always sees that request. */
+	metrics_http_done(r->rt ? r->rt->pattern : NULL, r->method, status,
+	                  metrics_now() - r->t_start);
 	if (!resp) {
 		log_error("%s %s: cannot create a response", r->method, r->url);
 		return;
@@ -224,6 +230,15 @@ void http_reply_error(http_req *r, const api_err *err)
 void http_reply_fd(http_req *r, int fd, uint64_t size, const char *mime)
 {
 	send_response(r, 200, MHD_create_response_from_fd(size, fd), mime);
+}
+
+void http_reply_data(http_req *r, int status, void *data, size_t len, int take, const char *mime)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+	    len, data, take ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!resp && take)
+		free(data);
+	send_response(r, status, resp, mime);
 }
 
 /* ---- bodies -------------------------------------------------------------- */
@@ -461,6 +476,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->srv = srv;
 		r->c = c;
 		r->t0 = mono_ms();
+		r->t_start = metrics_now();
 		snprintf(r->method, sizeof r->method, "%s", method);
 		r->url = strdup(url);
 		*con_cls = r;
@@ -512,6 +528,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (!r)
 		return;
 	*con_cls = NULL;
+	if (!r->replied) /* the client went away before a reply: code 0 */
+		metrics_http_done(r->rt ? r->rt->pattern : NULL, r->method, 0,
+		                  metrics_now() - r->t_start);
 	if (log_enabled(LOG_LVL_DEBUG) || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_LVL_DEBUG : LOG_LVL_INFO,
 		        "%s %s %d %lld ms%s", r->method, r->url, r->status, (long long)(mono_ms() - r->t0),

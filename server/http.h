@@ -81,6 +81,10 @@ void http_reply_json(http_req *r, int status, json_t *body);
 void http_reply_error(http_req *r, const api_err *err);
 /* Sends size bytes of fd (taken, closed by the server) with mime. */
 void http_reply_fd(http_req *r, int fd, uint64_t size, const char *mime);
+/* Sends len bytes of data with status and mime. With take, data is
+ * malloc'ed and the server frees it; without, data must outlive the reply
+ * (a constant). */
+void http_reply_data(http_req *r, int status, void *data, size_t len, int take, const char *mime);
 /* Adds a header to the reply about to be sent. */
 void http_add_header(http_req *r, const char *name, const char *value);
 

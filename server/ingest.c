@@ -11,6 +11,44 @@
 #include "sniff.h"
 #include "worker.h"
 
+/* Creates the context's job if it has none yet. */
+static int ensure_job(ingest_ctx *ic, api_err *err)
+{
+	store_err se;
+	if (ic->job_id)
+		return 0;
+	int rc = ic->open ? store_job_create_open(ic->a->st, ic->job_kind, &ic->job_id, &se)
+	                  : store_job_create(ic->a->st, ic->job_kind, &ic->job_id, &se);
+	return rc == STORE_OK ? 0 : api_from_store(err, &se);
+}
+
+int ingest_begin(ingest_ctx *ic, api_err *err)
+{
+	return ensure_job(ic, err);
+}
+
+int ingest_reject(ingest_ctx *ic, const char *name, const char *why, api_err *err)
+{
+	store_err se;
+	int rc = ensure_job(ic, err);
+	if (rc)
+		return rc;
+	if (store_job_add_failed(ic->a->st, ic->job_id, name, why, &se) != STORE_OK)
+		return api_from_store(err, &se);
+	return 0;
+}
+
+int ingest_end(ingest_ctx *ic, api_err *err)
+{
+	store_err se;
+	if (ic->ended || !ic->job_id)
+		return 0;
+	ic->ended = 1;
+	if (store_job_seal(ic->a->st, ic->job_id, &se) != STORE_OK)
+		return api_from_store(err, &se);
+	return 0;
+}
+
 int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
                 int64_t *id, int *duplicate, const char **mime, api_err *err)
 {
@@ -64,10 +102,8 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 		rc = api_from_store(err, &se);
 		goto out;
 	}
-	if (!ic->job_id && store_job_create(a->st, ic->job_kind, &ic->job_id, &se) != STORE_OK) {
-		rc = api_from_store(err, &se);
+	if ((rc = ensure_job(ic, err)))
 		goto out;
-	}
 	if ((rc = blob_writer_commit(bw, err)))
 		goto out;
 	store_image img = {

@@ -15,13 +15,35 @@
 #include "blobs.h"
 #include "errors.h"
 
-/* One request's ingestion: its job is created on the first new image, so a
- * request of duplicates only creates none. */
+/* One request's ingestion (or one round of the directory watcher). Its job
+ * is created on the first new image or refused file, or by ingest_begin.
+ * A context that is not open makes a sealed job, right for one image (an
+ * upload): done once that image is. An open one (a bulk request, whose
+ * items arrive over time) makes a job that cannot be done before
+ * ingest_end, however fast the workers are. */
 typedef struct ingest_ctx {
 	app *a;
-	const char *job_kind;   /* "upload", "batch", "folder" */
+	const char *job_kind;   /* "upload", "batch", "folder", "watch" */
 	int64_t job_id;         /* 0 until created */
+	int open;               /* see above; set before the first call */
+	int ended;              /* set by ingest_end */
 } ingest_ctx;
+
+/* Creates the context's job now, if it has none, so that the request has a
+ * job to report even when every file is a duplicate or refused (the job is
+ * then done at ingest_end, with nothing or only failures in it). */
+int ingest_begin(ingest_ctx *ic, api_err *err);
+
+/* Records a file refused before it was stored (name as the client gave it,
+ * why the reason) as a failed item of the context's job (created if need
+ * be), so that GET /v1/jobs/{id} lists it among the job's errors. */
+int ingest_reject(ingest_ctx *ic, const char *name, const char *why, api_err *err);
+
+/* Ends the context: seals its job (no more items), if it has one. Call it
+ * once the last file of the request is queued, on success and failure
+ * alike; a second call does nothing. A job left open by a crash is sealed
+ * at the next start-up. */
+int ingest_end(ingest_ctx *ic, api_err *err);
 
 /* Validates and stores one finished file and queues it. Takes bw (freed
  * either way). filename and meta_json (a JSON object, or NULL) are stored

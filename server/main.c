@@ -12,6 +12,8 @@
  *   (http.c). They parse, validate, store uploads, and run request-time
  *   encodes on the encoder pool (encoder.c, --encoders contexts).
  * - Workers: --workers background threads (worker.c) that drain the queue.
+ * - Watcher: one thread for the --watch directories (watch.c), started
+ *   after the workers and stopped before them.
  * - BLAS: every encode call runs on OpenBLAS threads. The machine's cores
  *   are split between the workers: BLAS threads per call = cores / workers
  *   (at least 1), so the background work alone never oversubscribes; a
@@ -41,6 +43,7 @@
 #include "http.h"
 #include "log.h"
 #include "routes.h"
+#include "watch.h"
 #include "worker.h"
 
 /* OpenBLAS's own control (model/gemm_int.h is private to the model). */
@@ -141,6 +144,7 @@ int main(int argc, char **argv)
 	char msg[512], path[4096];
 	app a;
 	http_server *http = NULL;
+	watcher *watch = NULL;
 	store_err se;
 	clip_err ce;
 	api_err ae;
@@ -224,6 +228,11 @@ int main(int argc, char **argv)
 		log_error("cannot start the workers: %s", ae.msg);
 		goto out;
 	}
+	if (watch_start(&a, (const char *const *)cfg.watch_dirs, cfg.n_watch_dirs, cfg.rescan_s,
+	                &watch, &ae)) {
+		log_error("%s", ae.msg);
+		goto out;
+	}
 
 	int64_t total = 0, ready = 0, texts = 0, depth = 0;
 	store_image_count(a.st, &total, &ready, NULL);
@@ -249,6 +258,7 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	http_stop(http, SHUTDOWN_GRACE_MS);
+	watch_stop(watch);
 	worker_pool_stop(a.workers);
 	if (a.coll && status == 0 && coll_save(a.coll, &ae))
 		log_error("snapshots not saved (they are rebuilt from the database at start-up)");

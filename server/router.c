@@ -6,11 +6,15 @@
 #include "routes.h"
 
 /* Search, classify and embed are POSTs that only read: they are open
- * unless --api-key-reads is set. */
+ * unless --api-key-reads is set. Every route here is described in
+ * server/openapi.json; tests/e2e reads this table (one route per line, in
+ * this form) and fails when the two differ. */
 static const route routes[] = {
 	{"GET", "/healthz", route_healthz, BODY_NONE, 0},
 	{"GET", "/readyz", route_readyz, BODY_NONE, 0},
 	{"GET", "/v1/stats", route_stats, BODY_NONE, 0},
+	{"GET", "/metrics", route_metrics, BODY_NONE, 0},
+	{"GET", "/openapi.json", route_openapi, BODY_NONE, 0},
 	{"GET", "/v1/search", route_search_get, BODY_NONE, 0},
 	{"POST", "/v1/search", route_search_post, BODY_BUFFER, 0},
 	{"POST", "/v1/images", route_image_upload, BODY_UPLOAD, 1},
@@ -18,6 +22,7 @@ static const route routes[] = {
 	{"PATCH", "/v1/images/{id}", route_image_patch, BODY_BUFFER, 1},
 	{"DELETE", "/v1/images/{id}", route_image_delete, BODY_NONE, 1},
 	{"GET", "/v1/images/{id}/file", route_image_file, BODY_NONE, 0},
+	{"GET", "/v1/images/{id}/thumbnail", route_image_thumbnail, BODY_NONE, 0},
 	{"POST", "/v1/ingest", route_ingest, BODY_UPLOAD, 1},
 	{"GET", "/v1/jobs", route_jobs_list, BODY_NONE, 0},
 	{"GET", "/v1/jobs/{id}", route_job_get, BODY_NONE, 0},

@@ -26,6 +26,7 @@ void route_image_get(http_req *r);
 void route_image_patch(http_req *r);
 void route_image_delete(http_req *r);
 void route_image_file(http_req *r);
+void route_image_thumbnail(http_req *r);
 
 /* routes_ingest.c */
 void route_ingest(http_req *r);
@@ -43,10 +44,15 @@ void route_text_delete(http_req *r);
 void route_classify(http_req *r);
 void route_embed(http_req *r);
 
+/* routes_meta.c */
+void route_metrics(http_req *r);
+void route_openapi(http_req *r);
+
 /* Shared helpers (routes_common.c). */
 
 /* JSON of an image's metadata: id, sha256, filename, mime, width, height,
- * bytes, meta (parsed), status, error, created_ms, updated_ms. */
+ * bytes, meta (parsed), status, error, created_ms, updated_ms,
+ * thumbnail_url. */
 json_t *route_image_json(const store_image *img);
 json_t *route_text_json(const store_text *t);
 json_t *route_job_json(const store_job *j);

@@ -52,6 +52,8 @@ json_t *route_image_json(const store_image *img)
 		json_object_set_new(o, "error", json_string(img->error));
 	json_object_set_new(o, "created_ms", json_integer(img->created_ms));
 	json_object_set_new(o, "updated_ms", json_integer(img->updated_ms));
+	json_object_set_new(o, "thumbnail_url",
+	                    json_sprintf("/v1/images/%lld/thumbnail", (long long)img->id));
 	return o;
 }
 

@@ -1,4 +1,5 @@
-/* routes_images.c: upload one image, read, change and delete images. */
+/* routes_images.c: upload one image, read, change and delete images, and
+ * their thumbnails. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
+#include "thumbs.h"
 #include "worker.h"
 
 /* Parses and re-serialises user metadata (a JSON object); *out malloc'ed. */
@@ -212,6 +214,8 @@ void route_image_delete(http_req *r)
 			log_warn("image %lld: %s", (long long)id, e.msg);
 	}
 	blobs_unlock(a->blobs, img.sha256);
+	if (rc == STORE_OK)
+		thumbs_remove(a, img.sha256);
 	store_image_clear(&img);
 	if (rc != STORE_OK) {
 		api_from_store(&e, &se);
@@ -247,5 +251,54 @@ void route_image_file(http_req *r)
 		return;
 	}
 	http_reply_fd(r, fd, (uint64_t)st.st_size, img.mime);
+	store_image_clear(&img);
+}
+
+#define THUMB_CACHE_CONTROL "public, max-age=31536000, immutable"
+
+void route_image_thumbnail(http_req *r)
+{
+	app *a = http_req_app(r);
+	store_image img;
+	store_err se;
+	api_err e;
+	int size, fd, cached;
+	uint64_t bytes;
+	char etag[96];
+	if (thumbs_parse_size(http_req_query(r, "size"), &size, &e)) {
+		http_reply_error(r, &e);
+		return;
+	}
+	if (store_image_get(a->st, http_req_id(r), &img, &se) != STORE_OK) {
+		api_from_store(&e, &se);
+		http_reply_error(r, &e);
+		return;
+	}
+	/* The content and the size make the thumbnail: it never changes. The
+	 * caching headers go on 200 and 304 only, never on an error. */
+	snprintf(etag, sizeof etag, "\"%s-%d\"", img.sha256, size);
+	const char *inm = http_req_header(r, "If-None-Match");
+	if (inm && (strstr(inm, etag) || !strcmp(inm, "*"))) {
+		http_add_header(r, "Cache-Control", THUMB_CACHE_CONTROL);
+		http_add_header(r, "ETag", etag);
+		http_reply_data(r, 304, "", 0, 0, NULL);
+		store_image_clear(&img);
+		return;
+	}
+	if (thumbs_open(a, img.sha256, size, &fd, &bytes, &cached, &e)) {
+		if (e.domain == ERR_API && (e.code == API_EUNDECODABLE || e.code == API_ETOOBIG)) {
+			char msg[sizeof e.msg];
+			snprintf(msg, sizeof msg, "image %lld has no thumbnail: %.200s", (long long)img.id,
+			         e.msg);
+			snprintf(e.msg, sizeof e.msg, "%s", msg);
+		}
+		store_image_clear(&img);
+		http_reply_error(r, &e);
+		return;
+	}
+	http_add_header(r, "Cache-Control", THUMB_CACHE_CONTROL);
+	http_add_header(r, "ETag", etag);
+	http_add_header(r, "X-Thumbnail-Cache", cached ? "hit" : "miss");
+	http_reply_fd(r, fd, bytes, "image/jpeg");
 	store_image_clear(&img);
 }

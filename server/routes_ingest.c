@@ -121,6 +121,24 @@ static int walk(const char *dir, int recursive, int depth, char ***files, size_t
 
 static void reply_bulk(http_req *r, struct bulk *b)
 {
+	/* Every bulk request answers with a job, done once sealed here: the
+	 * refused files are its failed items, listed by GET /v1/jobs/{id}. */
+	size_t i;
+	json_t *v;
+	if (!b->failed && ingest_begin(&b->ic, &b->fatal))
+		b->failed = 1;
+	json_array_foreach(b->rejected, i, v) {
+		if (b->failed)
+			break;
+		if (ingest_reject(&b->ic, json_string_value(json_object_get(v, "name")),
+		                  json_string_value(json_object_get(v, "error")), &b->fatal))
+			b->failed = 1;
+	}
+	api_err e;
+	if (ingest_end(&b->ic, &e) && !b->failed) {
+		b->fatal = e;
+		b->failed = 1;
+	}
 	if (b->failed) {
 		http_reply_error(r, &b->fatal);
 		return;
@@ -259,13 +277,14 @@ out:
 
 void route_ingest(http_req *r)
 {
-	struct bulk b = {.ic = {.a = http_req_app(r), .job_kind = "batch"}};
+	struct bulk b = {.ic = {.a = http_req_app(r), .job_kind = "batch", .open = 1}};
 	b.items = json_array();
 	b.rejected = json_array();
 	if (http_req_parts(r) || http_req_content_is(r, "multipart/"))
 		ingest_parts(r, &b);
 	else
 		ingest_json(r, &b);
+	ingest_end(&b.ic, NULL); /* when a request failed half-way: its job is sealed as it is */
 	json_decref(b.items);
 	json_decref(b.rejected);
 }

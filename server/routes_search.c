@@ -92,30 +92,57 @@ out:
 	return rc;
 }
 
-static json_t *result_json(app *a, store_kind kind, int64_t id, float score, int *gone)
+/* The results ids[0..n) (scores alike) as JSON, skipping the first offset
+ * that still exist and those deleted since the search saw them; at most k.
+ * One store read for all of them. */
+static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores, int n,
+                        int64_t offset, int64_t k, json_t **out, api_err *err)
 {
 	store_err se;
-	json_t *o = NULL;
-	*gone = 0;
-	if (kind == STORE_IMAGE) {
-		store_image img;
-		if (store_image_get(a->st, id, &img, &se) != STORE_OK) {
-			*gone = 1;
-			return NULL;
+	store_image *imgs = NULL;
+	store_text *txts = NULL;
+	*out = NULL;
+	if (n > 0) {
+		if (kind == STORE_IMAGE) {
+			if (!(imgs = calloc((size_t)n, sizeof *imgs)))
+				return api_fail(err, API_ENOMEM, "out of memory");
+			if (store_images_get_many(a->st, ids, (size_t)n, imgs, &se) != STORE_OK) {
+				free(imgs);
+				return api_from_store(err, &se);
+			}
+		} else {
+			if (!(txts = calloc((size_t)n, sizeof *txts)))
+				return api_fail(err, API_ENOMEM, "out of memory");
+			if (store_texts_get_many(a->st, ids, (size_t)n, txts, &se) != STORE_OK) {
+				free(txts);
+				return api_from_store(err, &se);
+			}
 		}
-		o = route_image_json(&img);
-		store_image_clear(&img);
-	} else {
-		store_text t;
-		if (store_text_get(a->st, id, &t, &se) != STORE_OK) {
-			*gone = 1;
-			return NULL;
-		}
-		o = route_text_json(&t);
-		store_text_clear(&t);
 	}
-	json_object_set_new(o, "score", json_real(score));
-	return o;
+	json_t *results = json_array();
+	int64_t skipped = 0;
+	for (int i = 0; i < n && (int64_t)json_array_size(results) < k; i++) {
+		int64_t found = kind == STORE_IMAGE ? imgs[i].id : txts[i].id;
+		if (!found)
+			continue; /* deleted after the search saw it */
+		if (skipped < offset) {
+			skipped++;
+			continue;
+		}
+		json_t *o = kind == STORE_IMAGE ? route_image_json(&imgs[i]) : route_text_json(&txts[i]);
+		json_object_set_new(o, "score", json_real(scores[i]));
+		json_array_append_new(results, o);
+	}
+	for (int i = 0; i < n; i++) {
+		if (imgs)
+			store_image_clear(&imgs[i]);
+		if (txts)
+			store_text_clear(&txts[i]);
+	}
+	free(imgs);
+	free(txts);
+	*out = results;
+	return 0;
 }
 
 static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
@@ -162,22 +189,12 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	}
 	if (coll_search(a->coll, s.kind, q, n, scores, ids, &e))
 		goto fail;
-	results = json_array();
-	int64_t skipped = 0;
-	for (int i = 0; i < n && (int64_t)json_array_size(results) < s.k; i++) {
-		if (ids[i] < 0 || (s.has_min && scores[i] < s.min_score))
-			break;
-		int gone;
-		json_t *o = result_json(a, s.kind, ids[i], scores[i], &gone);
-		if (gone)
-			continue; /* deleted after the search saw it */
-		if (skipped < s.offset) {
-			skipped++;
-			json_decref(o);
-			continue;
-		}
-		json_array_append_new(results, o);
-	}
+	/* The usable prefix: the index pads with -1, min_score cuts below. */
+	int m = 0;
+	while (m < n && ids[m] >= 0 && !(s.has_min && scores[m] < s.min_score))
+		m++;
+	if (results_json(a, s.kind, ids, scores, m, s.offset, s.k, &results, &e))
+		goto fail;
 	http_reply_json(r, 200,
 	                json_pack("{s:o,s:s,s:I,s:I}", "results", results, "collection",
 	                          s.kind == STORE_IMAGE ? "images" : "texts", "offset",

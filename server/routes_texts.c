@@ -20,6 +20,8 @@ void route_texts_add(http_req *r)
 	store_err se;
 	int64_t job_id = 0;
 	char **metas = NULL;
+	const char **strs = NULL;
+	int64_t *idv = NULL;
 	size_t n = 0, i;
 	json_t *v;
 
@@ -40,7 +42,8 @@ void route_texts_add(http_req *r)
 		         MAX_TEXTS);
 		goto fail;
 	}
-	if (!(metas = calloc(n, sizeof *metas))) {
+	if (!(metas = calloc(n, sizeof *metas)) || !(strs = calloc(n, sizeof *strs)) ||
+	    !(idv = calloc(n, sizeof *idv))) {
 		api_fail(&e, API_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -72,28 +75,21 @@ void route_texts_add(http_req *r)
 			api_fail(&e, API_EBADREQ, "texts[%zu] is longer than %d bytes", i, MAX_TEXT_BYTES);
 			goto fail;
 		}
+		strs[i] = t;
 	}
 	if (ingest_queue_check(a, (int64_t)n, &e))
 		goto fail;
-	/* The store has no single "insert and queue" transaction for texts:
-	 * a crash between the two leaves a pending text without a queue entry
-	 * (reported to the store module's owners). */
-	if (store_job_create(a->st, "texts", &job_id, &se) != STORE_OK) {
+	/* The job is sealed and filled in the next transaction, before its id
+	 * is known to anyone: every text is stored and queued, or none is. */
+	if (store_job_create(a->st, "texts", &job_id, &se) != STORE_OK ||
+	    store_texts_insert_queued(a->st, n, strs, (const char *const *)metas, job_id, idv, &se) !=
+	        STORE_OK) {
 		api_from_store(&e, &se);
 		goto fail;
 	}
 	ids = json_array();
-	json_array_foreach(texts, i, v) {
-		const char *t = json_is_string(v) ? json_string_value(v)
-		                                  : json_string_value(json_object_get(v, "text"));
-		int64_t id;
-		if (store_text_insert(a->st, t, metas[i], &id, &se) != STORE_OK ||
-		    store_job_add_item(a->st, job_id, STORE_TEXT, id, &se) != STORE_OK) {
-			api_from_store(&e, &se);
-			goto fail;
-		}
-		json_array_append_new(ids, json_integer(id));
-	}
+	for (i = 0; i < n; i++)
+		json_array_append_new(ids, json_integer(idv[i]));
 	worker_pool_kick(a->workers);
 	http_reply_json(r, 202, json_pack("{s:I,s:o,s:s}", "job_id", (json_int_t)job_id, "ids", ids,
 	                                  "status", "pending"));
@@ -105,6 +101,8 @@ out:
 	for (size_t k = 0; metas && k < n; k++)
 		free(metas[k]);
 	free(metas);
+	free(strs);
+	free(idv);
 	json_decref(ids);
 	json_decref(body);
 }

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define IDLE_MS 1000
@@ -42,6 +43,11 @@ struct worker {
 	int32_t *ids;       /* [batch][context] */
 	store_work *work;   /* [batch] */
 	int *keep;          /* [batch] indexes into work of items still going */
+	int64_t *item_ids;  /* [batch] */
+	store_image *imgs;  /* [batch] rows of the batch being decoded */
+	store_text *texts;  /* [batch] */
+	int *wh;            /* [batch][2] decoded width and height of the kept items */
+	store_embedding_item *put; /* [batch] */
 };
 
 struct worker_pool {
@@ -82,40 +88,55 @@ static void fail_item(app *a, const store_work *wk, const char *why)
 		log_error("recording the failure of item %lld: %s", (long long)wk->item_id, se.msg);
 }
 
-/* Stores the embeddings of the kept items, syncs the index, completes them. */
+/* Stores the embeddings of the kept items and completes their job items in
+ * one transaction, then syncs the index. */
 static void commit_batch(struct worker *w, store_kind kind, int nkeep)
 {
 	app *a = w->wp->a;
 	store_err se;
 	api_err ae;
-	int ncommit = 0;
 	for (int j = 0; j < nkeep; j++) {
 		const store_work *wk = &w->work[w->keep[j]];
 		float *v = w->emb + (size_t)j * (size_t)a->dim;
 		clip_normalize(v, a->dim);
-		int rc = store_embedding_put(a->st, kind, wk->item_id, a->model_id, v, a->dim, NULL, &se);
-		if (rc == STORE_ENOTFOUND) {
-			w->keep[j] = -1; /* deleted while we worked: its job item is already failed */
-			continue;
-		}
-		if (rc != STORE_OK) {
-			fail_item(a, wk, se.msg);
-			w->keep[j] = -1;
-			continue;
-		}
-		ncommit++;
+		w->put[j] = (store_embedding_item){
+			.item_id = wk->item_id,
+			.work_id = wk->work_id,
+			.width = kind == STORE_IMAGE ? w->wh[2 * j] : 0,
+			.height = kind == STORE_IMAGE ? w->wh[2 * j + 1] : 0,
+			.vec = v,
+		};
 	}
+	if (store_embeddings_put_many(a->st, kind, a->model_id, a->dim, w->put, (size_t)nkeep, &se) !=
+	    STORE_OK) {
+		/* Nothing was written: the items fail with the reason. */
+		for (int j = 0; j < nkeep; j++)
+			fail_item(a, &w->work[w->keep[j]], se.msg);
+		return;
+	}
+	int ncommit = 0;
+	for (int j = 0; j < nkeep; j++)
+		ncommit += w->put[j].stored; /* 0: deleted while we worked, its job item failed */
 	if (ncommit && coll_sync(a->coll, kind, &ae))
 		log_error("%s index sync failed (retried later): %s",
 		          kind == STORE_IMAGE ? "images" : "texts", ae.msg);
-	for (int j = 0; j < nkeep; j++) {
-		if (w->keep[j] < 0)
-			continue;
-		const store_work *wk = &w->work[w->keep[j]];
-		int rc = store_work_complete(a->st, wk->work_id, &se);
-		if (rc != STORE_OK && rc != STORE_ENOTFOUND)
-			log_error("completing item %lld: %s", (long long)wk->item_id, se.msg);
-	}
+}
+
+/* The rows of the claimed items, in one read. Non-zero (items failed)
+ * when the store cannot be read. */
+static int read_rows(struct worker *w, store_kind kind, size_t n)
+{
+	app *a = w->wp->a;
+	store_err se;
+	for (size_t i = 0; i < n; i++)
+		w->item_ids[i] = w->work[i].item_id;
+	int rc = kind == STORE_IMAGE ? store_images_get_many(a->st, w->item_ids, n, w->imgs, &se)
+	                             : store_texts_get_many(a->st, w->item_ids, n, w->texts, &se);
+	if (rc == STORE_OK)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		fail_item(a, &w->work[i], se.msg);
+	return -1;
 }
 
 static void process_images(struct worker *w, size_t n)
@@ -125,42 +146,41 @@ static void process_images(struct worker *w, size_t n)
 	            (size_t)clip_model_image_size(a->model);
 	int nkeep = 0;
 	int64_t t0 = now_ms();
+	if (read_rows(w, STORE_IMAGE, n))
+		return;
 	for (size_t i = 0; i < n; i++) {
 		const store_work *wk = &w->work[i];
-		store_image img;
-		store_err se;
+		store_image *img = &w->imgs[i];
 		clip_err ce;
 		char path[4096];
-		int rc = store_image_get(a->st, wk->item_id, &img, &se);
-		if (rc == STORE_ENOTFOUND)
-			continue;
-		if (rc != STORE_OK) {
-			fail_item(a, wk, se.msg);
-			continue;
-		}
-		blobs_path(a->blobs, img.sha256, path, sizeof path);
+		if (img->id == 0)
+			continue; /* deleted: its job item is failed already */
+		blobs_path(a->blobs, img->sha256, path, sizeof path);
 		int wd = 0, ht = 0;
-		rc = clip_preprocess_file(a->model, path, &a->limits, w->pixels + (size_t)nkeep * S3, &wd,
-		                          &ht, &ce);
+		int rc = clip_preprocess_file(a->model, path, &a->limits, w->pixels + (size_t)nkeep * S3,
+		                              &wd, &ht, &ce);
 		if (rc != CLIP_OK) {
 			fail_item(a, wk, ce.msg);
 		} else {
-			if ((wd != img.width || ht != img.height) &&
-			    store_image_set_size(a->st, wk->item_id, wd, ht, &se) != STORE_OK)
-				log_warn("image %lld: size not recorded: %s", (long long)wk->item_id, se.msg);
+			/* Recorded with the embedding when the header did not tell. */
+			int changed = wd != img->width || ht != img->height;
+			w->wh[2 * nkeep] = changed ? wd : 0;
+			w->wh[2 * nkeep + 1] = changed ? ht : 0;
 			w->keep[nkeep++] = (int)i;
 		}
-		store_image_clear(&img);
+		store_image_clear(img);
 	}
 	if (nkeep == 0)
 		return;
 	clip_err ce;
 	int64_t t1 = now_ms();
+	double e0 = metrics_now();
 	if (clip_encode_images(w->ctx, nkeep, w->pixels, w->emb, &ce) != CLIP_OK) {
 		for (int j = 0; j < nkeep; j++)
 			fail_item(a, &w->work[w->keep[j]], ce.msg);
 		return;
 	}
+	metrics_encode_done(METRICS_TOWER_IMAGE, nkeep, metrics_now() - e0);
 	int64_t t2 = now_ms();
 	commit_batch(w, STORE_IMAGE, nkeep);
 	log_debug("indexed %d images: decode %lld ms, encode %lld ms, commit %lld ms", nkeep,
@@ -172,32 +192,30 @@ static void process_texts(struct worker *w, size_t n)
 	app *a = w->wp->a;
 	size_t C = (size_t)clip_model_context(a->model);
 	int nkeep = 0;
+	if (read_rows(w, STORE_TEXT, n))
+		return;
 	for (size_t i = 0; i < n; i++) {
 		const store_work *wk = &w->work[i];
-		store_text t;
-		store_err se;
+		store_text *t = &w->texts[i];
 		clip_err ce;
-		int rc = store_text_get(a->st, wk->item_id, &t, &se);
-		if (rc == STORE_ENOTFOUND)
+		if (t->id == 0)
 			continue;
-		if (rc != STORE_OK) {
-			fail_item(a, wk, se.msg);
-			continue;
-		}
-		if (clip_tokenize(a->model, t.text, w->ids + (size_t)nkeep * C, NULL, &ce) != CLIP_OK)
+		if (clip_tokenize(a->model, t->text, w->ids + (size_t)nkeep * C, NULL, &ce) != CLIP_OK)
 			fail_item(a, wk, ce.msg);
 		else
 			w->keep[nkeep++] = (int)i;
-		store_text_clear(&t);
+		store_text_clear(t);
 	}
 	if (nkeep == 0)
 		return;
 	clip_err ce;
+	double e0 = metrics_now();
 	if (clip_encode_texts(w->ctx, nkeep, w->ids, w->emb, &ce) != CLIP_OK) {
 		for (int j = 0; j < nkeep; j++)
 			fail_item(a, &w->work[w->keep[j]], ce.msg);
 		return;
 	}
+	metrics_encode_done(METRICS_TOWER_TEXT, nkeep, metrics_now() - e0);
 	commit_batch(w, STORE_TEXT, nkeep);
 	log_debug("indexed %d texts", nkeep);
 }
@@ -272,6 +290,11 @@ static void free_worker(struct worker *w)
 	free(w->ids);
 	free(w->work);
 	free(w->keep);
+	free(w->item_ids);
+	free(w->imgs);
+	free(w->texts);
+	free(w->wh);
+	free(w->put);
 }
 
 int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
@@ -308,7 +331,13 @@ int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
 		w->ids = malloc((size_t)batch * C * sizeof *w->ids);
 		w->work = malloc((size_t)batch * sizeof *w->work);
 		w->keep = malloc((size_t)batch * sizeof *w->keep);
-		if (!w->pixels || !w->emb || !w->ids || !w->work || !w->keep) {
+		w->item_ids = malloc((size_t)batch * sizeof *w->item_ids);
+		w->imgs = calloc((size_t)batch, sizeof *w->imgs);
+		w->texts = calloc((size_t)batch, sizeof *w->texts);
+		w->wh = malloc((size_t)batch * 2 * sizeof *w->wh);
+		w->put = malloc((size_t)batch * sizeof *w->put);
+		if (!w->pixels || !w->emb || !w->ids || !w->work || !w->keep || !w->item_ids ||
+		    !w->imgs || !w->texts || !w->wh || !w->put) {
 			rc = api_fail(err, API_ENOMEM, "out of memory");
 			goto out;
 		}
@@ -344,7 +373,13 @@ int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_
 	for (;;) {
 		if (store_job_get(wp->a->st, job_id, job, &se) != STORE_OK)
 			return api_from_store(err, &se);
-		if (job->state == STORE_JOB_DONE || job->done + job->failed >= job->total) {
+		if (job->state == STORE_JOB_DONE) {
+			/* Its last embeddings may be committed but not yet in the
+			 * index (see DESIGN). */
+			api_err ae;
+			for (int k = 0; k < 2; k++)
+				if (coll_sync(wp->a->coll, (store_kind)k, &ae))
+					log_error("index sync for a finished job (retried later): %s", ae.msg);
 			*done = 1;
 			return 0;
 		}

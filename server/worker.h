@@ -22,9 +22,10 @@ int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
 /* Wakes idle workers: new work was queued. */
 void worker_pool_kick(worker_pool *wp);
 
-/* Waits until job_id is done (every item done or failed) or timeout_ms has
- * passed. Returns 0 with *job filled (release with store_job_clear) either
- * way; *done says which. Non-zero on a store error. */
+/* Waits until job_id is done (sealed, every item done or failed; its items
+ * then searchable) or timeout_ms has passed. Returns 0 with *job filled
+ * (release with store_job_clear) either way; *done says which. Non-zero on
+ * a store error. */
 int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_job *job,
                          int *done, api_err *err);
 

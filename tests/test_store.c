@@ -1,8 +1,11 @@
 /*
  * test_store: the SQLite store against a real SQLite database in a temporary
- * directory: migrations, refusal of newer and damaged databases, images,
- * texts, embeddings and the change log, the job queue across a crash, the
- * key-value table, and readers alongside the writer.
+ * directory: migrations (also from an older schema), refusal of newer and
+ * damaged databases, images, texts, embeddings and the change log, the job
+ * queue across a crash, open and sealed jobs and their errors, the batch
+ * calls (reads, queued texts, embeddings, completions; all or nothing across
+ * a kill -9), watched files, the key-value table, and readers alongside the
+ * writer.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_int.h" /* store_migrations: to build a database of an older schema */
 #include "tap.h"
 
 static char dir[256];
@@ -548,6 +552,562 @@ static void t_resume_after_crash(void)
 	store_close(s);
 }
 
+static int job_state(store *s, int64_t job, store_job *j)
+{
+	if (store_job_get(s, job, j, NULL) != STORE_OK)
+		return -1;
+	int st = j->state;
+	store_job_clear(j);
+	return st;
+}
+
+static void t_texts_insert_queued(void)
+{
+	store *s = open_fresh("textsq.db");
+	store_err err;
+	store_job j;
+	REQUIRE(s);
+	int64_t job, one, ids[3] = {0};
+	REQUIRE(store_job_create(s, "texts", &job, &err) == STORE_OK);
+	CHECK(job_state(s, job, &j) == STORE_JOB_DONE); /* sealed and empty */
+	CHECK(store_text_insert_queued(s, "a dog", "{\"k\":1}", job, &one, &err) == STORE_OK);
+	const char *texts[3] = {"a cat", "a bird", "a fish"};
+	const char *metas[3] = {NULL, "{\"n\":2}", NULL};
+	REQUIRE(store_texts_insert_queued(s, 3, texts, metas, job, ids, &err) == STORE_OK);
+	CHECK(ids[0] > one && ids[1] == ids[0] + 1 && ids[2] == ids[1] + 1);
+	store_text t;
+	REQUIRE(store_text_get(s, ids[1], &t, &err) == STORE_OK);
+	CHECK(strcmp(t.text, "a bird") == 0 && strcmp(t.meta, "{\"n\":2}") == 0);
+	store_text_clear(&t);
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 4 && j.state == STORE_JOB_QUEUED);
+	store_job_clear(&j);
+	int64_t depth, n;
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK && depth == 4);
+
+	/* All or nothing: a bad metadata in the middle stores none of them. */
+	const char *bad_metas[3] = {NULL, NULL, "[1]"};
+	CHECK(store_texts_insert_queued(s, 3, texts, bad_metas, job, NULL, &err) == STORE_EINVAL);
+	CHECKF(strstr(err.msg, "text 2") && strstr(err.msg, "JSON object"), "message: %s", err.msg);
+	const char *missing[2] = {"x", NULL};
+	CHECK(store_texts_insert_queued(s, 2, missing, NULL, job, NULL, &err) == STORE_EINVAL);
+	CHECK(store_texts_insert_queued(s, 3, texts, NULL, job + 99, NULL, &err) == STORE_ENOTFOUND);
+	CHECK(store_text_count(s, &n, NULL) == STORE_OK && n == 4);
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK && depth == 4);
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 4);
+	store_job_clear(&j);
+
+	/* The queued texts are claimed as texts. */
+	store_work w[8];
+	size_t got;
+	REQUIRE(store_work_claim(s, STORE_TEXT, w, 8, &got, &err) == STORE_OK);
+	CHECK(got == 4 && w[0].item_id == one && w[3].item_id == ids[2]);
+	store_close(s);
+}
+
+static void t_job_seal(void)
+{
+	store *s = open_fresh("seal.db");
+	store_err err;
+	store_job j;
+	REQUIRE(s);
+	/* An open job is not done while its items so far are. */
+	int64_t job, id;
+	REQUIRE(store_job_create_open(s, "batch", &job, &err) == STORE_OK);
+	CHECK(job_state(s, job, &j) == STORE_JOB_QUEUED);
+	store_image img = {.mime = "image/png", .bytes = 10, .filename = "a.png"};
+	sha_of(img.sha256, 1);
+	REQUIRE(store_image_insert_queued(s, &img, job, &id, &err) == STORE_OK);
+	store_work w[4];
+	size_t n;
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 4, &n, &err) == STORE_OK && n == 1);
+	REQUIRE(store_work_complete(s, w[0].work_id, &err) == STORE_OK);
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 1 && j.done == 1 && j.state == STORE_JOB_RUNNING && !j.sealed);
+	store_job_clear(&j);
+	/* More items may come; then the seal makes it done. */
+	sha_of(img.sha256, 2);
+	REQUIRE(store_image_insert_queued(s, &img, job, &id, &err) == STORE_OK);
+	CHECK(store_job_seal(s, job, &err) == STORE_OK);
+	CHECK(job_state(s, job, &j) == STORE_JOB_RUNNING);
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 4, &n, &err) == STORE_OK && n == 1);
+	REQUIRE(store_work_complete(s, w[0].work_id, &err) == STORE_OK);
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 2 && j.done == 2 && j.state == STORE_JOB_DONE && j.sealed);
+	store_job_clear(&j);
+	CHECK(store_job_seal(s, job, &err) == STORE_OK); /* twice: harmless */
+	CHECK(job_state(s, job, &j) == STORE_JOB_DONE);
+
+	/* An empty job is done once sealed (every file was a duplicate). */
+	int64_t empty;
+	REQUIRE(store_job_create_open(s, "batch", &empty, &err) == STORE_OK);
+	CHECK(store_image_insert_queued(s, &img, empty, &id, &err) == STORE_EEXISTS);
+	CHECK(job_state(s, empty, &j) == STORE_JOB_QUEUED);
+	CHECK(store_job_seal(s, empty, &err) == STORE_OK);
+	REQUIRE(store_job_get(s, empty, &j, &err) == STORE_OK);
+	CHECK(j.total == 0 && j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	CHECK(store_job_seal(s, empty + 100, &err) == STORE_ENOTFOUND);
+
+	/* A sealed job that gets an item is no longer done. */
+	int64_t sealed;
+	REQUIRE(store_job_create(s, "upload", &sealed, &err) == STORE_OK);
+	CHECK(job_state(s, sealed, &j) == STORE_JOB_DONE);
+	sha_of(img.sha256, 3);
+	REQUIRE(store_image_insert_queued(s, &img, sealed, &id, &err) == STORE_OK);
+	CHECK(job_state(s, sealed, &j) == STORE_JOB_QUEUED);
+
+	/* Refused files: failed items that count; an open job stays open. */
+	int64_t bulk;
+	REQUIRE(store_job_create_open(s, "batch", &bulk, &err) == STORE_OK);
+	CHECK(store_job_add_failed(s, bulk, "notes.txt", "not an image", &err) == STORE_OK);
+	REQUIRE(store_job_get(s, bulk, &j, &err) == STORE_OK);
+	CHECK(j.total == 1 && j.failed == 1 && j.state == STORE_JOB_RUNNING);
+	store_job_clear(&j);
+	CHECK(store_job_seal(s, bulk, &err) == STORE_OK);
+	CHECK(job_state(s, bulk, &j) == STORE_JOB_DONE);
+	CHECK(store_job_add_failed(s, bulk + 100, "x", "y", &err) == STORE_ENOTFOUND);
+	/* ... and nothing to claim. */
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 4, &n, &err) == STORE_OK);
+	CHECK(n == 1 && w[0].job_id == sealed);
+
+	/* An open job whose filler died is sealed at start-up recovery. */
+	int64_t orphan;
+	REQUIRE(store_job_create_open(s, "batch", &orphan, &err) == STORE_OK);
+	CHECK(store_work_requeue_claimed(s, NULL, &err) == STORE_OK);
+	REQUIRE(store_job_get(s, orphan, &j, &err) == STORE_OK);
+	CHECK(j.sealed && j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	CHECK(job_state(s, sealed, &j) == STORE_JOB_RUNNING); /* its item requeued: not done */
+	store_close(s);
+}
+
+static void t_job_errors(void)
+{
+	store *s = open_fresh("joberr.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t job, ids[3], tid;
+	REQUIRE(store_job_create_open(s, "batch", &job, &err) == STORE_OK);
+	for (int i = 0; i < 3; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "f%d.png", i);
+		store_image img = {.mime = "image/png", .bytes = 10, .filename = name};
+		sha_of(img.sha256, 10 + i);
+		REQUIRE(store_image_insert_queued(s, &img, job, &ids[i], &err) == STORE_OK);
+	}
+	CHECK(store_job_add_failed(s, job, "notes.txt", "not a supported image", &err) == STORE_OK);
+	REQUIRE(store_text_insert_queued(s, "a caption that fails", NULL, job, &tid, &err) == STORE_OK);
+	CHECK(store_job_seal(s, job, &err) == STORE_OK);
+
+	store_job_error e[8];
+	size_t n = 99;
+	CHECK(store_job_errors(s, job, 8, e, &n, &err) == STORE_OK && n == 1);
+	CHECK(e[0].item_id == 0 && strcmp(e[0].name, "notes.txt") == 0 &&
+	      strcmp(e[0].error, "not a supported image") == 0);
+	store_job_errors_clear(e, n);
+
+	store_work w[4];
+	size_t got;
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 4, &got, &err) == STORE_OK && got == 3);
+	CHECK(store_work_fail(s, w[0].work_id, "damaged or truncated image", &err) == STORE_OK);
+	CHECK(store_work_complete(s, w[1].work_id, &err) == STORE_OK);
+	/* The failed image is deleted: its name and reason stay in the job. */
+	CHECK(store_image_delete(s, ids[0], &err) == STORE_OK);
+	/* An image deleted before it was indexed fails its item. */
+	CHECK(store_image_delete(s, ids[2], &err) == STORE_OK);
+	REQUIRE(store_work_claim(s, STORE_TEXT, w, 4, &got, &err) == STORE_OK && got == 1);
+	CHECK(store_work_fail(s, w[0].work_id, "too long", &err) == STORE_OK);
+
+	REQUIRE(store_job_errors(s, job, 8, e, &n, &err) == STORE_OK);
+	REQUIRE(n == 4);
+	CHECK(e[0].item_id == ids[0] && e[0].kind == STORE_IMAGE && strcmp(e[0].name, "f0.png") == 0 &&
+	      strcmp(e[0].error, "damaged or truncated image") == 0);
+	CHECK(e[1].item_id == ids[2] && strcmp(e[1].name, "f2.png") == 0 &&
+	      strstr(e[1].error, "deleted") != NULL);
+	CHECK(e[2].item_id == 0 && strcmp(e[2].name, "notes.txt") == 0);
+	CHECK(e[3].item_id == tid && e[3].kind == STORE_TEXT &&
+	      strcmp(e[3].name, "a caption that fails") == 0 && strcmp(e[3].error, "too long") == 0);
+	store_job_errors_clear(e, n);
+	CHECK(store_job_errors(s, job, 2, e, &n, &err) == STORE_OK && n == 2);
+	store_job_errors_clear(e, n);
+	CHECK(store_job_errors(s, job + 100, 8, e, &n, &err) == STORE_OK && n == 0);
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 5 && j.done == 1 && j.failed == 4 && j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	store_close(s);
+}
+
+static void t_get_many(void)
+{
+	store *s = open_fresh("many.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t ids[5];
+	for (int i = 0; i < 5; i++)
+		REQUIRE((ids[i] = add_image(s, i)) > 0);
+	CHECK(store_image_delete(s, ids[3], &err) == STORE_OK);
+	/* Any order, missing ids, an id twice. */
+	int64_t want[7] = {ids[4], 12345, ids[0], ids[3], ids[4], -1, ids[1]};
+	store_image out[7];
+	REQUIRE(store_images_get_many(s, want, 7, out, &err) == STORE_OK);
+	CHECK(out[0].id == ids[4] && out[1].id == 0 && out[2].id == ids[0] && out[3].id == 0 &&
+	      out[4].id == ids[4] && out[5].id == 0 && out[6].id == ids[1]);
+	store_image one;
+	REQUIRE(store_image_get(s, ids[4], &one, &err) == STORE_OK);
+	CHECK(strcmp(out[0].sha256, one.sha256) == 0 && strcmp(out[0].filename, one.filename) == 0 &&
+	      strcmp(out[0].mime, one.mime) == 0 && out[0].bytes == one.bytes &&
+	      strcmp(out[0].meta, one.meta) == 0 && out[0].created_ms == one.created_ms);
+	store_image_clear(&one);
+	for (int i = 0; i < 7; i++)
+		store_image_clear(&out[i]);
+	CHECK(store_images_get_many(s, want, 0, out, &err) == STORE_OK);
+
+	/* Many at once (a deep page of search results). */
+	enum { N = 3000 };
+	int64_t *big = malloc(N * sizeof *big);
+	store_image *bout = malloc(N * sizeof *bout);
+	REQUIRE(big && bout);
+	for (int i = 0; i < N; i++)
+		big[i] = ids[i % 3];
+	CHECK(store_images_get_many(s, big, N, bout, &err) == STORE_OK);
+	int good = 1;
+	for (int i = 0; i < N; i++) {
+		good &= bout[i].id == ids[i % 3];
+		store_image_clear(&bout[i]);
+	}
+	CHECK(good);
+	free(big);
+	free(bout);
+
+	int64_t t1, t2;
+	REQUIRE(store_text_insert(s, "first", "{\"a\":1}", &t1, &err) == STORE_OK);
+	REQUIRE(store_text_insert(s, "second", NULL, &t2, &err) == STORE_OK);
+	int64_t tw[3] = {t2, t1 + 1000, t1};
+	store_text tout[3];
+	REQUIRE(store_texts_get_many(s, tw, 3, tout, &err) == STORE_OK);
+	CHECK(tout[0].id == t2 && strcmp(tout[0].text, "second") == 0 && tout[1].id == 0 &&
+	      tout[2].id == t1 && strcmp(tout[2].meta, "{\"a\":1}") == 0);
+	for (int i = 0; i < 3; i++)
+		store_text_clear(&tout[i]);
+	store_close(s);
+}
+
+static void t_put_many(void)
+{
+	store *s = open_fresh("putmany.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t job, ids[4];
+	REQUIRE(store_job_create(s, "batch", &job, &err) == STORE_OK);
+	for (int i = 0; i < 4; i++) {
+		store_image img = {.mime = "image/png", .bytes = 10, .width = 7, .height = 5};
+		sha_of(img.sha256, i);
+		REQUIRE(store_image_insert_queued(s, &img, job, &ids[i], &err) == STORE_OK);
+	}
+	store_work w[4];
+	size_t n;
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 4, &n, &err) == STORE_OK && n == 4);
+	CHECK(store_image_delete(s, ids[2], &err) == STORE_OK); /* while "encoding" */
+	uint64_t seq0;
+	REQUIRE(store_last_seq(s, &seq0, NULL) == STORE_OK);
+
+	float v[4][3];
+	store_embedding_item it[4];
+	for (int i = 0; i < 4; i++) {
+		for (int k = 0; k < 3; k++)
+			v[i][k] = (float)(i * 10 + k);
+		it[i] = (store_embedding_item){.item_id = w[i].item_id, .work_id = w[i].work_id,
+		                               .vec = v[i], .stored = -1};
+	}
+	it[1].width = 640;
+	it[1].height = 480;
+	CHECK(store_embeddings_put_many(s, STORE_IMAGE, "m", 3, it, 4, &err) == STORE_OK);
+	CHECK(it[0].stored == 1 && it[1].stored == 1 && it[2].stored == 0 && it[3].stored == 1);
+
+	/* Each its own sequence number, in order; the index follows them. */
+	struct change_log log = {0};
+	CHECK(store_changes_after(s, STORE_IMAGE, "m", seq0, collect, &log, &err) == STORE_OK);
+	REQUIRE(log.n == 3);
+	CHECK(log.id[0] == ids[0] && log.id[1] == ids[1] && log.id[2] == ids[3]);
+	CHECK(log.seq[1] == log.seq[0] + 1 && log.seq[2] == log.seq[1] + 1);
+	CHECK(log.first[2] == 30.0f);
+	store_image img;
+	REQUIRE(store_image_get(s, ids[1], &img, &err) == STORE_OK);
+	CHECK(img.status == STORE_READY && img.width == 640 && img.height == 480);
+	store_image_clear(&img);
+	REQUIRE(store_image_get(s, ids[0], &img, &err) == STORE_OK);
+	CHECK(img.status == STORE_READY && img.width == 7 && img.height == 5);
+	store_image_clear(&img);
+	/* The work was completed with it. */
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.done == 3 && j.failed == 1 && j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	int64_t depth;
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK && depth == 0);
+
+	/* Refused arguments write nothing. */
+	uint64_t seq1, seq2;
+	REQUIRE(store_last_seq(s, &seq1, NULL) == STORE_OK);
+	it[0].work_id = 0;
+	it[3].vec = NULL;
+	CHECK(store_embeddings_put_many(s, STORE_IMAGE, "m", 3, it, 4, &err) == STORE_EINVAL);
+	CHECK(store_embeddings_put_many(s, STORE_IMAGE, NULL, 3, it, 1, &err) == STORE_EINVAL);
+	CHECK(store_embeddings_put_many(s, (store_kind)5, "m", 3, it, 1, &err) == STORE_EINVAL);
+	CHECK(store_last_seq(s, &seq2, NULL) == STORE_OK && seq2 == seq1);
+	CHECK(store_embeddings_put_many(s, STORE_IMAGE, "m", 3, it, 0, &err) == STORE_OK);
+
+	/* Texts too, without work. */
+	int64_t t;
+	REQUIRE(store_text_insert(s, "hello", NULL, &t, &err) == STORE_OK);
+	store_embedding_item ti = {.item_id = t, .vec = v[0]};
+	CHECK(store_embeddings_put_many(s, STORE_TEXT, "m", 3, &ti, 1, &err) == STORE_OK && ti.stored);
+	store_text tx;
+	REQUIRE(store_text_get(s, t, &tx, &err) == STORE_OK);
+	CHECK(tx.status == STORE_READY);
+	store_text_clear(&tx);
+	store_close(s);
+}
+
+static void t_complete_many(void)
+{
+	store *s = open_fresh("complmany.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t job, ids[3];
+	REQUIRE(store_job_create(s, "batch", &job, &err) == STORE_OK);
+	for (int i = 0; i < 3; i++) {
+		store_image img = {.mime = "image/png", .bytes = 10};
+		sha_of(img.sha256, i);
+		REQUIRE(store_image_insert_queued(s, &img, job, &ids[i], &err) == STORE_OK);
+	}
+	store_work w[3];
+	size_t n, done = 99;
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 3, &n, &err) == STORE_OK && n == 3);
+	CHECK(store_image_delete(s, ids[1], &err) == STORE_OK);
+	int64_t wids[3] = {w[0].work_id, w[1].work_id, w[2].work_id};
+	CHECK(store_work_complete_many(s, wids, 3, &done, &err) == STORE_OK && done == 2);
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.done == 2 && j.failed == 1 && j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	CHECK(store_work_complete_many(s, wids, 3, &done, &err) == STORE_OK && done == 0);
+	CHECK(store_work_complete_many(s, wids, 0, NULL, &err) == STORE_OK);
+	store_close(s);
+}
+
+/* The batch writes are all or nothing across a crash: a child writes
+ * batches until it is killed at an arbitrary moment; every batch is then
+ * either complete or absent. */
+enum { CRASH_BATCH = 200, CRASH_BATCHES = 40, CRASH_DIM = 128 };
+
+static void t_batches_across_crash(void)
+{
+	char p[512];
+	store_err err;
+	store *s = open_fresh("batchcrash.db");
+	REQUIRE(s);
+	path_of(p, sizeof p, "batchcrash.db");
+	int64_t job;
+	REQUIRE(store_job_create(s, "batch", &job, &err) == STORE_OK);
+	for (int i = 0; i < CRASH_BATCH * CRASH_BATCHES; i++) {
+		store_image img = {.mime = "image/png", .bytes = 10};
+		sha_of(img.sha256, i);
+		REQUIRE(store_image_insert_queued(s, &img, job, NULL, &err) == STORE_OK);
+	}
+	store_close(s);
+
+	int fds[2];
+	REQUIRE(pipe(fds) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		static float vec[CRASH_BATCH][CRASH_DIM];
+		static store_embedding_item it[CRASH_BATCH];
+		static const char *texts[CRASH_BATCH];
+		store_work w[CRASH_BATCH];
+		size_t n;
+		int64_t tjob;
+		close(fds[0]);
+		if (store_open(p, 0, &s, NULL) != STORE_OK)
+			_exit(1);
+		for (int i = 0; i < CRASH_BATCH; i++)
+			texts[i] = "some caption";
+		for (int b = 0; b < CRASH_BATCHES; b++) {
+			if (store_work_claim(s, STORE_IMAGE, w, CRASH_BATCH, &n, NULL) != STORE_OK ||
+			    n != CRASH_BATCH)
+				_exit(1);
+			for (size_t i = 0; i < n; i++)
+				it[i] = (store_embedding_item){.item_id = w[i].item_id, .work_id = w[i].work_id,
+				                               .vec = vec[i]};
+			if (store_embeddings_put_many(s, STORE_IMAGE, "m", CRASH_DIM, it, n, NULL) != STORE_OK)
+				_exit(1);
+			if (store_job_create(s, "texts", &tjob, NULL) != STORE_OK ||
+			    store_texts_insert_queued(s, CRASH_BATCH, texts, NULL, tjob, NULL, NULL) != STORE_OK)
+				_exit(1);
+			if (write(fds[1], "b", 1) != 1)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(fds[1]);
+	char c;
+	int seen = 0;
+	while (seen < 3 && read(fds[0], &c, 1) == 1)
+		seen++;
+	usleep(3000 + (useconds_t)(getpid() % 7) * 1000); /* somewhere inside a later batch */
+	kill(pid, SIGKILL);
+	int status;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	close(fds[0]);
+	CHECKF(WIFSIGNALED(status), "the writer finished before the kill (status %d)", status);
+
+	REQUIRE(store_open(p, STORE_OPEN_CHECK, &s, &err) == STORE_OK);
+	int64_t total, ready, texts, depth;
+	uint64_t last;
+	CHECK(store_image_count(s, &total, &ready, NULL) == STORE_OK);
+	CHECK(store_text_count(s, &texts, NULL) == STORE_OK);
+	CHECK(store_last_seq(s, &last, NULL) == STORE_OK);
+	printf("# killed after %lld ready images, %lld texts\n", (long long)ready, (long long)texts);
+	CHECK(total == CRASH_BATCH * CRASH_BATCHES);
+	CHECKF(ready % CRASH_BATCH == 0 && ready >= 3 * CRASH_BATCH, "ready %lld", (long long)ready);
+	CHECKF(texts % CRASH_BATCH == 0, "texts %lld", (long long)texts);
+	CHECK((int64_t)last == ready); /* one sequence number per stored embedding */
+	struct change_log log = {0};
+	CHECK(store_changes_after(s, STORE_IMAGE, "m", last - 1, collect, &log, &err) == STORE_OK);
+	CHECK(log.n == 1 && log.seq[0] == last);
+	/* Completed work went with its embeddings; queued texts with theirs. */
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.done == ready);
+	store_job_clear(&j);
+	int64_t requeued;
+	CHECK(store_work_requeue_claimed(s, &requeued, &err) == STORE_OK);
+	CHECK(requeued == 0 || requeued == CRASH_BATCH); /* the claim of the batch in hand */
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK &&
+	      depth == (total - ready) + texts);
+	store_close(s);
+}
+
+/* A database of schema 1 with a job left empty and queued, as the first
+ * server version made them: the migration makes it done. */
+static void t_migration_from_v1(void)
+{
+	char p[512];
+	sqlite3 *db;
+	path_of(p, sizeof p, "v1.db");
+	unlink(p);
+	REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, store_migrations[0].sql, NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(db,
+	                   "PRAGMA user_version = 1;"
+	                   "INSERT INTO jobs (kind, state, total, created_ms, updated_ms) "
+	                   "VALUES ('batch', 0, 0, 1, 1), ('batch', 1, 2, 1, 1);",
+	                   NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	store *s;
+	store_err err;
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	CHECK(user_version(p) == store_schema_version());
+	store_job j;
+	REQUIRE(store_job_get(s, 1, &j, &err) == STORE_OK);
+	CHECK(j.state == STORE_JOB_DONE && j.sealed);
+	store_job_clear(&j);
+	REQUIRE(store_job_get(s, 2, &j, &err) == STORE_OK);
+	CHECK(j.state == STORE_JOB_RUNNING && j.sealed);
+	store_job_clear(&j);
+	store_close(s);
+}
+
+struct watched_list {
+	int n;
+	char path[8][64];
+	int64_t image[8];
+};
+
+static int collect_watched(void *ctx, const store_watched *w)
+{
+	struct watched_list *l = ctx;
+	if (l->n < 8) {
+		snprintf(l->path[l->n], sizeof l->path[0], "%s", w->path);
+		l->image[l->n++] = w->image_id;
+	}
+	return 0;
+}
+
+static void t_watched_files(void)
+{
+	store *s = open_fresh("watch.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t a = add_image(s, 1), b = add_image(s, 2), dropped = -1;
+	REQUIRE(a > 0 && b > 0);
+	float v[2] = {1, 0};
+	REQUIRE(store_embedding_put(s, STORE_IMAGE, a, "m", v, 2, NULL, &err) == STORE_OK);
+
+	CHECK(store_watch_set(s, "/w/x.png", 100, 5, a, &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_watch_set(s, "/w/sub/copy.png", 100, 6, a, &dropped, &err) == STORE_OK);
+	CHECK(store_watch_set(s, "/w/notes.txt", 12, 7, 0, &dropped, &err) == STORE_OK);
+	CHECK(store_watch_set(s, "/wx/y.png", 1, 1, b, NULL, &err) == STORE_OK);
+	CHECK(store_watch_set(s, "", 1, 1, b, NULL, &err) == STORE_EINVAL);
+
+	store_watched r;
+	REQUIRE(store_watch_get(s, "/w/x.png", &r, &err) == STORE_OK);
+	CHECK(strcmp(r.path, "/w/x.png") == 0 && r.size == 100 && r.mtime_ns == 5 && r.image_id == a);
+	store_watched_clear(&r);
+	REQUIRE(store_watch_get(s, "/w/notes.txt", &r, &err) == STORE_OK);
+	CHECK(r.image_id == 0);
+	store_watched_clear(&r);
+	CHECK(store_watch_get(s, "/w/none", &r, &err) == STORE_ENOTFOUND);
+
+	/* Under /w, not /wx. */
+	struct watched_list l = {0};
+	CHECK(store_watch_list(s, "/w", collect_watched, &l, &err) == STORE_OK);
+	CHECK(l.n == 3 && strcmp(l.path[0], "/w/notes.txt") == 0 &&
+	      strcmp(l.path[1], "/w/sub/copy.png") == 0 && strcmp(l.path[2], "/w/x.png") == 0);
+	memset(&l, 0, sizeof l);
+	CHECK(store_watch_list(s, "", collect_watched, &l, &err) == STORE_OK && l.n == 4);
+
+	/* x.png changes to b's content: a stays, copy.png still names it. */
+	CHECK(store_watch_set(s, "/w/x.png", 200, 8, b, &dropped, &err) == STORE_OK && dropped == 0);
+	store_image img;
+	CHECK(store_image_get(s, a, &img, &err) == STORE_OK);
+	store_image_clear(&img);
+	/* The last file naming a goes: a goes with it, its removal logged. */
+	uint64_t before;
+	REQUIRE(store_last_seq(s, &before, NULL) == STORE_OK);
+	CHECK(store_watch_remove(s, "/w/sub/copy.png", &dropped, &err) == STORE_OK && dropped == a);
+	CHECK(store_image_get(s, a, &img, &err) == STORE_ENOTFOUND);
+	struct change_log log = {0};
+	CHECK(store_changes_after(s, STORE_IMAGE, "m", before, collect, &log, &err) == STORE_OK);
+	CHECK(log.n == 1 && log.id[0] == a && log.removed[0]);
+	CHECK(store_watch_remove(s, "/w/sub/copy.png", &dropped, &err) == STORE_ENOTFOUND);
+
+	/* A file that becomes refused drops its image too. */
+	CHECK(store_watch_set(s, "/wx/y.png", 2, 2, 0, &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_watch_set(s, "/w/x.png", 3, 9, 0, &dropped, &err) == STORE_OK && dropped == b);
+	CHECK(store_image_get(s, b, &img, &err) == STORE_ENOTFOUND);
+
+	/* An image deleted through the API meanwhile: nothing to drop. */
+	int64_t c = add_image(s, 3);
+	CHECK(store_watch_set(s, "/w/c.png", 1, 1, c, &dropped, &err) == STORE_OK);
+	CHECK(store_image_delete(s, c, &err) == STORE_OK);
+	CHECK(store_watch_remove(s, "/w/c.png", &dropped, &err) == STORE_OK && dropped == 0);
+
+	/* Records survive a reopen (a restart ingests nothing again). */
+	char p[512];
+	path_of(p, sizeof p, "watch.db");
+	store_close(s);
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	memset(&l, 0, sizeof l);
+	CHECK(store_watch_list(s, "/w", collect_watched, &l, &err) == STORE_OK);
+	CHECK(l.n == 2 && strcmp(l.path[1], "/w/x.png") == 0 && l.image[1] == 0);
+	store_close(s);
+}
+
 static void t_kv(void)
 {
 	store *s = open_fresh("kv.db");
@@ -650,6 +1210,15 @@ int main(void)
 	TAP_RUN(t_job_queue);
 	TAP_RUN(t_delete_while_queued);
 	TAP_RUN(t_resume_after_crash);
+	TAP_RUN(t_texts_insert_queued);
+	TAP_RUN(t_job_seal);
+	TAP_RUN(t_job_errors);
+	TAP_RUN(t_get_many);
+	TAP_RUN(t_put_many);
+	TAP_RUN(t_complete_many);
+	TAP_RUN(t_batches_across_crash);
+	TAP_RUN(t_migration_from_v1);
+	TAP_RUN(t_watched_files);
 	TAP_RUN(t_kv);
 	TAP_RUN(t_readers_alongside_writer);
 	TAP_RUN(t_bad_arguments);

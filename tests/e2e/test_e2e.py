@@ -836,6 +836,997 @@ def test_api_key_reads(tmp):
         ok(d.stop() == 0, "reads daemon: SIGTERM exit 0")
 
 
+# ---- the config file: --config FILE / CLIPD_CONFIG ------------------------------
+
+class ConfDaemon(Daemon):
+    """A daemon started with exactly args: nothing added, so the model, data
+    and listen address may come from a config file or the environment."""
+
+    def __init__(self, name, data, args, env_extra=None):
+        super().__init__(name, data, env_extra=env_extra)
+        self.args = list(args)
+
+    def start(self, expect_fail=False, timeout=120):
+        env = dict(os.environ)
+        env.update(self.env_extra)
+        self.log_file = open(self.log_path, "ab")
+        self.log_offset = self.log_file.tell()
+        self.proc = subprocess.Popen([BIN] + self.args, stdout=self.log_file,
+                                     stderr=self.log_file, env=env)
+        end = time.time() + timeout
+        while time.time() < end:
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log())
+            if m:
+                self.port = int(m.group(1))
+                return True
+            if self.proc.poll() is not None:
+                if not expect_fail:
+                    diag("%s exited with %s:\n%s" % (self.name, self.proc.returncode, self.log()))
+                return False
+            time.sleep(0.05)
+        diag("%s did not start:\n%s" % (self.name, self.log()))
+        return False
+
+
+def key_in_force(d, keys):
+    """The one of keys that a write accepts (a DELETE of an unknown id
+    answers 404 with the right key, 401 with a wrong one)."""
+    for k in keys:
+        r = d.delete("/v1/images/987654321", headers={"Authorization": "Bearer " + k})
+        if r.status != 401:
+            return k
+    return None
+
+
+def run_clipd(args, env_extra=None):
+    """Runs clipd to completion (for start-up errors): (exit status, stderr)."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    p = subprocess.run([BIN] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       env=env, timeout=60)
+    return p.returncode, p.stderr.decode(errors="replace")
+
+
+def test_config_file(tmp):
+    base = os.path.join(tmp, "conf")
+    os.makedirs(os.path.join(base, "photos-a"))
+    root_b = os.path.join(base, "photos-b")
+    os.makedirs(root_b)
+    for path, seed in ((os.path.join(base, "photos-a", "a.png"), 71),
+                       (os.path.join(base, "photos-a", "b.png"), 72),
+                       (os.path.join(base, "outside.png"), 73)):
+        with open(path, "wb") as f:
+            f.write(png_bytes(32, 24, seed))
+    conf = os.path.join(base, "clipd.conf")
+    with open(conf, "w") as f:
+        f.write("# clipd test configuration\n\n"
+                "model = %s\n"
+                "data = data\n"
+                "  listen = 127.0.0.1:0   \n"
+                "api-key = file-key\n"
+                "workers = 1\n"
+                "log-level = \"info\"\n"
+                "allow-root = photos-a\n"
+                "allow-root = %s\n" % (MODEL, root_b))
+    keys = ["file-key", "env-key", "cli-key", "kf-key"]
+
+    # The file alone: model, data (relative to the file), listen, key, roots.
+    d = ConfDaemon("conf-file", os.path.join(base, "data"), ["--config", conf])
+    if ok(d.start(), "clipd --config FILE starts with model, data and listen from the file"):
+        try:
+            ok(os.path.exists(os.path.join(base, "data", "clipd.db")),
+               "config file: a relative data path is taken from the file's folder")
+            ok(key_in_force(d, keys) == "file-key", "config file: its api-key is in force")
+            d.key = "file-key"
+            r = d.post("/v1/ingest", {"paths": [os.path.join(base, "photos-a", "a.png")]})
+            ok(r.status == 202 and r.json.get("accepted") == 1,
+               "config file: a relative allow-root admits files under it", r)
+            r = d.post("/v1/ingest", {"paths": [os.path.join(base, "outside.png")]})
+            ok(r.status == 403, "config file: paths outside its allow-roots are refused", r)
+        finally:
+            ok(d.stop() == 0, "config file daemon: SIGTERM exit 0")
+
+    # CLIPD_CONFIG names the file; the environment wins over the file.
+    d = ConfDaemon("conf-env", os.path.join(base, "data"), [],
+                   env_extra={"CLIPD_CONFIG": conf, "CLIPD_API_KEY": "env-key"})
+    if ok(d.start(), "CLIPD_CONFIG=FILE starts clipd from the file"):
+        try:
+            ok(key_in_force(d, keys) == "env-key", "precedence: environment over config file")
+        finally:
+            ok(d.stop() == 0, "CLIPD_CONFIG daemon: SIGTERM exit 0")
+
+    # The command line wins over both; --allow-root on it replaces the file's list.
+    d = ConfDaemon("conf-cli", os.path.join(base, "data"),
+                   ["--config", conf, "--api-key", "cli-key", "--allow-root", root_b],
+                   env_extra={"CLIPD_API_KEY": "env-key"})
+    if ok(d.start(), "clipd --config FILE with command-line options starts"):
+        try:
+            ok(key_in_force(d, keys) == "cli-key",
+               "precedence: command line over environment over config file")
+            d.key = "cli-key"
+            r = d.post("/v1/ingest", {"paths": [os.path.join(base, "photos-a", "b.png")]})
+            ok(r.status == 403, "precedence: --allow-root on the command line replaces the file's", r)
+        finally:
+            ok(d.stop() == 0, "command-line daemon: SIGTERM exit 0")
+
+    # The key and the key file are one setting: a stronger key file beats the file's key.
+    key_file = os.path.join(base, "key.txt")
+    with open(key_file, "w") as f:
+        f.write("kf-key\n")
+    d = ConfDaemon("conf-keyfile", os.path.join(base, "data"),
+                   ["--config", conf, "--api-key-file", key_file])
+    if ok(d.start(), "clipd --config FILE --api-key-file starts"):
+        try:
+            ok(key_in_force(d, keys) == "kf-key",
+               "precedence: --api-key-file on the command line over api-key in the file")
+        finally:
+            ok(d.stop() == 0, "key-file daemon: SIGTERM exit 0")
+
+    # Errors name the file and the line.
+    def bad_conf(name, text, expect, env_extra=None, args=()):
+        path = os.path.join(base, name)
+        with open(path, "w") as f:
+            f.write(text)
+        rc, err = run_clipd(["--config", path] + list(args), env_extra)
+        ok(rc == 2 and expect % {"f": path} in err,
+           "config error %s: exit 2 with %r" % (name, expect % {"f": "FILE"}), (rc, err))
+
+    bad_conf("unknown.conf", "# ok\nmodel = %s\nmodle = x\n" % MODEL,
+             "%(f)s:3: unknown key 'modle'")
+    bad_conf("value.conf", "data = d\nworkers = lots\nmodel = m\n",
+             "%(f)s:2: workers: 'lots' is not an integer")
+    bad_conf("noeq.conf", "\n\nlisten 127.0.0.1:0\n", "%(f)s:3: expected \"key = value\"")
+    bad_conf("twice.conf", "workers = 1\nworkers = 2\n", "%(f)s:2: workers: set twice (first on line 1)")
+    bad_conf("flag.conf", "api-key-reads = maybe\n", "%(f)s:1: api-key-reads: 'maybe' is not true or false")
+    bad_conf("root.conf", "model = m\ndata = d\nallow-root = does-not-exist\n",
+             "%(f)s:3: allow-root: ")
+    bad_conf("listen.conf", "model = m\ndata = d\nlisten = localhost:80\n",
+             "%(f)s:3: listen: 'localhost' is not a numeric")
+    rc, err = run_clipd(["--config", os.path.join(base, "missing.conf")])
+    ok(rc == 2 and "--config: cannot open" in err, "a missing config file: exit 2, named", err)
+    rc, err = run_clipd(["--model", "m", "--data", "d"], {"CLIPD_WORKERS": "x"})
+    ok(rc == 2 and "CLIPD_WORKERS: 'x' is not an integer" in err,
+       "a bad environment value is named by its variable", err)
+    rc = subprocess.run([BIN, "--help"], stdout=subprocess.PIPE, timeout=30)
+    out = rc.stdout.decode()
+    ok(rc.returncode == 0 and "--config FILE" in out and "config file" in out,
+       "--help documents --config and the precedence", out)
+
+
+# ---- the API's own description: routes, OpenAPI, metrics, thumbnails, README --------
+
+SRC = os.environ.get("CLIPD_SOURCE_ROOT") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+ROUTE_LINE = re.compile(r'^\s*\{"([A-Z]+)",\s*"([^"]+)",\s*(\w+),\s*(BODY_[A-Z]+),\s*([01])\},\s*$')
+
+
+def router_routes():
+    """The route table of server/router.c: [(method, pattern, writes)]. Every
+    line of the table must be a route in the fixed format (else a route could
+    hide from this check); returns (routes, lines that are not)."""
+    with open(os.path.join(SRC, "server", "router.c")) as fh:
+        text = fh.read()
+    m = re.search(r"static const route routes\[\] = \{\n(.*?)\n\};", text, re.S)
+    if not m:
+        return [], ["the route table was not found in server/router.c"]
+    routes, odd = [], []
+    for line in m.group(1).splitlines():
+        if not line.strip() or line.strip().startswith(("/*", "*", "//")):
+            continue
+        r = ROUTE_LINE.match(line)
+        if r:
+            routes.append((r.group(1), r.group(2), r.group(5) == "1"))
+        else:
+            odd.append(line)
+    return routes, odd
+
+
+def pattern_re(pattern):
+    return re.compile("^" + re.escape(pattern).replace(re.escape("{id}"), "[1-9][0-9]*") + "/?$")
+
+
+def resolve(doc, node):
+    """Follows a local $ref (one level is all this document uses)."""
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/"):
+            return None
+        node = doc
+        for part in ref[2:].split("/"):
+            node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def dangling_refs(doc, node=None, where="#"):
+    node = doc if node is None else node
+    bad = []
+    if isinstance(node, dict):
+        if "$ref" in node and resolve(doc, {"$ref": node["$ref"]}) is None:
+            bad.append("%s -> %s" % (where, node["$ref"]))
+        for k, v in node.items():
+            bad += dangling_refs(doc, v, where + "/" + str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            bad += dangling_refs(doc, v, "%s/%d" % (where, i))
+    return bad
+
+
+def test_openapi(tmp):
+    routes, odd = router_routes()
+    ok(routes and not odd, "server/router.c: every line of the route table parses (%d routes)" %
+       len(routes), "\n".join(odd))
+    d = Daemon("openapi", os.path.join(tmp, "data-openapi"))
+    if not ok(d.start(), "clipd starts for the OpenAPI checks"):
+        return
+    try:
+        r = d.get("/openapi.json")
+        doc = r.json
+        ok(r.status == 200 and r.headers.get("Content-Type", "").startswith("application/json") and
+           isinstance(doc, dict), "GET /openapi.json: 200, JSON", r)
+        if not isinstance(doc, dict):
+            return
+        with open(os.path.join(SRC, "server", "openapi.json"), "rb") as fh:
+            ok(fh.read() == r.body, "the served document is server/openapi.json as it is in the repo")
+        ok(re.match(r"^3\.\d+\.\d+$", str(doc.get("openapi"))) and doc.get("info", {}).get("title")
+           and isinstance(doc.get("paths"), dict), "an OpenAPI 3.x document with info and paths",
+           doc.get("openapi"))
+        bad = dangling_refs(doc)
+        ok(not bad, "every $ref of the document resolves", "\n".join(bad))
+
+        documented = {}
+        for path, item in doc.get("paths", {}).items():
+            for m, o in item.items():
+                if m in HTTP_METHODS:
+                    documented[(m.upper(), path)] = (item, o)
+        served = {(m, p): w for m, p, w in routes}
+        missing = sorted(set(served) - set(documented))
+        extra = sorted(set(documented) - set(served))
+        ok(not missing, "every route of router.c is in the OpenAPI document",
+           "undocumented: %s" % missing)
+        ok(not extra, "every route of the OpenAPI document is in router.c",
+           "documented, not routed: %s" % extra)
+
+        schemes = doc.get("components", {}).get("securitySchemes", {})
+        bearer = [n for n, s in schemes.items() if s.get("type") == "http" and
+                  str(s.get("scheme", "")).lower() == "bearer"]
+        ok(bearer, "a bearer security scheme is defined", schemes)
+        err = resolve(doc, {"$ref": "#/components/schemas/Error"}) or {}
+        inner = err.get("properties", {}).get("error", {})
+        ok(set(inner.get("properties", {})) >= {"code", "message"} and
+           set(inner.get("required", [])) >= {"code", "message"} and "error" in err.get("required", []),
+           "the Error schema is {\"error\": {\"code\", \"message\"}}", err)
+
+        problems = []
+        for (m, path), (item, o) in sorted(documented.items()):
+            name = "%s %s" % (m, path)
+            params = [resolve(doc, p) or {} for p in item.get("parameters", []) + o.get("parameters", [])]
+            for var in re.findall(r"\{(\w+)\}", path):
+                if not any(p.get("in") == "path" and p.get("name") == var and p.get("required")
+                           for p in params):
+                    problems.append("%s: path parameter {%s} is not declared" % (name, var))
+            responses = o.get("responses", {})
+            if not any(str(c).startswith("2") for c in responses):
+                problems.append("%s: no 2xx response" % name)
+            if path.startswith("/v1/"):
+                errs = [c for c in responses if str(c)[0] in "45"]
+                if not errs:
+                    problems.append("%s: no error response" % name)
+                for c in errs:
+                    resp = resolve(doc, responses[c]) or {}
+                    schema = resp.get("content", {}).get("application/json", {}).get("schema", {})
+                    if schema.get("$ref") != "#/components/schemas/Error":
+                        problems.append("%s: response %s is not the Error schema" % (name, c))
+            sec = o.get("security", doc.get("security"))
+            if served.get((m, path)):
+                if not sec or any(not s for s in sec) or not all(set(s) <= set(bearer) for s in sec):
+                    problems.append("%s: writes, but its security does not require the bearer key" % name)
+            if (m in ("POST", "PATCH") and "requestBody" not in o):
+                problems.append("%s: no requestBody" % name)
+        ok(not problems, "every operation: path parameters, 2xx and Error responses, security, bodies",
+           "\n".join(problems))
+
+        # Live: every documented operation reaches a handler (never 404 for
+        # the path or 405), with ids that exist; deletes go last.
+        img = png_bytes(24, 24, 4242)
+        r = d.post("/v1/images?wait=true", img, ctype="image/png")
+        image_id = r.json["id"] if r.status == 200 else 1
+        r = d.post("/v1/texts", {"texts": ["a caption"]})
+        text_id = r.json["ids"][0] if r.status == 202 else 1
+        job_id = r.json["job_id"] if r.status == 202 else 1
+        ids = {"/v1/images/": image_id, "/v1/texts/": text_id, "/v1/jobs/": job_id}
+        unreached = []
+        for (m, path) in sorted(documented, key=lambda k: (k[0] == "DELETE", k[1], k[0])):
+            url = path
+            for prefix, v in ids.items():
+                if path.startswith(prefix):
+                    url = path.replace("{id}", str(v))
+            body = {} if m in ("POST", "PATCH", "PUT") else None
+            resp = d.request(m, url, body)
+            if resp.status in (404, 405):  # the ids exist: a 404 is the route's
+                unreached.append("%s %s -> %r" % (m, url, resp))
+        ok(not unreached, "every documented operation is served by the live daemon (no 404/405)",
+           "\n".join(unreached))
+    finally:
+        ok(d.stop() == 0, "openapi daemon: SIGTERM exit 0")
+
+
+# -- metrics --
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+BUCKETS = ["0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10",
+           "+Inf"]
+
+
+def parse_metrics(text):
+    """Exposition text -> ({(name, ((label, value), ...)): value}, {family: type}, problems)."""
+    samples, types, helps, problems = {}, {}, set(), []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, fam, typ = line.split(" ", 3)
+            types[fam] = typ
+        elif line.startswith("# HELP "):
+            helps.add(line.split(" ", 3)[2])
+        elif line.startswith("#") or not line.strip():
+            continue
+        else:
+            m = SAMPLE.match(line)
+            if not m:
+                problems.append("malformed line: %r" % line)
+                continue
+            labels = tuple(sorted(LABEL.findall(m.group(2) or "")))
+            key = (m.group(1), labels)
+            if key in samples:
+                problems.append("duplicate series: %r" % line)
+            try:
+                samples[key] = float(m.group(3))
+            except ValueError:
+                problems.append("bad value: %r" % line)
+    for fam in types:
+        if fam not in helps:
+            problems.append("no HELP for %s" % fam)
+    for name, _ in samples:
+        fam = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+        if fam not in types:
+            problems.append("no TYPE for %s" % name)
+    return samples, types, problems
+
+
+def mval(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def hist_problems(samples, fam):
+    """Checks every series of histogram fam: the bucket bounds, cumulative
+    counts, +Inf == _count, a _sum."""
+    problems, series = [], {}
+    for (name, labels), v in samples.items():
+        if name == fam + "_bucket":
+            rest = tuple(kv for kv in labels if kv[0] != "le")
+            le = dict(labels).get("le")
+            series.setdefault(rest, {})[le] = v
+    for rest, b in series.items():
+        if sorted(b, key=lambda x: float(x)) != [x for x in BUCKETS]:
+            problems.append("%s%s: buckets %s" % (fam, rest, sorted(b)))
+            continue
+        counts = [b[x] for x in BUCKETS]
+        if counts != sorted(counts):
+            problems.append("%s%s: buckets not cumulative %s" % (fam, rest, counts))
+        cnt = samples.get((fam + "_count", rest))
+        if cnt is None or cnt != counts[-1]:
+            problems.append("%s%s: _count %s != +Inf %s" % (fam, rest, cnt, counts[-1]))
+        if samples.get((fam + "_sum", rest)) is None or samples[(fam + "_sum", rest)] < 0:
+            problems.append("%s%s: no _sum" % (fam, rest))
+    return problems, series
+
+
+def test_metrics(tmp):
+    routes, _ = router_routes()
+    patterns = {p for _, p, _ in routes}
+    d = Daemon("metrics", os.path.join(tmp, "data-metrics"))
+    if not ok(d.start(), "clipd starts for the metrics checks"):
+        return
+    try:
+        def scrape():
+            r = d.get("/metrics")
+            s, t, p = parse_metrics(r.body.decode(errors="replace"))
+            return r, s, t, p
+        r, m0, types, problems = scrape()
+        ok(r.status == 200 and r.headers.get("Content-Type", "").startswith("text/plain; version=0.0.4"),
+           "GET /metrics: 200, text/plain; version=0.0.4", (r.status, r.headers.get("Content-Type")))
+        ok(not problems, "the exposition parses: every sample has a TYPE and HELP, no duplicates",
+           "\n".join(problems))
+        want_types = {"clipd_http_requests_total": "counter",
+                      "clipd_http_request_duration_seconds": "histogram",
+                      "clipd_queue_depth": "gauge", "clipd_items": "gauge",
+                      "clipd_index_vectors": "gauge", "clipd_encode_seconds": "histogram",
+                      "clipd_encoded_items_total": "counter"}
+        ok(all(types.get(k) == v for k, v in want_types.items()), "every metric family is there",
+           types)
+        ok(("clipd_queue_depth", ()) in m0 and m0[("clipd_queue_depth", ())] == 0,
+           "clipd_queue_depth is 0 on an idle daemon", m0.get(("clipd_queue_depth", ())))
+        ok(all(("clipd_index_vectors", (("collection", c),)) in m0 for c in ("images", "texts")) and
+           all(("clipd_items", (("collection", c),)) in m0 for c in ("images", "texts")),
+           "clipd_items and clipd_index_vectors for both collections")
+
+        for _ in range(3):
+            d.get("/v1/stats")
+        d.get("/v1/images/99999")
+        d.get("/v1/images/99998")
+        d.get("/no/such/route")
+        d.post("/v1/search", {"text": "a dog"})
+        with open(os.path.join(REF, "images", "horse.png"), "rb") as fh:
+            horse = fh.read()
+        d.post("/v1/search", {"image_b64": base64.b64encode(horse).decode()})
+        r = d.post("/v1/images?wait=true", png_bytes(32, 32, 77), ctype="image/png")
+        ok(r.status == 200, "an upload is indexed", r)
+        r, m1, _, problems = scrape()
+        ok(not problems, "the exposition still parses", "\n".join(problems))
+
+        def delta(route, method, code):
+            k = dict(route=route, method=method, code=str(code))
+            return mval(m1, "clipd_http_requests_total", **k) - mval(m0, "clipd_http_requests_total", **k)
+        moves = [("/v1/stats", "GET", 200, 3), ("/v1/images/{id}", "GET", 404, 2),
+                 ("unmatched", "GET", 404, 1), ("/v1/search", "POST", 200, 2),
+                 ("/v1/images", "POST", 200, 1), ("/metrics", "GET", 200, 1)]
+        got = [(rt, mt, c, delta(rt, mt, c)) for rt, mt, c, _ in moves]
+        ok(all(g[3] == w[3] for g, w in zip(got, moves)),
+           "request counters move by the requests made, keyed by route pattern", got)
+        hp, series = hist_problems(m1, "clipd_http_request_duration_seconds")
+        ok(not hp and (("route", "/v1/stats"),) in series, "latency histograms are well-formed",
+           "\n".join(hp))
+        ok(mval(m1, "clipd_http_request_duration_seconds_count", route="/v1/stats") -
+           mval(m0, "clipd_http_request_duration_seconds_count", route="/v1/stats") == 3,
+           "the /v1/stats histogram counted its 3 requests")
+        hp, series = hist_problems(m1, "clipd_encode_seconds")
+        ok(not hp and set(series) == {(("tower", "image"),), (("tower", "text"),)},
+           "encode histograms are well-formed, one per tower", "\n".join(hp) or series)
+        enc = {t: mval(m1, "clipd_encoded_items_total", tower=t) -
+               mval(m0, "clipd_encoded_items_total", tower=t) for t in ("image", "text")}
+        cnt = {t: mval(m1, "clipd_encode_seconds_count", tower=t) -
+               mval(m0, "clipd_encode_seconds_count", tower=t) for t in ("image", "text")}
+        ok(enc["text"] >= 1 and cnt["text"] >= 1 and enc["image"] >= 2 and cnt["image"] >= 2,
+           "encode counters move: a text query, an image query and a worker batch", (enc, cnt))
+        ok(mval(m1, "clipd_items", collection="images") == 1 and
+           mval(m1, "clipd_index_vectors", collection="images") == 1,
+           "item and index gauges follow the upload")
+
+        # Bounded labels: many distinct URLs and odd methods add no series.
+        before = len([k for k in m1 if k[0] == "clipd_http_requests_total"])
+        for i in range(25):
+            d.get("/v1/images/%d" % (500000 + i))
+            d.get("/junk/%d" % i)
+            d.request("BREW", "/v1/coffee/%d" % i)
+        d.request("PUT", "/v1/images")
+        r, m2, _, _ = scrape()
+        series = [dict(k[1]) for k in m2 if k[0] == "clipd_http_requests_total"]
+        bad = [s for s in series if s.get("route") not in patterns | {"unmatched"} or
+               s.get("method") not in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+                                       "OTHER") or not re.match(r"^\d{1,3}$", s.get("code", ""))]
+        ok(not bad, "label values are bounded: router patterns or 'unmatched', known methods, codes",
+           bad)
+        ok(len(series) <= before + 4, "75 distinct URLs add at most a few series (%d -> %d)" %
+           (before, len(series)), series)
+        ok(mval(m2, "clipd_http_requests_total", route="unmatched", method="OTHER", code="404") == 25,
+           "unknown methods on unknown routes count as method OTHER, route unmatched")
+    finally:
+        ok(d.stop() == 0, "metrics daemon: SIGTERM exit 0")
+
+
+# -- thumbnails --
+
+def jpeg_size(data):
+    """(width, height, components) from a JPEG's SOF segment, or None."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        seglen = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h, data[i + 9]
+        i += 2 + seglen
+    return None
+
+
+def jpeg_with_orientation(jpeg, orientation):
+    """The JPEG with an EXIF APP1 segment saying orientation (big-endian TIFF)."""
+    tiff = (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) +
+            struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def png_rgba(w, h, seed):
+    rnd = random.Random(seed)
+    raw = bytearray()
+    for _ in range(h):
+        raw.append(0)
+        raw.extend(rnd.getrandbits(8) for _ in range(w * 4))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) +
+            png_chunk(b"IDAT", zlib.compress(bytes(raw))) + png_chunk(b"IEND", b""))
+
+
+def test_thumbnails(tmp):
+    d = Daemon("thumbs", os.path.join(tmp, "data-thumbs"))
+    if not ok(d.start(), "clipd starts for the thumbnail checks"):
+        return
+    thumbs_dir = os.path.join(d.data, "thumbs")
+    try:
+        with open(os.path.join(REF, "images", "rocket.jpg"), "rb") as fh:
+            rocket = fh.read()
+        r = d.post("/v1/images?wait=true", rocket, ctype="image/jpeg")
+        if not ok(r.status == 200, "upload a JPEG", r):
+            return
+        img = r.json
+        iid, sha, W, H = img["id"], img["sha256"], img["width"], img["height"]
+        ok(img.get("thumbnail_url") == "/v1/images/%d/thumbnail" % iid,
+           "image JSON carries thumbnail_url", img)
+        r = d.get("/v1/images/%d" % iid)
+        ok(r.status == 200 and r.json.get("thumbnail_url") == "/v1/images/%d/thumbnail" % iid,
+           "GET /v1/images/{id} carries thumbnail_url", r)
+        r = d.post("/v1/search", {"text": "a rocket", "k": 1})
+        ok(r.status == 200 and r.json["results"] and
+           r.json["results"][0].get("thumbnail_url") == "/v1/images/%d/thumbnail" % iid,
+           "search results carry thumbnail_url", r)
+
+        r = d.get("/v1/images/%d/thumbnail?size=100" % iid)
+        size = jpeg_size(r.body) if r.status == 200 else None
+        ok(r.status == 200 and r.headers.get("Content-Type") == "image/jpeg" and
+           r.body[:3] == b"\xff\xd8\xff" and size and 16 <= max(size[:2]) <= 100,
+           "GET thumbnail?size=100: a JPEG whose long side is at most 100 (%s)" % (size,),
+           (r.status, r.headers, r.body[:60]))
+        ok(size and abs(size[0] / size[1] - W / H) < 0.05, "the aspect ratio is kept", (size, W, H))
+        ok(r.headers.get("Cache-Control") == "public, max-age=31536000, immutable" and
+           re.match(r'^"[^"]+"$', r.headers.get("ETag", "")),
+           "Cache-Control immutable for a year, and a quoted ETag", r.headers)
+        files = sorted(f for f in os.listdir(thumbs_dir)) if os.path.isdir(thumbs_dir) else []
+        ok(len(files) == 1 and files[0].startswith(sha + "-") and files[0].endswith(".jpg"),
+           "the thumbnail is cached as thumbs/<sha256>-<size>.jpg", files)
+        path = os.path.join(thumbs_dir, files[0]) if files else ""
+        st = os.stat(path) if path else None
+        r2 = d.get("/v1/images/%d/thumbnail?size=100" % iid)
+        st2 = os.stat(path) if path else None
+        ok(r2.status == 200 and r2.body == r.body and r2.headers.get("ETag") == r.headers.get("ETag")
+           and r2.headers.get("X-Thumbnail-Cache") == "hit" and
+           r.headers.get("X-Thumbnail-Cache") == "miss" and st and st2 and
+           (st.st_ino, st.st_mtime_ns) == (st2.st_ino, st2.st_mtime_ns),
+           "the second request is served from the cache file, unchanged",
+           (r.headers.get("X-Thumbnail-Cache"), r2.headers.get("X-Thumbnail-Cache")))
+        with open(path, "rb") as fh:
+            ok(fh.read() == r.body, "the cache file holds the bytes served")
+        r3 = d.get("/v1/images/%d/thumbnail?size=100" % iid,
+                   headers={"If-None-Match": r.headers.get("ETag", "")})
+        ok(r3.status == 304 and r3.body == b"" and r3.headers.get("ETag") == r.headers.get("ETag"),
+           "If-None-Match with the ETag: 304 without a body", r3)
+
+        r = d.get("/v1/images/%d/thumbnail" % iid)
+        s = jpeg_size(r.body) if r.status == 200 else None
+        ok(s and max(s[:2]) <= 256 and max(s[:2]) >= 200, "no size: the default, 256 (%s)" % (s,), r)
+        r = d.get("/v1/images/%d/thumbnail?size=99999" % iid)
+        s = jpeg_size(r.body) if r.status == 200 else None
+        ok(s and s[:2] == (W, H), "a size over the image is clamped and never enlarges (%s)" % (s,), r)
+        r = d.get("/v1/images/%d/thumbnail?size=0" % iid)
+        s = jpeg_size(r.body) if r.status == 200 else None
+        ok(s and max(s[:2]) == 16, "size=0 is clamped to 16 (%s)" % (s,), r)
+        for bad in ("abc", "12.5", "", "1e3", "%20"):
+            r = d.get("/v1/images/%d/thumbnail?size=%s" % (iid, bad))
+            ok(r.status == 400 and r.err_code() == "bad_request" and "size" in r.err_msg(),
+               "size=%r: 400 naming the parameter" % bad, r)
+        r = d.get("/v1/images/99999999/thumbnail")
+        ok(r.status == 404 and r.err_code() == "not_found", "unknown id: 404", r)
+
+        # Concurrent first requests of one size: all the same, one file.
+        results = []
+
+        def fetch():
+            results.append(d.get("/v1/images/%d/thumbnail?size=300" % iid))
+        threads = [threading.Thread(target=fetch) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ok(len(results) == 8 and all(x.status == 200 and x.body == results[0].body for x in results)
+           and len([f for f in os.listdir(thumbs_dir) if f.startswith(sha)]) == 5 and
+           not [f for f in os.listdir(thumbs_dir) if f.startswith(".")],
+           "8 concurrent first requests get the same bytes; no temporary file is left",
+           sorted(os.listdir(thumbs_dir)))
+
+        # EXIF orientation 6: the landscape JPEG comes out portrait.
+        r = d.post("/v1/images", jpeg_with_orientation(rocket, 6), ctype="image/jpeg")
+        rid = r.json["id"] if r.status == 202 else 0
+        r = d.get("/v1/images/%d/thumbnail?size=128" % rid)
+        s = jpeg_size(r.body) if r.status == 200 else None
+        ok(s and s[1] > s[0] and W > H, "EXIF orientation is applied (%s from %dx%d)" % (s, W, H), r)
+        # Transparency and 16 bits per channel still make an 8-bit RGB JPEG.
+        r = d.post("/v1/images", png_rgba(50, 40, 5), ctype="image/png")
+        aid = r.json["id"] if r.status == 202 else 0
+        r = d.get("/v1/images/%d/thumbnail?size=32" % aid)
+        s = jpeg_size(r.body) if r.status == 200 else None
+        ok(s and s[0] == 32 and s[2] == 3, "an RGBA PNG gives an RGB JPEG (%s)" % (s,), r)
+        # A truncated JPEG (stored, fails to index) has no thumbnail: 422.
+        r = d.post("/v1/images", rocket[:20000], ctype="image/jpeg")
+        tid = r.json["id"] if r.status == 202 else 0
+        r = d.get("/v1/images/%d/thumbnail" % tid)
+        ok(r.status == 422 and r.err_code() == "undecodable_image" and
+           ("%d" % tid) in r.err_msg() and "Cache-Control" not in r.headers,
+           "a truncated JPEG: 422 naming the image, not cacheable", (r, r.headers))
+        ok(not [f for f in os.listdir(thumbs_dir) if f.startswith(".")],
+           "a failed thumbnail leaves no temporary file", os.listdir(thumbs_dir))
+
+        # No descriptor leaks: made, cached, failed and unknown thumbnails.
+        def nfds():
+            return len(os.listdir("/proc/%d/fd" % d.proc.pid))
+        d.get("/v1/images/%d/thumbnail?size=48" % aid)
+        fds0 = nfds()
+        for i in range(12):
+            d.get("/v1/images/%d/thumbnail?size=%d" % (aid, 64 + 16 * i))
+            d.get("/v1/images/%d/thumbnail?size=%d" % (aid, 64 + 16 * i))
+            d.get("/v1/images/%d/thumbnail?size=%d" % (tid, 64 + 16 * i))
+            d.get("/v1/images/%d/thumbnail" % (10 ** 7 + i))
+        fds1 = nfds()
+        ok(fds1 <= fds0 + 2, "no descriptor leak from thumbnails (%d before, %d after)" %
+           (fds0, fds1), os.listdir("/proc/%d/fd" % d.proc.pid))
+
+        # Deleting the image removes its cached thumbnails.
+        r = d.delete("/v1/images/%d" % iid)
+        left = [f for f in os.listdir(thumbs_dir) if f.startswith(sha)]
+        r2 = d.get("/v1/images/%d/thumbnail" % iid)
+        ok(r.status == 200 and not left and r2.status == 404,
+           "DELETE removes the cached thumbnails; the thumbnail is then 404", (r, left, r2))
+    finally:
+        ok(d.stop() == 0, "thumbs daemon: SIGTERM exit 0")
+
+
+# -- the README's curl examples --
+
+def readme_examples():
+    """The curl commands of README.md's "## HTTP API" section, in order."""
+    with open(os.path.join(SRC, "README.md")) as fh:
+        text = fh.read()
+    m = re.search(r"^## HTTP API\n(.*?)(?=^## )", text, re.S | re.M)
+    if not m:
+        return None
+    cmds, cur = [], ""
+    for line in m.group(1).splitlines():
+        if not line.startswith("    "):
+            cur = ""
+            continue
+        s = line[4:]
+        if cur:
+            cur += " " + s.strip()
+        elif s.startswith("curl "):
+            cur = s
+        else:
+            continue
+        if cur.endswith("\\"):
+            cur = cur[:-1].rstrip()
+            continue
+        cmds.append(cur)
+        cur = ""
+    return cmds
+
+
+def curl_route(cmd):
+    """(method, path) a curl command asks for."""
+    url = re.search(r"localhost:8080(/[^'\"\s?]*)", cmd)
+    m = re.search(r"-X\s+([A-Z]+)", cmd)
+    method = m.group(1) if m else (
+        "POST" if re.search(r"\s(-d|-F|--data-binary|--data)\s", cmd) else "GET")
+    return method, url.group(1) if url else None
+
+
+def test_readme_curl(tmp):
+    examples = readme_examples()
+    if not ok(examples, "README.md has a \"## HTTP API\" section with curl examples"):
+        return
+    routes, _ = router_routes()
+    asked = [curl_route(c) for c in examples]
+    uncovered = ["%s %s" % (m, p) for m, p, _ in routes
+                 if not any(am == m and ap and pattern_re(p).match(ap) for am, ap in asked)]
+    ok(not uncovered, "the README has a curl example for every route", uncovered)
+    if not shutil.which("curl"):
+        print("ok %d - # SKIP curl is not installed: the examples are not run" % (_n + 1))
+        globals()["_n"] += 1
+        return
+    work = os.path.join(tmp, "readme")
+    photos = os.path.join(work, "photos")
+    os.makedirs(os.path.join(photos, "2024"))
+    for src, dst in (("rocket.jpg", "photo.jpg"), ("horse.png", "a.png"), ("chelsea.png", "b.png"),
+                     ("coffee.png", "photos/coffee.png"), ("astronaut.png", "photos/2024/astronaut.png")):
+        shutil.copy(os.path.join(REF, "images", src), os.path.join(work, dst))
+    key = "readme-key"
+    d = Daemon("readme", os.path.join(tmp, "data-readme"), ["--api-key", key, "--allow-root", photos])
+    if not ok(d.start(), "clipd starts for the README examples"):
+        return
+    try:
+        env = dict(os.environ, KEY=key)
+        failed = []
+        for cmd in examples:
+            run = cmd.replace("localhost:8080", "127.0.0.1:%d" % d.port).replace("/srv/photos", photos)
+            run = run.replace("curl ", "curl -sS -w '\\nHTTP %{http_code}' ", 1)
+            p = subprocess.run(["bash", "-c", run], cwd=work, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=120)
+            out = p.stdout.decode(errors="replace")
+            status = re.search(r"HTTP (\d{3})$", out)
+            if p.returncode != 0 or not status or not status.group(1).startswith("2"):
+                failed.append("%s\n  -> exit %d, %s %s" % (cmd, p.returncode, out[-300:],
+                                                          p.stderr.decode(errors="replace")[-200:]))
+        ok(not failed, "every README curl example (%d) succeeds against a fresh daemon with a key" %
+           len(examples), "\n".join(failed))
+    finally:
+        ok(d.stop() == 0, "readme daemon: SIGTERM exit 0")
+
+
+# ---- jobs, texts and the store's batch calls -----------------------------------
+
+def test_jobs_and_texts(tmp):
+    d = Daemon("jobs", os.path.join(tmp, "data-jobs"), env_extra={"CLIPD_WORKERS": "1"})
+    if not ok(d.start(), "clipd starts for the job tests"):
+        return
+    with open(os.path.join(REF, "images", "rocket.jpg"), "rb") as fh:
+        rocket = fh.read()
+    a, b = png_bytes(24, 24, 601), png_bytes(24, 24, 602)
+    try:
+        # A bulk ingest with a corrupt image and a text file: the job lists both.
+        body, ctype = multipart([], [("file", "a.png", a, "image/png"),
+                                     ("file", "broken.jpg", rocket[:20000], "image/jpeg"),
+                                     ("file", "notes.txt", b"just some words\n", "text/plain"),
+                                     ("file", "b.png", b, "image/png")])
+        r = d.post("/v1/ingest", body, ctype=ctype)
+        ok(r.status == 202 and r.json["accepted"] == 3 and len(r.json["rejected"]) == 1,
+           "bulk ingest: 3 accepted (one of them corrupt), the text file rejected", r)
+        ids = {it["name"]: it["id"] for it in (r.json or {}).get("items", [])}
+        job = d.wait_job(r.json["job_id"]) if r.status == 202 else None
+        errs = (job or {}).get("errors", [])
+        by_name = {e.get("name"): e for e in errs}
+        broken, notes = by_name.get("broken.jpg", {}), by_name.get("notes.txt", {})
+        ok(job is not None and job["total"] == 4 and job["done"] == 2 and job["failed"] == 2 and
+           len(errs) == 2 and broken.get("id") == ids.get("broken.jpg") and
+           "truncated" in broken.get("error", "") and notes.get("id", 0) is None and
+           "not a supported image" in notes.get("error", "") and
+           "errors_truncated" not in job,
+           "GET /v1/jobs/{id} lists the corrupt image (its id) and the text file (id null) "
+           "with their reasons", job)
+        r = d.get("/v1/jobs")
+        ok(r.status == 200 and all("errors" not in j for j in r.json["jobs"]),
+           "GET /v1/jobs lists jobs without their errors", r)
+
+        # Every file a duplicate: the request still has a job, and it is done.
+        body, ctype = multipart([], [("file", "a-again.png", a, "image/png"),
+                                     ("file", "b-again.png", b, "image/png")])
+        r = d.post("/v1/ingest", body, ctype=ctype)
+        ok(r.status == 202 and r.json["duplicates"] == 2 and r.json["accepted"] == 0 and
+           isinstance(r.json.get("job_id"), int), "a bulk ingest of duplicates answers a job", r)
+        if r.status == 202 and r.json.get("job_id"):
+            j = d.get("/v1/jobs/%d" % r.json["job_id"]).json
+            ok(j["state"] == "done" and j["total"] == 0 and j["errors"] == [],
+               "the empty job is done in the store at once", j)
+
+        # Many error rows: capped, with a flag.
+        files = [("file", "t%03d.txt" % i, b"text %d" % i, "text/plain") for i in range(105)]
+        body, ctype = multipart([], files)
+        r = d.post("/v1/ingest", body, ctype=ctype)
+        j = d.wait_job(r.json["job_id"]) if r.status == 202 else None
+        ok(j is not None and j["failed"] == 105 and len(j["errors"]) == 100 and
+           j.get("errors_truncated") is True, "job errors are capped at 100 with errors_truncated",
+           j and {k: j[k] for k in j if k != "errors"})
+
+        # Texts: acknowledged, then kill -9 before the workers are through.
+        n = 3000
+        r = d.post("/v1/texts", {"texts": [{"text": "caption number %d" % i, "meta": {"i": i}}
+                                           for i in range(n)]})
+        ok(r.status == 202 and len(r.json["ids"]) == n, "POST /v1/texts of %d texts: 202" % n, r)
+        d.stop(signal.SIGKILL)
+        text_job = r.json["job_id"] if r.status == 202 else None
+        text_ids = r.json["ids"] if r.status == 202 else []
+
+        # Killed while another POST /v1/texts is being stored: all or none,
+        # whatever the moment (a few moments are tried).
+        if not ok(d.start(), "restart after kill -9 with texts acknowledged"):
+            return
+        outcomes = []
+        for delay in (0.05, 0.15, 0.3, 0.6):
+            before = d.get("/v1/stats").json["texts"]["total"]
+            result = {}
+
+            def send():
+                try:
+                    result["r"] = d.post("/v1/texts", {"texts": ["late caption %d" % i
+                                                                 for i in range(10000)]},
+                                         timeout=60)
+                except Exception as e:  # the daemon dies under us
+                    result["e"] = e
+            t = threading.Thread(target=send)
+            t.start()
+            time.sleep(delay)
+            d.stop(signal.SIGKILL)
+            t.join()
+            if not d.start():
+                outcomes.append("no restart")
+                break
+            added = d.get("/v1/stats").json["texts"]["total"] - before
+            outcomes.append("%s: %d stored" % ("answered" if "r" in result else "cut off", added))
+            if added not in (0, 10000):
+                break
+        ok(all(o.endswith(": 0 stored") or o.endswith(": 10000 stored") for o in outcomes),
+           "kill -9 during POST /v1/texts: stored whole or not at all (%s)" % "; ".join(outcomes))
+        job = d.wait_job(text_job) if text_job else None
+        ok(job is not None and job["total"] == n and job["done"] == n and job["failed"] == 0,
+           "after restart every acknowledged text is embedded (job done %d/%d)" %
+           ((job or {}).get("done", -1), n), job)
+        s = d.wait_idle()
+        ok(s is not None and s["index"]["texts"]["count"] == s["texts"]["total"] and
+           s["queue_depth"] == 0, "the texts index holds every stored text", s)
+        bad = [i for i in text_ids[::100] if d.get("/v1/texts/%d" % i).json.get("status") != "ready"]
+        ok(not bad, "sampled acknowledged texts are ready", bad)
+
+        # Search results with the batched reads: offset pages, and a deep page.
+        r1 = d.post("/v1/search", {"text": "caption number 7", "collection": "texts", "k": 50})
+        r2 = d.post("/v1/search", {"text": "caption number 7", "collection": "texts", "k": 25,
+                                   "offset": 25})
+        ok(r1.status == 200 and r2.status == 200 and len(r1.json["results"]) == 50 and
+           [x["id"] for x in r1.json["results"][25:]] == [x["id"] for x in r2.json["results"]] and
+           all("text" in x and "score" in x for x in r2.json["results"]),
+           "text search pages through the batched reads", (r1, r2))
+    finally:
+        d.stop()
+
+
+# ---- --watch ---------------------------------------------------------------------------
+
+def images_by_name(d):
+    """{filename: id} of every indexed image."""
+    r = d.post("/v1/search", {"text": "x", "k": 1000})
+    return {x["filename"]: x["id"] for x in r.json["results"]} if r.status == 200 else {}
+
+
+def wait_until(pred, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    return pred()
+
+
+def test_watch(tmp):
+    w = os.path.join(tmp, "watched")
+    os.makedirs(os.path.join(w, ".hidden"))
+    for i in range(3):
+        with open(os.path.join(w, "start%d.png" % i), "wb") as fh:
+            fh.write(png_bytes(20, 20, 700 + i))
+    with open(os.path.join(w, ".hidden", "h.png"), "wb") as fh:
+        fh.write(png_bytes(20, 20, 799))
+    # Rescans are rare here: what shows within seconds came by inotify.
+    env = {"CLIPD_WATCH": w, "CLIPD_RESCAN_SECONDS": "300", "CLIPD_WORKERS": "1"}
+    d = Daemon("watch", os.path.join(tmp, "data-watch"), env_extra=env)
+    if not ok(d.start(), "clipd starts with CLIPD_WATCH"):
+        return
+    p = lambda name: os.path.join(w, name)
+    try:
+        names = wait_until(lambda: len(images_by_name(d)) >= 3 and images_by_name(d))
+        ok(names and sorted(names) == sorted(p("start%d.png" % i) for i in range(3)),
+           "the files present at start are ingested; hidden ones are not", names)
+
+        t0 = time.time()
+        new = png_bytes(28, 20, 710)
+        with open(p("new.png"), "wb") as fh:
+            fh.write(new)
+        names = wait_until(lambda: p("new.png") in images_by_name(d) and images_by_name(d))
+        took = time.time() - t0
+        ok(names, "a file copied into the watched directory is searchable (%.1f s)" % took)
+        r = d.post("/v1/search", {"image_b64": base64.b64encode(new).decode(), "k": 1})
+        ok(r.status == 200 and r.json["results"][0]["filename"] == p("new.png") and
+           abs(r.json["results"][0]["score"] - 1) < 1e-4, "and found by its own content", r)
+        new_id = (names or {}).get(p("new.png"))
+
+        os.makedirs(p("sub/deeper"))
+        with open(p("sub/deeper/s.png"), "wb") as fh:
+            fh.write(png_bytes(16, 16, 711))
+        ok(wait_until(lambda: p("sub/deeper/s.png") in images_by_name(d)),
+           "a new subdirectory is watched too")
+
+        # Modified: the old image goes, a new one comes.
+        with open(p("new.png"), "wb") as fh:
+            fh.write(png_bytes(28, 20, 712))
+        names = wait_until(lambda: images_by_name(d).get(p("new.png"), new_id) != new_id and
+                           images_by_name(d))
+        ok(names and d.get("/v1/images/%d" % new_id).status == 404,
+           "a modified file is indexed again and its old image is gone",
+           (new_id, (names or {}).get(p("new.png"))))
+
+        # Deleted.
+        gone_id = images_by_name(d).get(p("start0.png"))
+        os.unlink(p("start0.png"))
+        ok(wait_until(lambda: d.get("/v1/images/%d" % gone_id).status == 404) and
+           p("start0.png") not in images_by_name(d), "a deleted file disappears from the index")
+
+        # A text file: refused, and said so in a watch job.
+        with open(p("readme.txt"), "wb") as fh:
+            fh.write(b"not an image")
+
+        def refused():
+            for j in d.get("/v1/jobs").json["jobs"]:
+                if j["kind"] == "watch" and j["failed"]:
+                    e = d.get("/v1/jobs/%d" % j["id"]).json["errors"]
+                    if any(x["name"] == p("readme.txt") for x in e):
+                        return e
+            return None
+        errs = wait_until(refused)
+        ok(errs and "not a supported image" in errs[0]["error"],
+           "a file that is not an image is a failed item of a watch job", errs)
+        # A file written slowly is taken once it is complete.
+        slow = png_bytes(40, 40, 713)
+        with open(p("slow.png"), "wb") as fh:
+            for i in range(0, len(slow), len(slow) // 4 + 1):
+                fh.write(slow[i:i + len(slow) // 4 + 1])
+                fh.flush()
+                time.sleep(0.3)
+        sid = wait_until(lambda: images_by_name(d).get(p("slow.png")))
+        r = d.get("/v1/images/%d" % sid) if sid else None
+        ok(r and r.json["bytes"] == len(slow) and r.json["status"] == "ready",
+           "a file written in steps is ingested whole", r)
+        # Renamed: the same content keeps its image, which now goes with the
+        # new name.
+        sid2 = images_by_name(d).get(p("sub/deeper/s.png"))
+        os.rename(p("sub/deeper/s.png"), p("sub/moved.png"))
+        time.sleep(2.5)
+        ok(sid2 and d.get("/v1/images/%d" % sid2).status == 200, "a renamed file keeps its image")
+        os.unlink(p("sub/moved.png"))
+        ok(sid2 and wait_until(lambda: d.get("/v1/images/%d" % sid2).status == 404),
+           "and it goes when the file goes under its new name")
+        before = images_by_name(d)
+        s_before = d.wait_idle()
+    finally:
+        ok(d.stop() == 0, "watch daemon: SIGTERM exit 0")
+
+    # While stopped: one file added, one removed. A restart catches up and
+    # ingests nothing twice.
+    with open(p("offline.png"), "wb") as fh:
+        fh.write(png_bytes(20, 20, 720))
+    os.unlink(p("start1.png"))
+    if not ok(d.start(), "watch daemon restarts"):
+        return
+    try:
+        after = wait_until(lambda: p("offline.png") in images_by_name(d) and
+                           p("start1.png") not in images_by_name(d) and images_by_name(d))
+        want = dict(before)
+        want.pop(p("start1.png"), None)
+        got = dict(after or {})
+        got.pop(p("offline.png"), None)
+        ok(after and got == want, "after a restart: the offline changes are taken, the rest "
+           "keeps its ids", (before, after))
+        time.sleep(1.5)  # past the debounce of anything the rescan might have queued
+        s = d.wait_idle()
+        ok(s and s["images"]["total"] == s_before["images"]["total"] and
+           len(images_by_name(d)) == len(after or {}),
+           "a restart does not ingest the watched files again",
+           (s_before and s_before["images"], s and s["images"]))
+        wjobs = [j for j in d.get("/v1/jobs").json["jobs"] if j["kind"] == "watch"]
+        ok(all(j["state"] == "done" for j in wjobs), "every watch job is done", wjobs)
+    finally:
+        ok(d.stop() == 0, "watch daemon: second SIGTERM exit 0")
+
+    # A directory that cannot be watched stops the start with a reason.
+    o = Daemon("watch-bad", os.path.join(tmp, "data-watch-bad"),
+               env_extra={"CLIPD_WATCH": os.path.join(tmp, "no-such-dir")})
+    started = o.start(expect_fail=True, timeout=60)
+    if started:
+        o.stop()
+    ok(not started and "no-such-dir" in o.log(), "a missing watch directory is refused at start",
+       o.log())
+
+
 def main():
     if not BIN or not os.path.exists(BIN) or not os.path.isdir(MODEL):
         print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
@@ -848,6 +1839,13 @@ def main():
         test_auth_and_limits(tmp)
         test_api_key_reads(tmp)
         test_kill9(tmp)
+        test_config_file(tmp)
+        test_openapi(tmp)
+        test_metrics(tmp)
+        test_thumbnails(tmp)
+        test_readme_curl(tmp)
+        test_jobs_and_texts(tmp)
+        test_watch(tmp)
     except Exception as e:  # a crash of the test itself is a failure
         import traceback
         ok(False, "test script raised %s" % type(e).__name__, traceback.format_exc())

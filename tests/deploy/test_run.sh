@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Tests of deploy/run.sh and deploy/fetch-model.sh (TAP), with no network:
+# the model "hub" is a local HTTP server on a loopback port (with byte-range
+# support, for resumed downloads), the checkpoints are tiny ones written by
+# clip-mkmodel, and clipd listens on 127.0.0.1 with a free port.
+#
+# Environment (set by tests/deploy/meson.build):
+#   CLIPD_BIN          build/clipd (run.sh uses it instead of building)
+#   CLIP_MKMODEL       build/clip-mkmodel
+#   CLIPD_SOURCE_ROOT  the source tree (default: two folders up)
+# The checks are eval'd strings, expanded when they run:
+# shellcheck disable=SC2016,SC2034
+set -u
+
+top=${CLIPD_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+run=$top/deploy/run.sh
+fetch=$top/deploy/fetch-model.sh
+MKMODEL=${CLIP_MKMODEL:-}
+
+n=0 failed=0
+pass() { n=$((n + 1)); echo "ok $n - $1"; }
+fail() {
+	n=$((n + 1)) failed=$((failed + 1))
+	echo "not ok $n - $1"
+	[ $# -ge 2 ] && [ -f "$2" ] && tail -n 30 "$2" | sed 's/^/# /'
+	return 0
+}
+check() { # name log command...: passes when the command succeeds
+	local name=$1 log=$2
+	shift 2
+	if "$@"; then pass "$name"; else fail "$name" "$log"; fi
+}
+
+if [ -z "${CLIPD_BIN:-}" ] || [ ! -x "$CLIPD_BIN" ] || [ -z "$MKMODEL" ] || [ ! -x "$MKMODEL" ]; then
+	echo "1..0 # SKIP CLIPD_BIN or CLIP_MKMODEL not set"
+	exit 0
+fi
+export CLIPD_BIN
+# Nothing from the caller's environment may steer the daemon or the download.
+unset CLIPD_MODEL CLIPD_DATA CLIPD_LISTEN CLIPD_CONFIG CLIPD_MODELS CLIPD_HF_ENDPOINT \
+	CLIPD_MODEL_REPO CLIPD_MODEL_REVISION CLIPD_MODEL_CHECKSUMS CLIPD_API_KEY CLIPD_API_KEY_FILE
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/clipd-deploy-test.XXXXXX")
+pids=()
+cleanup() {
+	local p
+	for p in ${pids[@]+"${pids[@]}"}; do
+		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
+	if [ "$failed" = 0 ]; then rm -rf "$tmp"; else echo "# kept $tmp for inspection"; fi
+}
+trap cleanup EXIT
+
+# Port of the "listening on" line in log, while pid lives (60 s at most).
+wait_listen() { # log pid
+	local i port
+	for ((i = 0; i < 600; i++)); do
+		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
+		if [ -n "$port" ]; then
+			echo "$port"
+			return 0
+		fi
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+http_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$1"; }
+stop() { # pid: SIGTERM, then its exit status into $rc
+	kill -TERM "$1" 2>/dev/null
+	rc=0
+	wait "$1" || rc=$?
+}
+
+"$MKMODEL" --preset tiny --out "$tmp/model" >/dev/null 2>&1 || { echo "Bail out! clip-mkmodel failed"; exit 1; }
+
+# 1. usage
+out=$tmp/help.txt
+"$run" --help >"$out" 2>&1
+rc=$?
+check "run.sh --help exits 0 and shows the usage with --model" "$out" \
+	eval '[ $rc = 0 ] && grep -q "usage: deploy/run.sh" "$out" && grep -q -- "--model DIR" "$out"'
+
+# 2. --model DIR: no download, clipd starts, answers, stops with 0
+log=$tmp/run-model.log
+CLIPD_DATA=$tmp/data CLIPD_MODELS=$tmp/models CLIPD_HF_ENDPOINT=http://127.0.0.1:9 \
+	"$run" --model "$tmp/model" --listen 127.0.0.1:0 --workers 1 >"$log" 2>&1 &
+pid=$!
+pids+=("$pid")
+if port=$(wait_listen "$log" "$pid"); then
+	pass "run.sh --model DIR starts clipd on 127.0.0.1 (port $port)"
+	st=$(http_status "http://127.0.0.1:$port/readyz")
+	check "GET /readyz answers 200" "$log" [ "$st" = 200 ]
+	check "run.sh prints the data directory and the model" "$log" \
+		eval 'grep -qF "data:  $tmp/data" "$log" && grep -qF "model: $tmp/model" "$log"'
+	check "run.sh prints the URL to open" "$log" grep -q "open http://127.0.0.1:" "$log"
+	check "nothing was downloaded with --model" "$log" [ ! -e "$tmp/models" ]
+	stop "$pid"
+	check "SIGTERM stops it with exit status 0" "$log" [ "$rc" = 0 ]
+else
+	fail "run.sh --model DIR starts clipd on 127.0.0.1" "$log"
+fi
+
+# 3. no --model and no network: fails, saying how to give a model
+log=$tmp/run-offline.log
+CLIPD_DATA=$tmp/data-off CLIPD_MODELS=$tmp/models-off CLIPD_HF_ENDPOINT=http://127.0.0.1:9 \
+	timeout 120 "$run" --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "offline without --model: run.sh fails" "$log" eval '[ $rc != 0 ] && [ $rc != 124 ]'
+check "offline: the message says to supply a directory with --model DIR" "$log" grep -q -- "--model DIR" "$log"
+check "offline: clipd was not started" "$log" eval '! grep -q "listening on" "$log"'
+
+# A local hub: serves $tmp/hub/<repo>/resolve/<revision>/<file> and honours
+# "Range: bytes=N-", logging each request with its Range header.
+cat >"$tmp/hub.py" <<'EOF'
+import http.server, os, re, sys
+
+root, portfile, logfile = sys.argv[1:4]
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+
+    def log_message(self, fmt, *args):
+        with open(logfile, "a") as f:
+            f.write("%s range=%s\n" % (self.requestline, self.headers.get("Range", "-")))
+
+    def send_head(self):
+        path = self.translate_path(self.path)
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if not m or not os.path.isfile(path):
+            return super().send_head()
+        size, start = os.path.getsize(path), int(m.group(1))
+        if start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", "bytes */%d" % size)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        f = open(path, "rb")
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        return f
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(portfile + ".tmp", portfile)
+srv.serve_forever()
+EOF
+mkdir -p "$tmp/hub"
+python3 "$tmp/hub.py" "$tmp/hub" "$tmp/hub.port" "$tmp/hub.log" 2>"$tmp/hub.err" &
+hub_pid=$!
+pids+=("$hub_pid")
+for ((i = 0; i < 100; i++)); do
+	[ -s "$tmp/hub.port" ] && break
+	sleep 0.1
+done
+if [ ! -s "$tmp/hub.port" ]; then
+	fail "the local test hub starts" "$tmp/hub.err"
+	echo "1..$n"
+	exit 1
+fi
+hub=http://127.0.0.1:$(cat "$tmp/hub.port")
+
+# 4. a wrong file from the hub at the pinned revision is refused
+pinned=$(sed -n 's/^default_revision=\([0-9a-f]*\)$/\1/p' "$fetch")
+dir=$tmp/hub/openai/clip-vit-base-patch32/resolve/$pinned
+mkdir -p "$dir"
+echo '{"not": "the pinned config"}' >"$dir/config.json"
+log=$tmp/run-mismatch.log
+CLIPD_DATA=$tmp/data-bad CLIPD_MODELS=$tmp/models-bad CLIPD_HF_ENDPOINT=$hub \
+	timeout 120 "$run" --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "checksum mismatch: run.sh refuses to start" "$log" \
+	eval '[ $rc != 0 ] && [ $rc != 124 ] && ! grep -q "listening on" "$log"'
+check "checksum mismatch: the message says so" "$log" grep -q "checksum mismatch for config.json" "$log"
+bad=$(find "$tmp/models-bad" -name 'config.json*' 2>/dev/null)
+check "checksum mismatch: no file renamed into place, no .part left" "$log" [ -z "$bad" ]
+check "the hub was asked for the pinned revision" "$tmp/hub.log" \
+	grep -q "GET /openai/clip-vit-base-patch32/resolve/$pinned/config.json" "$tmp/hub.log"
+
+# 5. another repository or revision needs its checksums
+log=$tmp/run-guard.log
+CLIPD_DATA=$tmp/data-g CLIPD_MODELS=$tmp/models-g CLIPD_HF_ENDPOINT=$hub \
+	CLIPD_MODEL_REPO=test/tiny-clip timeout 60 "$run" --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "another repository without CLIPD_MODEL_CHECKSUMS is refused" "$log" \
+	eval '[ $rc != 0 ] && grep -q "CLIPD_MODEL_CHECKSUMS" "$log" && [ ! -e "$tmp/models-g" ]'
+log=$tmp/run-branch.log
+(cd "$tmp/model" && sha256sum config.json) >"$tmp/one.sha256"
+CLIPD_DATA=$tmp/data-g CLIPD_MODELS=$tmp/models-g CLIPD_HF_ENDPOINT=$hub CLIPD_MODEL_REPO=test/tiny-clip \
+	CLIPD_MODEL_REVISION=main CLIPD_MODEL_CHECKSUMS=$tmp/one.sha256 \
+	timeout 60 "$run" --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "a branch name instead of a commit is refused" "$log" \
+	eval '[ $rc != 0 ] && grep -q "full 40-hex commit" "$log"'
+
+# 6. a full download from the hub with given checksums, resuming a .part
+rev=0123456789abcdef0123456789abcdef01234567
+dir=$tmp/hub/test/tiny-clip/resolve/$rev
+mkdir -p "$dir"
+cp "$tmp/model"/* "$dir/"
+(cd "$tmp/model" && sha256sum -- *) >"$tmp/tiny.sha256"
+dest=$tmp/models-tiny/tiny-clip-${rev:0:12}
+mkdir -p "$dest"
+size=$(stat -c %s "$tmp/model/model.safetensors")
+head -c $((size / 2)) "$tmp/model/model.safetensors" >"$dest/model.safetensors.part"
+: >"$tmp/hub.log"
+log=$tmp/run-tiny.log
+CLIPD_DATA=$tmp/data-tiny CLIPD_MODELS=$tmp/models-tiny CLIPD_HF_ENDPOINT=$hub \
+	CLIPD_MODEL_REPO=test/tiny-clip CLIPD_MODEL_REVISION=$rev CLIPD_MODEL_CHECKSUMS=$tmp/tiny.sha256 \
+	"$run" --listen 127.0.0.1:0 --workers 1 >"$log" 2>&1 &
+pid=$!
+pids+=("$pid")
+if port=$(wait_listen "$log" "$pid"); then
+	pass "run.sh downloads a model with given checksums and starts clipd"
+	st=$(http_status "http://127.0.0.1:$port/readyz")
+	check "GET /readyz answers 200 with the downloaded model" "$log" [ "$st" = 200 ]
+	check "the downloaded files equal the served ones" "$log" \
+		eval '(cd "$dest" && sha256sum -c --quiet "$tmp/tiny.sha256") && [ -z "$(find "$dest" -name "*.part")" ]'
+	check "the interrupted download resumed with a byte range" "$tmp/hub.log" \
+		grep -q "model.safetensors HTTP/1.1 range=bytes=$((size / 2))-" "$tmp/hub.log"
+	check "run.sh prints where the downloaded model is" "$log" grep -qF "model: $dest" "$log"
+	stop "$pid"
+	check "SIGTERM stops it with exit status 0" "$log" [ "$rc" = 0 ]
+	requests=$(wc -l <"$tmp/hub.log")
+	out=$(CLIPD_HF_ENDPOINT=$hub CLIPD_MODEL_REPO=test/tiny-clip CLIPD_MODEL_REVISION=$rev \
+		CLIPD_MODEL_CHECKSUMS=$tmp/tiny.sha256 "$fetch" "$tmp/models-tiny" 2>>"$log")
+	check "a second fetch finds the verified model without asking the hub" "$log" \
+		eval '[ "$out" = "$dest" ] && [ "$(wc -l <"$tmp/hub.log")" = "$requests" ]'
+else
+	fail "run.sh downloads a model with given checksums and starts clipd" "$log"
+fi
+
+# 7. model and data from a --config file: no download, the file's listen is used
+conf=$tmp/clipd.conf
+printf '# test\nmodel = model\ndata = data-conf\nlisten = 127.0.0.1:0\nworkers = 1\n' >"$conf"
+log=$tmp/run-conf.log
+CLIPD_HF_ENDPOINT=http://127.0.0.1:9 CLIPD_MODELS=$tmp/models-conf "$run" --config "$conf" >"$log" 2>&1 &
+pid=$!
+pids+=("$pid")
+if port=$(wait_listen "$log" "$pid"); then
+	pass "run.sh --config FILE takes the model and data from the file"
+	check "the file's relative data path is taken from the file's folder" "$log" [ -f "$tmp/data-conf/clipd.db" ]
+	check "nothing was downloaded" "$log" [ ! -e "$tmp/models-conf" ]
+	stop "$pid"
+	check "SIGTERM stops it with exit status 0" "$log" [ "$rc" = 0 ]
+else
+	fail "run.sh --config FILE takes the model and data from the file" "$log"
+fi
+
+echo "1..$n"
+[ "$failed" = 0 ]
