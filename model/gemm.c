@@ -10,13 +10,17 @@
  * threads. It is compiled for AVX-512, AVX2 and baseline x86-64, picked at
  * run time (target_clones), so one binary serves every CPU.
  *
- * DESIGN: threads. OpenBLAS keeps its own pool (mm_set_threads); the
- * streaming kernel uses OpenMP with the same count. Both pools are per
- * process; callers on several threads each get the pools' full width, so
- * the server sizes workers x threads to the cores.
+ * DESIGN: threads. OpenBLAS keeps its own pool (mm_set_threads). The
+ * streaming kernel uses the calling thread plus at most one helper thread
+ * of its own (the pool below), which sleeps on a condition variable between
+ * calls: OpenMP's waiters spin, and on two cores a spinning waiter made a
+ * 7-token text 10x slower next to OpenBLAS's threads. One caller at a time
+ * owns the helper (pool.use, taken with trylock); any other caller meanwhile
+ * runs single-threaded instead of waiting. Lock order: pool.use, then
+ * pool.mu.
  */
 #include <cblas.h>
-#include <omp.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "gemm_int.h"
@@ -26,7 +30,7 @@
  * issue): 7-token texts gain most; at 50 rows (one image) sgemm wins. */
 #define SMALL_ROWS 16
 
-static int nthreads = 0; /* 0: OpenMP's default */
+static int nthreads = 0; /* mm_set_threads; 0: follow OpenBLAS's own setting */
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -92,21 +96,84 @@ static void linear_rows(int n, int in, int o0, int o1, int out, const float *x, 
 	}
 }
 
+/* Splits the output columns between the calling thread and, when the
+ * layer is large enough and the helper is free, one helper thread that
+ * waits on a condition variable (it never spins: on two cores a spinning
+ * waiter steals the core OpenBLAS or a request thread needs). */
+struct part {
+	int n, in, o0, o1, out;
+	const float *x, *w, *bias;
+	float *y;
+};
+
+static struct {
+	pthread_mutex_t use;      /* held by the one caller that owns the helper */
+	pthread_mutex_t mu;       /* guards the fields below */
+	pthread_cond_t go, done;
+	struct part job;
+	unsigned gen, finished;
+	int started;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void *pool_main(void *arg)
+{
+	(void)arg;
+	unsigned seen = 0;
+	for (;;) {
+		pthread_mutex_lock(&pool.mu);
+		while (pool.gen == seen)
+			pthread_cond_wait(&pool.go, &pool.mu);
+		seen = pool.gen;
+		struct part p = pool.job;
+		pthread_mutex_unlock(&pool.mu);
+		linear_rows(p.n, p.in, p.o0, p.o1, p.out, p.x, p.w, p.bias, p.y);
+		pthread_mutex_lock(&pool.mu);
+		pool.finished = seen;
+		pthread_cond_signal(&pool.done);
+		pthread_mutex_unlock(&pool.mu);
+	}
+	return NULL;
+}
+
+static void pool_start(void)
+{
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pool.started = pthread_create(&t, &a, pool_main, NULL) == 0;
+	pthread_attr_destroy(&a);
+}
+
 static void linear_small(int n, int in, int out, const float *x, const float *w, const float *bias,
                          float *y)
 {
-	int t = nthreads > 0 ? nthreads : omp_get_max_threads();
-	/* A block of output columns per thread; tiny layers stay on one. */
-	if ((size_t)in * out < ((size_t)1 << 16))
-		t = 1;
-#pragma omp parallel num_threads(t)
-	{
-		int nt = omp_get_num_threads(), id = omp_get_thread_num();
-		int per = (out + nt - 1) / nt;
-		int o0 = id * per, o1 = o0 + per > out ? out : o0 + per;
-		if (o0 < o1)
-			linear_rows(n, in, o0, o1, out, x, w, bias, y);
+	int want = nthreads > 0 ? nthreads : openblas_get_num_threads();
+	/* Tiny layers, or the helper busy with another caller: one thread. */
+	if (want < 2 || (size_t)in * out < ((size_t)1 << 16) || pthread_mutex_trylock(&pool.use) != 0) {
+		linear_rows(n, in, 0, out, out, x, w, bias, y);
+		return;
 	}
+	pthread_once(&pool_once, pool_start);
+	if (!pool.started) {
+		pthread_mutex_unlock(&pool.use);
+		linear_rows(n, in, 0, out, out, x, w, bias, y);
+		return;
+	}
+	int half = out / 2;
+	pthread_mutex_lock(&pool.mu);
+	pool.job = (struct part){n, in, half, out, out, x, w, bias, y};
+	unsigned gen = ++pool.gen;
+	pthread_cond_signal(&pool.go);
+	pthread_mutex_unlock(&pool.mu);
+	linear_rows(n, in, 0, half, out, x, w, bias, y);
+	pthread_mutex_lock(&pool.mu);
+	while (pool.finished != gen)
+		pthread_cond_wait(&pool.done, &pool.mu);
+	pthread_mutex_unlock(&pool.mu);
+	pthread_mutex_unlock(&pool.use);
 }
 
 void mm_linear(int n, int in, int out, const float *x, const float *w, const float *bias, float *y)

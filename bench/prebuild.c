@@ -1,0 +1,119 @@
+/*
+ * bench/prebuild.c: a data directory with many indexed images, without
+ * encoding any. Rows go in through the store's public calls, exactly as
+ * clipd writes them: store_image_insert per image (one transaction each:
+ * the store has no batch insert of images), then store_embeddings_put_many
+ * per batch (one transaction, one sequence number per item), which marks
+ * the images ready. clipd builds its index from these at start-up.
+ *
+ * Vectors are isotropic Gaussian, L2-normalised: exact search costs the
+ * same whatever the values.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_int.h"
+#include "store.h"
+
+/* Box-Muller: one standard normal value. */
+static float gaussian(uint64_t *s)
+{
+	double u = bs_uniform(s), v = bs_uniform(s);
+	return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(2.0 * M_PI * v));
+}
+
+int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, int dim,
+                uint64_t seed, float **vecs_out, double *insert_s, double *embed_s, char *msg,
+                size_t msg_size)
+{
+	store *st = NULL;
+	store_err se;
+	float *vecs = NULL, *local = NULL;
+	store_embedding_item *items = calloc((size_t)batch, sizeof *items);
+	char filename[64];
+	int rc = 0;
+	double t_ins = 0, t_emb = 0, t_report = bs_now();
+	*insert_s = *embed_s = 0;
+	if (vecs_out)
+		*vecs_out = NULL;
+	if (!items)
+		return bs_fail(msg, msg_size, "out of memory");
+	if (vecs_out) {
+		if (!(vecs = malloc((size_t)n * (size_t)dim * sizeof *vecs))) {
+			rc = bs_fail(msg, msg_size, "out of memory for %ld vectors", n);
+			goto out;
+		}
+	} else if (!(local = malloc((size_t)batch * (size_t)dim * sizeof *local))) {
+		rc = bs_fail(msg, msg_size, "out of memory");
+		goto out;
+	}
+	if (store_open(db_path, 0, &st, &se) != STORE_OK) {
+		rc = bs_fail(msg, msg_size, "store_open %s: %s", db_path, se.msg);
+		goto out;
+	}
+	for (long done = 0; done < n;) {
+		int m = n - done < batch ? (int)(n - done) : batch;
+		float *x = vecs ? vecs + (size_t)done * (size_t)dim : local;
+		double t0 = bs_now();
+		for (int j = 0; j < m; j++) {
+			long i = done + j;
+			uint64_t h = seed ^ ((uint64_t)i * 0x2545f4914f6cdd1dull);
+			store_image img = {.mime = "image/jpeg", .width = 640, .height = 480,
+			                   .filename = filename};
+			snprintf(img.sha256, sizeof img.sha256, "%016llx%016llx%016llx%016llx",
+			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h),
+			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h));
+			snprintf(filename, sizeof filename, "bench/photo-%07ld.jpg", i);
+			img.bytes = 40000 + (int64_t)(bs_splitmix(&h) % 120000);
+			if (store_image_insert(st, &img, &items[j].item_id, &se) != STORE_OK) {
+				rc = bs_fail(msg, msg_size, "store_image_insert: %s", se.msg);
+				goto out;
+			}
+			float *v = x + (size_t)j * (size_t)dim;
+			double norm = 0;
+			for (int d = 0; d < dim; d++) {
+				v[d] = gaussian(&h);
+				norm += (double)v[d] * v[d];
+			}
+			float inv = (float)(1.0 / sqrt(norm));
+			for (int d = 0; d < dim; d++)
+				v[d] *= inv;
+			items[j].work_id = 0;
+			items[j].width = items[j].height = 0;
+			items[j].vec = v;
+		}
+		double t1 = bs_now();
+		if (store_embeddings_put_many(st, STORE_IMAGE, model_id, dim, items, (size_t)m, &se) !=
+		    STORE_OK) {
+			rc = bs_fail(msg, msg_size, "store_embeddings_put_many: %s", se.msg);
+			goto out;
+		}
+		double t2 = bs_now();
+		t_ins += t1 - t0;
+		t_emb += t2 - t1;
+		done += m;
+		if (t2 - t_report > 5 || done == n) {
+			fprintf(stderr, "# prebuild: %ld/%ld items, %.2f s per 1000 so far\n", done, n,
+			        (t_ins + t_emb) / (double)done * 1000);
+			t_report = t2;
+		}
+		if (bs_interrupted) {
+			rc = bs_fail(msg, msg_size, "interrupted");
+			goto out;
+		}
+	}
+	*insert_s = t_ins;
+	*embed_s = t_emb;
+	if (vecs_out) {
+		*vecs_out = vecs;
+		vecs = NULL;
+	}
+out:
+	store_close(st);
+	free(items);
+	free(vecs);
+	free(local);
+	return rc;
+}

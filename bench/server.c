@@ -1,0 +1,851 @@
+/*
+ * bench/server: what the daemon delivers over HTTP, next to what its
+ * encoder can do bare, measured in the same run on the same checkpoint.
+ *
+ *   build/bench/server [--model DIR] [--items 100000] [--images 200]
+ *       [--clients 1,8,32] [--seconds 10] [--batch 16] [--workers N]
+ *       [--index exact] [--tmp DIR] [--sources DIR] [--keep] [--json]
+ *
+ * 1. Search. A data directory with --items images is built without
+ *    encoding any: clipd is started once on an empty directory so that it
+ *    records its model id (kv "model.id"), then bench/prebuild.c writes
+ *    image rows and random unit embeddings for that id through the store's
+ *    calls, and clipd is started again on it (it catches its index up
+ *    from the store: the "ready in" figure). Each store_image_insert is a
+ *    transaction of its own with an fsync (the store has no batch insert of
+ *    images); embeddings go 1000 to a transaction. Clients (bench/load.c: one keep-alive connection per thread,
+ *    closed loop) send POST /v1/search {"text": ..., "k": 20} with eight
+ *    query texts in rotation for --seconds per level of --clients. Printed:
+ *    QPS, p50/p90/p99, and the text encoder's share: the bare encode time of
+ *    the same queries (measured in this process just before, with the
+ *    daemon's thread count) and, from GET /metrics, the daemon's own mean
+ *    encode time per query, over the mean request latency.
+ * 2. Ingest. --images distinct 640x480 JPEGs are written (bench/photos.c),
+ *    a fresh clipd gets POST /v1/ingest {"dir": ...} (the directory under
+ *    --allow-root), and the time from the request until GET /v1/jobs/{id}
+ *    says "done" gives images/s. The bare encoder's images/s at the
+ *    daemon's batch size, with its workers x BLAS threads, is measured in
+ *    this process just before; the ratio is the pipeline's efficiency
+ *    (target >= 85%).
+ *
+ * Without --model a ViT-B/32-shaped checkpoint with random weights is
+ * written by clip-mkmodel (605 MB, speed does not depend on the values).
+ * Everything goes into a directory of our own under --tmp ($TMPDIR or
+ * /tmp), removed at the end unless --keep.
+ *
+ * The environment reaches both this process and clipd: OMP_WAIT_POLICY
+ * in particular (printed in the header) changes short text encodes
+ * several-fold when other processes busy the cores.
+ *
+ * Output: a plain table on stdout, progress on stderr; with --json also one
+ * JSON object per line for each figure. No figure is checked: this is not a
+ * test.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+#include "clip.h"
+#include "server_int.h"
+#include "store.h"
+
+/* OpenBLAS's own control, set exactly as clipd's main.c sets it. */
+extern void openblas_set_num_threads(int n);
+
+#define MAX_LEVELS 16
+#define PHOTO_W 640
+#define PHOTO_H 480
+#define PREBUILD_BATCH 1000
+#define START_TIMEOUT_S 900
+#define STOP_TIMEOUT_S 120
+#define JOB_TIMEOUT_S 3600
+
+static const char *const queries[] = {
+	"a dog on a beach",
+	"a photo of a cat sleeping on a sofa",
+	"a red car parked in the street",
+	"two people riding bicycles in the rain",
+	"a bowl of fruit on a wooden table",
+	"snowy mountains at sunset",
+	"an astronaut floating in space",
+	"a cup of coffee",
+};
+#define NQUERIES ((int)(sizeof queries / sizeof queries[0]))
+
+struct opts {
+	const char *model, *tmp, *sources, *clipd, *mkmodel, *index;
+	long items;
+	int images, batch, workers, keep, json;
+	int clients[MAX_LEVELS], nlevels;
+	double seconds;
+	uint64_t seed;
+};
+
+/* Figures of one run, printed at the end. */
+struct figures {
+	int cores, workers, blas, dim;
+	double mkmodel_s;
+	/* search */
+	double prebuild_s, insert_s, embed_s;
+	long search_ready_ms;
+	double text7_ms, textq_ms;      /* bare, in-process */
+	int q_tokens_min, q_tokens_max;
+	bs_load_result load[MAX_LEVELS];
+	double d_encode_ms[MAX_LEVELS]; /* the daemon's mean text encode per query, -1: unknown */
+	int nlevels_done;
+	/* ingest */
+	int64_t photo_bytes;
+	double bare_ips;
+	long ingest_ready_ms;
+	double ack_s, done_s;
+	long ingested, ingest_failed;
+	int search_done, ingest_done;
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: bench/server [--model DIR] [--items 100000] [--images 200] [--clients 1,8,32]\n"
+	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact] [--tmp DIR]\n"
+	      "       [--sources DIR] [--clipd PATH] [--mkmodel PATH] [--seed N] [--keep] [--json]\n"
+	      "Search QPS and latency over HTTP with --items stored images, and bulk ingest\n"
+	      "images/s against the bare encoder. --items 0 or --images 0 skips a part.\n"
+	      "Without --model, a ViT-B/32-shaped checkpoint is written with clip-mkmodel.\n",
+	      f);
+}
+
+static int parse_list(const char *s, int *out, int max)
+{
+	int n = 0;
+	while (*s) {
+		char *end;
+		long v = strtol(s, &end, 10);
+		if (end == s || v < 1 || v > 1024 || n == max)
+			return -1;
+		out[n++] = (int)v;
+		s = *end == ',' ? end + 1 : end;
+		if (*end && *end != ',')
+			return -1;
+	}
+	return n;
+}
+
+/* The directory of this executable's directory (build/ for build/bench/server). */
+static void build_dir(char *out, size_t size)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	snprintf(out, size, ".");
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	for (int k = 0; k < 2; k++) {
+		char *slash = strrchr(exe, '/');
+		if (!slash)
+			return;
+		*slash = '\0';
+	}
+	snprintf(out, size, "%s", exe);
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	static char clipd[PATH_MAX + 16], mkmodel[PATH_MAX + 16];
+	char bdir[PATH_MAX];
+	const char *t = getenv("TMPDIR");
+	*o = (struct opts){.items = 100000, .images = 200, .batch = 16, .seconds = 10,
+	                   .tmp = t && *t ? t : "/tmp", .index = "exact", .seed = 1};
+	o->nlevels = parse_list("1,8,32", o->clients, MAX_LEVELS);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--help")) {
+			usage(stdout);
+			exit(0);
+		} else if (!strcmp(a, "--json")) {
+			o->json = 1;
+			continue;
+		} else if (!strcmp(a, "--keep")) {
+			o->keep = 1;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "bench/server: %s needs a value\n", a);
+			return -1;
+		}
+		i++;
+		if (!strcmp(a, "--model"))
+			o->model = v;
+		else if (!strcmp(a, "--items"))
+			o->items = atol(v);
+		else if (!strcmp(a, "--images"))
+			o->images = atoi(v);
+		else if (!strcmp(a, "--clients")) {
+			if ((o->nlevels = parse_list(v, o->clients, MAX_LEVELS)) < 0) {
+				fprintf(stderr, "bench/server: --clients takes numbers 1..1024 like 1,8,32\n");
+				return -1;
+			}
+		} else if (!strcmp(a, "--seconds"))
+			o->seconds = atof(v);
+		else if (!strcmp(a, "--batch"))
+			o->batch = atoi(v);
+		else if (!strcmp(a, "--workers"))
+			o->workers = atoi(v);
+		else if (!strcmp(a, "--index"))
+			o->index = v;
+		else if (!strcmp(a, "--tmp"))
+			o->tmp = v;
+		else if (!strcmp(a, "--sources"))
+			o->sources = v;
+		else if (!strcmp(a, "--clipd"))
+			o->clipd = v;
+		else if (!strcmp(a, "--mkmodel"))
+			o->mkmodel = v;
+		else if (!strcmp(a, "--seed"))
+			o->seed = strtoull(v, NULL, 10);
+		else {
+			fprintf(stderr, "bench/server: unknown option %s\n", a);
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (o->items < 0 || o->images < 0 || o->seconds <= 0 || o->batch < 1 || o->batch > 256 ||
+	    o->workers < 0) {
+		fprintf(stderr, "bench/server: --items/--images >= 0, --seconds > 0, --batch 1..256\n");
+		return -1;
+	}
+	build_dir(bdir, sizeof bdir);
+	if (!o->clipd) {
+		snprintf(clipd, sizeof clipd, "%s/clipd", bdir);
+		o->clipd = clipd;
+	}
+	if (!o->mkmodel) {
+		snprintf(mkmodel, sizeof mkmodel, "%s/clip-mkmodel", bdir);
+		o->mkmodel = mkmodel;
+	}
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+	nanosleep(&ts, NULL);
+}
+
+/* The first three fields of /proc/loadavg: others' work skews every figure. */
+static const char *load_average(void)
+{
+	static char buf[64];
+	FILE *f = fopen("/proc/loadavg", "r");
+	snprintf(buf, sizeof buf, "?");
+	if (f) {
+		double a, b, c;
+		if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3)
+			snprintf(buf, sizeof buf, "%.2f %.2f %.2f", a, b, c);
+		fclose(f);
+	}
+	return buf;
+}
+
+/* ---- the bare encoder ---------------------------------------------------- */
+
+/* Median latency of single-text encodes, cycling through rows ids[n][C],
+ * for about `seconds`. */
+static double text_latency(clip_ctx *c, const int32_t *ids, int n, int C, int dim,
+                           double seconds)
+{
+	double runs[4096];
+	int k = 0;
+	float *out = malloc((size_t)dim * sizeof *out);
+	if (!out)
+		return -1;
+	for (int i = 0; i < n; i++)
+		clip_encode_texts(c, 1, ids + (size_t)i * C, out, NULL); /* warm-up */
+	double start = bs_now();
+	while (k < 4096 && (k < 3 * n || bs_now() - start < seconds) && !bs_interrupted) {
+		double s = bs_now();
+		clip_encode_texts(c, 1, ids + (size_t)(k % n) * C, out, NULL);
+		runs[k++] = bs_now() - s;
+	}
+	free(out);
+	qsort(runs, (size_t)k, sizeof runs[0], cmp_double);
+	return runs[k / 2] * 1e3;
+}
+
+static int measure_texts(const clip_model *m, double seconds, struct figures *fg, char *msg,
+                         size_t msg_size)
+{
+	int C = clip_model_context(m), D = clip_model_dim(m);
+	int32_t *ids = calloc((size_t)(NQUERIES + 1) * C, sizeof *ids);
+	clip_ctx *c = NULL;
+	clip_err ce;
+	int rc = 0;
+	if (!ids)
+		return bs_fail(msg, msg_size, "out of memory");
+	if (clip_ctx_new(m, 1, &c, &ce) != CLIP_OK) {
+		rc = bs_fail(msg, msg_size, "clip_ctx_new: %s", ce.msg);
+		goto out;
+	}
+	/* As bench/model: <|startoftext|>, 5 tokens, <|endoftext|>. */
+	ids[0] = 49406;
+	for (int i = 1; i < 6; i++)
+		ids[i] = 320 + i;
+	ids[6] = 49407;
+	fg->text7_ms = text_latency(c, ids, 1, C, D, seconds / 2);
+	fg->q_tokens_min = INT_MAX;
+	fg->q_tokens_max = 0;
+	for (int q = 0; q < NQUERIES; q++) {
+		int len;
+		if (clip_tokenize(m, queries[q], ids + (size_t)(q + 1) * C, &len, &ce) != CLIP_OK) {
+			rc = bs_fail(msg, msg_size, "clip_tokenize: %s", ce.msg);
+			goto out;
+		}
+		fg->q_tokens_min = len < fg->q_tokens_min ? len : fg->q_tokens_min;
+		fg->q_tokens_max = len > fg->q_tokens_max ? len : fg->q_tokens_max;
+	}
+	fg->textq_ms = text_latency(c, ids + C, NQUERIES, C, D, seconds);
+out:
+	clip_ctx_free(c);
+	free(ids);
+	return rc;
+}
+
+struct enc_thread {
+	pthread_t th;
+	clip_ctx *ctx;
+	const float *pix;
+	float *out;
+	int batch;
+	double start, until;
+	long images;
+	double last;
+};
+
+static void *enc_main(void *p)
+{
+	struct enc_thread *t = p;
+	t->last = t->start;
+	while (!bs_interrupted) {
+		clip_encode_images(t->ctx, t->batch, t->pix, t->out, NULL);
+		t->last = bs_now();
+		t->images += t->batch;
+		if (t->last >= t->until)
+			break;
+	}
+	return NULL;
+}
+
+/* Images/s of `workers` threads each encoding batches of `batch` with its
+ * own context, as clipd's workers do, for about `seconds` after a warm-up
+ * batch each. */
+static int measure_images(const clip_model *m, int workers, int batch, double seconds,
+                          double *ips, char *msg, size_t msg_size)
+{
+	int S = clip_model_image_size(m), D = clip_model_dim(m);
+	size_t plane = (size_t)3 * S * S;
+	struct enc_thread *t = calloc((size_t)workers, sizeof *t);
+	float *pix = malloc((size_t)batch * plane * sizeof *pix);
+	int rc = 0, started = 0;
+	if (!t || !pix) {
+		rc = bs_fail(msg, msg_size, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < (size_t)batch * plane; i++)
+		pix[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+	for (int w = 0; w < workers; w++) {
+		clip_err ce;
+		t[w].pix = pix;
+		t[w].batch = batch;
+		if (clip_ctx_new(m, batch, &t[w].ctx, &ce) != CLIP_OK) {
+			rc = bs_fail(msg, msg_size, "encoder context: %s", ce.msg);
+			goto out;
+		}
+		if (!(t[w].out = malloc((size_t)batch * D * sizeof(float)))) {
+			rc = bs_fail(msg, msg_size, "out of memory");
+			goto out;
+		}
+		clip_encode_images(t[w].ctx, batch, pix, t[w].out, NULL); /* warm-up */
+	}
+	double start = bs_now();
+	for (int w = 0; w < workers; w++) {
+		t[w].start = start;
+		t[w].until = start + seconds;
+		if (pthread_create(&t[w].th, NULL, enc_main, &t[w]) != 0) {
+			rc = bs_fail(msg, msg_size, "cannot start an encoder thread");
+			break;
+		}
+		started++;
+	}
+	long images = 0;
+	double end = start;
+	for (int w = 0; w < started; w++) {
+		pthread_join(t[w].th, NULL);
+		images += t[w].images;
+		end = t[w].last > end ? t[w].last : end;
+	}
+	*ips = end > start ? (double)images / (end - start) : 0;
+out:
+	for (int w = 0; t && w < workers; w++) {
+		clip_ctx_free(t[w].ctx);
+		free(t[w].out);
+	}
+	free(t);
+	free(pix);
+	return rc;
+}
+
+/* ---- the daemon over HTTP ------------------------------------------------- */
+
+/* One request on a fresh connection; the body is copied into *out
+ * (malloc'ed). */
+static int http_once(int port, const char *method, const char *path, const char *body,
+                     int *status, char **out, char *msg, size_t msg_size)
+{
+	bs_conn *c = bs_conn_open(port, msg, msg_size);
+	const char *resp;
+	size_t len;
+	int rc = -1;
+	*out = NULL;
+	if (c && !bs_request(c, method, path, "application/json", body, body ? strlen(body) : 0,
+	                     status, &resp, &len, msg, msg_size)) {
+		*out = strdup(resp);
+		rc = *out ? 0 : bs_fail(msg, msg_size, "out of memory");
+	}
+	bs_conn_close(c);
+	return rc;
+}
+
+/* From GET /metrics: the text tower's encode seconds and passes and the
+ * texts encoded. 0 when all three series were found. */
+static int text_encode_metrics(int port, double *sum, double *passes, double *items)
+{
+	char msg[256], *body;
+	int status, found = 0;
+	if (http_once(port, "GET", "/metrics", NULL, &status, &body, msg, sizeof msg))
+		return -1;
+	char *save = NULL;
+	for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (sscanf(line, "clipd_encode_seconds_sum{tower=\"text\"} %lf", sum) == 1)
+			found |= 1;
+		else if (sscanf(line, "clipd_encode_seconds_count{tower=\"text\"} %lf", passes) == 1)
+			found |= 2;
+		else if (sscanf(line, "clipd_encoded_items_total{tower=\"text\"} %lf", items) == 1)
+			found |= 4;
+	}
+	free(body);
+	return status == 200 && found == 7 ? 0 : -1;
+}
+
+/* Starts clipd on data_dir with the benchmark's settings. */
+static int start_clipd(const struct opts *o, const char *data_dir, const char *allow_root,
+                       const char *log_path, bs_daemon *d, char *msg, size_t msg_size)
+{
+	char batch[16], workers[16];
+	char *argv[20];
+	int n = 0;
+	snprintf(batch, sizeof batch, "%d", o->batch);
+	snprintf(workers, sizeof workers, "%d", o->workers);
+	argv[n++] = (char *)o->clipd;
+	argv[n++] = "--model";
+	argv[n++] = (char *)o->model;
+	argv[n++] = "--data";
+	argv[n++] = (char *)data_dir;
+	argv[n++] = "--batch";
+	argv[n++] = batch;
+	argv[n++] = "--index";
+	argv[n++] = (char *)o->index;
+	if (o->workers) {
+		argv[n++] = "--workers";
+		argv[n++] = workers;
+	}
+	if (allow_root) {
+		argv[n++] = "--allow-root";
+		argv[n++] = (char *)allow_root;
+	}
+	argv[n] = NULL;
+	int rc = bs_daemon_start(argv, log_path, START_TIMEOUT_S, d, msg, msg_size);
+	if (rc)
+		bs_daemon_log_tail(d, 15);
+	return rc;
+}
+
+static int stop_clipd(bs_daemon *d, char *msg, size_t msg_size)
+{
+	int rc = bs_daemon_stop(d, STOP_TIMEOUT_S, msg, msg_size);
+	if (rc)
+		bs_daemon_log_tail(d, 15);
+	return rc;
+}
+
+/* Stops the daemon; a failure to stop is the error unless there was one
+ * already (then it is only printed). */
+static int stop_after(bs_daemon *d, int rc, char *msg, size_t msg_size)
+{
+	char m2[512];
+	if (!stop_clipd(d, rc ? m2 : msg, rc ? sizeof m2 : msg_size))
+		return rc;
+	if (rc)
+		fprintf(stderr, "bench/server: %s\n", m2);
+	return -1;
+}
+
+/* ---- 1. search ------------------------------------------------------------ */
+
+static int run_search(const struct opts *o, const clip_model *m, const char *dir,
+                      struct figures *fg, char *msg, size_t msg_size)
+{
+	char data[PATH_MAX], db[PATH_MAX + 16], log[PATH_MAX + 16];
+	char *bodies[NQUERIES] = {NULL};
+	char *model_id = NULL, *dim_s = NULL;
+	bs_daemon d = {.pid = -1};
+	store *st = NULL;
+	store_err se;
+	int rc = 0;
+	snprintf(data, sizeof data, "%s/data", dir);
+	snprintf(db, sizeof db, "%s/clipd.db", data);
+	snprintf(log, sizeof log, "%s/clipd-search.log", dir);
+
+	/* The model id is whatever clipd records in a new data directory. */
+	fprintf(stderr, "# search: starting clipd on an empty data directory for its model id\n");
+	if ((rc = start_clipd(o, data, NULL, log, &d, msg, msg_size)) ||
+	    (rc = stop_clipd(&d, msg, msg_size)))
+		goto out;
+	if (store_open(db, 0, &st, &se) != STORE_OK ||
+	    store_kv_get(st, "model.id", &model_id, &se) != STORE_OK ||
+	    store_kv_get(st, "model.dim", &dim_s, &se) != STORE_OK) {
+		rc = bs_fail(msg, msg_size, "reading the model of %s: %s", db, se.msg);
+		goto out;
+	}
+	store_close(st);
+	st = NULL;
+	if (atoi(dim_s) != fg->dim) {
+		rc = bs_fail(msg, msg_size, "clipd recorded dimension %s, the model has %d", dim_s,
+		             fg->dim);
+		goto out;
+	}
+
+	fprintf(stderr, "# search: writing %ld images with embeddings for %s into %s\n", o->items,
+	        model_id, data);
+	double t0 = bs_now();
+	if ((rc = bs_prebuild(db, o->items, PREBUILD_BATCH, model_id, fg->dim, o->seed, NULL,
+	                      &fg->insert_s, &fg->embed_s, msg, msg_size)))
+		goto out;
+	fg->prebuild_s = bs_now() - t0;
+
+	fprintf(stderr, "# search: bare text encoder\n");
+	if ((rc = measure_texts(m, o->seconds / 4 > 0.5 ? o->seconds / 4 : 0.5, fg, msg, msg_size)))
+		goto out;
+
+	fprintf(stderr, "# search: starting clipd with %ld images\n", o->items);
+	if ((rc = start_clipd(o, data, NULL, log, &d, msg, msg_size)))
+		goto out;
+	fg->search_ready_ms = d.ready_ms;
+	for (int q = 0; q < NQUERIES; q++) {
+		json_t *j = json_pack("{s:s,s:i}", "text", queries[q], "k", 20);
+		bodies[q] = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+		if (!bodies[q]) {
+			rc = bs_fail(msg, msg_size, "out of memory");
+			goto out;
+		}
+	}
+	/* Warm-up: about a second of one client (pages in the weights). */
+	bs_load_result warm;
+	if ((rc = bs_load_run(d.port, "/v1/search", 1, 0.5 + NQUERIES * 0.05,
+	                      (const char *const *)bodies, NQUERIES, &warm, msg, msg_size)))
+		goto out;
+	if (warm.errors) {
+		rc = bs_fail(msg, msg_size, "search fails: %s", warm.first_error);
+		goto out;
+	}
+	for (int l = 0; l < o->nlevels && !bs_interrupted; l++) {
+		double s0 = 0, p0 = 0, i0 = 0, s1 = 0, p1 = 0, i1 = 0;
+		int have = !text_encode_metrics(d.port, &s0, &p0, &i0);
+		bs_load_result *r = &fg->load[l];
+		fprintf(stderr, "# search: %d clients for %g s\n", o->clients[l], o->seconds);
+		if ((rc = bs_load_run(d.port, "/v1/search", o->clients[l], o->seconds,
+		                      (const char *const *)bodies, NQUERIES, r, msg, msg_size)))
+			goto out;
+		have = have && !text_encode_metrics(d.port, &s1, &p1, &i1) && i1 > i0;
+		/* Per pass, which is what each query waits for: a pass that
+		 * encodes several queries together is one wait for each. */
+		fg->d_encode_ms[l] = have ? (s1 - s0) / (p1 - p0) * 1e3 : -1;
+		fg->nlevels_done = l + 1;
+		if (r->errors)
+			fprintf(stderr, "# search: %ld errors, first: %s\n", r->errors, r->first_error);
+	}
+	fg->search_done = 1;
+out:
+	rc = stop_after(&d, rc, msg, msg_size);
+	store_close(st);
+	free(model_id);
+	free(dim_s);
+	for (int q = 0; q < NQUERIES; q++)
+		free(bodies[q]);
+	return rc;
+}
+
+/* ---- 2. ingest ------------------------------------------------------------ */
+
+static int run_ingest(const struct opts *o, const clip_model *m, const char *dir,
+                      struct figures *fg, char *msg, size_t msg_size)
+{
+	char photos[PATH_MAX], data[PATH_MAX], log[PATH_MAX + 16], path[64];
+	bs_daemon d = {.pid = -1};
+	char *body = NULL, *resp = NULL;
+	json_t *j = NULL;
+	int rc = 0, status;
+	snprintf(photos, sizeof photos, "%s/photos", dir);
+	snprintf(data, sizeof data, "%s/ingest-data", dir);
+	snprintf(log, sizeof log, "%s/clipd-ingest.log", dir);
+
+	fprintf(stderr, "# ingest: writing %d JPEGs %dx%d\n", o->images, PHOTO_W, PHOTO_H);
+	if (mkdir(photos, 0755) != 0)
+		return bs_fail(msg, msg_size, "mkdir %s: %s", photos, strerror(errno));
+	if ((rc = bs_make_photos(photos, o->images, PHOTO_W, PHOTO_H, o->sources, o->seed,
+	                         &fg->photo_bytes, msg, msg_size)))
+		return rc;
+
+	fprintf(stderr, "# ingest: bare image encoder, batch %d, %d x %d threads\n", o->batch,
+	        fg->workers, fg->blas);
+	if ((rc = measure_images(m, fg->workers, o->batch, o->seconds, &fg->bare_ips, msg,
+	                         msg_size)))
+		return rc;
+
+	fprintf(stderr, "# ingest: starting clipd on an empty data directory\n");
+	if ((rc = start_clipd(o, data, photos, log, &d, msg, msg_size)))
+		goto out;
+	fg->ingest_ready_ms = d.ready_ms;
+	j = json_pack("{s:s}", "dir", photos);
+	body = json_dumps(j, JSON_COMPACT);
+	double t0 = bs_now();
+	if ((rc = http_once(d.port, "POST", "/v1/ingest", body, &status, &resp, msg, msg_size)))
+		goto out;
+	fg->ack_s = bs_now() - t0;
+	json_decref(j);
+	j = json_loads(resp, 0, NULL);
+	json_int_t job = json_integer_value(json_object_get(j, "job_id"));
+	json_int_t accepted = json_integer_value(json_object_get(j, "accepted"));
+	if (status != 202 || job <= 0) {
+		rc = bs_fail(msg, msg_size, "POST /v1/ingest answered %d: %.300s", status, resp);
+		goto out;
+	}
+	if (accepted != o->images)
+		fprintf(stderr, "# ingest: only %lld of %d accepted: %.300s\n", (long long)accepted,
+		        o->images, resp);
+	snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+	for (;;) {
+		free(resp);
+		resp = NULL;
+		if ((rc = http_once(d.port, "GET", path, NULL, &status, &resp, msg, msg_size)))
+			goto out;
+		double t = bs_now() - t0;
+		json_decref(j);
+		j = json_loads(resp, 0, NULL);
+		const char *state = json_string_value(json_object_get(j, "state"));
+		if (status != 200 || !state) {
+			rc = bs_fail(msg, msg_size, "GET %s answered %d: %.300s", path, status, resp);
+			goto out;
+		}
+		if (!strcmp(state, "done")) {
+			fg->done_s = t;
+			fg->ingested = (long)json_integer_value(json_object_get(j, "done"));
+			fg->ingest_failed = (long)json_integer_value(json_object_get(j, "failed"));
+			break;
+		}
+		if (t > JOB_TIMEOUT_S || bs_interrupted) {
+			rc = bs_fail(msg, msg_size, "job %lld not done after %.0f s: %.300s", (long long)job,
+			             t, resp);
+			goto out;
+		}
+		sleep_s(0.05);
+	}
+	if (fg->ingest_failed)
+		fprintf(stderr, "# ingest: %ld items failed: %.500s\n", fg->ingest_failed, resp);
+	fg->ingest_done = 1;
+out:
+	rc = stop_after(&d, rc, msg, msg_size);
+	json_decref(j);
+	free(body);
+	free(resp);
+	return rc;
+}
+
+/* ---- output --------------------------------------------------------------- */
+
+static void print_figures(const struct opts *o, const struct figures *fg)
+{
+	if (fg->search_done || fg->nlevels_done) {
+		printf("\nsearch: POST /v1/search {\"text\", \"k\": 20}, %ld images, index %s, %d queries "
+		       "(%d-%d tokens)\n",
+		       o->items, o->index, NQUERIES, fg->q_tokens_min, fg->q_tokens_max);
+		printf("  prebuild %.1f s (%.2f s per 1000 items: image inserts %.2f, embeddings %.2f); "
+		       "clipd ready in %ld ms\n",
+		       fg->prebuild_s, fg->prebuild_s / (double)o->items * 1000,
+		       fg->insert_s / (double)o->items * 1000, fg->embed_s / (double)o->items * 1000,
+		       fg->search_ready_ms);
+		printf("  %7s %8s %8s %8s %8s %8s %8s %7s %10s %8s\n", "clients", "QPS", "mean ms",
+		       "p50 ms", "p90 ms", "p99 ms", "requests", "errors", "encode ms", "share");
+		for (int l = 0; l < fg->nlevels_done; l++) {
+			const bs_load_result *r = &fg->load[l];
+			char enc[32] = "-", share[32] = "-";
+			if (fg->d_encode_ms[l] >= 0 && r->mean_ms > 0) {
+				snprintf(enc, sizeof enc, "%.2f", fg->d_encode_ms[l]);
+				snprintf(share, sizeof share, "%.0f%%", 100 * fg->d_encode_ms[l] / r->mean_ms);
+			}
+			printf("  %7d %8.1f %8.2f %8.2f %8.2f %8.2f %8ld %7ld %10s %8s\n", r->clients, r->qps,
+			       r->mean_ms, r->p50_ms, r->p90_ms, r->p99_ms, r->requests, r->errors, enc, share);
+		}
+		printf("  encode ms: clipd's mean text encode per query (GET /metrics), share: of the mean "
+		       "latency.\n");
+		printf("  bare text encoder (this process, %d BLAS threads, median): 7 tokens %.2f ms, "
+		       "these queries %.2f ms",
+		       fg->blas, fg->text7_ms, fg->textq_ms);
+		if (fg->nlevels_done && fg->load[0].p50_ms > 0)
+			printf(" = %.0f%% of the %d-client p50", 100 * fg->textq_ms / fg->load[0].p50_ms,
+			       fg->load[0].clients);
+		printf(";\n  one encode at a time caps search near %.0f QPS.\n",
+		       fg->textq_ms > 0 ? 1e3 / fg->textq_ms : 0);
+	}
+	if (fg->ingest_done) {
+		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
+		printf("\ningest: POST /v1/ingest {\"dir\"}, %d JPEGs %dx%d (%.1f MB), batch %d, workers %d "
+		       "x BLAS threads %d\n",
+		       o->images, PHOTO_W, PHOTO_H, (double)fg->photo_bytes / 1e6, o->batch, fg->workers,
+		       fg->blas);
+		printf("  accepted (202) after %.2f s, job done after %.2f s: %ld done, %ld failed\n",
+		       fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed);
+		printf("  clipd ingest   %7.2f images/s\n", ips);
+		printf("  bare encoder   %7.2f images/s (batch %d)\n", fg->bare_ips, o->batch);
+		printf("  ratio          %7.1f%%  (target >= 85%%)\n",
+		       fg->bare_ips > 0 ? 100 * ips / fg->bare_ips : 0);
+	}
+	if (!o->json)
+		return;
+	if (fg->search_done || fg->nlevels_done) {
+		printf("{\"bench\":\"server\",\"figure\":\"prebuild\",\"items\":%ld,\"seconds\":%.2f,"
+		       "\"s_per_1000\":%.3f,\"insert_s_per_1000\":%.3f,\"embed_s_per_1000\":%.3f,"
+		       "\"clipd_ready_ms\":%ld}\n",
+		       o->items, fg->prebuild_s, fg->prebuild_s / (double)o->items * 1000,
+		       fg->insert_s / (double)o->items * 1000, fg->embed_s / (double)o->items * 1000,
+		       fg->search_ready_ms);
+		printf("{\"bench\":\"server\",\"figure\":\"text_encode_bare\",\"tokens\":7,\"ms\":%.3f}\n",
+		       fg->text7_ms);
+		printf("{\"bench\":\"server\",\"figure\":\"text_encode_bare\",\"tokens_min\":%d,"
+		       "\"tokens_max\":%d,\"ms\":%.3f}\n",
+		       fg->q_tokens_min, fg->q_tokens_max, fg->textq_ms);
+		for (int l = 0; l < fg->nlevels_done; l++) {
+			const bs_load_result *r = &fg->load[l];
+			printf("{\"bench\":\"server\",\"figure\":\"search\",\"items\":%ld,\"index\":\"%s\","
+			       "\"k\":20,\"clients\":%d,\"seconds\":%.2f,\"requests\":%ld,\"errors\":%ld,"
+			       "\"qps\":%.2f,\"mean_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
+			       "\"max_ms\":%.3f,\"encode_bare_ms\":%.3f",
+			       o->items, o->index, r->clients, r->seconds, r->requests, r->errors, r->qps,
+			       fg->load[l].mean_ms, r->p50_ms, r->p90_ms, r->p99_ms, r->max_ms, fg->textq_ms);
+			if (fg->d_encode_ms[l] >= 0)
+				printf(",\"encode_clipd_ms\":%.3f", fg->d_encode_ms[l]);
+			printf("}\n");
+		}
+	}
+	if (fg->ingest_done) {
+		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
+		printf("{\"bench\":\"server\",\"figure\":\"ingest\",\"images\":%d,\"width\":%d,\"height\":%d,"
+		       "\"bytes\":%lld,\"batch\":%d,\"workers\":%d,\"blas_threads\":%d,\"ack_s\":%.3f,"
+		       "\"done_s\":%.3f,\"done\":%ld,\"failed\":%ld,\"images_per_s\":%.3f,"
+		       "\"encoder_images_per_s\":%.3f,\"ratio\":%.4f}\n",
+		       o->images, PHOTO_W, PHOTO_H, (long long)fg->photo_bytes, o->batch, fg->workers,
+		       fg->blas, fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed, ips, fg->bare_ips,
+		       fg->bare_ips > 0 ? ips / fg->bare_ips : 0);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct figures fg;
+	char msg[1024] = "", model_dir[PATH_MAX];
+	char *tmp = NULL;
+	clip_model *m = NULL;
+	clip_err ce;
+	int rc = 0;
+
+	if (parse_opts(argc, argv, &o))
+		return 2;
+	if (VIPS_INIT(argv[0]))
+		return 1;
+	bs_catch_signals();
+	memset(&fg, 0, sizeof fg);
+	fg.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	/* clipd's defaults (server/config.c, server/main.c). */
+	fg.workers = o.workers ? o.workers : fg.cores / 2 > 0 ? fg.cores / 2 : 1;
+	fg.blas = fg.cores > fg.workers ? fg.cores / fg.workers : 1;
+	openblas_set_num_threads(fg.blas);
+
+	if (!(tmp = bs_mkdtemp(o.tmp, msg, sizeof msg))) {
+		rc = -1;
+		goto out;
+	}
+	fprintf(stderr, "# working in %s\n", tmp);
+	if (!o.model) {
+		char *mk[] = {(char *)o.mkmodel, "--preset", "vit-b-32", "--out", model_dir, NULL};
+		char log[PATH_MAX + 16];
+		snprintf(model_dir, sizeof model_dir, "%s/model", tmp);
+		snprintf(log, sizeof log, "%s/mkmodel.log", tmp);
+		fprintf(stderr, "# writing a ViT-B/32-shaped checkpoint with %s\n", o.mkmodel);
+		double t0 = bs_now();
+		if ((rc = bs_run(mk, log, msg, sizeof msg)))
+			goto out;
+		fg.mkmodel_s = bs_now() - t0;
+		o.model = model_dir;
+	}
+	if (clip_model_open(o.model, &m, &ce) != CLIP_OK) {
+		rc = bs_fail(msg, sizeof msg, "%s: %s", o.model, ce.msg);
+		goto out;
+	}
+	fg.dim = clip_model_dim(m);
+	printf("# bench/server: model %s (dim %d), %d cores; clipd %s: workers %d x BLAS threads %d, "
+	       "batch %d, index %s\n",
+	       o.model, fg.dim, fg.cores, o.clipd, fg.workers, fg.blas, o.batch, o.index);
+	/* Both this process and clipd inherit these; on a busy machine the
+	 * OpenMP wait policy alone changes short text encodes several-fold. */
+	const char *env[] = {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+	                     "GOMP_SPINCOUNT"};
+	printf("# environment:");
+	for (size_t i = 0; i < sizeof env / sizeof env[0]; i++)
+		printf(" %s=%s", env[i], getenv(env[i]) ? getenv(env[i]) : "(unset)");
+	printf("; load average at start: %s\n", load_average());
+	fflush(stdout);
+
+	if (o.items > 0 && o.nlevels > 0) {
+		if ((rc = run_search(&o, m, tmp, &fg, msg, sizeof msg)))
+			goto out;
+	}
+	if (o.images > 0 && !bs_interrupted) {
+		if ((rc = run_ingest(&o, m, tmp, &fg, msg, sizeof msg)))
+			goto out;
+	}
+out:
+	print_figures(&o, &fg);
+	if (rc)
+		fprintf(stderr, "bench/server: %s\n", msg);
+	clip_model_close(m);
+	if (o.keep && tmp)
+		fprintf(stderr, "# kept %s\n", tmp);
+	else
+		bs_rmtree(tmp);
+	free(tmp);
+	vips_shutdown();
+	return rc ? 1 : 0;
+}
