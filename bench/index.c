@@ -1,2 +1,758 @@
+/*
+ * bench/index.c: what the vector index kinds cost and how well they find.
+ *
+ * For each database size N and each kind (exact, hnsw, ivfpq) it adds N
+ * random L2-normalised vectors (isotropic Gaussian by default; --data lowdim
+ * concentrates their variance in a few dozen directions, closer to real
+ * embeddings; fixed seed, and a smaller N is a prefix of a larger one) in
+ * batches through vidx_add, then measures:
+ *   - add throughput for all N (for ivfpq this includes training, which
+ *     happens inside the batch that crosses the training threshold; that
+ *     batch is also timed on its own, and the rate after it is given),
+ *   - single-query search latency, p50 and p99 (k=10),
+ *   - latency of 32-query batches, p50 and p99 per batch,
+ *   - recall@10 (and @1) against exact search over the same queries,
+ *   - resident memory the index added, and the process's peak (VmHWM).
+ * Queries are perturbed database vectors, normalise(x[r] + s*g/sqrt(dim))
+ * with g ~ N(0, I), so every query has a meaningful nearest neighbour.
+ *
+ * Run (FAISS threads follow OMP_NUM_THREADS; progress goes to stderr):
+ *   ./build/bench/index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq]
+ *       [--dim 512] [--queries 200] [--batches 30] [--noise 0.5]
+ *       [--ef-search E] [--nprobe P] [--data gaussian|lowdim] [--seed S] [--json]
+ * 1M x 512 takes about 2 GB for the data and as much again for the exact
+ * index. The default run took 40 minutes on two cores, 32 of them building
+ * HNSW over 1M isotropic vectors (about 500 vectors/s at the end). Leaving
+ * OMP_WAIT_POLICY unset lets libgomp's threads spin against OpenBLAS's:
+ * batched exact search was 5x slower that way than with
+ * OMP_WAIT_POLICY=passive.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-int main(void){return 0;}
+#include "index.h"
+
+#define K 10
+#define BATCH_NQ 32
+#define ADD_BATCH 10000
+#define MAX_SIZES 16
+#define WARMUP 5
+/* index.c trains "ivfpq" (IVF1024,PQ<dim/8>np) once it holds 39 vectors per
+ * list (and at least 9984): the add batch that crosses this count carries
+ * the training. */
+#define IVFPQ_TRAIN_AT (39 * 1024)
+
+enum { KIND_EXACT, KIND_HNSW, KIND_IVFPQ, NKINDS };
+static const char *const kind_names[NKINDS] = {"exact", "hnsw", "ivfpq"};
+
+enum { DATA_GAUSSIAN, DATA_LOWDIM, NDATA };
+static const char *const data_names[NDATA] = {"gaussian", "lowdim"};
+/* Spectrum exponent of "lowdim": a participation ratio of about 46 at
+ * dim 512, i.e. the variance is spread like over ~46 equal directions. */
+#define LOWDIM_ALPHA 0.9
+
+struct opts {
+	size_t n[MAX_SIZES];
+	int nn;
+	int kinds[NKINDS];       /* run order; exact first when present */
+	int nk;
+	int dim;
+	int data;                /* DATA_* */
+	int queries;             /* single-query searches */
+	int batches;             /* BATCH_NQ-query searches */
+	double noise;
+	double ef_search;        /* 0: the index's default */
+	double nprobe;           /* 0: the index's default */
+	uint64_t seed;
+	int json;
+};
+
+struct result {
+	size_t n;
+	int kind;
+	char factory[64];
+	double add_s, add_rate;
+	double train_s;          /* ivfpq: the batch that trained; else -1 */
+	double rate_after_train; /* ivfpq: add rate after that batch; else -1 */
+	double single_p50, single_p99, batch_p50, batch_p99; /* ms */
+	double recall10, recall1;
+	double index_mb, peak_mb;
+};
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "bench/index: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		die("out of memory (%zu bytes)", n);
+	return p;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- random vectors ------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+typedef struct rng {
+	uint64_t s[4];
+} rng;
+
+/* A xoshiro256** stream per (seed, stream): rows are generated in parallel
+ * and still come out the same for any thread count. */
+static void rng_init(rng *r, uint64_t seed, uint64_t stream)
+{
+	uint64_t sm = seed ^ (stream * 0xd1b54a32d192ed03ULL);
+	for (int i = 0; i < 4; i++)
+		r->s[i] = splitmix64(&sm);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(rng *r)
+{
+	uint64_t *s = r->s;
+	uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return out;
+}
+
+/* Uniform in (0, 1]: never 0, so log() below is finite. */
+static double rng_unit(rng *r)
+{
+	return ((double)(rng_next(r) >> 11) + 1.0) * 0x1.0p-53;
+}
+
+/* dim standard normal values (Box-Muller). */
+static void gaussian(rng *r, float *out, int dim)
+{
+	for (int i = 0; i < dim; i += 2) {
+		double rad = sqrt(-2.0 * log(rng_unit(r))), th = 2.0 * M_PI * rng_unit(r);
+		out[i] = (float)(rad * cos(th));
+		if (i + 1 < dim)
+			out[i + 1] = (float)(rad * sin(th));
+	}
+}
+
+static void normalise(float *v, int dim)
+{
+	double ss = 0;
+	for (int i = 0; i < dim; i++)
+		ss += (double)v[i] * v[i];
+	float inv = (float)(1.0 / sqrt(ss));
+	for (int i = 0; i < dim; i++)
+		v[i] *= inv;
+}
+
+/* In-place Walsh-Hadamard transform, unnormalised; n a power of two. */
+static void fwht(float *v, int n)
+{
+	for (int h = 1; h < n; h *= 2)
+		for (int i = 0; i < n; i += 2 * h)
+			for (int j = i; j < i + h; j++) {
+				float a = v[j], b = v[j + h];
+				v[j] = a + b;
+				v[j + h] = a - b;
+			}
+}
+
+/* Fills rows [from, to) of x[][dim]. DATA_GAUSSIAN rows are isotropic.
+ * DATA_LOWDIM rows have a power-law spectrum (variance of component j
+ * proportional to j^-LOWDIM_ALPHA) turned by a fixed random rotation
+ * (random signs, then Hadamard), like embeddings whose variance sits in a
+ * few dozen directions. */
+static void gen_rows(float *x, size_t from, size_t to, int dim, int data, uint64_t seed)
+{
+	float *sign = NULL;
+	if (data == DATA_LOWDIM) {
+		rng r;
+		sign = xmalloc((size_t)dim * sizeof *sign);
+		rng_init(&r, seed ^ 0x2545f4914f6cdd1dULL, 0);
+		for (int j = 0; j < dim; j++)
+			sign[j] = (float)((rng_next(&r) >> 63 ? 1.0 : -1.0) * pow(j + 1, -LOWDIM_ALPHA / 2));
+	}
+#pragma omp parallel for schedule(static)
+	for (size_t i = from; i < to; i++) {
+		rng r;
+		float *row = x + i * (size_t)dim;
+		rng_init(&r, seed, i);
+		gaussian(&r, row, dim);
+		if (sign) {
+			for (int j = 0; j < dim; j++)
+				row[j] *= sign[j];
+			fwht(row, dim);
+		}
+		normalise(row, dim);
+	}
+	free(sign);
+}
+
+/* q[nq][dim]: database rows picked at random, plus noise of norm ~noise. */
+static void make_queries(const float *x, size_t n, int dim, size_t nq, double noise,
+                         uint64_t seed, float *q)
+{
+	rng r;
+	float *g = xmalloc((size_t)dim * sizeof *g);
+	rng_init(&r, seed ^ 0x51ed2701a3c4e6bfULL, n);
+	for (size_t i = 0; i < nq; i++) {
+		size_t src = (size_t)(rng_next(&r) % n);
+		float *qi = q + i * (size_t)dim;
+		gaussian(&r, g, dim);
+		for (int j = 0; j < dim; j++)
+			qi[j] = x[src * (size_t)dim + j] + (float)(noise / sqrt(dim)) * g[j];
+		normalise(qi, dim);
+	}
+	free(g);
+}
+
+/* ---- measuring ----------------------------------------------------------- */
+
+/* A "VmXXX:" field of /proc/self/status in MB, or -1. */
+static double proc_status_mb(const char *field)
+{
+	char line[256];
+	size_t len = strlen(field);
+	double mb = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, field, len) == 0 && line[len] == ':') {
+			mb = strtod(line + len + 1, NULL) / 1024.0;
+			break;
+		}
+	fclose(f);
+	return mb;
+}
+
+/* Resets VmHWM to the current RSS (Linux >= 4.0), so each kind's peak is
+ * its own. */
+static void reset_peak_rss(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	if (f) {
+		fputs("5", f);
+		fclose(f);
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile; sorts v. */
+static double percentile(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof *v, cmp_double);
+	size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+	return v[rank ? rank - 1 : 0];
+}
+
+/* Adds to *hits10 how many of got[K] are in want[K], and to *hits1 whether
+ * the best ones agree. */
+static void count_hits(const int64_t *got, const int64_t *want, size_t *hits10, size_t *hits1)
+{
+	for (int i = 0; i < K; i++) {
+		if (got[i] < 0)
+			continue;
+		for (int j = 0; j < K; j++)
+			if (got[i] == want[j]) {
+				(*hits10)++;
+				break;
+			}
+	}
+	if (got[0] >= 0 && got[0] == want[0])
+		(*hits1)++;
+}
+
+static void check(int rc, const vidx_err *err, const char *what)
+{
+	if (rc != VIDX_OK)
+		die("%s: %s", what, err->msg);
+}
+
+/* Adds rows [0, n) of x with their row numbers as ids. For ivfpq, fills
+ * the training figures of res. */
+static void add_all(vidx *v, const float *x, size_t n, int dim, int kind, struct result *res)
+{
+	int64_t *ids = xmalloc(ADD_BATCH * sizeof *ids);
+	double t0 = now_s(), last_note = t0, train_end = -1;
+	size_t after_train = 0;
+	vidx_err err;
+
+	res->train_s = res->rate_after_train = -1;
+	for (size_t at = 0; at < n; at += ADD_BATCH) {
+		size_t b = n - at < ADD_BATCH ? n - at : ADD_BATCH;
+		for (size_t i = 0; i < b; i++)
+			ids[i] = (int64_t)(at + i);
+		double t = now_s();
+		check(vidx_add(v, b, x + at * (size_t)dim, ids, &err), &err, "adding");
+		double t1 = now_s();
+		if (kind == KIND_IVFPQ) {
+			if (at < IVFPQ_TRAIN_AT && at + b >= IVFPQ_TRAIN_AT) {
+				res->train_s = t1 - t;
+				train_end = t1;
+			} else if (train_end >= 0) {
+				after_train += b;
+			}
+		}
+		if (t1 - last_note >= 5.0 || at + b == n) {
+			fprintf(stderr, "  %s N=%zu: added %zu/%zu (%.0f/s)\n", kind_names[kind], n,
+			        at + b, n, (double)(at + b) / (t1 - t0));
+			last_note = t1;
+		}
+	}
+	res->add_s = now_s() - t0;
+	res->add_rate = (double)n / res->add_s;
+	if (train_end >= 0 && after_train > 0)
+		res->rate_after_train = (double)after_train / (t0 + res->add_s - train_end);
+	if (vidx_count(v) != n)
+		die("%s: index holds %zu vectors after adding %zu", kind_names[kind], vidx_count(v), n);
+	free(ids);
+}
+
+/* The queries each result row of a run covers: singles first, then the
+ * batches (batch b searches queries b*BATCH_NQ ...). */
+static size_t query_count(const struct opts *o)
+{
+	size_t nb = (size_t)o->batches * BATCH_NQ;
+	return (size_t)o->queries > nb ? (size_t)o->queries : nb;
+}
+
+/* Times single and batched searches. got_single[queries][K] and
+ * got_batch[batches * BATCH_NQ][K] receive the ids found. */
+static void time_searches(vidx *v, const struct opts *o, const float *q, struct result *res,
+                          int64_t *got_single, int64_t *got_batch)
+{
+	size_t nb = (size_t)o->batches, nq = query_count(o), dim = (size_t)o->dim;
+	size_t nlat = (size_t)o->queries > nb ? (size_t)o->queries : nb;
+	double *lat = xmalloc(nlat * sizeof *lat);
+	float *scores = xmalloc(BATCH_NQ * K * sizeof *scores);
+	int64_t *scratch = xmalloc(BATCH_NQ * K * sizeof *scratch);
+	vidx_err err;
+
+	/* Warm-up: first touches of the index's memory are not search cost. */
+	for (size_t i = 0; i < WARMUP; i++)
+		check(vidx_search(v, 1, q + (i % nq) * dim, K, scores, scratch, &err), &err,
+		      "searching");
+	for (int i = 0; i < o->queries; i++) {
+		double t = now_s();
+		check(vidx_search(v, 1, q + (size_t)i * dim, K, scores, got_single + (size_t)i * K, &err),
+		      &err, "searching");
+		lat[i] = (now_s() - t) * 1e3;
+	}
+	res->single_p50 = percentile(lat, (size_t)o->queries, 50);
+	res->single_p99 = percentile(lat, (size_t)o->queries, 99);
+	fprintf(stderr, "  %s N=%zu: %d single queries, p50 %.3f ms\n", kind_names[res->kind],
+	        res->n, o->queries, res->single_p50);
+
+	check(vidx_search(v, BATCH_NQ, q, K, scores, scratch, &err), &err, "searching");
+	for (size_t b = 0; b < nb; b++) {
+		double t = now_s();
+		check(vidx_search(v, BATCH_NQ, q + b * BATCH_NQ * dim, K, scores,
+		                  got_batch + b * BATCH_NQ * K, &err),
+		      &err, "searching");
+		lat[b] = (now_s() - t) * 1e3;
+	}
+	res->batch_p50 = percentile(lat, nb, 50);
+	res->batch_p99 = percentile(lat, nb, 99);
+	fprintf(stderr, "  %s N=%zu: %zu batches of %d, p50 %.3f ms\n", kind_names[res->kind],
+	        res->n, nb, BATCH_NQ, res->batch_p50);
+	free(lat);
+	free(scores);
+	free(scratch);
+}
+
+/* Exact top-K ids of all nq queries, in one untimed batched search. */
+static void ground_truth(vidx *exact, const float *q, size_t nq, int64_t *gt)
+{
+	float *scores = xmalloc(nq * K * sizeof *scores);
+	vidx_err err;
+	check(vidx_search(exact, nq, q, K, scores, gt, &err), &err, "ground truth");
+	free(scores);
+}
+
+static vidx *new_index(int kind, const struct opts *o)
+{
+	vidx *v;
+	vidx_err err;
+	check(vidx_create(kind_names[kind], o->dim, "bench", &v, &err), &err, "creating the index");
+	if (kind == KIND_HNSW && o->ef_search > 0)
+		check(vidx_set_param(v, "efSearch", o->ef_search, &err), &err, "efSearch");
+	if (kind == KIND_IVFPQ && o->nprobe > 0)
+		check(vidx_set_param(v, "nprobe", o->nprobe, &err), &err, "nprobe");
+	return v;
+}
+
+/* Builds and measures one kind over x[n]. gt is the exact top-K of the
+ * queries; when it is NULL (the exact kind runs first) it is computed here
+ * from this index, into gt_out. */
+static void run_kind(int kind, const struct opts *o, const float *x, size_t n, const float *q,
+                     const int64_t *gt, int64_t *gt_out, struct result *res)
+{
+	size_t nq = query_count(o), nbq = (size_t)o->batches * BATCH_NQ;
+	int64_t *got_single = xmalloc((size_t)o->queries * K * sizeof *got_single);
+	int64_t *got_batch = xmalloc(nbq * K * sizeof *got_batch);
+
+	memset(res, 0, sizeof *res);
+	res->n = n;
+	res->kind = kind;
+	fprintf(stderr, "%s N=%zu: building\n", kind_names[kind], n);
+	reset_peak_rss();
+	double rss0 = proc_status_mb("VmRSS");
+	vidx *v = new_index(kind, o);
+	snprintf(res->factory, sizeof res->factory, "%s", vidx_factory(v));
+	add_all(v, x, n, o->dim, kind, res);
+	res->index_mb = proc_status_mb("VmRSS") - rss0;
+	time_searches(v, o, q, res, got_single, got_batch);
+	if (!gt) {
+		ground_truth(v, q, nq, gt_out);
+		gt = gt_out;
+	}
+	res->peak_mb = proc_status_mb("VmHWM");
+	vidx_close(v);
+
+	size_t h10 = 0, h1 = 0;
+	for (int i = 0; i < o->queries; i++)
+		count_hits(got_single + (size_t)i * K, gt + (size_t)i * K, &h10, &h1);
+	for (size_t i = 0; i < nbq; i++)
+		count_hits(got_batch + i * K, gt + i * K, &h10, &h1);
+	size_t lists = (size_t)o->queries + nbq;
+	res->recall10 = (double)h10 / (double)(lists * K);
+	res->recall1 = (double)h1 / (double)lists;
+	free(got_single);
+	free(got_batch);
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+static void print_table_head(void)
+{
+	printf("%-8s %-6s %-16s %9s %8s %9s %9s %9s %9s %9s %7s %7s %8s %8s\n", "N", "kind",
+	       "factory", "add/s", "build_s", "train_s", "1q_p50ms", "1q_p99ms", "32q_p50ms",
+	       "32q_p99ms", "rec@10", "rec@1", "index_MB", "peak_MB");
+	fflush(stdout);
+}
+
+static void print_row(const struct result *r)
+{
+	char train[16];
+	if (r->train_s >= 0)
+		snprintf(train, sizeof train, "%.2f", r->train_s);
+	else
+		snprintf(train, sizeof train, r->kind == KIND_IVFPQ ? "untrained" : "-");
+	printf("%-8zu %-6s %-16s %9.0f %8.1f %9s %9.3f %9.3f %9.3f %9.3f %7.4f %7.4f %8.0f %8.0f\n",
+	       r->n, kind_names[r->kind], r->factory, r->add_rate, r->add_s, train, r->single_p50,
+	       r->single_p99, r->batch_p50, r->batch_p99, r->recall10, r->recall1, r->index_mb,
+	       r->peak_mb);
+	fflush(stdout);
+}
+
+static void print_json(const struct result *r, const struct opts *o)
+{
+	printf("{\"n\":%zu,\"kind\":\"%s\",\"factory\":\"%s\",\"dim\":%d,\"data\":\"%s\","
+	       "\"threads\":%d,\"add_s\":%.3f,\"add_per_s\":%.1f,",
+	       r->n, kind_names[r->kind], r->factory, o->dim, data_names[o->data],
+	       omp_get_max_threads(), r->add_s, r->add_rate);
+	if (r->kind == KIND_IVFPQ && r->train_s < 0)
+		printf("\"trained\":false,");
+	else if (r->train_s >= 0)
+		printf("\"trained\":true,\"train_batch_s\":%.3f,\"add_per_s_after_train\":%.1f,",
+		       r->train_s, r->rate_after_train);
+	printf("\"queries\":%d,\"single_p50_ms\":%.4f,\"single_p99_ms\":%.4f,"
+	       "\"batch_size\":%d,\"batches\":%d,\"batch_p50_ms\":%.4f,\"batch_p99_ms\":%.4f,"
+	       "\"k\":%d,\"recall_at_10\":%.4f,\"recall_at_1\":%.4f,"
+	       "\"index_rss_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
+	       o->queries, r->single_p50, r->single_p99, BATCH_NQ, o->batches, r->batch_p50,
+	       r->batch_p99, K, r->recall10, r->recall1, r->index_mb, r->peak_mb);
+}
+
+static void print_settings(const struct opts *o)
+{
+	/* The last two decide how FAISS's OpenMP threads and OpenBLAS's own
+	 * share the cores, which shows in batched search latency. */
+	static const char *const env[] = {"OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+	                                  "OPENBLAS_NUM_THREADS"};
+	printf("# bench/index: vector index add throughput, search latency, recall\n");
+	printf("# cores online: %ld; OpenMP threads: %d;", sysconf(_SC_NPROCESSORS_ONLN),
+	       omp_get_max_threads());
+	for (size_t i = 0; i < sizeof env / sizeof *env; i++)
+		printf(" %s=%s", env[i], getenv(env[i]) ? getenv(env[i]) : "unset");
+	printf("\n");
+	if (!getenv("OMP_WAIT_POLICY"))
+		printf("# note: OpenMP threads spin while idle (OMP_WAIT_POLICY unset), which slows "
+		       "OpenBLAS on few cores\n");
+	printf("# N:");
+	for (int i = 0; i < o->nn; i++)
+		printf(" %zu", o->n[i]);
+	printf("; kinds:");
+	for (int i = 0; i < o->nk; i++)
+		printf(" %s", kind_names[o->kinds[i]]);
+	printf("; dim %d; seed %llu\n", o->dim, (unsigned long long)o->seed);
+	if (o->data == DATA_GAUSSIAN)
+		printf("# data: gaussian: isotropic Gaussian vectors, L2-normalised");
+	else
+		printf("# data: lowdim: Gaussian with variance of component j ~ j^-%.1f, randomly "
+		       "rotated, L2-normalised", LOWDIM_ALPHA);
+	printf("; added in batches of %d, id = row\n", ADD_BATCH);
+	printf("# queries: perturbed database vectors, normalise(x[r] + %.2f*g/sqrt(dim)), "
+	       "g ~ N(0,I), r uniform\n", o->noise);
+	printf("# search: k=%d; %d single queries (p50/p99 per query); %d batches of %d "
+	       "(p50/p99 per batch); %d warm-up searches untimed\n",
+	       K, o->queries, o->batches, BATCH_NQ, WARMUP);
+	printf("# recall: against exact search of the same queries, over all %d single and %d "
+	       "batched result lists; rec@1: the first result is exact's first\n", o->queries,
+	       o->batches * BATCH_NQ);
+	if (o->ef_search > 0)
+		printf("# hnsw efSearch %.0f\n", o->ef_search);
+	else
+		printf("# hnsw efSearch: the index's default\n");
+	if (o->nprobe > 0)
+		printf("# ivfpq nprobe %.0f\n", o->nprobe);
+	else
+		printf("# ivfpq nprobe: the index's default\n");
+	printf("# ivfpq train_s: the add batch that crossed %d vectors (training plus moving them "
+	       "into IVF-PQ); add/s includes it. Below that N it stays untrained (exact search)\n",
+	       IVFPQ_TRAIN_AT);
+	printf("# index_MB: RSS growth while building; peak_MB: VmHWM during the row, data "
+	       "included\n");
+	fflush(stdout);
+}
+
+/* ---- options ------------------------------------------------------------- */
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno)
+		die("bad size \"%s\"", s);
+	if (*end == 'k' || *end == 'K')
+		v *= 1e3, end++;
+	else if (*end == 'm' || *end == 'M')
+		v *= 1e6, end++;
+	if ((*end && *end != ',') || v < 1 || v > 1e9)
+		die("bad size \"%s\"", s);
+	return (size_t)v;
+}
+
+static void parse_sizes(struct opts *o, const char *arg)
+{
+	o->nn = 0;
+	for (const char *p = arg; *p;) {
+		if (o->nn == MAX_SIZES)
+			die("at most %d sizes", MAX_SIZES);
+		o->n[o->nn++] = parse_size(p);
+		p += strcspn(p, ",");
+		if (*p)
+			p++;
+	}
+	if (o->nn == 0)
+		die("--n needs at least one size");
+}
+
+static void parse_kinds(struct opts *o, const char *arg)
+{
+	int want[NKINDS] = {0};
+	for (const char *p = arg; *p;) {
+		size_t len = strcspn(p, ",");
+		int k;
+		for (k = 0; k < NKINDS; k++)
+			if (strlen(kind_names[k]) == len && strncmp(p, kind_names[k], len) == 0)
+				break;
+		if (k == NKINDS)
+			die("unknown kind \"%.*s\" (exact, hnsw, ivfpq)", (int)len, p);
+		want[k] = 1;
+		p += len;
+		if (*p)
+			p++;
+	}
+	/* Exact first: its results are the ground truth for the others. */
+	o->nk = 0;
+	for (int k = 0; k < NKINDS; k++)
+		if (want[k])
+			o->kinds[o->nk++] = k;
+	if (o->nk == 0)
+		die("--kinds needs at least one kind");
+}
+
+static long parse_long(const char *s, const char *name, long lo, long hi)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (end == s || *end || errno || v < lo || v > hi)
+		die("--%s must be an integer from %ld to %ld", name, lo, hi);
+	return v;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq] [--dim 512]\n"
+	           "             [--queries 200] [--batches 30] [--noise 0.5] [--ef-search E]\n"
+	           "             [--nprobe P] [--data gaussian|lowdim] [--seed S] [--json]\n");
+}
+
+static void parse_opts(struct opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"n", required_argument, NULL, 'n'},
+		{"kinds", required_argument, NULL, 'k'},
+		{"dim", required_argument, NULL, 'd'},
+		{"data", required_argument, NULL, 'D'},
+		{"queries", required_argument, NULL, 'q'},
+		{"batches", required_argument, NULL, 'b'},
+		{"noise", required_argument, NULL, 'z'},
+		{"ef-search", required_argument, NULL, 'e'},
+		{"nprobe", required_argument, NULL, 'p'},
+		{"seed", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	*o = (struct opts){.dim = 512, .queries = 200, .batches = 30, .noise = 0.5, .seed = 42};
+	parse_sizes(o, "100000,1000000");
+	parse_kinds(o, "exact,hnsw,ivfpq");
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n': parse_sizes(o, optarg); break;
+		case 'k': parse_kinds(o, optarg); break;
+		case 'd': o->dim = (int)parse_long(optarg, "dim", 8, 65536); break;
+		case 'q': o->queries = (int)parse_long(optarg, "queries", 1, 1000000); break;
+		case 'b': o->batches = (int)parse_long(optarg, "batches", 1, 100000); break;
+		case 'z': o->noise = strtod(optarg, NULL); break;
+		case 'D':
+			for (o->data = 0; o->data < NDATA; o->data++)
+				if (strcmp(optarg, data_names[o->data]) == 0)
+					break;
+			if (o->data == NDATA)
+				die("--data is gaussian or lowdim");
+			break;
+		case 'e': o->ef_search = (double)parse_long(optarg, "ef-search", 1, 100000); break;
+		case 'p': o->nprobe = (double)parse_long(optarg, "nprobe", 1, 1 << 20); break;
+		case 's': o->seed = (uint64_t)strtoull(optarg, NULL, 0); break;
+		case 'j': o->json = 1; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		exit(2);
+	}
+	if (o->data == DATA_LOWDIM && (o->dim & (o->dim - 1)) != 0)
+		die("--data lowdim needs a power-of-two dimension");
+	if (!(o->noise >= 0))
+		die("--noise must be >= 0");
+	for (int i = 0; i < o->nn; i++)
+		if (o->n[i] < K)
+			die("N must be at least %d", K);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	parse_opts(&o, argc, argv);
+	print_settings(&o);
+
+	size_t nmax = 0, have = 0, dim = (size_t)o.dim, nq = query_count(&o);
+	for (int i = 0; i < o.nn; i++)
+		if (o.n[i] > nmax)
+			nmax = o.n[i];
+	struct result *res = xmalloc((size_t)o.nn * (size_t)o.nk * sizeof *res);
+	float *x = xmalloc(nmax * dim * sizeof *x);
+	float *q = xmalloc(nq * dim * sizeof *q);
+	int64_t *gt = xmalloc(nq * K * sizeof *gt);
+	int nres = 0;
+
+	print_table_head();
+	for (int s = 0; s < o.nn; s++) {
+		size_t n = o.n[s];
+		if (n > have) {
+			/* Rows depend on the seed and their number only, so a smaller
+			 * N is a prefix of a larger one and is generated once. */
+			double t = now_s();
+			gen_rows(x, have, n, o.dim, o.data, o.seed);
+			fprintf(stderr, "generated rows %zu..%zu in %.1f s\n", have, n, now_s() - t);
+			have = n;
+		}
+		make_queries(x, n, o.dim, nq, o.noise, o.seed, q);
+
+		const int64_t *truth = NULL;
+		if (o.kinds[0] != KIND_EXACT) {
+			/* No exact row asked for: ground truth from an untimed one. */
+			vidx *ex = new_index(KIND_EXACT, &o);
+			vidx_err err;
+			int64_t *ids = xmalloc(ADD_BATCH * sizeof *ids);
+			fprintf(stderr, "exact N=%zu: ground truth\n", n);
+			for (size_t at = 0; at < n; at += ADD_BATCH) {
+				size_t b = n - at < ADD_BATCH ? n - at : ADD_BATCH;
+				for (size_t i = 0; i < b; i++)
+					ids[i] = (int64_t)(at + i);
+				check(vidx_add(ex, b, x + at * dim, ids, &err), &err, "adding");
+			}
+			free(ids);
+			ground_truth(ex, q, nq, gt);
+			vidx_close(ex);
+			truth = gt;
+		}
+		for (int k = 0; k < o.nk; k++) {
+			struct result *r = &res[nres++];
+			run_kind(o.kinds[k], &o, x, n, q, truth, gt, r);
+			truth = gt;
+			print_row(r);
+		}
+	}
+	if (o.json)
+		for (int i = 0; i < nres; i++)
+			print_json(&res[i], &o);
+	free(res);
+	free(x);
+	free(q);
+	free(gt);
+	return 0;
+}

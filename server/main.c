@@ -138,8 +138,24 @@ static int make_dir(const char *path)
 	return 0;
 }
 
+/* FAISS's OpenMP threads spin while they wait for work, and on a small
+ * machine they take the cores OpenBLAS and the request threads need:
+ * measured here, a 32-query exact search over 1M vectors went from 349 ms
+ * to 1.77 s, a short text encode from 30 ms to 383 ms. libgomp reads
+ * OMP_WAIT_POLICY when it is loaded, before main, so when the user has not
+ * chosen a policy, set passive and run this program again. */
+static void passive_openmp(char **argv)
+{
+	if (getenv("OMP_WAIT_POLICY"))
+		return;
+	setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+	execv("/proc/self/exe", argv);
+	/* Could not re-execute: run on with the spinning default. */
+}
+
 int main(int argc, char **argv)
 {
+	passive_openmp(argv);
 	config cfg;
 	char msg[512], path[4096];
 	app a;
