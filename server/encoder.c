@@ -1,4 +1,17 @@
-/* encoder.c: a pool of clip contexts for request-time encodes. */
+/*
+ * encoder.c: a pool of clip contexts for request-time encodes.
+ *
+ * DESIGN: batching single-text queries across requests. A search query is
+ * one short text; encoding queries one by one leaves the cores waiting on
+ * memory (every encode reads all the text weights for a few rows). So a
+ * request with one text queues it (tq, under qmu) and waits; whichever
+ * waiting thread finds no leader becomes the leader, takes up to max_batch
+ * queued texts, encodes them as one batch on a borrowed context, hands
+ * each its vector, and leads again while texts are queued. Texts that
+ * arrive while a batch runs form the next batch, so under load batches
+ * grow by themselves and a lone query waits for nobody. Lock order: qmu is
+ * never held while taking mu (borrow) or encoding.
+ */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,8 +20,22 @@
 #include "encoder.h"
 #include "metrics.h"
 
+/* One queued single-text encode. */
+typedef struct tq {
+	int32_t *ids;          /* [ctxlen] */
+	float *out;            /* [dim] */
+	int done, rc;
+	api_err err;
+	struct tq *next;
+} tq;
+
 struct encoder {
 	const clip_model *m;
+	/* qmu guards the queue and the leader flag; waiters sleep on qcv. */
+	pthread_mutex_t qmu;
+	pthread_cond_t qcv;
+	tq *head, *tail;
+	int leader;
 	int dim, ctxlen, max_batch, size;
 	/* mu guards free_ctx and nfree; waiters sleep on cv. */
 	pthread_mutex_t mu;
@@ -35,6 +62,8 @@ int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, ap
 	e->max_batch = max_batch;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
+	pthread_mutex_init(&e->qmu, NULL);
+	pthread_cond_init(&e->qcv, NULL);
 	for (int i = 0; i < nctx; i++) {
 		clip_err ce;
 		if (clip_ctx_new(m, max_batch, &e->all[i], &ce) != CLIP_OK) {
@@ -60,6 +89,8 @@ void encoder_close(encoder *e)
 	if (e->all) {
 		pthread_mutex_destroy(&e->mu);
 		pthread_cond_destroy(&e->cv);
+		pthread_mutex_destroy(&e->qmu);
+		pthread_cond_destroy(&e->qcv);
 	}
 	free(e->all);
 	free(e->free_ctx);
@@ -84,8 +115,103 @@ static void give_back(encoder *e, clip_ctx *c)
 	pthread_mutex_unlock(&e->mu);
 }
 
+/* Encodes the batch q[0..n) (their ids are set) and records each result. */
+static void run_batch(encoder *e, tq **q, int n, int32_t *ids, float *out)
+{
+	clip_err ce;
+	for (int i = 0; i < n; i++)
+		memcpy(ids + (size_t)i * e->ctxlen, q[i]->ids, (size_t)e->ctxlen * sizeof *ids);
+	clip_ctx *c = borrow(e);
+	double t0 = metrics_now();
+	int rc = clip_encode_texts(c, n, ids, out, &ce);
+	give_back(e, c);
+	if (rc == CLIP_OK)
+		metrics_encode_done(METRICS_TOWER_TEXT, n, metrics_now() - t0);
+	for (int i = 0; i < n; i++) {
+		if (rc != CLIP_OK) {
+			q[i]->rc = api_from_clip(&q[i]->err, &ce);
+			continue;
+		}
+		memcpy(q[i]->out, out + (size_t)i * e->dim, (size_t)e->dim * sizeof(float));
+		clip_normalize(q[i]->out, e->dim);
+		q[i]->rc = 0;
+	}
+}
+
+/* One text, batched with whatever other single texts are waiting. */
+static int encode_one(encoder *e, const char *text, float *out, api_err *err)
+{
+	clip_err ce;
+	tq me = {.out = out};
+	int rc = 0;
+	me.ids = malloc((size_t)e->ctxlen * sizeof *me.ids);
+	if (!me.ids)
+		return api_fail(err, API_ENOMEM, "out of memory");
+	if (clip_tokenize(e->m, text, me.ids, NULL, &ce) != CLIP_OK) {
+		free(me.ids);
+		return api_fail(err, API_EBADREQ, "text 0: %s", ce.msg);
+	}
+	/* The buffers a leader needs, taken before queueing so that leading
+	 * cannot fail half way. */
+	size_t B = (size_t)e->max_batch;
+	int32_t *ids = malloc(B * (size_t)e->ctxlen * sizeof *ids);
+	float *buf = malloc(B * (size_t)e->dim * sizeof *buf);
+	tq **batch = malloc(B * sizeof *batch);
+	if (!ids || !buf || !batch) {
+		rc = api_fail(err, API_ENOMEM, "out of memory");
+		goto out;
+	}
+
+	pthread_mutex_lock(&e->qmu);
+	if (e->tail)
+		e->tail->next = &me;
+	else
+		e->head = &me;
+	e->tail = &me;
+	while (!me.done) {
+		if (e->leader) {
+			pthread_cond_wait(&e->qcv, &e->qmu);
+			continue;
+		}
+		/* Lead: encode batches until the queue is empty, which
+		 * includes our own text. */
+		e->leader = 1;
+		while (e->head) {
+			int n = 0;
+			while (e->head && (size_t)n < B) {
+				batch[n++] = e->head;
+				e->head = e->head->next;
+			}
+			if (!e->head)
+				e->tail = NULL;
+			pthread_mutex_unlock(&e->qmu);
+			run_batch(e, batch, n, ids, buf);
+			pthread_mutex_lock(&e->qmu);
+			for (int i = 0; i < n; i++)
+				batch[i]->done = 1;
+			pthread_cond_broadcast(&e->qcv);
+		}
+		e->leader = 0;
+		pthread_cond_broadcast(&e->qcv);
+	}
+	pthread_mutex_unlock(&e->qmu);
+	if (me.rc) {
+		*err = me.err;
+		rc = me.rc;
+	}
+out:
+	free(ids);
+	free(buf);
+	free(batch);
+	free(me.ids);
+	return rc;
+}
+
 int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, api_err *err)
 {
+	if (n == 1)
+		return encode_one(e, texts[0], out, err);
+
 	size_t B = (size_t)e->max_batch;
 	int32_t *ids = malloc(B * (size_t)e->ctxlen * sizeof *ids);
 	clip_ctx *c = NULL;

@@ -331,6 +331,32 @@ def test_main(tmp, expected):
              "reference order" % (_worst[0], _worst[1], len(texts)))
         _worst[:] = [0.0, 0]
 
+        # Concurrent single-text searches are encoded together in batches
+        # (server/encoder.c); each must still get its own text's ranking.
+        results = {}
+
+        def search_one(t_i):
+            r = d.post("/v1/search", {"text": texts[t_i], "k": 7})
+            results[t_i] = r
+
+        threads = [threading.Thread(target=search_one, args=(t_i,)) for t_i in range(len(texts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bad = []
+        for t_i in range(len(texts)):
+            r = results.get(t_i)
+            if not r or r.status != 200:
+                bad.append("text %d: %s" % (t_i, r and r.status))
+                continue
+            got = [(names.get(x["id"], "?"), x["score"]) for x in r.json["results"]]
+            want = {ref_images[i]: L[i][t_i] for i in range(len(ref_images))}
+            bad += check_ranking(got, want, scale)
+        ok(not bad, "%d concurrent searches, batched together, each rank as expected.json" %
+           len(texts), "\n".join(bad))
+        _worst[:] = [0.0, 0]
+
         # GET form gives the same as POST.
         q = urllib.parse.quote(texts[0])
         rg = d.get("/v1/search?q=%s&k=7" % q)
