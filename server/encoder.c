@@ -17,8 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <glib.h>
+
 #include "encoder.h"
 #include "metrics.h"
+
+/* Prompts whose embeddings are kept for classify (8 MiB at 512 floats). */
+#define PROMPT_CACHE_MAX 4096
 
 /* One queued single-text encode. */
 typedef struct tq {
@@ -31,6 +36,10 @@ typedef struct tq {
 
 struct encoder {
 	const clip_model *m;
+	/* cmu guards cache: prompt text -> normalised embedding [dim], both
+	 * owned by the table. Taken alone, never with another lock. */
+	pthread_mutex_t cmu;
+	GHashTable *cache;
 	/* qmu guards the queue and the leader flag; waiters sleep on qcv. */
 	pthread_mutex_t qmu;
 	pthread_cond_t qcv;
@@ -64,6 +73,8 @@ int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, ap
 	pthread_cond_init(&e->cv, NULL);
 	pthread_mutex_init(&e->qmu, NULL);
 	pthread_cond_init(&e->qcv, NULL);
+	pthread_mutex_init(&e->cmu, NULL);
+	e->cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	for (int i = 0; i < nctx; i++) {
 		clip_err ce;
 		if (clip_ctx_new(m, max_batch, &e->all[i], &ce) != CLIP_OK) {
@@ -91,7 +102,10 @@ void encoder_close(encoder *e)
 		pthread_cond_destroy(&e->cv);
 		pthread_mutex_destroy(&e->qmu);
 		pthread_cond_destroy(&e->qcv);
+		pthread_mutex_destroy(&e->cmu);
 	}
+	if (e->cache)
+		g_hash_table_destroy(e->cache);
 	free(e->all);
 	free(e->free_ctx);
 	free(e);
@@ -270,4 +284,60 @@ int encoder_image(encoder *e, const void *data, size_t len, const clip_image_lim
 out:
 	free(px);
 	return rc;
+}
+
+int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *out, api_err *err)
+{
+	size_t dimb = (size_t)e->dim * sizeof(float), nmiss = 0;
+	const char **miss = malloc((n ? n : 1) * sizeof *miss);
+	size_t *where = malloc((n ? n : 1) * sizeof *where);
+	float *emb = NULL;
+	int rc = 0;
+	if (!miss || !where) {
+		rc = api_fail(err, API_ENOMEM, "out of memory");
+		goto out;
+	}
+	pthread_mutex_lock(&e->cmu);
+	for (size_t i = 0; i < n; i++) {
+		const float *v = g_hash_table_lookup(e->cache, texts[i]);
+		if (v) {
+			memcpy(out + i * (size_t)e->dim, v, dimb);
+		} else {
+			miss[nmiss] = texts[i];
+			where[nmiss++] = i;
+		}
+	}
+	pthread_mutex_unlock(&e->cmu);
+	if (nmiss == 0)
+		goto out;
+	if (!(emb = malloc(nmiss * dimb))) {
+		rc = api_fail(err, API_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = encoder_texts(e, nmiss, miss, emb, err)) != 0)
+		goto out;
+	pthread_mutex_lock(&e->cmu);
+	/* Full: start over rather than track use; label sets are small and
+	 * come back. */
+	if (g_hash_table_size(e->cache) + nmiss > PROMPT_CACHE_MAX)
+		g_hash_table_remove_all(e->cache);
+	for (size_t j = 0; j < nmiss; j++) {
+		memcpy(out + where[j] * (size_t)e->dim, emb + j * (size_t)e->dim, dimb);
+		if (nmiss <= PROMPT_CACHE_MAX)
+			g_hash_table_replace(e->cache, g_strdup(miss[j]), g_memdup2(emb + j * (size_t)e->dim, (gsize)dimb));
+	}
+	pthread_mutex_unlock(&e->cmu);
+out:
+	free(miss);
+	free(where);
+	free(emb);
+	return rc;
+}
+
+size_t encoder_cache_size(encoder *e)
+{
+	pthread_mutex_lock(&e->cmu);
+	size_t n = g_hash_table_size(e->cache);
+	pthread_mutex_unlock(&e->cmu);
+	return n;
 }

@@ -23,6 +23,14 @@ void encoder_close(encoder *e);
  * 400 naming its position. */
 int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, api_err *err);
 
+/* The same as encoder_texts, through a cache of up to 4096 texts (the
+ * classify prompts: labels x templates come back request after request).
+ * Cached results are identical to fresh ones. */
+int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *out, api_err *err);
+
+/* Texts in the cache (for /v1/stats and tests). */
+size_t encoder_cache_size(encoder *e);
+
 /* Decodes, checks against limits (413 over, 422 undecodable), preprocesses
  * and encodes one image into out[dim]; *w, *h (optional) get its size. */
 int encoder_image(encoder *e, const void *data, size_t len, const clip_image_limits *limits,

@@ -147,7 +147,7 @@ void route_classify(http_req *r)
 				api_fail(&e, API_ENOMEM, "out of memory");
 				goto fail;
 			}
-	if (encoder_texts(a->enc, np, (const char *const *)prompts, emb, &e))
+	if (encoder_texts_cached(a->enc, np, (const char *const *)prompts, emb, &e))
 		goto fail;
 	/* Prompt ensembling (CLIP paper): mean of the normalised template
 	 * embeddings of a label, normalised again. */

@@ -440,6 +440,11 @@ def test_main(tmp, expected):
                 bad.append("%s: labels not sorted by probability" % f)
         ok(not bad and worst < 2e-3, "POST /v1/classify matches softmax(logits) (worst %.2g)" % worst,
            "\n".join(bad))
+        # The 19 prompts were encoded once and served from the cache for
+        # the other six images (whose answers above match all the same).
+        st = d.get("/v1/stats").json
+        ok(st.get("prompt_cache") == len(texts), "classify prompts are cached: %d in the cache" %
+           len(texts), st.get("prompt_cache"))
         r = d.post("/v1/classify", {"image_b64": base64.b64encode(horse).decode(),
                                     "labels": ["horse", "cat", "rocket"]})
         ok(r.status == 200 and abs(sum(x["prob"] for x in r.json["labels"]) - 1) < 1e-6,
