@@ -34,35 +34,71 @@ struct clip_ctx {
 	int *eot;        /* [B] */
 };
 
-static void layernorm(const float *x, float *y, int n, int d, const float *w, const float *b,
-                      float eps)
+struct ln_job {
+	const float *x, *w, *b;
+	float *y;
+	int d;
+	float eps;
+};
+
+static void layernorm_rows(void *ctx, int i0, int i1)
 {
-	for (int i = 0; i < n; i++) {
+	struct ln_job *j = ctx;
+	const float *x = j->x, *w = j->w, *b = j->b;
+	float *y = j->y, eps = j->eps;
+	int d = j->d;
+	for (int i = i0; i < i1; i++) {
 		const float *xi = x + (size_t)i * d;
 		float *yi = y + (size_t)i * d;
 		float mean = 0, var = 0;
-		for (int j = 0; j < d; j++)
-			mean += xi[j];
+		for (int k = 0; k < d; k++)
+			mean += xi[k];
 		mean /= (float)d;
-		for (int j = 0; j < d; j++) {
-			float t = xi[j] - mean;
+		for (int k = 0; k < d; k++) {
+			float t = xi[k] - mean;
 			var += t * t;
 		}
 		float inv = 1.0f / sqrtf(var / (float)d + eps);
-		for (int j = 0; j < d; j++)
-			yi[j] = (xi[j] - mean) * inv * w[j] + b[j];
+		for (int k = 0; k < d; k++)
+			yi[k] = (xi[k] - mean) * inv * w[k] + b[k];
+	}
+}
+
+static void layernorm(const float *x, float *y, int n, int d, const float *w, const float *b,
+                      float eps)
+{
+	struct ln_job j = {x, w, b, y, d, eps};
+	mm_parallel(n, n * d * 4, layernorm_rows, &j);
+}
+
+struct act_job {
+	float *x;
+	size_t chunk, n;
+	clip_act act;
+};
+
+static void activate_part(void *ctx, int c0, int c1)
+{
+	struct act_job *j = ctx;
+	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
+	float *x = j->x;
+	if (i1 > j->n)
+		i1 = j->n;
+	if (j->act == CLIP_QUICK_GELU) {
+		for (size_t i = i0; i < i1; i++)
+			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+	} else {
+		for (size_t i = i0; i < i1; i++)
+			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 	}
 }
 
 static void activate(float *x, size_t n, clip_act act)
 {
-	if (act == CLIP_QUICK_GELU) {
-		for (size_t i = 0; i < n; i++)
-			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-	} else {
-		for (size_t i = 0; i < n; i++)
-			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
-	}
+	/* In chunks of 4096 so that the part count fits an int. */
+	struct act_job j = {x, 4096, n, act};
+	int chunks = (int)((n + j.chunk - 1) / j.chunk);
+	mm_parallel(chunks, (int)(n < (1u << 28) ? n * 8 : 1u << 30), activate_part, &j);
 }
 
 static void add_into(float *x, const float *y, size_t n)
@@ -94,24 +130,40 @@ static void softmax_rows(float *s, int t, int causal)
 	}
 }
 
+struct attn_job {
+	clip_ctx *c;
+	int B, T, d, H, dh, causal;
+	float scale;
+};
+
+/* Attention of the (image or text, head) pairs p0..p1, each with its own
+ * scores buffer (the second thread uses the upper half). */
+static void attention_part(void *ctx, int p0, int p1)
+{
+	struct attn_job *j = ctx;
+	clip_ctx *c = j->c;
+	int T = j->T, d = j->d, dh = j->dh;
+	float *scores = c->scores + (p0 == 0 ? 0 : (size_t)T * T);
+	for (int p = p0; p < p1; p++) {
+		int b = p / j->H, hd = p % j->H;
+		const float *qkv = c->qkv + (size_t)b * T * 3 * d;
+		float *att = c->att + (size_t)b * T * d;
+		const float *q = qkv + (size_t)hd * dh, *k = q + d, *v = q + 2 * d;
+		mm_abt(T, T, dh, j->scale, q, 3 * d, k, 3 * d, scores, T);
+		softmax_rows(scores, T, j->causal);
+		mm_ab(T, dh, T, scores, T, v, 3 * d, att + (size_t)hd * dh, d);
+	}
+}
+
 static void block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int B, int T,
                   int causal)
 {
 	int d = cfg->hidden, H = cfg->heads, dh = d / H, N = B * T;
-	float scale = 1.0f / sqrtf((float)dh);
 
 	layernorm(c->x, c->h, N, d, L->ln1_w, L->ln1_b, cfg->eps);
 	mm_linear(N, d, 3 * d, c->h, L->qkv_w, L->qkv_b, c->qkv);
-	for (int b = 0; b < B; b++) {
-		const float *qkv = c->qkv + (size_t)b * T * 3 * d;
-		float *att = c->att + (size_t)b * T * d;
-		for (int hd = 0; hd < H; hd++) {
-			const float *q = qkv + (size_t)hd * dh, *k = q + d, *v = q + 2 * d;
-			mm_abt(T, T, dh, scale, q, 3 * d, k, 3 * d, c->scores, T);
-			softmax_rows(c->scores, T, causal);
-			mm_ab(T, dh, T, c->scores, T, v, 3 * d, att + (size_t)hd * dh, d);
-		}
-	}
+	struct attn_job j = {c, B, T, d, H, dh, causal, 1.0f / sqrtf((float)dh)};
+	mm_parallel(B * H, B * H * T * T * dh * 2, attention_part, &j);
 	mm_linear(N, d, d, c->att, L->o_w, L->o_b, c->h);
 	add_into(c->x, c->h, (size_t)N * d);
 
@@ -148,7 +200,7 @@ int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *e
 	c->qkv = malloc(tok * 3 * d * sizeof(float));
 	c->att = malloc(tok * d * sizeof(float));
 	c->mlp = malloc(tok * inter * sizeof(float));
-	c->scores = malloc(tmax * tmax * sizeof(float));
+	c->scores = malloc(2 * tmax * tmax * sizeof(float)); /* one [T][T] per thread */
 	c->patches = malloc(B * (size_t)np * pd * sizeof(float));
 	c->pooled = malloc(B * d * sizeof(float));
 	c->eot = malloc(B * sizeof(int));

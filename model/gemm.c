@@ -11,13 +11,13 @@
  * run time (target_clones), so one binary serves every CPU.
  *
  * DESIGN: threads. OpenBLAS keeps its own pool (mm_set_threads). The
- * streaming kernel uses the calling thread plus at most one helper thread
- * of its own (the pool below), which sleeps on a condition variable between
- * calls: OpenMP's waiters spin, and on two cores a spinning waiter made a
- * 7-token text 10x slower next to OpenBLAS's threads. One caller at a time
- * owns the helper (pool.use, taken with trylock); any other caller meanwhile
- * runs single-threaded instead of waiting. Lock order: pool.use, then
- * pool.mu.
+ * streaming kernel and the encoders' element-wise work (mm_parallel) use
+ * the calling thread plus at most one helper thread of our own, which
+ * sleeps on a condition variable between jobs: OpenMP's waiters spin, and
+ * on two cores a spinning waiter made a 7-token text 10x slower next to
+ * OpenBLAS's threads. One caller at a time owns the helper (pool.use, taken
+ * with trylock); any other caller meanwhile runs single-threaded instead of
+ * waiting. Lock order: pool.use, then pool.mu.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -96,25 +96,22 @@ static void linear_rows(int n, int in, int o0, int o1, int out, const float *x, 
 	}
 }
 
-/* Splits the output columns between the calling thread and, when the
- * layer is large enough and the helper is free, one helper thread that
- * waits on a condition variable (it never spins: on two cores a spinning
- * waiter steals the core OpenBLAS or a request thread needs). */
-struct part {
-	int n, in, o0, o1, out;
-	const float *x, *w, *bias;
-	float *y;
-};
-
+/* mm_parallel: the calling thread plus at most one helper thread of our
+ * own, which sleeps on a condition variable between jobs (it never spins:
+ * on two cores a spinning waiter steals the core OpenBLAS or a request
+ * thread needs). One caller at a time owns the helper (pool.use, taken with
+ * trylock); another caller meanwhile runs its job alone. */
 static struct {
 	pthread_mutex_t use;      /* held by the one caller that owns the helper */
 	pthread_mutex_t mu;       /* guards the fields below */
 	pthread_cond_t go, done;
-	struct part job;
+	void (*fn)(void *ctx, int i0, int i1);
+	void *ctx;
+	int i0, i1;
 	unsigned gen, finished;
 	int started;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
+          PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0};
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 static void *pool_main(void *arg)
@@ -126,9 +123,11 @@ static void *pool_main(void *arg)
 		while (pool.gen == seen)
 			pthread_cond_wait(&pool.go, &pool.mu);
 		seen = pool.gen;
-		struct part p = pool.job;
+		void (*fn)(void *, int, int) = pool.fn;
+		void *ctx = pool.ctx;
+		int i0 = pool.i0, i1 = pool.i1;
 		pthread_mutex_unlock(&pool.mu);
-		linear_rows(p.n, p.in, p.o0, p.o1, p.out, p.x, p.w, p.bias, p.y);
+		fn(ctx, i0, i1);
 		pthread_mutex_lock(&pool.mu);
 		pool.finished = seen;
 		pthread_cond_signal(&pool.done);
@@ -147,33 +146,55 @@ static void pool_start(void)
 	pthread_attr_destroy(&a);
 }
 
-static void linear_small(int n, int in, int out, const float *x, const float *w, const float *bias,
-                         float *y)
+void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx)
 {
 	int want = nthreads > 0 ? nthreads : openblas_get_num_threads();
-	/* Tiny layers, or the helper busy with another caller: one thread. */
-	if (want < 2 || (size_t)in * out < ((size_t)1 << 16) || pthread_mutex_trylock(&pool.use) != 0) {
-		linear_rows(n, in, 0, out, out, x, w, bias, y);
+	/* Little work, one thread wanted, or the helper busy: run alone. */
+	if (n < 2 || want < 2 || work < (1 << 15) || pthread_mutex_trylock(&pool.use) != 0) {
+		fn(ctx, 0, n);
 		return;
 	}
 	pthread_once(&pool_once, pool_start);
 	if (!pool.started) {
 		pthread_mutex_unlock(&pool.use);
-		linear_rows(n, in, 0, out, out, x, w, bias, y);
+		fn(ctx, 0, n);
 		return;
 	}
-	int half = out / 2;
+	int half = n / 2;
 	pthread_mutex_lock(&pool.mu);
-	pool.job = (struct part){n, in, half, out, out, x, w, bias, y};
+	pool.fn = fn;
+	pool.ctx = ctx;
+	pool.i0 = half;
+	pool.i1 = n;
 	unsigned gen = ++pool.gen;
 	pthread_cond_signal(&pool.go);
 	pthread_mutex_unlock(&pool.mu);
-	linear_rows(n, in, 0, half, out, x, w, bias, y);
+	fn(ctx, 0, half);
 	pthread_mutex_lock(&pool.mu);
 	while (pool.finished != gen)
 		pthread_cond_wait(&pool.done, &pool.mu);
 	pthread_mutex_unlock(&pool.mu);
 	pthread_mutex_unlock(&pool.use);
+}
+
+struct linear_job {
+	int n, in, out;
+	const float *x, *w, *bias;
+	float *y;
+};
+
+static void linear_part(void *ctx, int o0, int o1)
+{
+	struct linear_job *j = ctx;
+	linear_rows(j->n, j->in, o0, o1, j->out, j->x, j->w, j->bias, j->y);
+}
+
+static void linear_small(int n, int in, int out, const float *x, const float *w, const float *bias,
+                         float *y)
+{
+	struct linear_job j = {n, in, out, x, w, bias, y};
+	/* Work: the weights read; tiny layers stay on one thread. */
+	mm_parallel(out, (int)((size_t)in * out >> 1), linear_part, &j);
 }
 
 void mm_linear(int n, int in, int out, const float *x, const float *w, const float *bias, float *y)

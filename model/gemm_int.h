@@ -19,6 +19,12 @@ void mm_abt(int m, int n, int k, float alpha, const float *a, int lda, const flo
 void mm_ab(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
            int ldc);
 
+/* Runs fn(ctx, i0, i1) over [0, n), split between the calling thread and
+ * one helper thread when there are two threads to use and work (a rough
+ * count of operations) is worth it; else fn(ctx, 0, n) in the caller.
+ * Returns when every part is done. */
+void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
+
 /* Threads the backend may use for one product (OpenBLAS's own pool). */
 void mm_set_threads(int n);
 
