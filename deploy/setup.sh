@@ -28,7 +28,15 @@ packages=(
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
 	libopenblas-dev
 	python3
+	chromium
 )
+# The web page's browser test runs node + npm (playwright-core) and Debian's
+# chromium. Node and npm come from Debian unless a node with npm is already
+# installed from elsewhere (NodeSource's nodejs ships npm and conflicts with
+# Debian's npm package).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -142,4 +150,13 @@ else
 	[ "$cur" = "$faiss_prefix" ] || meson configure "$builddir" -Dfaiss_dir="$faiss_prefix"
 fi
 meson compile -C "$builddir" >/dev/null || { meson compile -C "$builddir"; die "build failed"; }
+
+# playwright-core for tests/web (pinned in tests/web/package-lock.json). It
+# drives Debian's /usr/bin/chromium; no browser is ever downloaded.
+webdir=$top/tests/web
+if [ ! -d "$webdir/node_modules/playwright-core" ]; then
+	say "installing playwright-core into tests/web/node_modules"
+	(cd "$webdir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null) ||
+		die "npm ci in tests/web failed"
+fi
 say "built into $builddir"

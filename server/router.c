@@ -31,6 +31,9 @@ static const route routes[] = {
 	{"DELETE", "/v1/texts/{id}", route_text_delete, BODY_NONE, 1},
 	{"POST", "/v1/classify", route_classify, BODY_BUFFER, 0},
 	{"POST", "/v1/embed", route_embed, BODY_BUFFER, 0},
+	{"GET", "/", route_web_index, BODY_NONE, 0},
+	{"GET", "/web/app.js", route_web_app_js, BODY_NONE, 0},
+	{"GET", "/web/style.css", route_web_style_css, BODY_NONE, 0},
 };
 
 /* Matches path against pattern; *id receives the {id} segment. */

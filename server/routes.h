@@ -48,6 +48,11 @@ void route_embed(http_req *r);
 void route_metrics(http_req *r);
 void route_openapi(http_req *r);
 
+/* routes_web.c: the demo page (web/) */
+void route_web_index(http_req *r);
+void route_web_app_js(http_req *r);
+void route_web_style_css(http_req *r);
+
 /* Shared helpers (routes_common.c). */
 
 /* JSON of an image's metadata: id, sha256, filename, mime, width, height,

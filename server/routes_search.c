@@ -11,13 +11,80 @@
 #define MAX_K 1000
 #define MAX_OFFSET 100000
 
+/* A filtered search fetches this many candidates per wanted result at
+ * first, and grows the window until enough match or the index is read. */
+#define FILTER_OVERFETCH 8
+#define MAX_WINDOW 100000
+
 struct search_args {
 	const char *text;      /* NULL when the query is an image */
 	int64_t k, offset;
 	store_kind kind;
 	double min_score;
 	int has_min;
+	json_t *filter;        /* borrowed from the request; NULL: none */
 };
+
+/* A filter is an object: each key names a field of the item's metadata
+ * ("meta"), or "mime" for images; each value is the required value, or an
+ * array of accepted values. Every key must match. */
+static int check_filter(json_t *f, api_err *err)
+{
+	const char *key;
+	json_t *v;
+	if (!json_is_object(f))
+		return api_fail(err, API_EBADREQ, "field 'filter' must be an object of field: value");
+	json_object_foreach(f, key, v) {
+		if (json_is_object(v))
+			return api_fail(err, API_EBADREQ, "filter '%s': a value or an array of values expected",
+			                key);
+		if (json_is_array(v)) {
+			size_t i;
+			json_t *x;
+			if (json_array_size(v) == 0)
+				return api_fail(err, API_EBADREQ, "filter '%s': the array of values is empty", key);
+			json_array_foreach(v, i, x) if (json_is_object(x) || json_is_array(x)) return api_fail(
+				err, API_EBADREQ, "filter '%s': values must be strings, numbers, booleans or null",
+				key);
+		}
+	}
+	return 0;
+}
+
+static int value_ok(json_t *want, json_t *got)
+{
+	if (!got)
+		return 0;
+	if (!json_is_array(want))
+		return json_equal(want, got);
+	size_t i;
+	json_t *x;
+	json_array_foreach(want, i, x) if (json_equal(x, got)) return 1;
+	return 0;
+}
+
+static int matches(json_t *filter, const char *meta_text, const char *mime)
+{
+	if (!filter)
+		return 1;
+	json_t *meta = meta_text ? json_loads(meta_text, 0, NULL) : NULL;
+	const char *key;
+	json_t *want;
+	int ok = 1;
+	json_object_foreach(filter, key, want) {
+		json_t *got = NULL, *tmp = NULL;
+		if (!strcmp(key, "mime"))
+			got = tmp = mime ? json_string(mime) : NULL;
+		else
+			got = meta ? json_object_get(meta, key) : NULL;
+		ok = value_ok(want, got);
+		json_decref(tmp);
+		if (!ok)
+			break;
+	}
+	json_decref(meta);
+	return ok;
+}
 
 static int parse_args(json_t *o, struct search_args *s, api_err *err)
 {
@@ -28,6 +95,11 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 	    (rc = ju_int(o, "offset", 0, 0, MAX_OFFSET, &s->offset, err)) ||
 	    (rc = ju_str(o, "collection", 0, &coll, err)) ||
 	    (rc = ju_num(o, "min_score", -INFINITY, &s->min_score, &s->has_min, err)))
+		return rc;
+	s->filter = json_object_get(o, "filter");
+	if (s->filter && json_is_null(s->filter))
+		s->filter = NULL;
+	if (s->filter && (rc = check_filter(s->filter, err)))
 		return rc;
 	if (!coll || !strcmp(coll, "images"))
 		s->kind = STORE_IMAGE;
@@ -96,7 +168,7 @@ out:
  * that still exist and those deleted since the search saw them; at most k.
  * One store read for all of them. */
 static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores, int n,
-                        int64_t offset, int64_t k, json_t **out, api_err *err)
+                        int64_t offset, int64_t k, json_t *filter, json_t **out, api_err *err)
 {
 	store_err se;
 	store_image *imgs = NULL;
@@ -125,6 +197,9 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 		int64_t found = kind == STORE_IMAGE ? imgs[i].id : txts[i].id;
 		if (!found)
 			continue; /* deleted after the search saw it */
+		if (!matches(filter, kind == STORE_IMAGE ? imgs[i].meta : txts[i].meta,
+		             kind == STORE_IMAGE ? imgs[i].mime : NULL))
+			continue;
 		if (skipped < offset) {
 			skipped++;
 			continue;
@@ -180,21 +255,45 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	if (s.text && encoder_texts(a->enc, 1, &s.text, q, &e))
 		goto fail;
 
-	int n = (int)(s.k + s.offset);
-	scores = malloc((size_t)n * sizeof *scores);
-	ids = malloc((size_t)n * sizeof *ids);
-	if (!scores || !ids) {
-		api_fail(&e, API_ENOMEM, "out of memory");
-		goto fail;
+	/* Without a filter the k + offset best are enough. With one, read a
+	 * wider window and widen it until enough match or every vector was
+	 * seen. */
+	coll_stats cs;
+	coll_get_stats(a->coll, s.kind, &cs);
+	int64_t want = s.k + s.offset, total = (int64_t)cs.count;
+	int64_t n = want;
+	if (s.filter) {
+		n = want * FILTER_OVERFETCH < 256 ? 256 : want * FILTER_OVERFETCH;
+		if (n > total)
+			n = total > want ? total : want;
 	}
-	if (coll_search(a->coll, s.kind, q, n, scores, ids, &e))
-		goto fail;
-	/* The usable prefix: the index pads with -1, min_score cuts below. */
-	int m = 0;
-	while (m < n && ids[m] >= 0 && !(s.has_min && scores[m] < s.min_score))
-		m++;
-	if (results_json(a, s.kind, ids, scores, m, s.offset, s.k, &results, &e))
-		goto fail;
+	for (;;) {
+		if (n > MAX_WINDOW)
+			n = MAX_WINDOW;
+		free(scores);
+		free(ids);
+		scores = malloc((size_t)n * sizeof *scores);
+		ids = malloc((size_t)n * sizeof *ids);
+		if (!scores || !ids) {
+			api_fail(&e, API_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if (coll_search(a->coll, s.kind, q, (int)n, scores, ids, &e))
+			goto fail;
+		/* The usable prefix: the index pads with -1, min_score cuts below. */
+		int m = 0;
+		while (m < n && ids[m] >= 0 && !(s.has_min && scores[m] < s.min_score))
+			m++;
+		json_decref(results);
+		if (results_json(a, s.kind, ids, scores, m, s.offset, s.k, s.filter, &results, &e))
+			goto fail;
+		if (!s.filter || (int64_t)json_array_size(results) >= s.k || m < n || n >= total ||
+		    n >= MAX_WINDOW)
+			break;
+		n *= 4;
+		if (n > total)
+			n = total;
+	}
 	http_reply_json(r, 200,
 	                json_pack("{s:o,s:s,s:I,s:I}", "results", results, "collection",
 	                          s.kind == STORE_IMAGE ? "images" : "texts", "offset",

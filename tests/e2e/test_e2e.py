@@ -484,6 +484,30 @@ def test_main(tmp, expected):
         ok(r.status == 200 and r2.json["meta"] == {"tag": "animal", "n": 1},
            "PATCH /v1/images/{id} replaces the metadata", (r, r2))
 
+        # Filters: only the horse has tag=animal; rocket.jpg is the one JPEG.
+        r = d.post("/v1/search", {"text": texts[0], "k": 7, "filter": {"tag": "animal"}})
+        ok(r.status == 200 and [x["id"] for x in r.json["results"]] == [hid],
+           "filter on a metadata field keeps the matching image only", r)
+        r = d.post("/v1/search", {"text": texts[0], "k": 7,
+                                  "filter": {"tag": ["plant", "animal"], "n": 1}})
+        ok(r.status == 200 and [x["id"] for x in r.json["results"]] == [hid],
+           "filter: a list of accepted values, every key must match", r)
+        r = d.post("/v1/search", {"text": texts[0], "k": 7, "filter": {"tag": "plant"}})
+        ok(r.status == 200 and r.json["results"] == [], "filter matching nothing: no results", r)
+        full = d.post("/v1/search", {"text": texts[0], "k": 7})
+        pngs = [x["id"] for x in full.json["results"] if x["mime"] == "image/png"]
+        r = d.post("/v1/search", {"text": texts[0], "k": 7, "filter": {"mime": "image/png"}})
+        ok(r.status == 200 and [x["id"] for x in r.json["results"]] == pngs and len(pngs) == 6,
+           "filter on mime keeps the PNGs in the unfiltered order", (r, pngs))
+        r = d.post("/v1/search", {"text": texts[0], "k": 2, "offset": 2,
+                                  "filter": {"mime": "image/png"}})
+        ok(r.status == 200 and [x["id"] for x in r.json["results"]] == pngs[2:4],
+           "offset counts filtered results", r)
+        for bad_filter in ("pets", {"tag": {"a": 1}}, {"tag": []}, {"tag": [[1]]}):
+            r = d.post("/v1/search", {"text": "x", "filter": bad_filter})
+            ok(r.status == 400 and "filter" in r.err_msg(), "malformed filter %r: 400" %
+               (bad_filter,), r)
+
         # Upload one new image with meta and wait.
         img = png_bytes(40, 30, 7)
         body, ctype = multipart([("meta", json.dumps({"src": "e2e"}))],

@@ -1,0 +1,348 @@
+// The browser test of the demo page (web/): the real clipd with the tiny
+// reference model on a loopback port, driven through Debian's chromium by
+// playwright-core (never a downloaded browser). Prints TAP. Screenshots go
+// into the working directory (meson: build/tests/web/) or $CLIPD_WEB_OUT.
+//
+// Environment: CLIPD_BIN (the daemon), CLIPD_REFERENCE (../shared/reference),
+// CLIPD_CHROMIUM (default /usr/bin/chromium).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+let n = 0, failed = 0;
+function ok(cond, name, diag) {
+  n++;
+  if (!cond) failed++;
+  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
+  if (!cond && diag !== undefined) {
+    const s = typeof diag === 'string' ? diag : JSON.stringify(diag, null, 1);
+    for (const line of String(s).split('\n').slice(0, 40)) console.log(`# ${line}`);
+  }
+  return !!cond;
+}
+const note = (s) => console.log(`# ${s}`);
+function bail(msg) {
+  console.log(`Bail out! ${msg}`);
+  process.exit(1);
+}
+
+const BIN = process.env.CLIPD_BIN;
+const REF = process.env.CLIPD_REFERENCE;
+const CHROMIUM = process.env.CLIPD_CHROMIUM || '/usr/bin/chromium';
+const OUT = process.env.CLIPD_WEB_OUT || process.cwd();
+if (!BIN || !REF) bail('CLIPD_BIN and CLIPD_REFERENCE must be set');
+if (!fs.existsSync(CHROMIUM)) bail(`${CHROMIUM} is missing: run deploy/setup.sh (installs Debian's chromium)`);
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  bail(`playwright-core is missing (run deploy/setup.sh, which runs npm ci in tests/web): ${e.message}`);
+}
+
+const IMAGES = path.join(REF, 'images');
+const imageFiles = fs.readdirSync(IMAGES).filter((f) => /\.(png|jpe?g)$/i.test(f)).sort()
+  .map((f) => path.join(IMAGES, f));
+const TEXTS = ['a photo of a cat', 'a photo of a dog', 'a horse in a field', 'a rocket on its launch pad',
+               'a cup of coffee', 'an astronaut', 'a page of text'];
+
+// ---- the daemon ---------------------------------------------------------------
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipd-web-'));
+const logPath = path.join(OUT, 'clipd-web.log');
+fs.mkdirSync(OUT, { recursive: true });
+const log = fs.createWriteStream(logPath);
+const daemon = spawn(BIN, ['--model', path.join(REF, 'tiny-clip-a'), '--data', path.join(tmp, 'data'),
+                           '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+daemon.stdout.pipe(log);
+let browser = null;
+let victimId = -1;
+let exited = null;
+daemon.on('exit', (code, sig) => { exited = { code, sig }; });
+
+async function cleanup() {
+  if (browser) await browser.close().catch(() => {});
+  if (exited === null) {
+    daemon.kill('SIGTERM');
+    const t = Date.now();
+    while (exited === null && Date.now() - t < 20000) await new Promise((r) => setTimeout(r, 50));
+    if (exited === null) daemon.kill('SIGKILL');
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+const port = await new Promise((resolve) => {
+  let buf = '';
+  const timer = setTimeout(() => resolve(null), 120000);
+  daemon.stderr.on('data', (d) => {
+    log.write(d);
+    buf += d.toString();
+    const m = buf.match(/listening on 127\.0\.0\.1:(\d+)/);
+    if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+  });
+  daemon.on('exit', () => { clearTimeout(timer); resolve(null); });
+});
+if (!ok(port, 'clipd starts on a loopback port')) {
+  await cleanup();
+  bail(`clipd did not start; see ${logPath}`);
+}
+const BASE = `http://127.0.0.1:${port}`;
+const api = async (p, init) => {
+  const r = await fetch(BASE + p, init);
+  return { status: r.status, json: await r.json().catch(() => null) };
+};
+const post = (p, body) => api(p, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+                                   body: JSON.stringify(body) });
+const shot = async (page, name) => {
+  const file = path.join(OUT, name);
+  await page.screenshot({ path: file, fullPage: true });
+  note(`screenshot ${file}`);
+};
+
+try {
+  // ---- the static files: types, caching, CSP ---------------------------------
+  const wants = { '/': 'text/html', '/web/app.js': 'text/javascript', '/web/style.css': 'text/css' };
+  for (const [p, type] of Object.entries(wants)) {
+    const r = await fetch(BASE + p);
+    const csp = r.headers.get('content-security-policy') || '';
+    ok(r.status === 200 && (r.headers.get('content-type') || '').startsWith(type) &&
+       /default-src 'self'/.test(csp) && /script-src 'self'/.test(csp) && !/unsafe/.test(csp) &&
+       r.headers.get('cache-control') === 'no-cache' && r.headers.get('etag'),
+       `GET ${p}: 200 ${type}, a strict CSP, no-cache and an ETag`,
+       { status: r.status, headers: Object.fromEntries(r.headers) });
+    const r2 = await fetch(BASE + p, { headers: { 'If-None-Match': r.headers.get('etag') || 'x' } });
+    ok(r2.status === 304, `GET ${p} with its ETag: 304`, r2.status);
+  }
+
+  // Texts for the reverse (image -> text) search.
+  let r = await post('/v1/texts', { texts: TEXTS });
+  ok(r.status === 202 && r.json.ids.length === TEXTS.length, 'POST /v1/texts: the reference texts', r);
+  const textsJob = r.json && r.json.job_id;
+  for (let i = 0; i < 600 && textsJob; i++) {
+    const j = await api(`/v1/jobs/${textsJob}`);
+    if (j.json && j.json.state === 'done') break;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+
+  // ---- the browser --------------------------------------------------------------
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+           '--disable-sync', '--no-first-run'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  const failedLoads = [];
+  page.on('response', (res) => { if (res.status() >= 400) failedLoads.push(`${res.status()} ${res.request().method()} ${res.url()}`); });
+  const outside = [];
+  page.on('request', (req) => { if (!req.url().startsWith(BASE) && !/^(data|blob):/.test(req.url())) outside.push(req.url()); });
+
+  await page.goto(BASE + '/');
+  await page.waitForSelector('html[data-ready="true"]');
+  await page.waitForFunction(() => /images/.test(document.getElementById('stats').textContent));
+  ok(await page.title() === 'clipd: image and text search', 'the page loads with its title');
+  ok(/0 images/.test(await page.textContent('#stats')) && /tiny|model/.test(await page.textContent('#stats')),
+     'the footer shows the counts and the model', await page.textContent('#stats'));
+  ok(await page.isVisible('#results-empty'), 'an empty state before any search',
+     await page.textContent('#results-empty'));
+  const unlabeled = await page.evaluate(() => [...document.querySelectorAll('input, button, select, textarea')]
+    .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map((e) => e.id || e.outerHTML));
+  ok(unlabeled.length === 0, 'every control has a label', unlabeled);
+  await shot(page, '01-empty.png');
+
+  // ---- upload the reference images through the file input ------------------------
+  await page.setInputFiles('#files', imageFiles);
+  await page.waitForSelector('#upload[data-state="done"], #upload[data-state="failed"]', { timeout: 180000 });
+  const prog = await page.evaluate(() => {
+    const p = document.getElementById('progress');
+    return { value: p.value, max: p.max, text: document.getElementById('progress-text').textContent,
+             errors: document.querySelectorAll('#upload-errors li').length };
+  });
+  ok(prog.max === imageFiles.length && prog.value === prog.max && /7 indexed/.test(prog.text) && !prog.errors,
+     `the progress bar runs to the end for ${imageFiles.length} files, no errors`, prog);
+  r = await api('/v1/stats');
+  ok(r.json.images.ready === imageFiles.length, 'the daemon has every image indexed', r.json.images);
+  await page.waitForFunction((k) => document.getElementById('stats').textContent.includes(`${k} images`),
+                             imageFiles.length);
+  await shot(page, '02-uploaded.png');
+
+  // ---- search: the grid's order is the API's order -------------------------------
+  const Q = 'a photo of a cat';
+  await page.fill('#q', Q);
+  await page.press('#q', 'Enter');
+  await page.waitForFunction((q) => document.getElementById('grid').dataset.query === q &&
+                             document.querySelectorAll('#grid .card').length > 0, Q);
+  const gridIds = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  r = await post('/v1/search', { text: Q, k: 24 });
+  const apiIds = r.json.results.map((x) => x.id);
+  ok(JSON.stringify(gridIds) === JSON.stringify(apiIds) && gridIds.length === imageFiles.length,
+     `the grid for "${Q}" is the API's order`, { gridIds, apiIds });
+  const scores = await page.$$eval('#grid .card .score', (s) => s.map((x) => x.textContent));
+  ok(JSON.stringify(scores) === JSON.stringify(r.json.results.map((x) => x.score.toFixed(3))),
+     'each card shows its score', scores);
+  await page.waitForFunction(() => [...document.querySelectorAll('#grid img')].every((i) => i.complete));
+  const thumbs = await page.$$eval('#grid img', (is) => is.map((i) => ({ w: i.naturalWidth, alt: i.alt,
+                                                                          src: i.getAttribute('src') })));
+  ok(thumbs.every((t) => t.w > 0 && t.alt && /\/thumbnail/.test(t.src)),
+     'every thumbnail loads from the thumbnail endpoint and has alt text', thumbs);
+  ok(await page.isHidden('#results-empty') && await page.isHidden('#more'),
+     'no empty state; no "more" button when everything fits');
+
+  // Typing alone searches (debounced).
+  await page.fill('#q', 'a horse');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.query === 'a horse', null,
+                             { timeout: 10000 });
+  r = await post('/v1/search', { text: 'a horse', k: 24 });
+  const typed = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  ok(JSON.stringify(typed) === JSON.stringify(r.json.results.map((x) => x.id)),
+     'typing searches without Enter, in the API order');
+  await page.fill('#q', Q);
+  await page.press('#q', 'Enter');
+  await page.waitForFunction((q) => document.getElementById('grid').dataset.query === q, Q);
+  await shot(page, '03-search-cat.png');
+
+  // Arrow keys move in the grid.
+  await page.focus('#grid .card');
+  await page.keyboard.press('ArrowRight');
+  ok(await page.evaluate(() => document.activeElement.dataset.id) === String(gridIds[1]),
+     'ArrowRight moves focus to the next card');
+  await page.keyboard.press('ArrowLeft');
+  ok(await page.evaluate(() => document.activeElement.dataset.id) === String(gridIds[0]),
+     'ArrowLeft moves it back');
+
+  // ---- pick an image: similar images, texts, labels ------------------------------
+  const cat = path.join(IMAGES, 'chelsea.png');
+  await page.setInputFiles('#qfile', cat);
+  await page.waitForSelector('#query-image[data-state="done"]');
+  await page.waitForFunction(() => document.querySelectorAll('#bars li').length > 0);
+  const b64 = fs.readFileSync(cat).toString('base64');
+  const simApi = (await post('/v1/search', { image_b64: b64, k: 12 })).json.results;
+  const txtApi = (await post('/v1/search', { image_b64: b64, k: 8, collection: 'texts' })).json.results;
+  const sim = await page.$$eval('#similar .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  const txt = await page.$$eval('#texts li', (ls) => ls.map((l) => l.firstChild.textContent));
+  ok(sim.length === imageFiles.length && JSON.stringify(sim) === JSON.stringify(simApi.map((x) => x.id)),
+     'picking an image fills the similar-images panel in the API order', { sim, api: simApi.map((x) => x.id) });
+  ok(txt.length === TEXTS.length && JSON.stringify(txt) === JSON.stringify(txtApi.map((x) => x.text)),
+     'and the best-matching texts panel (image -> text) in the API order', { txt, api: txtApi.map((x) => x.text) });
+  const bars = await page.$$eval('#bars li', (ls) => ls.map((l) => ({
+    label: l.querySelector('.label').textContent, w: l.querySelector('.fill').getBoundingClientRect().width,
+    pct: parseFloat(l.querySelector('.pct').textContent) })));
+  const sum = bars.reduce((a, b) => a + b.pct, 0);
+  ok(bars.length === 6 && Math.abs(sum - 100) < 1 && bars.some((b) => b.w > 0),
+     'the zero-shot labels show as bars summing to 100%', bars);
+  ok(await page.evaluate(() => document.getElementById('qpreview').naturalWidth > 0 &&
+                         document.getElementById('qpreview').src.startsWith('blob:')),
+     'the picked image is previewed (a blob: URL, allowed by the CSP)');
+  await shot(page, '04-image-picked.png');
+
+  // ---- drop an image on the drop zone --------------------------------------------
+  const rocket = path.join(IMAGES, 'rocket.jpg');
+  const rb64 = fs.readFileSync(rocket).toString('base64');
+  const before = await page.$eval('#qpreview', (i) => i.src);
+  await page.evaluate(async (b) => {
+    const bytes = Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'rocket.jpg', { type: 'image/jpeg' }));
+    const zone = document.getElementById('qdrop');
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, rb64);
+  await page.waitForFunction((s) => document.getElementById('qpreview').src !== s, before);
+  await page.waitForSelector('#query-image[data-state="done"]');
+  const rocketApi = (await post('/v1/search', { image_b64: rb64, k: 12 })).json.results.map((x) => x.id);
+  const rocketTexts = (await post('/v1/search', { image_b64: rb64, k: 8, collection: 'texts' }))
+    .json.results.map((x) => x.text);
+  await page.waitForFunction((ids) => JSON.stringify([...document.querySelectorAll('#similar .card')]
+    .map((c) => Number(c.dataset.id))) === JSON.stringify(ids), rocketApi, { timeout: 10000 }).catch(() => {});
+  const dropSim = await page.$$eval('#similar .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  const dropTxt = await page.$$eval('#texts li', (ls) => ls.map((l) => l.firstChild.textContent));
+  ok(JSON.stringify(dropSim) === JSON.stringify(rocketApi) && JSON.stringify(dropTxt) === JSON.stringify(rocketTexts),
+     'dropping an image fills both panels for it (the API order)', { dropSim, rocketApi, dropTxt, rocketTexts });
+  await shot(page, '05-image-dropped.png');
+
+  // ---- detail view, more like this, Escape ----------------------------------------
+  await page.click(`#grid .card[data-id="${gridIds[0]}"]`);
+  await page.waitForSelector('#detail[open]');
+  await page.waitForFunction(() => document.getElementById('detail-img').complete &&
+                             document.getElementById('detail-img').naturalWidth > 0);
+  const detail = await page.evaluate(() => ({
+    src: document.getElementById('detail-img').getAttribute('src'),
+    meta: document.getElementById('detail-meta').textContent,
+    del: !document.getElementById('detail-delete').hidden }));
+  ok(detail.src === `/v1/images/${gridIds[0]}/file` && /sha256/.test(detail.meta) && !detail.del,
+     'a click opens the detail: the full image, its metadata, no delete without a key', detail);
+  await shot(page, '06-detail.png');
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !document.getElementById('detail').open);
+  ok(true, 'Escape closes the detail');
+  await page.click(`#grid .card[data-id="${gridIds[0]}"]`);
+  await page.waitForSelector('#detail[open]');
+  await page.click('#detail-like');
+  await page.waitForFunction(() => !document.getElementById('detail').open);
+  await page.waitForFunction((id) => document.querySelector('#similar .card') &&
+                             document.querySelector('#similar .card').dataset.id === String(id), gridIds[0]);
+  ok(true, '"More like this" runs an image search for that image (itself first)');
+
+  // Delete needs a key: this daemon has none, so any key works.
+  await page.fill('#api-key', 'any-key');
+  await page.press('#api-key', 'Tab');
+  ok(await page.evaluate(() => sessionStorage.getItem('clipd-key')) === 'any-key',
+     'the API key is kept in sessionStorage');
+  const victim = gridIds[gridIds.length - 1];
+  victimId = victim;
+  const seenAuth = [];
+  page.on('request', (req) => { if (req.method() === 'DELETE') seenAuth.push(req.headers().authorization); });
+  await page.click(`#grid .card[data-id="${victim}"]`);
+  await page.waitForSelector('#detail[open] #detail-delete:not([hidden])');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#detail-delete');
+  await page.waitForFunction(() => !document.getElementById('detail').open);
+  await page.waitForFunction((id) => !document.querySelector(`#grid .card[data-id="${id}"]`), victim);
+  r = await api(`/v1/images/${victim}`);
+  ok(r.status === 404 && seenAuth[0] === 'Bearer any-key',
+     'delete (with a key entered) sends the Bearer key and removes the image', { status: r.status, seenAuth });
+
+  // ---- errors shown plainly --------------------------------------------------------
+  await page.fill('#labels', ' , ');
+  await page.click('#classify-btn');
+  ok(/at least one label/.test(await page.textContent('#error')), 'a plain message for no labels');
+  await page.setInputFiles('#files', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
+  await page.waitForSelector('#upload[data-state="done"], #upload[data-state="failed"]');
+  const upErr = await page.evaluate(() => ({ list: document.getElementById('upload-errors').textContent,
+                                             error: document.getElementById('error').textContent }));
+  ok(/notes\.txt/.test(upErr.list + upErr.error), 'a file that is not an image: its error is listed', upErr);
+  await shot(page, '07-errors.png');
+
+  // ---- dark, phone ---------------------------------------------------------------------
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  ok(bg === 'rgb(21, 22, 26)', 'prefers-color-scheme: dark gives the dark colours', bg);
+  await shot(page, '08-dark.png');
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  ok(overflow <= 0, 'a phone-sized viewport has no horizontal scrolling', overflow);
+  await shot(page, '09-phone.png');
+
+  // The two answers the test asked for: the text file's 415 and the deleted image's 404s.
+  const expected = (l) => /POST .*\/v1\/ingest$/.test(l) || l.includes(`/v1/images/${victimId}`);
+  const unexpected = failedLoads.filter((l) => !expected(l));
+  for (const l of failedLoads) note(`failed load (expected): ${l}`);
+  ok(unexpected.length === 0 && problems.every((p) => /Failed to load resource/.test(p)) &&
+     problems.length <= failedLoads.length,
+     'no script errors or CSP violations in the console; no failed loads but the expected ones',
+     { problems, failedLoads });
+  ok(outside.length === 0, 'the page asks for nothing outside the daemon', outside);
+} catch (e) {
+  ok(false, 'the browser test ran to the end', e.stack || String(e));
+} finally {
+  await cleanup();
+  ok(exited && exited.code === 0, 'clipd exits 0 on SIGTERM', exited);
+}
+console.log(`1..${n}`);
+process.exit(failed ? 1 : 0);
