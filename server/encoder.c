@@ -1,16 +1,18 @@
 /*
  * encoder.c: a pool of clip contexts for request-time encodes.
  *
- * DESIGN: batching single-text queries across requests. A search query is
- * one short text; encoding queries one by one leaves the cores waiting on
- * memory (every encode reads all the text weights for a few rows). So a
- * request with one text queues it (tq, under qmu) and waits; whichever
- * waiting thread finds no leader becomes the leader, takes up to max_batch
- * queued texts, encodes them as one batch on a borrowed context, hands
- * each its vector, and leads again while texts are queued. Texts that
- * arrive while a batch runs form the next batch, so under load batches
- * grow by themselves and a lone query waits for nobody. Lock order: qmu is
- * never held while taking mu (borrow) or encoding.
+ * DESIGN: batching single queries across requests. A search query is one
+ * short text or one image; encoding queries one by one leaves the cores
+ * waiting on memory (every encode reads all of a tower's weights for a few
+ * rows). So a request with one text or image queues it (tq, in the tower's
+ * batcher, under its mu) and waits; whichever waiting thread finds no
+ * leader becomes the leader, takes up to max_batch queued inputs, encodes
+ * them as one batch on a borrowed context, hands each its vector, and
+ * leads again while inputs are queued. Inputs that arrive while a batch
+ * runs form the next batch, so under load batches grow by themselves and a
+ * lone query waits for nobody. Each batcher has one leader at a time, so
+ * its batch buffers are allocated once. Lock order: a batcher's mu is never
+ * held while taking the context pool's mu (borrow) or encoding.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -25,14 +27,26 @@
 /* Prompts whose embeddings are kept for classify (8 MiB at 512 floats). */
 #define PROMPT_CACHE_MAX 4096
 
-/* One queued single-text encode. */
+/* One queued single-input encode. */
 typedef struct tq {
-	int32_t *ids;          /* [ctxlen] */
+	const void *in;        /* int32 ids [ctxlen] or float pixels [3][S][S] */
 	float *out;            /* [dim] */
 	int done, rc;
 	api_err err;
 	struct tq *next;
 } tq;
+
+typedef struct batcher {
+	pthread_mutex_t mu;    /* guards head, tail, leader; waiters sleep on cv */
+	pthread_cond_t cv;
+	tq *head, *tail;
+	int leader;
+	int tower;             /* METRICS_TOWER_TEXT or _IMAGE */
+	size_t in_bytes;       /* one input */
+	tq **batch;            /* [max_batch], the leader's */
+	void *in;              /* [max_batch] inputs, the leader's */
+	float *out;            /* [max_batch][dim], the leader's */
+} batcher;
 
 struct encoder {
 	const clip_model *m;
@@ -40,11 +54,7 @@ struct encoder {
 	 * owned by the table. Taken alone, never with another lock. */
 	pthread_mutex_t cmu;
 	GHashTable *cache;
-	/* qmu guards the queue and the leader flag; waiters sleep on qcv. */
-	pthread_mutex_t qmu;
-	pthread_cond_t qcv;
-	tq *head, *tail;
-	int leader;
+	batcher text, image;   /* see DESIGN */
 	int dim, ctxlen, max_batch, size;
 	/* mu guards free_ctx and nfree; waiters sleep on cv. */
 	pthread_mutex_t mu;
@@ -71,8 +81,22 @@ int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, ap
 	e->max_batch = max_batch;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
-	pthread_mutex_init(&e->qmu, NULL);
-	pthread_cond_init(&e->qcv, NULL);
+	batcher *bs[2] = {&e->text, &e->image};
+	for (int k = 0; k < 2; k++) {
+		batcher *b = bs[k];
+		pthread_mutex_init(&b->mu, NULL);
+		pthread_cond_init(&b->cv, NULL);
+		b->tower = k == 0 ? METRICS_TOWER_TEXT : METRICS_TOWER_IMAGE;
+		b->in_bytes = k == 0 ? (size_t)e->ctxlen * sizeof(int32_t)
+		                     : (size_t)3 * e->size * e->size * sizeof(float);
+		b->batch = malloc((size_t)max_batch * sizeof *b->batch);
+		b->in = malloc((size_t)max_batch * b->in_bytes);
+		b->out = malloc((size_t)max_batch * (size_t)e->dim * sizeof *b->out);
+		if (!b->batch || !b->in || !b->out) {
+			rc = api_fail(err, API_ENOMEM, "out of memory");
+			goto out;
+		}
+	}
 	pthread_mutex_init(&e->cmu, NULL);
 	e->cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 	for (int i = 0; i < nctx; i++) {
@@ -100,12 +124,21 @@ void encoder_close(encoder *e)
 	if (e->all) {
 		pthread_mutex_destroy(&e->mu);
 		pthread_cond_destroy(&e->cv);
-		pthread_mutex_destroy(&e->qmu);
-		pthread_cond_destroy(&e->qcv);
+		batcher *bs[2] = {&e->text, &e->image};
+		for (int k = 0; k < 2; k++) {
+			pthread_mutex_destroy(&bs[k]->mu);
+			pthread_cond_destroy(&bs[k]->cv);
+		}
 		pthread_mutex_destroy(&e->cmu);
 	}
 	if (e->cache)
 		g_hash_table_destroy(e->cache);
+	batcher *bf[2] = {&e->text, &e->image};
+	for (int k = 0; k < 2; k++) {
+		free(bf[k]->batch);
+		free(bf[k]->in);
+		free(bf[k]->out);
+	}
 	free(e->all);
 	free(e->free_ctx);
 	free(e);
@@ -129,95 +162,89 @@ static void give_back(encoder *e, clip_ctx *c)
 	pthread_mutex_unlock(&e->mu);
 }
 
-/* Encodes the batch q[0..n) (their ids are set) and records each result. */
-static void run_batch(encoder *e, tq **q, int n, int32_t *ids, float *out)
+/* The leader's work: encodes b->batch[0..n) as one batch and records each
+ * result. */
+static void run_batch(encoder *e, batcher *b, int n)
 {
 	clip_err ce;
 	for (int i = 0; i < n; i++)
-		memcpy(ids + (size_t)i * e->ctxlen, q[i]->ids, (size_t)e->ctxlen * sizeof *ids);
+		memcpy((char *)b->in + (size_t)i * b->in_bytes, b->batch[i]->in, b->in_bytes);
 	clip_ctx *c = borrow(e);
 	double t0 = metrics_now();
-	int rc = clip_encode_texts(c, n, ids, out, &ce);
+	int rc = b->tower == METRICS_TOWER_TEXT ? clip_encode_texts(c, n, b->in, b->out, &ce)
+	                                        : clip_encode_images(c, n, b->in, b->out, &ce);
 	give_back(e, c);
 	if (rc == CLIP_OK)
-		metrics_encode_done(METRICS_TOWER_TEXT, n, metrics_now() - t0);
+		metrics_encode_done(b->tower, n, metrics_now() - t0);
 	for (int i = 0; i < n; i++) {
+		tq *q = b->batch[i];
 		if (rc != CLIP_OK) {
-			q[i]->rc = api_from_clip(&q[i]->err, &ce);
+			q->rc = api_from_clip(&q->err, &ce);
 			continue;
 		}
-		memcpy(q[i]->out, out + (size_t)i * e->dim, (size_t)e->dim * sizeof(float));
-		clip_normalize(q[i]->out, e->dim);
-		q[i]->rc = 0;
+		memcpy(q->out, b->out + (size_t)i * e->dim, (size_t)e->dim * sizeof(float));
+		clip_normalize(q->out, e->dim);
+		q->rc = 0;
 	}
+}
+
+/* Queues one input and returns once it is encoded, by a leader: maybe this
+ * thread. */
+static int submit(encoder *e, batcher *b, const void *in, float *out, api_err *err)
+{
+	tq me = {.in = in, .out = out};
+	pthread_mutex_lock(&b->mu);
+	if (b->tail)
+		b->tail->next = &me;
+	else
+		b->head = &me;
+	b->tail = &me;
+	while (!me.done) {
+		if (b->leader) {
+			pthread_cond_wait(&b->cv, &b->mu);
+			continue;
+		}
+		/* Lead: encode batches until the queue is empty, which
+		 * includes our own input. */
+		b->leader = 1;
+		while (b->head) {
+			int n = 0;
+			while (b->head && n < e->max_batch) {
+				b->batch[n++] = b->head;
+				b->head = b->head->next;
+			}
+			if (!b->head)
+				b->tail = NULL;
+			pthread_mutex_unlock(&b->mu);
+			run_batch(e, b, n);
+			pthread_mutex_lock(&b->mu);
+			/* After done is set a waiter may return and free its tq. */
+			for (int i = 0; i < n; i++)
+				b->batch[i]->done = 1;
+			pthread_cond_broadcast(&b->cv);
+		}
+		b->leader = 0;
+		pthread_cond_broadcast(&b->cv);
+	}
+	pthread_mutex_unlock(&b->mu);
+	if (me.rc)
+		*err = me.err;
+	return me.rc;
 }
 
 /* One text, batched with whatever other single texts are waiting. */
 static int encode_one(encoder *e, const char *text, float *out, api_err *err)
 {
 	clip_err ce;
-	tq me = {.out = out};
-	int rc = 0;
-	me.ids = malloc((size_t)e->ctxlen * sizeof *me.ids);
-	if (!me.ids)
+	int32_t *ids = malloc((size_t)e->ctxlen * sizeof *ids);
+	int rc;
+	if (!ids)
 		return api_fail(err, API_ENOMEM, "out of memory");
-	if (clip_tokenize(e->m, text, me.ids, NULL, &ce) != CLIP_OK) {
-		free(me.ids);
-		return api_fail(err, API_EBADREQ, "text 0: %s", ce.msg);
-	}
-	/* The buffers a leader needs, taken before queueing so that leading
-	 * cannot fail half way. */
-	size_t B = (size_t)e->max_batch;
-	int32_t *ids = malloc(B * (size_t)e->ctxlen * sizeof *ids);
-	float *buf = malloc(B * (size_t)e->dim * sizeof *buf);
-	tq **batch = malloc(B * sizeof *batch);
-	if (!ids || !buf || !batch) {
-		rc = api_fail(err, API_ENOMEM, "out of memory");
-		goto out;
-	}
-
-	pthread_mutex_lock(&e->qmu);
-	if (e->tail)
-		e->tail->next = &me;
+	if (clip_tokenize(e->m, text, ids, NULL, &ce) != CLIP_OK)
+		rc = api_fail(err, API_EBADREQ, "text 0: %s", ce.msg);
 	else
-		e->head = &me;
-	e->tail = &me;
-	while (!me.done) {
-		if (e->leader) {
-			pthread_cond_wait(&e->qcv, &e->qmu);
-			continue;
-		}
-		/* Lead: encode batches until the queue is empty, which
-		 * includes our own text. */
-		e->leader = 1;
-		while (e->head) {
-			int n = 0;
-			while (e->head && (size_t)n < B) {
-				batch[n++] = e->head;
-				e->head = e->head->next;
-			}
-			if (!e->head)
-				e->tail = NULL;
-			pthread_mutex_unlock(&e->qmu);
-			run_batch(e, batch, n, ids, buf);
-			pthread_mutex_lock(&e->qmu);
-			for (int i = 0; i < n; i++)
-				batch[i]->done = 1;
-			pthread_cond_broadcast(&e->qcv);
-		}
-		e->leader = 0;
-		pthread_cond_broadcast(&e->qcv);
-	}
-	pthread_mutex_unlock(&e->qmu);
-	if (me.rc) {
-		*err = me.err;
-		rc = me.rc;
-	}
-out:
+		rc = submit(e, &e->text, ids, out, err);
 	free(ids);
-	free(buf);
-	free(batch);
-	free(me.ids);
 	return rc;
 }
 
@@ -272,15 +299,9 @@ int encoder_image(encoder *e, const void *data, size_t len, const clip_image_lim
 		rc = api_from_clip(err, &ce);
 		goto out;
 	}
-	clip_ctx *c = borrow(e);
-	double t0 = metrics_now();
-	if (clip_encode_images(c, 1, px, out, &ce) != CLIP_OK)
-		rc = api_from_clip(err, &ce);
-	else
-		metrics_encode_done(METRICS_TOWER_IMAGE, 1, metrics_now() - t0);
-	give_back(e, c);
-	if (!rc)
-		clip_normalize(out, e->dim);
+	/* Decoding ran in this thread, alongside others; the encode joins
+	 * whatever other images are waiting. */
+	rc = submit(e, &e->image, px, out, err);
 out:
 	free(px);
 	return rc;

@@ -357,6 +357,39 @@ def test_main(tmp, expected):
            len(texts), "\n".join(bad))
         _worst[:] = [0.0, 0]
 
+        # Image queries sent with the request are batched the same way:
+        # concurrent ones must answer exactly what one at a time does.
+        b64 = {}
+        for f in ref_images:
+            with open(os.path.join(REF, "images", f), "rb") as fh:
+                b64[f] = base64.b64encode(fh.read()).decode()
+        alone = {f: d.post("/v1/search", {"image_b64": b64[f], "k": 7}) for f in ref_images}
+        together = {}
+
+        def search_img(f):
+            together[f] = d.post("/v1/search", {"image_b64": b64[f], "k": 7})
+
+        threads = [threading.Thread(target=search_img, args=(f,)) for f in ref_images]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bad = []
+        for f in ref_images:
+            a, t2 = alone[f], together.get(f)
+            if a.status != 200 or not t2 or t2.status != 200:
+                bad.append("%s: %s / %s" % (f, a.status, t2 and t2.status))
+                continue
+            ia = [(x["id"], x["score"]) for x in a.json["results"]]
+            it = [(x["id"], x["score"]) for x in t2.json["results"]]
+            if [x[0] for x in ia] != [x[0] for x in it] or \
+                    max(abs(x[1] - y[1]) for x, y in zip(ia, it)) > 1e-4:
+                bad.append("%s: %r != %r" % (f, ia, it))
+            elif names.get(ia[0][0]) != f:
+                bad.append("%s: not its own best match" % f)
+        ok(not bad, "%d concurrent image queries, batched together, equal one-at-a-time answers" %
+           len(ref_images), "\n".join(bad))
+
         # GET form gives the same as POST.
         q = urllib.parse.quote(texts[0])
         rg = d.get("/v1/search?q=%s&k=7" % q)
