@@ -4,6 +4,9 @@
  * on the weights' values).
  *
  *   build/bench/model --model DIR [--threads 2] [--seconds 10] [--batches 1,8,32]
+ *                     [--precision auto|f32|bf16|int8|openblas]
+ *
+ * openblas is the float32 reference path (no oneDNN); f32 is oneDNN's.
  *
  * Prints one line per case, as text and (with --json) as JSON in the shape
  * ../shared/peers/run.sh prints: images/s at each batch size, latency of a
@@ -51,7 +54,7 @@ static long peak_rss_mb(void)
 
 int main(int argc, char **argv)
 {
-	const char *model = NULL, *batches = "1,8,32";
+	const char *model = NULL, *batches = "1,8,32", *prec = "auto";
 	int threads = 2, json = 0;
 	double seconds = 10;
 	for (int i = 1; i < argc; i++) {
@@ -61,7 +64,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (!v) {
-			fprintf(stderr, "usage: %s --model DIR [--threads N] [--seconds S] [--batches 1,8,32] [--json]\n", argv[0]);
+			fprintf(stderr, "usage: %s --model DIR [--threads N] [--seconds S] [--batches 1,8,32] [--precision auto|f32|bf16|int8|openblas] [--json]\n", argv[0]);
 			return 2;
 		}
 		i++;
@@ -73,6 +76,8 @@ int main(int argc, char **argv)
 			seconds = atof(v);
 		else if (!strcmp(a, "--batches"))
 			batches = v;
+		else if (!strcmp(a, "--precision"))
+			prec = v;
 		else {
 			fprintf(stderr, "bench/model: unknown option %s\n", a);
 			return 2;
@@ -86,7 +91,15 @@ int main(int argc, char **argv)
 	clip_model *m;
 	clip_err err;
 	double t0 = now();
-	if (clip_model_open(model, &m, &err) != CLIP_OK) {
+	/* openblas: the float32 reference path (clip_model_open). */
+	clip_options opts = {CLIP_PRECISION_AUTO};
+	int reference = !strcmp(prec, "openblas");
+	if (!reference && clip_precision_parse(prec, &opts.precision) != 0) {
+		fprintf(stderr, "bench/model: --precision must be auto, f32, bf16, int8 or openblas\n");
+		return 2;
+	}
+	if ((reference ? clip_model_open(model, &m, &err)
+	               : clip_model_open_opts(model, &opts, &m, &err)) != CLIP_OK) {
 		fprintf(stderr, "bench/model: %s\n", err.msg);
 		return 1;
 	}
@@ -107,7 +120,9 @@ int main(int argc, char **argv)
 	float *pix = malloc((size_t)maxb * plane * sizeof *pix), *out = malloc((size_t)maxb * D * sizeof *out);
 	for (size_t i = 0; i < (size_t)maxb * plane; i++)
 		pix[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-	printf("# model %s, %d threads, open %.0f ms\n", model, threads, t_open * 1e3);
+	const char *pname = reference ? "openblas" : clip_precision_name(clip_model_precision(m));
+	printf("# model %s, %d threads, precision %s, open %.0f ms\n", model, threads, pname,
+	       t_open * 1e3);
 
 	/* Images. */
 	for (const char *p = batches; *p;) {
@@ -129,9 +144,9 @@ int main(int argc, char **argv)
 		printf("image batch %-3d %7.1f images/s  %7.2f ms/image  %6.1f GFLOP/s  (%d runs)\n", b, ips,
 		       med / b * 1e3, ips * VITB32_IMAGE_GFLOP, n);
 		if (json)
-			printf("{\"runtime\":\"clipd-f32\",\"tower\":\"image\",\"batch\":%d,\"items_per_s\":%.2f,"
+			printf("{\"runtime\":\"clipd-%s\",\"tower\":\"image\",\"batch\":%d,\"items_per_s\":%.2f,"
 			       "\"ms_per_item\":%.3f,\"gflops_per_s\":%.1f,\"peak_rss_mb\":%ld}\n",
-			       b, ips, med / b * 1e3, ips * VITB32_IMAGE_GFLOP, peak_rss_mb());
+			       pname, b, ips, med / b * 1e3, ips * VITB32_IMAGE_GFLOP, peak_rss_mb());
 	}
 
 	/* Texts: a 7-token query (<|startoftext|>, 5 words, <|endoftext|>, as
@@ -161,8 +176,8 @@ int main(int argc, char **argv)
 		printf("text %2d tokens  %7.2f ms  (p90 %.2f ms, %d runs)\n", len, med * 1e3,
 		       runs[n * 9 / 10] * 1e3, n);
 		if (json)
-			printf("{\"runtime\":\"clipd-f32\",\"tower\":\"text\",\"batch\":1,\"tokens\":%d,"
-			       "\"items_per_s\":%.2f,\"ms_per_item\":%.3f}\n", len, 1 / med, med * 1e3);
+			printf("{\"runtime\":\"clipd-%s\",\"tower\":\"text\",\"batch\":1,\"tokens\":%d,"
+			       "\"items_per_s\":%.2f,\"ms_per_item\":%.3f}\n", pname, len, 1 / med, med * 1e3);
 		if (len == 77)
 			printf("                 %6.1f GFLOP/s\n", VITB32_TEXT77_GFLOP / med);
 	}

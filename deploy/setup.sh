@@ -26,7 +26,7 @@ die() { say "error: $*"; exit 1; }
 packages=(
 	build-essential g++ pkg-config meson ninja-build cmake dpkg-dev
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
-	libopenblas-dev
+	libopenblas-dev libdnnl-dev
 	python3
 	chromium
 )
@@ -142,7 +142,7 @@ say "FAISS: $faiss_prefix"
 if [ ! -f "$builddir/build.ninja" ]; then
 	# shellcheck disable=SC2086
 	meson setup "$builddir" "$top" --buildtype=release \
-		-Dfaiss_dir="$faiss_prefix" ${CLIPD_MESON_ARGS:-} >/dev/null ||
+		-Dfaiss_dir="$faiss_prefix" -Ddnnl=enabled ${CLIPD_MESON_ARGS:-} >/dev/null ||
 		die "meson setup failed"
 else
 	cur=$(meson introspect "$builddir" --buildoptions |

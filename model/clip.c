@@ -170,8 +170,7 @@ static int fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
 		drop_owned(m, w[j]);
 		drop_owned(m, b[j]);
 	}
-	L->qkv_w = qw;
-	L->qkv_b = qb;
+	L->qkv = (mm_weight){d, 3 * d, qw, qb, NULL};
 	return CLIP_OK;
 }
 
@@ -194,16 +193,21 @@ static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err 
 		    (rc = bind(m, &b[1], err, DIMS(d), "%s.%s.%d.self_attn.k_proj.bias", pre, e, l)) ||
 		    (rc = bind(m, &w[2], err, DIMS(d, d), "%s.%s.%d.self_attn.v_proj.weight", pre, e, l)) ||
 		    (rc = bind(m, &b[2], err, DIMS(d), "%s.%s.%d.self_attn.v_proj.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->o_w, err, DIMS(d, d), "%s.%s.%d.self_attn.out_proj.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->o_b, err, DIMS(d), "%s.%s.%d.self_attn.out_proj.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->o.w, err, DIMS(d, d), "%s.%s.%d.self_attn.out_proj.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->o.b, err, DIMS(d), "%s.%s.%d.self_attn.out_proj.bias", pre, e, l)) ||
 		    (rc = bind(m, &L->ln2_w, err, DIMS(d), "%s.%s.%d.layer_norm2.weight", pre, e, l)) ||
 		    (rc = bind(m, &L->ln2_b, err, DIMS(d), "%s.%s.%d.layer_norm2.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->fc1_w, err, DIMS(in, d), "%s.%s.%d.mlp.fc1.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->fc1_b, err, DIMS(in), "%s.%s.%d.mlp.fc1.bias", pre, e, l)) ||
-		    (rc = bind(m, &L->fc2_w, err, DIMS(d, in), "%s.%s.%d.mlp.fc2.weight", pre, e, l)) ||
-		    (rc = bind(m, &L->fc2_b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->fc1.w, err, DIMS(in, d), "%s.%s.%d.mlp.fc1.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->fc1.b, err, DIMS(in), "%s.%s.%d.mlp.fc1.bias", pre, e, l)) ||
+		    (rc = bind(m, &L->fc2.w, err, DIMS(d, in), "%s.%s.%d.mlp.fc2.weight", pre, e, l)) ||
+		    (rc = bind(m, &L->fc2.b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)) ||
 		    (rc = fuse_qkv(m, L, pre, l, d, w, b, err)))
 			return rc;
+		L->o.in = L->o.out = d;
+		L->fc1.in = d;
+		L->fc1.out = in;
+		L->fc2.in = in;
+		L->fc2.out = d;
 	}
 	return CLIP_OK;
 }
@@ -215,29 +219,131 @@ static int bind_all(clip_model *m, clip_err *err)
 	const float *ls;
 	int rc;
 	if ((rc = bind(m, &v->class_emb, err, DIMS(dv), "vision_model.embeddings.class_embedding")) ||
-	    (rc = bind(m, &v->patch_w, err, DIMS(dv, 3, p, p), "vision_model.embeddings.patch_embedding.weight")) ||
+	    (rc = bind(m, &v->patch.w, err, DIMS(dv, 3, p, p), "vision_model.embeddings.patch_embedding.weight")) ||
 	    (rc = bind(m, &v->pos_emb, err, DIMS(v->cfg.positions, dv), "vision_model.embeddings.position_embedding.weight")) ||
 	    (rc = bind(m, &v->pre_ln_w, err, DIMS(dv), "vision_model.pre_layrnorm.weight")) ||
 	    (rc = bind(m, &v->pre_ln_b, err, DIMS(dv), "vision_model.pre_layrnorm.bias")) ||
 	    (rc = bind_layers(m, v, "vision_model", err)) ||
 	    (rc = bind(m, &v->post_ln_w, err, DIMS(dv), "vision_model.post_layernorm.weight")) ||
 	    (rc = bind(m, &v->post_ln_b, err, DIMS(dv), "vision_model.post_layernorm.bias")) ||
-	    (rc = bind(m, &v->proj, err, DIMS(P, dv), "visual_projection.weight")) ||
+	    (rc = bind(m, &v->proj.w, err, DIMS(P, dv), "visual_projection.weight")) ||
 	    (rc = bind(m, &t->tok_emb, err, DIMS(t->cfg.vocab, dt), "text_model.embeddings.token_embedding.weight")) ||
 	    (rc = bind(m, &t->pos_emb, err, DIMS(t->cfg.positions, dt), "text_model.embeddings.position_embedding.weight")) ||
 	    (rc = bind_layers(m, t, "text_model", err)) ||
 	    (rc = bind(m, &t->post_ln_w, err, DIMS(dt), "text_model.final_layer_norm.weight")) ||
 	    (rc = bind(m, &t->post_ln_b, err, DIMS(dt), "text_model.final_layer_norm.bias")) ||
-	    (rc = bind(m, &t->proj, err, DIMS(P, dt), "text_projection.weight")) ||
+	    (rc = bind(m, &t->proj.w, err, DIMS(P, dt), "text_projection.weight")) ||
 	    (rc = bind(m, &ls, err, 0, NULL, "logit_scale")))
 		return rc;
 	if (!isfinite(ls[0]) || ls[0] > 20)
 		return clip_fail(err, CLIP_EMODEL, "logit_scale %g is out of range", (double)ls[0]);
 	m->logit_scale = expf(ls[0]);
+	v->patch.in = 3 * p * p;
+	v->patch.out = dv;
+	v->proj.in = dv;
+	t->proj.in = dt;
+	v->proj.out = t->proj.out = P;
 	return CLIP_OK;
 }
 
+/* Converts one layer for the oneDNN backend, then lets its float32 copy go:
+ * a converted (owned) copy is freed, a memory-mapped one leaves the
+ * resident set. */
+static int pack_one(clip_model *m, mm_weight *W, clip_precision p, int flags, clip_err *err)
+{
+	int rc = mm_pack(W, p, flags, err);
+	if (rc != CLIP_OK)
+		return rc;
+	size_t bytes = (size_t)W->in * W->out * sizeof(float);
+	for (size_t i = 0; i < m->nowned; i++)
+		if (m->owned[i] == W->w) {
+			drop_owned(m, W->w);
+			W->w = NULL;
+			return CLIP_OK;
+		}
+	st_drop_range(W->w, bytes);
+	return CLIP_OK;
+}
+
+static int pack_tower(clip_model *m, clip_tower *tw, clip_precision p, clip_err *err)
+{
+	int act = tw->cfg.act == CLIP_QUICK_GELU ? MM_QUICK_GELU : MM_GELU, rc;
+	for (int l = 0; l < tw->cfg.layers; l++) {
+		clip_layer *L = &tw->layers[l];
+		if ((rc = pack_one(m, &L->qkv, p, 0, err)) ||
+		    (rc = pack_one(m, &L->o, p, MM_ACCUMULATE, err)) ||
+		    (rc = pack_one(m, &L->fc1, p, act, err)) ||
+		    (rc = pack_one(m, &L->fc2, p, MM_ACCUMULATE, err)))
+			return rc;
+	}
+	return pack_one(m, &tw->proj, p, 0, err);
+}
+
+/* Resolves auto and converts every linear layer for oneDNN; float32 stays
+ * on OpenBLAS when oneDNN is not built in. */
+static int pack_all(clip_model *m, clip_precision p, int reference, clip_err *err)
+{
+	if (p == CLIP_PRECISION_AUTO)
+		p = mm_precision_supported(CLIP_PRECISION_BF16, NULL) ? CLIP_PRECISION_BF16
+		                                                      : CLIP_PRECISION_F32;
+	const char *why = NULL;
+	if (!mm_precision_supported(p, &why))
+		return clip_fail(err, CLIP_EINVAL, "precision %s cannot run here: %s",
+		                 clip_precision_name(p), why);
+	m->precision = p;
+	if (p == CLIP_PRECISION_F32 && (reference || !mm_have_dnnl()))
+		return CLIP_OK;
+	int rc;
+	if ((rc = pack_one(m, &m->vision.patch, p, 0, err)) ||
+	    (rc = pack_tower(m, &m->vision, p, err)) || (rc = pack_tower(m, &m->text, p, err)))
+		return rc;
+	return CLIP_OK;
+}
+
+static const char *const precision_names[] = {"auto", "f32", "bf16", "int8"};
+
+const char *clip_precision_name(clip_precision p)
+{
+	return (unsigned)p < 4 ? precision_names[p] : "unknown";
+}
+
+int clip_precision_parse(const char *s, clip_precision *out)
+{
+	for (int i = 0; s && i < 4; i++)
+		if (strcmp(s, precision_names[i]) == 0) {
+			*out = (clip_precision)i;
+			return 0;
+		}
+	return -1;
+}
+
+int clip_precision_supported(clip_precision p, const char **why)
+{
+	return mm_precision_supported(p, why);
+}
+
+clip_precision clip_model_precision(const clip_model *m)
+{
+	return m->precision;
+}
+
+/* reference: float32 on OpenBLAS, nothing converted. */
+static int open_model(const char *dir, clip_precision p, int reference, clip_model **out,
+                      clip_err *err);
+
 int clip_model_open(const char *dir, clip_model **out, clip_err *err)
+{
+	return open_model(dir, CLIP_PRECISION_F32, 1, out, err);
+}
+
+int clip_model_open_opts(const char *dir, const clip_options *opts, clip_model **out,
+                         clip_err *err)
+{
+	return open_model(dir, opts ? opts->precision : CLIP_PRECISION_AUTO, 0, out, err);
+}
+
+static int open_model(const char *dir, clip_precision precision, int reference, clip_model **out,
+                      clip_err *err)
 {
 	char cfg[PATH_MAX], pp[PATH_MAX], st[PATH_MAX], vocab[PATH_MAX], merges[PATH_MAX];
 	clip_err local;
@@ -266,7 +372,7 @@ int clip_model_open(const char *dir, clip_model **out, clip_err *err)
 	m->text.cfg = m->cfg.text;
 	if ((rc = st_open(st, m->st, err)) != CLIP_OK)
 		goto out;
-	if ((rc = bind_all(m, err)) != CLIP_OK)
+	if ((rc = bind_all(m, err)) != CLIP_OK || (rc = pack_all(m, precision, reference, err)))
 		goto out;
 	if ((rc = tok_open(vocab, merges, &m->tok, err)) != CLIP_OK)
 		goto out;
@@ -290,6 +396,17 @@ void clip_model_close(clip_model *m)
 	if (m->st)
 		st_close(m->st);
 	free(m->st);
+	for (int t = 0; t < 2; t++) {
+		clip_tower *tw = t ? &m->text : &m->vision;
+		for (int l = 0; tw->layers && l < tw->cfg.layers; l++) {
+			mm_unpack(&tw->layers[l].qkv);
+			mm_unpack(&tw->layers[l].o);
+			mm_unpack(&tw->layers[l].fc1);
+			mm_unpack(&tw->layers[l].fc2);
+		}
+		mm_unpack(&tw->patch);
+		mm_unpack(&tw->proj);
+	}
 	free(m->vision.layers);
 	free(m->text.layers);
 	for (size_t i = 0; i < m->nowned; i++)

@@ -4,7 +4,8 @@
  * preprocessor_config.json), tokenizes text with CLIP's byte-level BPE,
  * decodes and preprocesses images with libvips exactly as the reference
  * (open_clip / CLIPImageProcessor) does, and runs the vision and text
- * transformers in float32 on OpenBLAS.
+ * transformers on OpenBLAS (float32, the reference) or, where built in,
+ * oneDNN (float32, bfloat16 or int8 linear layers; clip_options).
  *
  * Ownership: a clip_model is read-only once open and shared by every
  * thread; each thread that encodes owns a clip_ctx (its activation buffers,
@@ -42,10 +43,42 @@ typedef struct clip_err {
 typedef struct clip_model clip_model;
 typedef struct clip_ctx clip_ctx;
 
+/* The number format of the linear layers' products. Embeddings,
+ * LayerNorm, softmax and the residual stream stay float32 in every mode;
+ * products accumulate in float32. */
+typedef enum clip_precision {
+	CLIP_PRECISION_AUTO = 0, /* bf16 where the CPU has AVX512-BF16 or AMX, else f32 */
+	CLIP_PRECISION_F32,
+	CLIP_PRECISION_BF16,     /* weights and activations rounded to bfloat16 */
+	CLIP_PRECISION_INT8,     /* int8 weights (per output channel scales) and
+	                          * activations (one scale per product, from its input) */
+} clip_precision;
+
+typedef struct clip_options {
+	clip_precision precision;
+} clip_options;
+
 /* Opens the checkpoint directory dir. Weights are memory-mapped; every
  * tensor is checked against the config before use. *out is NULL on
- * failure. */
+ * failure. clip_model_open is float32 on OpenBLAS, the reference;
+ * clip_model_open_opts with a precision other than f32 converts the linear
+ * layers at load (a second or two for ViT-B/32) and fails with CLIP_EINVAL
+ * when this build or CPU cannot run that precision. opts may be NULL
+ * (auto). */
 int clip_model_open(const char *dir, clip_model **out, clip_err *err);
+int clip_model_open_opts(const char *dir, const clip_options *opts, clip_model **out,
+                         clip_err *err);
+
+/* The precision the model runs in (never AUTO). */
+clip_precision clip_model_precision(const clip_model *m);
+
+/* "auto", "f32", "bf16", "int8". */
+const char *clip_precision_name(clip_precision p);
+/* Parses one of those names; returns 0, or -1 for anything else. */
+int clip_precision_parse(const char *s, clip_precision *out);
+/* Whether this build and CPU can run p (AUTO: always); *why, when non-NULL,
+ * receives the reason for a no. */
+int clip_precision_supported(clip_precision p, const char **why);
 void clip_model_close(clip_model *m);
 
 int clip_model_dim(const clip_model *m);            /* projection (embedding) size */

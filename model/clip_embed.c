@@ -2,7 +2,7 @@
  * clip-embed: embeddings, token ids, preprocessed pixels and zero-shot labels
  * from the command line, one JSON object per input per line.
  *
- *   clip-embed --model DIR [--raw] [--threads N] [--batch N]
+ *   clip-embed --model DIR [--raw] [--threads N] [--batch N] [--precision P]
  *              [--text STR] [--image FILE] [--pixels FILE.f32] [--tokenize STR]
  *              [--preprocess FILE --out OUT.f32]
  *              [--classify IMAGE --labels "a,b,c"] ...
@@ -44,7 +44,9 @@ static void usage(FILE *f)
 	      "                         zero-shot probabilities, template \"a photo of a {}.\"\n"
 	      "options:\n"
 	      "  --raw                  unnormalised projection output (default: L2-normalised)\n"
-	      "  --threads N            BLAS threads (default: OpenBLAS's own choice)\n"
+	      "  --threads N            threads per product (default: the libraries' own choice)\n"
+	      "  --precision P          auto, f32, bf16 or int8 (default auto: bf16 where the CPU\n"
+	      "                         has AVX512-BF16 or AMX, else f32)\n"
 	      "  --batch N              largest batch (default 16)\n",
 	      f);
 }
@@ -258,6 +260,7 @@ int main(int argc, char **argv)
 	const char *model = NULL;
 	struct runner r = {.batch = 16};
 	int threads = 0, nin = 0;
+	clip_options opts = {CLIP_PRECISION_AUTO};
 	struct input *in = calloc((size_t)argc, sizeof *in);
 	if (!in)
 		return 1;
@@ -284,6 +287,12 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--threads")) {
 			NEED_ARG;
 			threads = atoi(v);
+		} else if (!strcmp(a, "--precision")) {
+			NEED_ARG;
+			if (clip_precision_parse(v, &opts.precision) != 0) {
+				fprintf(stderr, "clip-embed: --precision must be auto, f32, bf16 or int8\n");
+				return 2;
+			}
 		} else if (!strcmp(a, "--batch")) {
 			NEED_ARG;
 			r.batch = atoi(v);
@@ -333,7 +342,7 @@ int main(int argc, char **argv)
 		mm_set_threads(threads);
 
 	clip_err err;
-	if (clip_model_open(model, &r.m, &err) != CLIP_OK) {
+	if (clip_model_open_opts(model, &opts, &r.m, &err) != CLIP_OK) {
 		fprintf(stderr, "clip-embed: %s: %s\n", model, err.msg);
 		return 1;
 	}

@@ -3,6 +3,7 @@
 #define CLIPD_CLIP_INT_H
 
 #include "clip.h"
+#include "gemm_int.h"
 
 typedef enum clip_act { CLIP_QUICK_GELU, CLIP_GELU } clip_act;
 
@@ -35,12 +36,11 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 /* Weights of one pre-norm transformer block. Linear weights are [out][in]. */
 typedef struct clip_layer {
 	const float *ln1_w, *ln1_b;       /* [d] */
-	const float *qkv_w;               /* [3d][d]: q, k, v projections stacked */
-	const float *qkv_b;               /* [3d] */
-	const float *o_w, *o_b;           /* [d][d], [d] */
+	mm_weight qkv;                    /* [3d][d]: q, k, v projections stacked */
+	mm_weight o;                      /* [d][d] */
 	const float *ln2_w, *ln2_b;       /* [d] */
-	const float *fc1_w, *fc1_b;       /* [i][d], [i] */
-	const float *fc2_w, *fc2_b;       /* [d][i], [d] */
+	mm_weight fc1;                    /* [i][d] */
+	mm_weight fc2;                    /* [d][i] */
 } clip_layer;
 
 typedef struct clip_tower {
@@ -48,14 +48,14 @@ typedef struct clip_tower {
 	clip_layer *layers;               /* [layers] */
 	/* vision */
 	const float *class_emb;           /* [d] */
-	const float *patch_w;             /* [d][3*p*p] (conv weight, flattened c,y,x) */
+	mm_weight patch;                  /* [d][3*p*p] (conv weight, flattened c,y,x), no bias */
 	const float *pre_ln_w, *pre_ln_b; /* [d] */
 	/* text */
 	const float *tok_emb;             /* [vocab][d] */
 	/* both */
 	const float *pos_emb;             /* [positions][d] */
 	const float *post_ln_w, *post_ln_b; /* vision post_layernorm / text final_layer_norm */
-	const float *proj;                /* [projection][d] */
+	mm_weight proj;                   /* [projection][d], no bias */
 } clip_tower;
 
 struct tok;
@@ -65,6 +65,7 @@ struct clip_model {
 	clip_cfg cfg;
 	clip_tower vision, text;
 	float logit_scale;                /* exp of the stored value */
+	clip_precision precision;         /* what the linear layers run in */
 	struct st_file *st;
 	struct tok *tok;
 	/* F16/BF16 tensors converted to float32, freed at close */

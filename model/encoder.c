@@ -1,5 +1,6 @@
 /*
- * encoder.c: the two CLIP towers' forward passes in float32.
+ * encoder.c: the two CLIP towers' forward passes (activations in float32;
+ * the linear layers in the model's precision, gemm_int.h).
  *
  * Both are pre-norm transformers (x += attn(ln1(x)); x += mlp(ln2(x))). The
  * vision tower embeds patches with one matrix product (the patch "conv" is
@@ -71,42 +72,6 @@ static void layernorm(const float *x, float *y, int n, int d, const float *w, co
 	mm_parallel(n, n * d * 4, layernorm_rows, &j);
 }
 
-struct act_job {
-	float *x;
-	size_t chunk, n;
-	clip_act act;
-};
-
-static void activate_part(void *ctx, int c0, int c1)
-{
-	struct act_job *j = ctx;
-	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
-	float *x = j->x;
-	if (i1 > j->n)
-		i1 = j->n;
-	if (j->act == CLIP_QUICK_GELU) {
-		for (size_t i = i0; i < i1; i++)
-			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-	} else {
-		for (size_t i = i0; i < i1; i++)
-			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
-	}
-}
-
-static void activate(float *x, size_t n, clip_act act)
-{
-	/* In chunks of 4096 so that the part count fits an int. */
-	struct act_job j = {x, 4096, n, act};
-	int chunks = (int)((n + j.chunk - 1) / j.chunk);
-	mm_parallel(chunks, (int)(n < (1u << 28) ? n * 8 : 1u << 30), activate_part, &j);
-}
-
-static void add_into(float *x, const float *y, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		x[i] += y[i];
-}
-
 /* Softmax of each row of s[t][t]; with causal, row i keeps columns <= i
  * and the rest become 0. */
 static void softmax_rows(float *s, int t, int causal)
@@ -160,18 +125,19 @@ static void block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, i
 {
 	int d = cfg->hidden, H = cfg->heads, dh = d / H, N = B * T;
 
+	int act = cfg->act == CLIP_QUICK_GELU ? MM_QUICK_GELU : MM_GELU;
+
+	/* The residual adds, the biases and the activation happen inside the
+	 * products (mm_linear flags). */
 	layernorm(c->x, c->h, N, d, L->ln1_w, L->ln1_b, cfg->eps);
-	mm_linear(N, d, 3 * d, c->h, L->qkv_w, L->qkv_b, c->qkv);
+	mm_linear(N, &L->qkv, c->h, c->qkv, 0);
 	struct attn_job j = {c, B, T, d, H, dh, causal, 1.0f / sqrtf((float)dh)};
 	mm_parallel(B * H, B * H * T * T * dh * 2, attention_part, &j);
-	mm_linear(N, d, d, c->att, L->o_w, L->o_b, c->h);
-	add_into(c->x, c->h, (size_t)N * d);
+	mm_linear(N, &L->o, c->att, c->x, MM_ACCUMULATE);
 
 	layernorm(c->x, c->h, N, d, L->ln2_w, L->ln2_b, cfg->eps);
-	mm_linear(N, d, cfg->intermediate, c->h, L->fc1_w, L->fc1_b, c->mlp);
-	activate(c->mlp, (size_t)N * cfg->intermediate, cfg->act);
-	mm_linear(N, cfg->intermediate, d, c->mlp, L->fc2_w, L->fc2_b, c->h);
-	add_into(c->x, c->h, (size_t)N * d);
+	mm_linear(N, &L->fc1, c->h, c->mlp, act);
+	mm_linear(N, &L->fc2, c->mlp, c->x, MM_ACCUMULATE);
 }
 
 int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *err)
@@ -254,7 +220,7 @@ int clip_encode_images(clip_ctx *c, int B, const float *pixels, float *out, clip
 						               (size_t)gx * p,
 						       (size_t)p * sizeof(float));
 			}
-	mm_linear(B * np, pd, d, c->patches, tw->patch_w, NULL, c->h);
+	mm_linear(B * np, &tw->patch, c->patches, c->h, 0);
 	for (int b = 0; b < B; b++) {
 		float *xb = c->x + (size_t)b * T * d;
 		for (int j = 0; j < d; j++)
@@ -273,7 +239,7 @@ int clip_encode_images(clip_ctx *c, int B, const float *pixels, float *out, clip
 	for (int b = 0; b < B; b++)
 		layernorm(c->x + (size_t)b * T * d, c->pooled + (size_t)b * d, 1, d, tw->post_ln_w,
 		          tw->post_ln_b, cfg->eps);
-	mm_linear(B, d, c->m->cfg.projection, c->pooled, tw->proj, NULL, out);
+	mm_linear(B, &tw->proj, c->pooled, out, 0);
 	return CLIP_OK;
 }
 
@@ -327,7 +293,7 @@ int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_e
 	for (int b = 0; b < B; b++)
 		layernorm(c->x + ((size_t)b * T + c->eot[b]) * d, c->pooled + (size_t)b * d, 1, d,
 		          tw->post_ln_w, tw->post_ln_b, cfg->eps);
-	mm_linear(B, d, c->m->cfg.projection, c->pooled, tw->proj, NULL, out);
+	mm_linear(B, &tw->proj, c->pooled, out, 0);
 	return CLIP_OK;
 }
 

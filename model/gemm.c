@@ -20,10 +20,16 @@
  * waiting. Lock order: pool.use, then pool.mu.
  */
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
+#include "clip_int.h"
 #include "gemm_int.h"
+
+/* gemm_dnnl.c, when oneDNN is built in. */
+void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags);
+void mm_dnnl_set_threads(int n);
 
 /* At or below this many rows, mm_linear streams instead of calling sgemm.
  * Measured with bench/model on ViT-B/32 shapes (see the note of the model
@@ -62,7 +68,7 @@ static inline __attribute__((always_inline)) float hsum(const v16 *v)
  * of multiply-adds (one chain would wait on its own latency). */
 MULTIVERSION
 static void linear_rows(int n, int in, int o0, int o1, int out, const float *x, const float *w,
-                        const float *bias, float *y)
+                        const float *bias, float *y, int acc)
 {
 	for (int o = o0; o < o1; o++) {
 		const float *wo = w + (size_t)o * in;
@@ -90,8 +96,10 @@ static void linear_rows(int n, int in, int o0, int o1, int out, const float *x, 
 				s[2] += x2[k] * wo[k];
 				s[3] += x3[k] * wo[k];
 			}
-			for (int j = 0; j < 4 && i0 + j < n; j++)
-				y[(size_t)(i0 + j) * out + o] = s[j] + b;
+			for (int j = 0; j < 4 && i0 + j < n; j++) {
+				float *yo = y + (size_t)(i0 + j) * out + o;
+				*yo = acc ? *yo + s[j] + b : s[j] + b;
+			}
 		}
 	}
 }
@@ -178,7 +186,7 @@ void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *c
 }
 
 struct linear_job {
-	int n, in, out;
+	int n, in, out, acc;
 	const float *x, *w, *bias;
 	float *y;
 };
@@ -186,30 +194,69 @@ struct linear_job {
 static void linear_part(void *ctx, int o0, int o1)
 {
 	struct linear_job *j = ctx;
-	linear_rows(j->n, j->in, o0, o1, j->out, j->x, j->w, j->bias, j->y);
+	linear_rows(j->n, j->in, o0, o1, j->out, j->x, j->w, j->bias, j->y, j->acc);
 }
 
-static void linear_small(int n, int in, int out, const float *x, const float *w, const float *bias,
-                         float *y)
+struct act_job {
+	float *x;
+	size_t chunk, n;
+	int flags;
+};
+
+static void activate_part(void *ctx, int c0, int c1)
 {
-	struct linear_job j = {n, in, out, x, w, bias, y};
-	/* Work: the weights read; tiny layers stay on one thread. */
-	mm_parallel(out, (int)((size_t)in * out >> 1), linear_part, &j);
+	struct act_job *j = ctx;
+	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
+	float *x = j->x;
+	if (i1 > j->n)
+		i1 = j->n;
+	if (j->flags & MM_QUICK_GELU) {
+		for (size_t i = i0; i < i1; i++)
+			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+	} else if (j->flags & MM_GELU) {
+		for (size_t i = i0; i < i1; i++)
+			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+	}
 }
 
-void mm_linear(int n, int in, int out, const float *x, const float *w, const float *bias, float *y)
+void mm_activate(float *x, size_t n, int flags)
 {
-	if (n <= SMALL_ROWS) {
-		linear_small(n, in, out, x, w, bias, y);
+	if (!(flags & (MM_QUICK_GELU | MM_GELU)))
+		return;
+	/* In chunks of 4096 so that the part count fits an int. */
+	struct act_job j = {x, 4096, n, flags};
+	int chunks = (int)((n + j.chunk - 1) / j.chunk);
+	mm_parallel(chunks, (int)(n < (1u << 28) ? n * 8 : 1u << 30), activate_part, &j);
+}
+
+void mm_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
+{
+	if (W->packed) {
+		mm_dnnl_linear(n, W, x, y, flags);
 		return;
 	}
-	if (bias) {
-		/* Start from the bias and let sgemm accumulate: one pass less. */
-		for (int i = 0; i < n; i++)
-			memcpy(y + (size_t)i * out, bias, (size_t)out * sizeof *y);
+	int in = W->in, out = W->out, acc = (flags & MM_ACCUMULATE) != 0;
+	const float *w = W->w, *bias = W->b;
+	if (n <= SMALL_ROWS) {
+		struct linear_job j = {n, in, out, acc, x, w, bias, y};
+		/* Work: the weights read; tiny layers stay on one thread. */
+		mm_parallel(out, (int)((size_t)in * out >> 1), linear_part, &j);
+	} else {
+		/* Start from the bias (or add it to the residual) and let sgemm
+		 * accumulate: one pass less. */
+		if (bias)
+			for (int i = 0; i < n; i++) {
+				float *yi = y + (size_t)i * out;
+				if (acc)
+					for (int o = 0; o < out; o++)
+						yi[o] += bias[o];
+				else
+					memcpy(yi, bias, (size_t)out * sizeof *y);
+			}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in,
+		            bias || acc ? 1.0f : 0.0f, y, out);
 	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in,
-	            bias ? 1.0f : 0.0f, y, out);
+	mm_activate(y, (size_t)n * out, flags);
 }
 
 void mm_abt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -229,4 +276,49 @@ void mm_set_threads(int n)
 {
 	nthreads = n;
 	openblas_set_num_threads(n);
+	mm_dnnl_set_threads(n);
 }
+
+int mm_threads(void)
+{
+	return nthreads > 0 ? nthreads : openblas_get_num_threads();
+}
+
+#ifndef CLIPD_HAVE_DNNL
+/* Built without oneDNN: every layer stays on OpenBLAS. */
+void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
+{
+	(void)n, (void)W, (void)x, (void)y, (void)flags;
+}
+
+void mm_dnnl_set_threads(int n)
+{
+	(void)n;
+}
+
+int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
+{
+	(void)W, (void)flags;
+	return clip_fail(err, CLIP_EINVAL, "precision %s needs oneDNN, and this build has none",
+	                 clip_precision_name(p));
+}
+
+void mm_unpack(mm_weight *W)
+{
+	(void)W;
+}
+
+int mm_have_dnnl(void)
+{
+	return 0;
+}
+
+int mm_precision_supported(clip_precision p, const char **why)
+{
+	if (p == CLIP_PRECISION_AUTO || p == CLIP_PRECISION_F32)
+		return 1;
+	if (why)
+		*why = "this build has no oneDNN";
+	return 0;
+}
+#endif

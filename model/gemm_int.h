@@ -1,15 +1,55 @@
 /*
  * Private to the model module: the one interface every matrix product of the
- * encoders goes through. The float32 OpenBLAS backend (gemm.c) is the
- * reference; a second backend (oneDNN, bf16/int8 on AMX) plugs in here.
- * All matrices are row-major float32.
+ * encoders goes through. All matrices are row-major float32 at this seam.
+ *
+ * Two backends sit behind it. OpenBLAS (gemm.c) is the float32 reference
+ * and the portable fallback. oneDNN (gemm_dnnl.c, when built) takes the
+ * linear layers of a model opened in bf16 or int8 (and f32, where it is
+ * faster): their weights are converted and reordered once, at load, into
+ * the blocked layout its kernels read (mm_pack), and bias, activation and
+ * residual add run inside the product as post-ops instead of as separate
+ * passes over memory.
  */
 #ifndef CLIPD_GEMM_INT_H
 #define CLIPD_GEMM_INT_H
 
-/* y[n][out] = x[n][in] . w[out][in]^T + bias[out] (bias may be NULL). */
-void mm_linear(int n, int in, int out, const float *x, const float *w, const float *bias,
-               float *y);
+#include "clip.h"
+
+typedef struct mm_packed mm_packed;
+
+/* A linear layer: y[n][out] = x[n][in] . w[out][in]^T + b[out]. */
+typedef struct mm_weight {
+	int in, out;
+	const float *w;     /* float32 [out][in]; NULL once packed and dropped */
+	const float *b;     /* [out], or NULL */
+	mm_packed *packed;  /* the oneDNN form (mm_pack); NULL: OpenBLAS */
+} mm_weight;
+
+/* mm_linear flags. */
+enum {
+	MM_ACCUMULATE = 1,  /* y += the result (a residual connection) */
+	MM_QUICK_GELU = 2,  /* x * sigmoid(1.702 x) of the result */
+	MM_GELU = 4,        /* the exact (erf) GELU of the result */
+};
+
+/* y = act(x . W^T + b), or y += that with MM_ACCUMULATE. x and y must not
+ * overlap. */
+void mm_linear(int n, const mm_weight *W, const float *x, float *y, int flags);
+
+/* Converts W to precision p (CLIP_PRECISION_F32, _BF16 or _INT8) in
+ * oneDNN's layout; flags are those mm_linear will be called with, so that
+ * its post-ops are known. W->w stays valid (the caller may drop it after).
+ * Returns CLIP_OK, or an error when the backend is missing or fails. */
+int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err);
+void mm_unpack(mm_weight *W);
+
+/* Whether this build and CPU run precision p at speed: f32 always; bf16
+ * with AVX512-BF16 or AMX; int8 with AVX512-VNNI, AVX-VNNI or AMX. When
+ * why is non-NULL it receives a reason for a "no". */
+int mm_precision_supported(clip_precision p, const char **why);
+
+/* Whether oneDNN is built in (and so whether f32 layers can be packed). */
+int mm_have_dnnl(void);
 
 /* c[m][n] = alpha * a[m][k] . b[n][k]^T, with leading dimensions. */
 void mm_abt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
@@ -25,7 +65,11 @@ void mm_ab(int m, int n, int k, const float *a, int lda, const float *b, int ldb
  * Returns when every part is done. */
 void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
 
-/* Threads the backend may use for one product (OpenBLAS's own pool). */
+/* Threads one product may use (OpenBLAS's pool, oneDNN's OpenMP team). */
 void mm_set_threads(int n);
+int mm_threads(void);
+
+/* The float32 activations the backends share (gemm.c). */
+void mm_activate(float *x, size_t n, int flags);
 
 #endif

@@ -61,13 +61,18 @@ void st_close(st_file *f)
 	memset(f, 0, sizeof *f);
 }
 
-void st_drop(const st_tensor *t)
+void st_drop_range(const void *p, size_t n)
 {
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t b = ((uintptr_t)t->data + page - 1) & ~(page - 1);
-	uintptr_t e = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+	uintptr_t b = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
 	if (e > b)
 		madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
+void st_drop(const st_tensor *t)
+{
+	st_drop_range(t->data, t->nbytes);
 }
 
 int64_t st_numel(const st_tensor *t)

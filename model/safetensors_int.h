@@ -40,6 +40,8 @@ const st_tensor *st_find(const st_file *f, const char *name);
  * entirely inside it leave the process's resident set (they were copied
  * elsewhere). Reading them later still works: they fault back in. */
 void st_drop(const st_tensor *t);
+/* The same for bytes [p, p + n) of the mapping. */
+void st_drop_range(const void *p, size_t n);
 
 /* Number of elements. */
 int64_t st_numel(const st_tensor *t);

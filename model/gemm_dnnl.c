@@ -1,0 +1,548 @@
+/*
+ * gemm_dnnl.c: the linear layers on oneDNN (see gemm_int.h), in float32,
+ * bfloat16 or int8.
+ *
+ * At load, mm_pack converts a layer's weights once into the blocked layout
+ * oneDNN's kernels for this CPU read (it picks the layout; we ask with
+ * format "any" and reorder into it). At run time a product needs a
+ * primitive for its exact row count: oneDNN 2.6 runs a runtime row count
+ * only on its slow reference kernel, so primitives are made on first use
+ * of each row count and kept with the layer (a text batch of 7 tokens and
+ * one of 12 are different primitives; both are reused from then on).
+ *
+ * What runs inside the product, as oneDNN post-ops, instead of as passes
+ * of our own over memory: the bias, QuickGELU (swish with alpha 1.702) or
+ * GELU, and the residual add (sum post-op: y += result).
+ *
+ * bf16: the input rows are rounded to bfloat16 here (round to nearest
+ * even), products accumulate in float32 and are written as float32.
+ *
+ * int8: weights get one scale per output channel (max |w| / 127, symmetric),
+ * baked into the primitive as output scales. Activations get one scale per
+ * product, computed from the input at run time (max |x| / 127): oneDNN 2.6
+ * keeps its fast kernels only when that scale comes in as a binary
+ * multiply post-op by a one-element tensor (runtime output scales, or one
+ * scale per row, fall back to the reference kernel, measured). The bias is
+ * a binary add post-op, after both scales.
+ *
+ * Threads: oneDNN (Debian's build) runs on OpenMP. mm_set_threads sets the
+ * team size; it is applied in each calling thread before each product,
+ * because OpenMP's thread count is per calling thread. Each calling thread
+ * has its own stream and scratch buffers (thread-specific data, freed when
+ * the thread ends), and primitives run with a user-provided scratchpad, so
+ * two threads can run the same layer at once.
+ */
+#include <oneapi/dnnl/dnnl.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clip_int.h"
+#include "gemm_int.h"
+
+/* One primitive of a layer, for one row count. */
+struct prim {
+	int n, flags;
+	dnnl_primitive_t p;
+	size_t scratch;   /* bytes of scratchpad it needs */
+};
+
+struct mm_packed {
+	clip_precision prec;
+	int flags;                /* the flags it was packed for */
+	dnnl_memory_desc_t wmd;   /* the blocked weight layout */
+	dnnl_memory_t wmem;       /* the converted weights */
+	dnnl_memory_t bmem;       /* bias [1][out] float32, or NULL */
+	float *wscale;            /* int8: per output channel */
+	pthread_mutex_t mu;       /* guards the primitives */
+	struct prim *prims;
+	int nprims, cap;
+};
+
+static dnnl_engine_t engine;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static int engine_ok;
+static int dnnl_threads; /* 0: OpenMP's default */
+
+/* Per calling thread: a stream and the buffers it reuses. */
+struct tls {
+	dnnl_stream_t stream;
+	void *src;            /* the input rounded to bf16 or int8 */
+	size_t src_cap;
+	void *scratch;
+	size_t scratch_cap;
+};
+static pthread_key_t tls_key;
+
+static void tls_free(void *p)
+{
+	struct tls *t = p;
+	if (t->stream)
+		dnnl_stream_destroy(t->stream);
+	free(t->src);
+	free(t->scratch);
+	free(t);
+}
+
+static void engine_init(void)
+{
+	if (pthread_key_create(&tls_key, tls_free) != 0)
+		return;
+	engine_ok = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success;
+}
+
+static struct tls *tls_get(void)
+{
+	struct tls *t = pthread_getspecific(tls_key);
+	if (t)
+		return t;
+	t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	if (dnnl_stream_create(&t->stream, engine, dnnl_stream_default_flags) != dnnl_success ||
+	    pthread_setspecific(tls_key, t) != 0) {
+		tls_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* Grows *buf to at least n bytes (64-byte aligned); NULL when out of memory. */
+static void *grow(void **buf, size_t *cap, size_t n)
+{
+	if (n <= *cap)
+		return *buf;
+	void *p = NULL;
+	n = (n + 4095) & ~(size_t)4095;
+	if (posix_memalign(&p, 64, n) != 0)
+		return NULL;
+	free(*buf);
+	*buf = p;
+	*cap = n;
+	return p;
+}
+
+int mm_have_dnnl(void)
+{
+	pthread_once(&engine_once, engine_init);
+	return engine_ok;
+}
+
+int mm_precision_supported(clip_precision p, const char **why)
+{
+	if (p == CLIP_PRECISION_AUTO || p == CLIP_PRECISION_F32)
+		return 1;
+	if (!mm_have_dnnl()) {
+		if (why)
+			*why = "oneDNN could not start a CPU engine";
+		return 0;
+	}
+	/* The ISA oneDNN dispatches to; each named level includes the ones
+	 * below it. */
+	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+	if (p == CLIP_PRECISION_BF16) {
+		if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16)
+			return 1;
+		if (why)
+			*why = "this CPU has neither AVX512-BF16 nor AMX";
+		return 0;
+	}
+	if (p == CLIP_PRECISION_INT8) {
+		if ((isa & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni ||
+		    (isa & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni)
+			return 1;
+		if (why)
+			*why = "this CPU has neither AVX512-VNNI, AVX-VNNI nor AMX";
+		return 0;
+	}
+	if (why)
+		*why = "unknown precision";
+	return 0;
+}
+
+void mm_dnnl_set_threads(int n)
+{
+	dnnl_threads = n;
+}
+
+static dnnl_data_type_t src_type(clip_precision p)
+{
+	return p == CLIP_PRECISION_BF16 ? dnnl_bf16 : p == CLIP_PRECISION_INT8 ? dnnl_s8 : dnnl_f32;
+}
+
+/* Makes the primitive for n rows. Post-op order (their argument indices
+ * in execute follow it): int8 [mul activation scale] [add bias]; then
+ * [activation] [sum]. */
+static dnnl_status_t make_prim(mm_packed *P, const mm_weight *W, int n, int flags,
+                               dnnl_primitive_t *out, size_t *scratch)
+{
+	dnnl_memory_desc_t smd, dmd, bmd, one;
+	dnnl_dims_t ds = {n, W->in}, dd = {n, W->out}, db = {1, W->out}, d1 = {1, 1};
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t po = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	int int8 = P->prec == CLIP_PRECISION_INT8;
+	dnnl_status_t s;
+
+	if ((s = dnnl_memory_desc_init_by_tag(&smd, 2, ds, src_type(P->prec), dnnl_ab)) ||
+	    (s = dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab)) ||
+	    (s = dnnl_memory_desc_init_by_tag(&bmd, 2, db, dnnl_f32, dnnl_ab)) ||
+	    (s = dnnl_memory_desc_init_by_tag(&one, 2, d1, dnnl_f32, dnnl_ab)))
+		return s;
+	dnnl_matmul_desc_t md;
+	if ((s = dnnl_matmul_desc_init(&md, &smd, &P->wmd, W->b && !int8 ? &bmd : NULL, &dmd)) ||
+	    (s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po)))
+		goto out;
+	if ((s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)))
+		goto out;
+	if (int8) {
+		if ((s = dnnl_primitive_attr_set_output_scales(attr, W->out, 1 << 1, P->wscale)) ||
+		    (s = dnnl_post_ops_append_binary(po, dnnl_binary_mul, &one)))
+			goto out;
+		if (W->b && (s = dnnl_post_ops_append_binary(po, dnnl_binary_add, &bmd)))
+			goto out;
+	}
+	if ((flags & MM_QUICK_GELU) &&
+	    (s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f)))
+		goto out;
+	if ((flags & MM_GELU) &&
+	    (s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f)))
+		goto out;
+	if ((flags & MM_ACCUMULATE) && (s = dnnl_post_ops_append_sum(po, 1.0f)))
+		goto out;
+	if ((s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
+	    (s = dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL)))
+		goto out;
+	*scratch = dnnl_memory_desc_get_size(
+		dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+	s = dnnl_primitive_create(out, pd);
+out:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	if (po)
+		dnnl_post_ops_destroy(po);
+	if (attr)
+		dnnl_primitive_attr_destroy(attr);
+	return s;
+}
+
+/* The primitive for n rows with these flags, made on first use. */
+static struct prim *get_prim(mm_packed *P, const mm_weight *W, int n, int flags)
+{
+	struct prim *r = NULL;
+	pthread_mutex_lock(&P->mu);
+	for (int i = 0; i < P->nprims; i++)
+		if (P->prims[i].n == n && P->prims[i].flags == flags) {
+			r = &P->prims[i];
+			goto out;
+		}
+	if (P->nprims == P->cap) {
+		int cap = P->cap ? 2 * P->cap : 8;
+		struct prim *g = realloc(P->prims, (size_t)cap * sizeof *g);
+		if (!g)
+			goto out;
+		P->prims = g;
+		P->cap = cap;
+	}
+	struct prim np = {n, flags, NULL, 0};
+	if (make_prim(P, W, n, flags, &np.p, &np.scratch) != dnnl_success)
+		goto out;
+	P->prims[P->nprims] = np;
+	r = &P->prims[P->nprims++];
+out:
+	pthread_mutex_unlock(&P->mu);
+	return r;
+}
+
+/* Rounding float32 to bfloat16, to nearest even; the conversion of a
+ * layer's input, split over the threads. */
+struct cvt_job {
+	const float *x;
+	void *q;
+	size_t n, chunk;
+	float inv;     /* int8: 1 / scale */
+	float part[2]; /* int8: max |x| of each half */
+};
+
+static void to_bf16_part(void *ctx, int c0, int c1)
+{
+	struct cvt_job *j = ctx;
+	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
+	if (i1 > j->n)
+		i1 = j->n;
+	const uint32_t *x = (const uint32_t *)j->x;
+	uint16_t *q = j->q;
+	for (size_t i = i0; i < i1; i++) {
+		uint32_t u = x[i];
+		q[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+	}
+}
+
+static void absmax_part(void *ctx, int c0, int c1)
+{
+	struct cvt_job *j = ctx;
+	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
+	if (i1 > j->n)
+		i1 = j->n;
+	float m = 0;
+	for (size_t i = i0; i < i1; i++) {
+		float a = fabsf(j->x[i]);
+		m = a > m ? a : m;
+	}
+	j->part[c0 == 0 ? 0 : 1] = m;
+}
+
+static void to_int8_part(void *ctx, int c0, int c1)
+{
+	struct cvt_job *j = ctx;
+	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
+	if (i1 > j->n)
+		i1 = j->n;
+	int8_t *q = j->q;
+	float inv = j->inv;
+	for (size_t i = i0; i < i1; i++) {
+		/* |x * inv| <= 127 by construction of inv. */
+		q[i] = (int8_t)lrintf(j->x[i] * inv);
+	}
+}
+
+void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
+{
+	mm_packed *P = W->packed;
+	struct tls *t = tls_get();
+	struct prim *pr = t ? get_prim(P, W, n, flags) : NULL;
+	size_t nx = (size_t)n * W->in;
+	size_t esz = P->prec == CLIP_PRECISION_BF16 ? 2 : P->prec == CLIP_PRECISION_INT8 ? 1 : 4;
+	float ascale = 1.0f;
+	const void *src = x;
+
+	if (!pr || !grow(&t->scratch, &t->scratch_cap, pr->scratch ? pr->scratch : 1) ||
+	    (esz != 4 && !grow(&t->src, &t->src_cap, nx * esz)))
+		goto fallback;
+	if (esz != 4) {
+		struct cvt_job j = {x, t->src, nx, 8192, 1.0f, {0, 0}};
+		int chunks = (int)((nx + j.chunk - 1) / j.chunk);
+		int work = nx < (1u << 28) ? (int)nx * 2 : 1 << 29;
+		if (P->prec == CLIP_PRECISION_BF16) {
+			mm_parallel(chunks, work, to_bf16_part, &j);
+		} else {
+			mm_parallel(chunks, work, absmax_part, &j);
+			float m = j.part[0] > j.part[1] ? j.part[0] : j.part[1];
+			/* All-zero input: any scale gives zeros. */
+			ascale = m > 0 && isfinite(m) ? m / 127.0f : 1.0f;
+			j.inv = 1.0f / ascale;
+			mm_parallel(chunks, work, to_int8_part, &j);
+		}
+		src = t->src;
+	}
+
+	dnnl_memory_desc_t smd, dmd, one;
+	dnnl_dims_t ds = {n, W->in}, dd = {n, W->out}, d1 = {1, 1};
+	dnnl_memory_t ms = NULL, md = NULL, msc = NULL, mone = NULL;
+	dnnl_memory_desc_init_by_tag(&smd, 2, ds, src_type(P->prec), dnnl_ab);
+	dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+	dnnl_memory_desc_init_by_tag(&one, 2, d1, dnnl_f32, dnnl_ab);
+	dnnl_memory_desc_t spmd;
+	dnnl_dims_t dsp = {(dnnl_dim_t)(pr->scratch ? pr->scratch : 1)};
+	dnnl_memory_desc_init_by_tag(&spmd, 1, dsp, dnnl_u8, dnnl_a);
+	dnnl_exec_arg_t args[8];
+	int na = 0, ok = 0;
+	if (dnnl_memory_create(&ms, &smd, engine, (void *)src) ||
+	    dnnl_memory_create(&md, &dmd, engine, y) ||
+	    dnnl_memory_create(&msc, &spmd, engine, t->scratch))
+		goto done;
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, P->wmem};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msc};
+	if (P->prec == CLIP_PRECISION_INT8) {
+		if (dnnl_memory_create(&mone, &one, engine, &ascale))
+			goto done;
+		args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, mone};
+		if (P->bmem)
+			args[na++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+			                               P->bmem};
+	} else if (P->bmem) {
+		args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, P->bmem};
+	}
+	if (dnnl_threads > 0 && omp_get_max_threads() != dnnl_threads)
+		omp_set_num_threads(dnnl_threads);
+	ok = dnnl_primitive_execute(pr->p, t->stream, na, args) == dnnl_success &&
+	     dnnl_stream_wait(t->stream) == dnnl_success;
+done:
+	if (ms)
+		dnnl_memory_destroy(ms);
+	if (md)
+		dnnl_memory_destroy(md);
+	if (msc)
+		dnnl_memory_destroy(msc);
+	if (mone)
+		dnnl_memory_destroy(mone);
+	if (ok)
+		return;
+fallback:
+	/* Out of memory, or oneDNN refused this row count: the product still
+	 * has to happen, on OpenBLAS from the float32 weights. A layer whose
+	 * float32 copy was freed after packing has no way left: its output
+	 * becomes NaN, which the caller's checks turn into an error, rather
+	 * than a wrong embedding. */
+	if (W->w) {
+		mm_weight f = *W;
+		f.packed = NULL;
+		mm_linear(n, &f, x, y, flags);
+	} else {
+		for (size_t i = 0; i < (size_t)n * W->out; i++)
+			y[i] = NAN;
+	}
+}
+
+/* Quantizes w[out][in] to int8, one scale per output row. */
+static void quantize_rows(const float *w, int out, int in, int8_t *q, float *scale)
+{
+	for (int o = 0; o < out; o++) {
+		const float *r = w + (size_t)o * in;
+		float m = 0;
+		for (int i = 0; i < in; i++)
+			m = fabsf(r[i]) > m ? fabsf(r[i]) : m;
+		float s = m > 0 ? m / 127.0f : 1.0f, inv = 1.0f / s;
+		scale[o] = s;
+		for (int i = 0; i < in; i++)
+			q[(size_t)o * in + i] = (int8_t)lrintf(r[i] * inv);
+	}
+}
+
+/* Converts the float32 weights (w[out][in] is the matrix [in][out] in
+ * column-major order: oneDNN's "ba") into P->wmem with one reorder. */
+static dnnl_status_t convert(mm_packed *P, const mm_weight *W, const void *data)
+{
+	dnnl_memory_desc_t from;
+	dnnl_dims_t dw = {W->in, W->out};
+	dnnl_data_type_t ft = P->prec == CLIP_PRECISION_INT8 ? dnnl_s8 : dnnl_f32;
+	dnnl_memory_t mfrom = NULL;
+	dnnl_primitive_desc_t rpd = NULL;
+	dnnl_primitive_t r = NULL;
+	dnnl_stream_t st = NULL;
+	dnnl_status_t s;
+
+	if ((s = dnnl_memory_desc_init_by_tag(&from, 2, dw, ft, dnnl_ba)) ||
+	    (s = dnnl_memory_create(&mfrom, &from, engine, (void *)data)) ||
+	    (s = dnnl_memory_create(&P->wmem, &P->wmd, engine, DNNL_MEMORY_ALLOCATE)) ||
+	    (s = dnnl_reorder_primitive_desc_create(&rpd, &from, engine, &P->wmd, engine, NULL)) ||
+	    (s = dnnl_primitive_create(&r, rpd)) ||
+	    (s = dnnl_stream_create(&st, engine, dnnl_stream_default_flags)))
+		goto out;
+	dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mfrom}, {DNNL_ARG_TO, P->wmem}};
+	if ((s = dnnl_primitive_execute(r, st, 2, args)) == dnnl_success)
+		s = dnnl_stream_wait(st);
+out:
+	if (st)
+		dnnl_stream_destroy(st);
+	if (r)
+		dnnl_primitive_destroy(r);
+	if (rpd)
+		dnnl_primitive_desc_destroy(rpd);
+	if (mfrom)
+		dnnl_memory_destroy(mfrom);
+	return s;
+}
+
+/* The weight layout oneDNN picks for this layer: asked with format "any"
+ * for a mid-sized product (the blocked layout depends on the CPU, the
+ * types and the layer's shape, not on the row count). */
+static dnnl_status_t pick_layout(mm_packed *P, const mm_weight *W)
+{
+	dnnl_memory_desc_t smd, wmd, dmd;
+	dnnl_dims_t ds = {64, W->in}, dw = {W->in, W->out}, dd = {64, W->out};
+	dnnl_data_type_t st = src_type(P->prec), wt = st;
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_status_t s;
+	if ((s = dnnl_memory_desc_init_by_tag(&smd, 2, ds, st, dnnl_ab)) ||
+	    (s = dnnl_memory_desc_init_by_tag(&wmd, 2, dw, wt, dnnl_format_tag_any)) ||
+	    (s = dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab)))
+		return s;
+	dnnl_matmul_desc_t md;
+	if ((s = dnnl_matmul_desc_init(&md, &smd, &wmd, NULL, &dmd)) ||
+	    (s = dnnl_primitive_attr_create(&attr)))
+		return s;
+	if (P->prec == CLIP_PRECISION_INT8)
+		s = dnnl_primitive_attr_set_output_scales(attr, W->out, 1 << 1, P->wscale);
+	if (s == dnnl_success && (s = dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL)) ==
+	                                 dnnl_success)
+		P->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	dnnl_primitive_attr_destroy(attr);
+	return s;
+}
+
+int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
+{
+	const char *why = NULL;
+	if (p == CLIP_PRECISION_AUTO || !mm_precision_supported(p, &why))
+		return clip_fail(err, CLIP_EINVAL, "cannot run %s: %s", clip_precision_name(p),
+		                 why ? why : "no precision given");
+	if (!W->w)
+		return clip_fail(err, CLIP_EINVAL, "a layer has no float32 weights to convert");
+	mm_packed *P = calloc(1, sizeof *P);
+	if (!P)
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	P->prec = p;
+	P->flags = flags;
+	pthread_mutex_init(&P->mu, NULL);
+	dnnl_status_t s = dnnl_success;
+	int8_t *q = NULL;
+	if (p == CLIP_PRECISION_INT8) {
+		q = malloc((size_t)W->in * W->out);
+		P->wscale = malloc((size_t)W->out * sizeof *P->wscale);
+		if (!q || !P->wscale)
+			s = dnnl_out_of_memory;
+		else
+			quantize_rows(W->w, W->out, W->in, q, P->wscale);
+	}
+	if (s == dnnl_success)
+		s = pick_layout(P, W);
+	if (s == dnnl_success)
+		s = convert(P, W, q ? (const void *)q : (const void *)W->w);
+	free(q);
+	if (s == dnnl_success && W->b) {
+		dnnl_memory_desc_t bmd;
+		dnnl_dims_t db = {1, W->out};
+		if ((s = dnnl_memory_desc_init_by_tag(&bmd, 2, db, dnnl_f32, dnnl_ab)) == dnnl_success &&
+		    (s = dnnl_memory_create(&P->bmem, &bmd, engine, DNNL_MEMORY_ALLOCATE)) ==
+		            dnnl_success) {
+			void *h = NULL;
+			dnnl_memory_get_data_handle(P->bmem, &h);
+			memcpy(h, W->b, (size_t)W->out * sizeof(float));
+		}
+	}
+	W->packed = P;
+	if (s != dnnl_success) {
+		mm_unpack(W);
+		return clip_fail(err, s == dnnl_out_of_memory ? CLIP_ENOMEM : CLIP_EINVAL,
+		                 "oneDNN cannot convert a %dx%d layer to %s (status %d)", W->out, W->in,
+		                 clip_precision_name(p), (int)s);
+	}
+	return CLIP_OK;
+}
+
+void mm_unpack(mm_weight *W)
+{
+	mm_packed *P = W->packed;
+	if (!P)
+		return;
+	for (int i = 0; i < P->nprims; i++)
+		dnnl_primitive_destroy(P->prims[i].p);
+	free(P->prims);
+	if (P->wmem)
+		dnnl_memory_destroy(P->wmem);
+	if (P->bmem)
+		dnnl_memory_destroy(P->bmem);
+	free(P->wscale);
+	pthread_mutex_destroy(&P->mu);
+	free(P);
+	W->packed = NULL;
+}
