@@ -322,6 +322,12 @@ int clip_precision_supported(clip_precision p, const char **why)
 	return mm_precision_supported(p, why);
 }
 
+void clip_set_threads(int n)
+{
+	if (n > 0)
+		mm_set_threads(n);
+}
+
 clip_precision clip_model_precision(const clip_model *m)
 {
 	return m->precision;

@@ -109,6 +109,10 @@ int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,
                            const clip_image_limits *limits, float *out, int *width, int *height,
                            clip_err *err);
 
+/* Threads each matrix product may use, process-wide (OpenBLAS's pool and
+ * oneDNN's OpenMP team); 0 leaves the libraries' defaults. */
+void clip_set_threads(int n);
+
 /* Encodes n preprocessed images pixels[n][3][S][S] into out[n][dim]
  * (unnormalised projection output). n <= the context's max_batch. */
 int clip_encode_images(clip_ctx *c, int n, const float *pixels, float *out, clip_err *err);

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "clip.h"
 #include "config.h"
 #include "log.h"
 
@@ -51,6 +52,7 @@ static const struct opt {
 	{"max-queue", OPT_INT, "N", 0, 0, "pending items before uploads get 503 (default 100000)"},
 	{"timeout", OPT_INT, "SECONDS", 0, 0, "idle connection timeout (default 30)"},
 	{"max-connections", OPT_INT, "N", 0, 0, "concurrent connections (default 64)"},
+	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
 	{"help", OPT_FLAG, NULL, 0, 0, "print this help"},
 };
@@ -541,6 +543,10 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	const char *factory = get_str(r, "index");
 	if (!(cfg->index_factory = strdup(factory ? factory : "exact")))
 		return fail(msg, size, "out of memory");
+	const char *prec = get_str(r, "precision");
+	if (prec && clip_precision_parse(prec, &cfg->precision) != 0)
+		return fail(msg, size, "%s: '%s' is not auto, f32, bf16 or int8",
+		            get_who(r, "precision"), prec);
 	const char *lvl = get_str(r, "log-level");
 	cfg->log_level = lvl ? log_level_parse(lvl) : LOG_LVL_INFO;
 	if (cfg->log_level < 0)

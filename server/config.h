@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "clip.h"
+
 typedef struct config {
 	char *model_dir;
 	char *data_dir;
@@ -25,6 +27,7 @@ typedef struct config {
 	int batch;             /* images per encoder batch */
 	int encoders;          /* request-time encoder contexts */
 	char *index_factory;   /* NULL: exact */
+	clip_precision precision;
 	char **allow_roots;    /* realpath'd, n_allow_roots of them */
 	int n_allow_roots;
 	char **watch_dirs;     /* --watch: realpath'd, n_watch_dirs of them */

@@ -47,7 +47,6 @@
 #include "worker.h"
 
 /* OpenBLAS's own control (model/gemm_int.h is private to the model). */
-extern void openblas_set_num_threads(int n);
 
 #define SHUTDOWN_GRACE_MS 30000
 
@@ -197,7 +196,8 @@ int main(int argc, char **argv)
 		log_error("cannot open the database: %s", se.msg);
 		goto out;
 	}
-	if (clip_model_open(cfg.model_dir, &a.model, &ce) != CLIP_OK) {
+	clip_options mo = {cfg.precision};
+	if (clip_model_open_opts(cfg.model_dir, &mo, &a.model, &ce) != CLIP_OK) {
 		log_error("cannot load the model from %s: %s", cfg.model_dir, ce.msg);
 		goto out;
 	}
@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	int blas = cores > cfg.workers ? (int)(cores / cfg.workers) : 1;
-	openblas_set_num_threads(blas);
+	clip_set_threads(blas);
 
 	snprintf(path, sizeof path, "%s/index", cfg.data_dir);
 	if (coll_open(a.st, path, cfg.index_factory, a.dim, a.model_id, &a.coll, &ae)) {
@@ -255,11 +255,12 @@ int main(int argc, char **argv)
 	store_text_count(a.st, &texts, NULL);
 	store_work_depth(a.st, &depth, NULL);
 	log_info("clipd %s: model %s (%s, dim %d, image %d px), data %s: %lld images (%lld ready), "
-	         "%lld texts, %lld queued; index %s; %d workers x %d BLAS threads, %d encoders; "
+	         "%lld texts, %lld queued; index %s; precision %s; %d workers x %d threads, %d encoders; "
 	         "auth %s",
 	         CLIPD_VERSION, cfg.model_dir, a.model_id, a.dim, clip_model_image_size(a.model),
 	         cfg.data_dir, (long long)total, (long long)ready, (long long)texts,
-	         (long long)depth, cfg.index_factory, cfg.workers, blas, cfg.encoders,
+	         (long long)depth, cfg.index_factory,
+	         clip_precision_name(clip_model_precision(a.model)), cfg.workers, blas, cfg.encoders,
 	         cfg.api_key ? "on" : "off");
 
 	if (http_start(&a, &http, &ae)) {
