@@ -13,6 +13,7 @@
  * 7-token and a 77-token text, and the process's peak RSS with the model
  * loaded. Medians over repeated runs after one warm-up run.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +53,40 @@ static long peak_rss_mb(void)
 	return kb < 0 ? -1 : kb / 1024;
 }
 
+/* --streams: one encoder thread of several running at once. */
+struct stream {
+	const clip_model *m;
+	int batch, images;
+	double seconds, rate; /* rate: images/s after its warm-up */
+	const float *pix;
+	pthread_t th;
+};
+
+static void *stream_main(void *arg)
+{
+	struct stream *s = arg;
+	clip_ctx *c;
+	float *out = malloc((size_t)s->batch * clip_model_dim(s->m) * sizeof *out);
+	if (!out || clip_ctx_new(s->m, s->batch, &c, NULL) != CLIP_OK) {
+		free(out);
+		return NULL;
+	}
+	clip_encode_images(c, s->batch, s->pix, out, NULL); /* warm-up */
+	double start = now();
+	while (now() - start < s->seconds) {
+		clip_encode_images(c, s->batch, s->pix, out, NULL);
+		s->images += s->batch;
+	}
+	s->rate = s->images / (now() - start);
+	clip_ctx_free(c);
+	free(out);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *batches = "1,8,32", *prec = "auto";
-	int threads = 2, json = 0;
+	int threads = 2, json = 0, streams = 1;
 	double seconds = 10;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -64,7 +95,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (!v) {
-			fprintf(stderr, "usage: %s --model DIR [--threads N] [--seconds S] [--batches 1,8,32] [--precision auto|f32|bf16|int8|openblas] [--json]\n", argv[0]);
+			fprintf(stderr, "usage: %s --model DIR [--threads N] [--seconds S] [--batches 1,8,32] [--precision auto|f32|bf16|int8|openblas] [--streams N] [--json]\n", argv[0]);
 			return 2;
 		}
 		i++;
@@ -78,6 +109,8 @@ int main(int argc, char **argv)
 			batches = v;
 		else if (!strcmp(a, "--precision"))
 			prec = v;
+		else if (!strcmp(a, "--streams"))
+			streams = atoi(v);
 		else {
 			fprintf(stderr, "bench/model: unknown option %s\n", a);
 			return 2;
@@ -123,6 +156,36 @@ int main(int argc, char **argv)
 	const char *pname = reference ? "openblas" : clip_precision_name(clip_model_precision(m));
 	printf("# model %s, %d threads, precision %s, open %.0f ms\n", model, threads, pname,
 	       t_open * 1e3);
+
+	/* Several encoders at once, each with threads / streams threads per
+	 * product: the other way to use the cores. Images per second of all
+	 * of them together, counted over the same wall-clock window. */
+	if (streams > 1) {
+		mm_set_threads(threads / streams > 0 ? threads / streams : 1);
+		for (const char *p = batches; *p;) {
+			int b = atoi(p);
+			p = strchr(p, ',') ? strchr(p, ',') + 1 : p + strlen(p);
+			if (b < 1)
+				continue;
+			struct stream st[16];
+			int ns = streams < 16 ? streams : 16;
+			for (int i = 0; i < ns; i++) {
+				st[i] = (struct stream){m, b, 0, seconds, 0, pix, 0};
+				pthread_create(&st[i].th, NULL, stream_main, &st[i]);
+			}
+			double total = 0;
+			for (int i = 0; i < ns; i++) {
+				pthread_join(st[i].th, NULL);
+				total += st[i].rate;
+			}
+			printf("image batch %-3d %7.1f images/s  %d streams x %d threads\n", b, total, ns,
+			       threads / ns > 0 ? threads / ns : 1);
+			if (json)
+				printf("{\"runtime\":\"clipd-%s\",\"tower\":\"image\",\"batch\":%d,"
+				       "\"streams\":%d,\"items_per_s\":%.2f}\n", pname, b, ns, total);
+		}
+		return 0;
+	}
 
 	/* Images. */
 	for (const char *p = batches; *p;) {

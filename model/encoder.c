@@ -29,7 +29,8 @@ struct clip_ctx {
 	float *qkv;      /* [B*T][3d]  q, k, v side by side in each row */
 	float *att;      /* [B*T][d]   heads concatenated */
 	float *mlp;      /* [B*T][intermediate] */
-	float *scores;   /* [T][T] */
+	float *scores;   /* attention scratch, one part per thread */
+	size_t scores_part; /* floats in each part */
 	float *patches;  /* [B*np][3*p*p] */
 	float *pooled;   /* [B][d] */
 	int *eot;        /* [B] */
@@ -72,29 +73,6 @@ static void layernorm(const float *x, float *y, int n, int d, const float *w, co
 	mm_parallel(n, n * d * 4, layernorm_rows, &j);
 }
 
-/* Softmax of each row of s[t][t]; with causal, row i keeps columns <= i
- * and the rest become 0. */
-static void softmax_rows(float *s, int t, int causal)
-{
-	for (int i = 0; i < t; i++) {
-		float *r = s + (size_t)i * t;
-		int n = causal ? i + 1 : t;
-		float mx = r[0];
-		for (int j = 1; j < n; j++)
-			mx = r[j] > mx ? r[j] : mx;
-		float sum = 0;
-		for (int j = 0; j < n; j++) {
-			r[j] = expf(r[j] - mx);
-			sum += r[j];
-		}
-		float inv = 1.0f / sum;
-		for (int j = 0; j < n; j++)
-			r[j] *= inv;
-		for (int j = n; j < t; j++)
-			r[j] = 0;
-	}
-}
-
 struct attn_job {
 	clip_ctx *c;
 	int B, T, d, H, dh, causal;
@@ -108,15 +86,14 @@ static void attention_part(void *ctx, int p0, int p1)
 	struct attn_job *j = ctx;
 	clip_ctx *c = j->c;
 	int T = j->T, d = j->d, dh = j->dh;
-	float *scores = c->scores + (p0 == 0 ? 0 : (size_t)T * T);
+	float *scores = c->scores + (p0 == 0 ? 0 : c->scores_part);
 	for (int p = p0; p < p1; p++) {
 		int b = p / j->H, hd = p % j->H;
 		const float *qkv = c->qkv + (size_t)b * T * 3 * d;
 		float *att = c->att + (size_t)b * T * d;
 		const float *q = qkv + (size_t)hd * dh, *k = q + d, *v = q + 2 * d;
-		mm_abt(T, T, dh, j->scale, q, 3 * d, k, 3 * d, scores, T);
-		softmax_rows(scores, T, j->causal);
-		mm_ab(T, dh, T, scores, T, v, 3 * d, att + (size_t)hd * dh, d);
+		mm_attention(T, dh, j->scale, j->causal, q, k, v, 3 * d, att + (size_t)hd * dh, d,
+		             scores);
 	}
 }
 
@@ -166,7 +143,10 @@ int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *e
 	c->qkv = malloc(tok * 3 * d * sizeof(float));
 	c->att = malloc(tok * d * sizeof(float));
 	c->mlp = malloc(tok * inter * sizeof(float));
-	c->scores = malloc(2 * tmax * tmax * sizeof(float)); /* one [T][T] per thread */
+	int dh = v->hidden / v->heads > t->hidden / t->heads ? v->hidden / v->heads
+	                                                      : t->hidden / t->heads;
+	c->scores_part = mm_attention_scratch((int)tmax, dh);
+	c->scores = malloc(2 * c->scores_part * sizeof(float)); /* one part per thread */
 	c->patches = malloc(B * (size_t)np * pd * sizeof(float));
 	c->pooled = malloc(B * d * sizeof(float));
 	c->eot = malloc(B * sizeof(int));

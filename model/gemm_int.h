@@ -51,13 +51,16 @@ int mm_precision_supported(clip_precision p, const char **why);
 /* Whether oneDNN is built in (and so whether f32 layers can be packed). */
 int mm_have_dnnl(void);
 
-/* c[m][n] = alpha * a[m][k] . b[n][k]^T, with leading dimensions. */
-void mm_abt(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
-            float *c, int ldc);
-
-/* c[m][n] = a[m][k] . b[k][n], with leading dimensions. */
-void mm_ab(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
-           int ldc);
+/* One head of attention over T positions (see gemm.c): out = softmax(scale
+ * * q . k^T, causal or not) . v; q, k, v rows ld floats apart, out rows ldo
+ * apart, s scratch of mm_attention_scratch(T, dh) floats. */
+void mm_attention(int T, int dh, float scale, int causal, const float *q, const float *k,
+                  const float *v, int ld, float *out, int ldo, float *s);
+static inline size_t mm_attention_scratch(int T, int dh)
+{
+	size_t T16 = ((size_t)T + 15) & ~(size_t)15;
+	return ((size_t)dh + T) * T16;
+}
 
 /* Runs fn(ctx, i0, i1) over [0, n), split between the calling thread and
  * one helper thread when there are two threads to use and work (a rough
