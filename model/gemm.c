@@ -233,9 +233,27 @@ static void pool_start(void)
 	pthread_attr_destroy(&a);
 }
 
+#ifdef _OPENMP
+#include <omp.h>
+#include <stdlib.h>
+static int use_omp = -1;
+#endif
+
 void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx)
 {
 	int want = nthreads > 0 ? nthreads : openblas_get_num_threads();
+#ifdef _OPENMP
+	if (use_omp < 0)
+		use_omp = getenv("CLIPD_POOL") && !strcmp(getenv("CLIPD_POOL"), "omp");
+	if (use_omp && n >= 2 && want >= 2 && work >= (1 << 15)) {
+#pragma omp parallel num_threads(2)
+		{
+			int t = omp_get_thread_num(), nt = omp_get_num_threads();
+			fn(ctx, (int)((long)n * t / nt), (int)((long)n * (t + 1) / nt));
+		}
+		return;
+	}
+#endif
 	/* Little work, one thread wanted, or the helper busy: run alone. */
 	if (n < 2 || want < 2 || work < (1 << 15) || pthread_mutex_trylock(&pool.use) != 0) {
 		fn(ctx, 0, n);
