@@ -20,6 +20,7 @@
 
 #include "clip_int.h"
 #include "gemm_int.h"
+#include "simd_int.h"
 
 struct clip_ctx {
 	const clip_model *m;
@@ -43,25 +44,40 @@ struct ln_job {
 	float eps;
 };
 
+/* Two passes over each row: the sum and the sum of squares of the
+ * deviations (not of the values: a row with a large mean loses nothing),
+ * then the affine map; sixteen lanes at a time. */
+MULTIVERSION
 static void layernorm_rows(void *ctx, int i0, int i1)
 {
 	struct ln_job *j = ctx;
-	const float *x = j->x, *w = j->w, *b = j->b;
-	float *y = j->y, eps = j->eps;
-	int d = j->d;
+	const float *w = j->w, *b = j->b;
+	float eps = j->eps;
+	int d = j->d, d16 = d & ~15;
 	for (int i = i0; i < i1; i++) {
-		const float *xi = x + (size_t)i * d;
-		float *yi = y + (size_t)i * d;
-		float mean = 0, var = 0;
-		for (int k = 0; k < d; k++)
+		const float *xi = j->x + (size_t)i * d;
+		float *yi = j->y + (size_t)i * d;
+		v16 acc = {0};
+		for (int k = 0; k < d16; k += 16)
+			acc += LOAD16(xi + k);
+		float mean = hsum(&acc);
+		for (int k = d16; k < d; k++)
 			mean += xi[k];
 		mean /= (float)d;
-		for (int k = 0; k < d; k++) {
-			float t = xi[k] - mean;
+		v16 var = {0};
+		for (int k = 0; k < d16; k += 16) {
+			v16 t = LOAD16(xi + k) - mean;
 			var += t * t;
 		}
-		float inv = 1.0f / sqrtf(var / (float)d + eps);
-		for (int k = 0; k < d; k++)
+		float v = hsum(&var);
+		for (int k = d16; k < d; k++)
+			v += (xi[k] - mean) * (xi[k] - mean);
+		float inv = 1.0f / sqrtf(v / (float)d + eps);
+		for (int k = 0; k < d16; k += 16) {
+			v16 t = (LOAD16(xi + k) - mean) * inv * LOAD16(w + k) + LOAD16(b + k);
+			memcpy(yi + k, &t, sizeof t);
+		}
+		for (int k = d16; k < d; k++)
 			yi[k] = (xi[k] - mean) * inv * w[k] + b[k];
 	}
 }

@@ -26,6 +26,7 @@
 
 #include "clip_int.h"
 #include "gemm_int.h"
+#include "simd_int.h"
 
 /* gemm_dnnl.c, when oneDNN is built in. */
 void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags);
@@ -38,30 +39,6 @@ void mm_dnnl_set_threads(int n);
 
 static int nthreads = 0; /* mm_set_threads; 0: follow OpenBLAS's own setting */
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTIVERSION
-#endif
-
-typedef float v16 __attribute__((vector_size(64)));
-
-/* An unaligned load. A macro, not a function: a function returning a
- * 64-byte vector has a different ABI in each target clone. */
-#define LOAD16(p)                                                                                  \
-	({                                                                                         \
-		v16 v_;                                                                            \
-		memcpy(&v_, (p), sizeof v_);                                                       \
-		v_;                                                                                \
-	})
-
-static inline __attribute__((always_inline)) float hsum(const v16 *v)
-{
-	float s = 0;
-	for (int i = 0; i < 16; i++)
-		s += (*v)[i];
-	return s;
-}
 
 /* Output columns o0..o1 of y = x . w^T + bias, for n rows of x. Four rows at
  * a time share each load of the weights and give four independent chains

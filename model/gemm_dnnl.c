@@ -42,6 +42,7 @@
 
 #include "clip_int.h"
 #include "gemm_int.h"
+#include "simd_int.h"
 
 /* One primitive of a layer, for one row count. */
 struct prim {
@@ -267,18 +268,78 @@ struct cvt_job {
 	float part[2]; /* int8: max |x| of each half */
 };
 
+/* x rounded to bfloat16, to nearest even (the top half of the float's
+ * bits, after adding half an ulp of bf16 and the tie bit). */
+MULTIVERSION
+static void cvt_bf16(const float *x, uint16_t *q, size_t n)
+{
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		v16u u;
+		memcpy(&u, x + i, sizeof u);
+		u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+		v16h h = __builtin_convertvector(u, v16h);
+		memcpy(q + i, &h, sizeof h);
+	}
+	for (; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, x + i, sizeof u);
+		q[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+	}
+}
+
+MULTIVERSION
+static float absmax(const float *x, size_t n)
+{
+	v16u m = {0}; /* |x| as bits: ordered like the floats (NaN aside) */
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		v16u u;
+		memcpy(&u, x + i, sizeof u);
+		u &= 0x7fffffffu;
+		v16u gt = (v16u)(u > m);
+		m = (u & gt) | (m & ~gt);
+	}
+	uint32_t r = 0;
+	for (int k = 0; k < 16; k++)
+		r = m[k] > r ? m[k] : r;
+	for (; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, x + i, sizeof u);
+		u &= 0x7fffffffu;
+		r = u > r ? u : r;
+	}
+	float f;
+	memcpy(&f, &r, sizeof f);
+	return f;
+}
+
+/* x * inv rounded to nearest even (adding and taking away 1.5 * 2^23 leaves
+ * the rounded value for |v| < 2^22), then narrowed; |x * inv| <= 127. */
+MULTIVERSION
+static void cvt_int8(const float *x, int8_t *q, size_t n, float inv)
+{
+	const float magic = 12582912.0f;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		v16 t = LOAD16(x + i) * inv;
+		t = (t + magic) - magic;
+		v16b b = __builtin_convertvector(__builtin_convertvector(t, v16i), v16b);
+		memcpy(q + i, &b, sizeof b);
+	}
+	for (; i < n; i++) {
+		float t = (x[i] * inv + magic) - magic;
+		q[i] = (int8_t)t;
+	}
+}
+
 static void to_bf16_part(void *ctx, int c0, int c1)
 {
 	struct cvt_job *j = ctx;
 	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
 	if (i1 > j->n)
 		i1 = j->n;
-	const uint32_t *x = (const uint32_t *)j->x;
-	uint16_t *q = j->q;
-	for (size_t i = i0; i < i1; i++) {
-		uint32_t u = x[i];
-		q[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-	}
+	cvt_bf16(j->x + i0, (uint16_t *)j->q + i0, i1 - i0);
 }
 
 static void absmax_part(void *ctx, int c0, int c1)
@@ -287,12 +348,7 @@ static void absmax_part(void *ctx, int c0, int c1)
 	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
 	if (i1 > j->n)
 		i1 = j->n;
-	float m = 0;
-	for (size_t i = i0; i < i1; i++) {
-		float a = fabsf(j->x[i]);
-		m = a > m ? a : m;
-	}
-	j->part[c0 == 0 ? 0 : 1] = m;
+	j->part[c0 == 0 ? 0 : 1] = absmax(j->x + i0, i1 - i0);
 }
 
 static void to_int8_part(void *ctx, int c0, int c1)
@@ -301,12 +357,7 @@ static void to_int8_part(void *ctx, int c0, int c1)
 	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
 	if (i1 > j->n)
 		i1 = j->n;
-	int8_t *q = j->q;
-	float inv = j->inv;
-	for (size_t i = i0; i < i1; i++) {
-		/* |x * inv| <= 127 by construction of inv. */
-		q[i] = (int8_t)lrintf(j->x[i] * inv);
-	}
+	cvt_int8(j->x + i0, (int8_t *)j->q + i0, i1 - i0, j->inv);
 }
 
 void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
