@@ -533,6 +533,8 @@ static dnnl_status_t pick_layout(mm_packed *P, const mm_weight *W)
 int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
 {
 	const char *why = NULL;
+	if (!mm_have_dnnl())
+		return clip_fail(err, CLIP_EINVAL, "oneDNN could not start a CPU engine");
 	if (p == CLIP_PRECISION_AUTO || !mm_precision_supported(p, &why))
 		return clip_fail(err, CLIP_EINVAL, "cannot run %s: %s", clip_precision_name(p),
 		                 why ? why : "no precision given");
