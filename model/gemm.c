@@ -122,16 +122,24 @@ void mm_attention(int T, int dh, float scale, int causal, const float *q, const 
 				memcpy(sc + (size_t)(i0 + r) * T16 + j, acc[r], sizeof a0);
 		}
 	}
+	const v16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 	for (int i = 0; i < T; i++) {
 		float *r = sc + (size_t)i * T16;
 		int n = causal ? i + 1 : T;
 		float mx = r[0], sum = 0;
 		for (int j = 1; j < n; j++)
 			mx = r[j] > mx ? r[j] : mx;
-		for (int j = 0; j < n; j++) {
-			r[j] = expf(r[j] - mx);
-			sum += r[j];
+		/* Sixteen at a time; lanes at or past n become 0. */
+		v16 vs = {0};
+		for (int j = 0; j < n; j += 16) {
+			v16 e = LOAD16(r + j) - mx;
+			vexp(&e);
+			v16i keep = (v16i)(lane < (float)(n - j));
+			e = (v16)((v16i)e & keep);
+			memcpy(r + j, &e, sizeof e);
+			vs += e;
 		}
+		sum = hsum(&vs);
 		float inv = 1.0f / sum;
 		float *o = out + (size_t)i * ldo;
 		int d = 0;
