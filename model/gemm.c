@@ -1,5 +1,7 @@
 /*
- * gemm.c: the float32 matrix products (see gemm_int.h).
+ * gemm.c: the float32 products on OpenBLAS (the reference backend), the
+ * attention kernel both backends use, and the helper thread (see
+ * gemm_int.h). Layers packed for oneDNN go to gemm_dnnl.c.
  *
  * Large products go to OpenBLAS. A linear layer over a few rows (a short
  * text: 7 tokens) is a different problem: it reads every weight once and
