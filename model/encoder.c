@@ -133,6 +133,17 @@ static void block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, i
 	mm_linear(N, &L->fc2, c->mlp, c->x, MM_ACCUMULATE);
 }
 
+/* A product that could not run (out of memory for a converted layer,
+ * gemm_dnnl.c) leaves NaN behind: an error here, never a stored vector. */
+static int check_finite(const float *v, size_t n, clip_err *err)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(v[i]))
+			return clip_fail(err, CLIP_ENOMEM, "the encoder produced a non-finite value "
+			                 "(out of memory, or a damaged checkpoint)");
+	return CLIP_OK;
+}
+
 int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *err)
 {
 	*out = NULL;
@@ -236,7 +247,7 @@ int clip_encode_images(clip_ctx *c, int B, const float *pixels, float *out, clip
 		layernorm(c->x + (size_t)b * T * d, c->pooled + (size_t)b * d, 1, d, tw->post_ln_w,
 		          tw->post_ln_b, cfg->eps);
 	mm_linear(B, &tw->proj, c->pooled, out, 0);
-	return CLIP_OK;
+	return check_finite(out, (size_t)B * c->m->cfg.projection, err);
 }
 
 int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_err *err)
@@ -290,7 +301,7 @@ int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_e
 		layernorm(c->x + ((size_t)b * T + c->eot[b]) * d, c->pooled + (size_t)b * d, 1, d,
 		          tw->post_ln_w, tw->post_ln_b, cfg->eps);
 	mm_linear(B, &tw->proj, c->pooled, out, 0);
-	return CLIP_OK;
+	return check_finite(out, (size_t)B * c->m->cfg.projection, err);
 }
 
 void clip_normalize(float *v, int dim)

@@ -49,7 +49,18 @@ struct prim {
 	int n, flags;
 	dnnl_primitive_t p;
 	size_t scratch;   /* bytes of scratchpad it needs */
+	int refs;         /* threads running it now: never evicted while > 0 */
+	int temp;         /* not in the cache: destroyed when its user is done */
+	uint64_t used;    /* P->clock at its last use */
 };
+
+/* Primitives kept per layer. A text batch's row count is batch x longest
+ * text, so a server meets hundreds of row counts; each primitive holds
+ * about 23 KB (measured on tiny-clip-a), and one per count per layer grew
+ * without bound. Past this many, the least recently used one that no
+ * thread is running is replaced; making a primitive again costs tens of
+ * microseconds (oneDNN keeps its generated code in its own cache). */
+#define MAX_PRIMS 24
 
 struct mm_packed {
 	clip_precision prec;
@@ -58,9 +69,10 @@ struct mm_packed {
 	dnnl_memory_t wmem;       /* the converted weights */
 	dnnl_memory_t bmem;       /* bias [1][out] float32, or NULL */
 	float *wscale;            /* int8: per output channel */
-	pthread_mutex_t mu;       /* guards the primitives */
-	struct prim *prims;
-	int nprims, cap;
+	pthread_mutex_t mu;       /* guards prims, nprims, clock and each prim's refs, used */
+	struct prim *prims[MAX_PRIMS];
+	int nprims;
+	uint64_t clock;
 };
 
 static dnnl_engine_t engine;
@@ -230,32 +242,68 @@ out:
 	return s;
 }
 
-/* The primitive for n rows with these flags, made on first use. */
+/* The primitive for n rows with these flags, made on first use, with a
+ * reference held for the caller (put_prim gives it back). Entries are
+ * allocated one by one, so a pointer stays valid while its reference is
+ * held, whatever other threads add or evict meanwhile. */
 static struct prim *get_prim(mm_packed *P, const mm_weight *W, int n, int flags)
 {
 	struct prim *r = NULL;
 	pthread_mutex_lock(&P->mu);
 	for (int i = 0; i < P->nprims; i++)
-		if (P->prims[i].n == n && P->prims[i].flags == flags) {
-			r = &P->prims[i];
-			goto out;
+		if (P->prims[i]->n == n && P->prims[i]->flags == flags) {
+			r = P->prims[i];
+			goto found;
 		}
-	if (P->nprims == P->cap) {
-		int cap = P->cap ? 2 * P->cap : 8;
-		struct prim *g = realloc(P->prims, (size_t)cap * sizeof *g);
-		if (!g)
-			goto out;
-		P->prims = g;
-		P->cap = cap;
+	int slot = P->nprims;
+	if (slot == MAX_PRIMS) {
+		slot = -1;
+		for (int i = 0; i < P->nprims; i++)
+			if (P->prims[i]->refs == 0 &&
+			    (slot < 0 || P->prims[i]->used < P->prims[slot]->used))
+				slot = i;
+		/* Every one in use (as many threads as entries): this one is
+		 * made for this call only. */
 	}
-	struct prim np = {n, flags, NULL, 0};
-	if (make_prim(P, W, n, flags, &np.p, &np.scratch) != dnnl_success)
+	struct prim *np = calloc(1, sizeof *np);
+	if (!np)
 		goto out;
-	P->prims[P->nprims] = np;
-	r = &P->prims[P->nprims++];
+	np->n = n;
+	np->flags = flags;
+	if (make_prim(P, W, n, flags, &np->p, &np->scratch) != dnnl_success) {
+		free(np);
+		goto out;
+	}
+	if (slot < 0) {
+		np->temp = 1;
+	} else {
+		if (slot < P->nprims) {
+			dnnl_primitive_destroy(P->prims[slot]->p);
+			free(P->prims[slot]);
+		} else {
+			P->nprims++;
+		}
+		P->prims[slot] = np;
+	}
+	r = np;
+found:
+	r->refs++;
+	r->used = ++P->clock;
 out:
 	pthread_mutex_unlock(&P->mu);
 	return r;
+}
+
+static void put_prim(mm_packed *P, struct prim *r)
+{
+	if (r->temp) {
+		dnnl_primitive_destroy(r->p);
+		free(r);
+		return;
+	}
+	pthread_mutex_lock(&P->mu);
+	r->refs--;
+	pthread_mutex_unlock(&P->mu);
 }
 
 /* Rounding float32 to bfloat16, to nearest even; the conversion of a
@@ -432,9 +480,13 @@ done:
 		dnnl_memory_destroy(msc);
 	if (mone)
 		dnnl_memory_destroy(mone);
-	if (ok)
+	if (ok) {
+		put_prim(P, pr);
 		return;
+	}
 fallback:
+	if (pr)
+		put_prim(P, pr);
 	/* Out of memory, or oneDNN refused this row count: the product still
 	 * has to happen, on OpenBLAS from the float32 weights. A layer whose
 	 * float32 copy was freed after packing has no way left: its output
@@ -587,9 +639,10 @@ void mm_unpack(mm_weight *W)
 	mm_packed *P = W->packed;
 	if (!P)
 		return;
-	for (int i = 0; i < P->nprims; i++)
-		dnnl_primitive_destroy(P->prims[i].p);
-	free(P->prims);
+	for (int i = 0; i < P->nprims; i++) {
+		dnnl_primitive_destroy(P->prims[i]->p);
+		free(P->prims[i]);
+	}
 	if (P->wmem)
 		dnnl_memory_destroy(P->wmem);
 	if (P->bmem)
