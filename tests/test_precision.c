@@ -100,6 +100,31 @@ static int run(const char *cmd)
 	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Runs this program again in child mode (argv[1] = mode), with oneDNN's
+ * ISA capped at AVX2 when cap_isa; returns its exit status, or 128 + the
+ * signal that ended it. Not fork alone: the helper threads of the model
+ * and of OpenMP would be missing in the child. */
+static int run_self(const char *mode, int cap_isa)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (cap_isa) {
+			/* ONEDNN_ in oneDNN 2.x; DNNL_ for older names. */
+			setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+			setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
+		}
+		execl("/proc/self/exe", "test_precision", mode, (char *)NULL);
+		_exit(126);
+	}
+	int st = 0;
+	if (waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
 /* ---- inputs and encoding ------------------------------------------------- */
 
 /* A set of inputs: preprocessed images and tokenized texts. */
@@ -772,7 +797,7 @@ static float max_diff(const float *a, const float *b, size_t n, int D, const con
 	return m;
 }
 
-static void t_concurrent_bf16(void)
+static void concurrent_child(void)
 {
 	const clip_precision p = CLIP_PRECISION_BF16;
 	const clip_model *r = reference;
@@ -860,6 +885,16 @@ static void t_concurrent_bf16(void)
 	free(b);
 }
 
+/* In a child process of its own (run_self): a crash there is this case's
+ * failure, and the cases after it still run. */
+static void t_concurrent_bf16(void)
+{
+	int code = run_self("--concurrent", 0);
+	CHECKF(code == 0, "the two-thread child %s %d%s", code > 128 ? "died of signal" : "exited with",
+	       code > 128 ? code - 128 : code,
+	       code > 128 ? " (a sanitizer's report, if any, is on stderr)" : "");
+}
+
 /* ---- case 5: refusals and names ------------------------------------------ */
 
 /* Child mode (--capped-isa): oneDNN was started with its ISA capped at
@@ -915,24 +950,13 @@ static void t_unsupported_precision(void)
 		CHECK(m == NULL);
 		CHECKF(why && strstr(err.msg, why), "message \"%s\" lacks \"%s\"", err.msg, why ? why : "?");
 	}
-	/* Elsewhere: the same process started again with oneDNN capped at
-	 * AVX2 (ONEDNN_MAX_CPU_ISA; DNNL_ for older names). */
-	fflush(stdout);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
-		setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
-		execl("/proc/self/exe", "test_precision", "--capped-isa", (char *)NULL);
-		_exit(126);
-	}
-	int st = 0;
-	REQUIRE(waitpid(pid, &st, 0) == pid);
-	int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	/* Elsewhere: the same program started again with oneDNN capped at
+	 * AVX2. */
+	int code = run_self("--capped-isa", 1);
 	if (code == 77)
 		printf("# the ISA cap did not take: refusal checked only where the CPU lacks support\n");
 	else
-		CHECKF(code == 0, "child with the ISA capped at AVX2: exit %d", code);
+		CHECKF(code == 0, "child with the ISA capped at AVX2: status %d", code);
 }
 
 static void t_invalid_precision(void)
@@ -1071,27 +1095,70 @@ static void t_degenerate_inputs(void)
 	free(emb);
 }
 
+/* The kit, the reference model and its embeddings of the kit's inputs;
+ * on failure, why in msg. */
+static int setup(char *msg, size_t n)
+{
+	char p[1200];
+	snprintf(p, sizeof p, "%s/expected.json", tiny);
+	json_error_t jerr;
+	expected = json_load_file(p, 0, &jerr);
+	clip_err err = {0};
+	if (!expected) {
+		snprintf(msg, n, "%s: %s", p, jerr.text);
+		return -1;
+	}
+	if (clip_model_open(tiny, &reference, &err) != CLIP_OK) {
+		snprintf(msg, n, "%s: %s", tiny, err.msg);
+		return -1;
+	}
+	if (ref_set_prepare(&tiny_set, reference, 64, 1, 64) != 0) {
+		snprintf(msg, n, "%s: cannot encode the kit's inputs", tiny);
+		return -1;
+	}
+	return 0;
+}
+
+static void teardown(void)
+{
+	ref_set_free(&tiny_set);
+	clip_model_close(reference);
+	json_decref(expected);
+}
+
 int main(int argc, char **argv)
 {
 	const char *r = getenv("CLIPD_REFERENCE");
 	snprintf(ref, sizeof ref, "%s", r && *r ? r : "../shared/reference");
 	snprintf(tiny, sizeof tiny, "%s/tiny-clip-a", ref);
-	if (argc > 1 && strcmp(argv[1], "--capped-isa") == 0)
-		return capped_isa_child();
+	/* Child modes (run_self): diagnostics on stdout, line by line so that
+	 * a crash keeps them; the exit status is the verdict. */
+	if (argc > 1) {
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		if (strcmp(argv[1], "--capped-isa") == 0)
+			return capped_isa_child();
+		if (strcmp(argv[1], "--concurrent") == 0) {
+			char msg[1400];
+			if (setup(msg, sizeof msg) != 0) {
+				printf("# %s\n", msg);
+				teardown();
+				return 1;
+			}
+			concurrent_child();
+			teardown();
+			return tap_case_failed;
+		}
+		return 2;
+	}
 	const char *t = getenv("TMPDIR");
 	snprintf(tmp, sizeof tmp, "%s/test_precision.XXXXXX", t && *t ? t : "/tmp");
 	if (!mkdtemp(tmp)) {
 		perror("mkdtemp");
 		return 1;
 	}
-	char p[1200];
-	snprintf(p, sizeof p, "%s/expected.json", tiny);
-	json_error_t jerr;
-	expected = json_load_file(p, 0, &jerr);
-	clip_err err;
-	if (!expected || clip_model_open(tiny, &reference, &err) != CLIP_OK ||
-	    ref_set_prepare(&tiny_set, reference, 64, 1, 64) != 0) {
-		printf("not ok 1 - reference kit at %s: %s\n1..1\n", tiny, expected ? err.msg : jerr.text);
+	char p[1400];
+	if (setup(p, sizeof p) != 0) {
+		printf("not ok 1 - reference kit: %s\n1..1\n", p);
 		return 1;
 	}
 
@@ -1121,9 +1188,7 @@ int main(int argc, char **argv)
 	TAP_RUN(t_precision_names);
 	TAP_RUN(t_degenerate_inputs);
 
-	ref_set_free(&tiny_set);
-	clip_model_close(reference);
-	json_decref(expected);
+	teardown();
 	snprintf(p, sizeof p, "rm -rf '%s'", tmp);
 	if (run(p) != 0)
 		printf("# could not remove %s\n", tmp);
