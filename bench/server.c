@@ -4,7 +4,8 @@
  *
  *   build/bench/server [--model DIR] [--items 100000] [--images 200]
  *       [--clients 1,8,32] [--seconds 10] [--batch 16] [--workers N]
- *       [--index exact] [--tmp DIR] [--sources DIR] [--keep] [--json]
+ *       [--index exact] [--precision auto|f32|bf16|int8] [--tmp DIR]
+ *       [--sources DIR] [--keep] [--json]
  *
  * 1. Search. A data directory with --items images is built without
  *    encoding any: clipd is started once on an empty directory so that it
@@ -27,6 +28,13 @@
  *    daemon's batch size, with its workers x BLAS threads, is measured in
  *    this process just before; the ratio is the pipeline's efficiency
  *    (target >= 85%).
+ *
+ * --precision (default auto) is passed to clipd as its --precision and
+ * opens this process's model with clip_model_open_opts the same way, so
+ * the bare figures and the daemon's are of the same number format; the
+ * header prints the precision auto resolved to. Threads per product are
+ * set with clip_set_threads, as clipd's main.c does (OpenBLAS's pool and
+ * oneDNN's OpenMP team).
  *
  * Without --model a ViT-B/32-shaped checkpoint with random weights is
  * written by clip-mkmodel (605 MB, speed does not depend on the values).
@@ -57,9 +65,6 @@
 #include "server_int.h"
 #include "store.h"
 
-/* OpenBLAS's own control, set exactly as clipd's main.c sets it. */
-extern void openblas_set_num_threads(int n);
-
 #define MAX_LEVELS 16
 #define PHOTO_W 640
 #define PHOTO_H 480
@@ -82,6 +87,7 @@ static const char *const queries[] = {
 
 struct opts {
 	const char *model, *tmp, *sources, *clipd, *mkmodel, *index;
+	clip_precision precision;
 	long items;
 	int images, batch, workers, keep, json;
 	int clients[MAX_LEVELS], nlevels;
@@ -92,6 +98,7 @@ struct opts {
 /* Figures of one run, printed at the end. */
 struct figures {
 	int cores, workers, blas, dim;
+	const char *precision;  /* what the model runs in ("bf16" for auto here) */
 	double mkmodel_s;
 	/* search */
 	double prebuild_s, insert_s, embed_s;
@@ -113,8 +120,9 @@ struct figures {
 static void usage(FILE *f)
 {
 	fputs("usage: bench/server [--model DIR] [--items 100000] [--images 200] [--clients 1,8,32]\n"
-	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact] [--tmp DIR]\n"
-	      "       [--sources DIR] [--clipd PATH] [--mkmodel PATH] [--seed N] [--keep] [--json]\n"
+	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact]\n"
+	      "       [--precision auto|f32|bf16|int8] [--tmp DIR] [--sources DIR] [--clipd PATH]\n"
+	      "       [--mkmodel PATH] [--seed N] [--keep] [--json]\n"
 	      "Search QPS and latency over HTTP with --items stored images, and bulk ingest\n"
 	      "images/s against the bare encoder. --items 0 or --images 0 skips a part.\n"
 	      "Without --model, a ViT-B/32-shaped checkpoint is written with clip-mkmodel.\n",
@@ -199,6 +207,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->workers = atoi(v);
 		else if (!strcmp(a, "--index"))
 			o->index = v;
+		else if (!strcmp(a, "--precision")) {
+			if (clip_precision_parse(v, &o->precision)) {
+				fprintf(stderr, "bench/server: --precision takes auto, f32, bf16 or int8\n");
+				return -1;
+			}
+		}
 		else if (!strcmp(a, "--tmp"))
 			o->tmp = v;
 		else if (!strcmp(a, "--sources"))
@@ -453,7 +467,7 @@ static int start_clipd(const struct opts *o, const char *data_dir, const char *a
                        const char *log_path, bs_daemon *d, char *msg, size_t msg_size)
 {
 	char batch[16], workers[16];
-	char *argv[20];
+	char *argv[24];
 	int n = 0;
 	snprintf(batch, sizeof batch, "%d", o->batch);
 	snprintf(workers, sizeof workers, "%d", o->workers);
@@ -466,6 +480,8 @@ static int start_clipd(const struct opts *o, const char *data_dir, const char *a
 	argv[n++] = batch;
 	argv[n++] = "--index";
 	argv[n++] = (char *)o->index;
+	argv[n++] = "--precision";
+	argv[n++] = (char *)clip_precision_name(o->precision);
 	if (o->workers) {
 		argv[n++] = "--workers";
 		argv[n++] = workers;
@@ -722,9 +738,9 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 	if (fg->ingest_done) {
 		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
 		printf("\ningest: POST /v1/ingest {\"dir\"}, %d JPEGs %dx%d (%.1f MB), batch %d, workers %d "
-		       "x BLAS threads %d\n",
+		       "x BLAS threads %d, precision %s\n",
 		       o->images, PHOTO_W, PHOTO_H, (double)fg->photo_bytes / 1e6, o->batch, fg->workers,
-		       fg->blas);
+		       fg->blas, fg->precision);
 		printf("  accepted (202) after %.2f s, job done after %.2f s: %ld done, %ld failed\n",
 		       fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed);
 		printf("  clipd ingest   %7.2f images/s\n", ips);
@@ -762,11 +778,12 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 	if (fg->ingest_done) {
 		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
 		printf("{\"bench\":\"server\",\"figure\":\"ingest\",\"images\":%d,\"width\":%d,\"height\":%d,"
-		       "\"bytes\":%lld,\"batch\":%d,\"workers\":%d,\"blas_threads\":%d,\"ack_s\":%.3f,"
+		       "\"bytes\":%lld,\"batch\":%d,\"workers\":%d,\"blas_threads\":%d,"
+		       "\"precision\":\"%s\",\"ack_s\":%.3f,"
 		       "\"done_s\":%.3f,\"done\":%ld,\"failed\":%ld,\"images_per_s\":%.3f,"
 		       "\"encoder_images_per_s\":%.3f,\"ratio\":%.4f}\n",
 		       o->images, PHOTO_W, PHOTO_H, (long long)fg->photo_bytes, o->batch, fg->workers,
-		       fg->blas, fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed, ips, fg->bare_ips,
+		       fg->blas, fg->precision, fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed, ips, fg->bare_ips,
 		       fg->bare_ips > 0 ? ips / fg->bare_ips : 0);
 	}
 }
@@ -791,7 +808,7 @@ int main(int argc, char **argv)
 	/* clipd's defaults (server/config.c, server/main.c). */
 	fg.workers = o.workers ? o.workers : fg.cores / 2 > 0 ? fg.cores / 2 : 1;
 	fg.blas = fg.cores > fg.workers ? fg.cores / fg.workers : 1;
-	openblas_set_num_threads(fg.blas);
+	clip_set_threads(fg.blas);
 
 	if (!(tmp = bs_mkdtemp(o.tmp, msg, sizeof msg))) {
 		rc = -1;
@@ -810,14 +827,18 @@ int main(int argc, char **argv)
 		fg.mkmodel_s = bs_now() - t0;
 		o.model = model_dir;
 	}
-	if (clip_model_open(o.model, &m, &ce) != CLIP_OK) {
+	clip_options mo = {o.precision};
+	if (clip_model_open_opts(o.model, &mo, &m, &ce) != CLIP_OK) {
 		rc = bs_fail(msg, sizeof msg, "%s: %s", o.model, ce.msg);
 		goto out;
 	}
 	fg.dim = clip_model_dim(m);
-	printf("# bench/server: model %s (dim %d), %d cores; clipd %s: workers %d x BLAS threads %d, "
-	       "batch %d, index %s\n",
-	       o.model, fg.dim, fg.cores, o.clipd, fg.workers, fg.blas, o.batch, o.index);
+	fg.precision = clip_precision_name(clip_model_precision(m));
+	printf("# bench/server: model %s (dim %d), precision %s (asked %s), %d cores; clipd %s: "
+	       "workers %d x BLAS threads %d, batch %d, index %s\n",
+	       o.model, fg.dim, clip_precision_name(clip_model_precision(m)),
+	       clip_precision_name(o.precision), fg.cores, o.clipd, fg.workers, fg.blas, o.batch,
+	       o.index);
 	/* Both this process and clipd inherit these; on a busy machine the
 	 * OpenMP wait policy alone changes short text encodes several-fold. */
 	const char *env[] = {"OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
