@@ -11,7 +11,9 @@
  * - HTTP: libmicrohttpd's listening thread and one thread per connection
  *   (http.c). They parse, validate, store uploads, and run request-time
  *   encodes on the encoder pool (encoder.c, --encoders contexts).
- * - Workers: --workers background threads (worker.c) that drain the queue.
+ * - Workers: --workers background workers (worker.c) that drain the queue,
+ *   each an encoder thread and a decoder thread that prepares the next
+ *   batch meanwhile.
  * - Watcher: one thread for the --watch directories (watch.c), started
  *   after the workers and stopped before them.
  * - BLAS: every encode call runs on OpenBLAS threads. The machine's cores
