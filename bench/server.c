@@ -4,8 +4,8 @@
  *
  *   build/bench/server [--model DIR] [--items 100000] [--images 200]
  *       [--clients 1,8,32] [--seconds 10] [--batch 16] [--workers N]
- *       [--index exact] [--precision auto|f32|bf16|int8] [--tmp DIR]
- *       [--sources DIR] [--keep] [--json]
+ *       [--index exact] [--precision auto|f32|bf16|int8] [--photo-size 640x480]
+ *       [--fast-decode] [--tmp DIR] [--sources DIR] [--keep] [--json]
  *
  * 1. Search. A data directory with --items images is built without
  *    encoding any: clipd is started once on an empty directory so that it
@@ -21,7 +21,8 @@
  *    the same queries (measured in this process just before, with the
  *    daemon's thread count) and, from GET /metrics, the daemon's own mean
  *    encode time per query, over the mean request latency.
- * 2. Ingest. --images distinct 640x480 JPEGs are written (bench/photos.c),
+ * 2. Ingest. --images distinct JPEGs of --photo-size (640x480) are written
+ *    (bench/photos.c; clipd gets --fast-decode when given),
  *    a fresh clipd gets POST /v1/ingest {"dir": ...} (the directory under
  *    --allow-root), and the time from the request until GET /v1/jobs/{id}
  *    says "done" gives images/s. The bare encoder's images/s at the
@@ -66,8 +67,6 @@
 #include "store.h"
 
 #define MAX_LEVELS 16
-#define PHOTO_W 640
-#define PHOTO_H 480
 #define PREBUILD_BATCH 1000
 #define START_TIMEOUT_S 900
 #define STOP_TIMEOUT_S 120
@@ -90,6 +89,7 @@ struct opts {
 	clip_precision precision;
 	long items;
 	int images, batch, workers, keep, json;
+	int photo_w, photo_h, fast_decode;
 	int clients[MAX_LEVELS], nlevels;
 	double seconds;
 	uint64_t seed;
@@ -121,8 +121,9 @@ static void usage(FILE *f)
 {
 	fputs("usage: bench/server [--model DIR] [--items 100000] [--images 200] [--clients 1,8,32]\n"
 	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact]\n"
-	      "       [--precision auto|f32|bf16|int8] [--tmp DIR] [--sources DIR] [--clipd PATH]\n"
-	      "       [--mkmodel PATH] [--seed N] [--keep] [--json]\n"
+	      "       [--precision auto|f32|bf16|int8] [--photo-size 640x480] [--fast-decode]\n"
+	      "       [--tmp DIR] [--sources DIR] [--clipd PATH] [--mkmodel PATH] [--seed N]\n"
+	      "       [--keep] [--json]\n"
 	      "Search QPS and latency over HTTP with --items stored images, and bulk ingest\n"
 	      "images/s against the bare encoder. --items 0 or --images 0 skips a part.\n"
 	      "Without --model, a ViT-B/32-shaped checkpoint is written with clip-mkmodel.\n",
@@ -169,6 +170,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	char bdir[PATH_MAX];
 	const char *t = getenv("TMPDIR");
 	*o = (struct opts){.items = 100000, .images = 200, .batch = 16, .seconds = 10,
+	                   .photo_w = 640, .photo_h = 480,
 	                   .tmp = t && *t ? t : "/tmp", .index = "exact", .seed = 1};
 	o->nlevels = parse_list("1,8,32", o->clients, MAX_LEVELS);
 	for (int i = 1; i < argc; i++) {
@@ -181,6 +183,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			continue;
 		} else if (!strcmp(a, "--keep")) {
 			o->keep = 1;
+			continue;
+		} else if (!strcmp(a, "--fast-decode")) {
+			o->fast_decode = 1;
 			continue;
 		}
 		if (!v) {
@@ -207,6 +212,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->workers = atoi(v);
 		else if (!strcmp(a, "--index"))
 			o->index = v;
+		else if (!strcmp(a, "--photo-size")) {
+			if (sscanf(v, "%dx%d", &o->photo_w, &o->photo_h) != 2 || o->photo_w < 16 ||
+			    o->photo_h < 16 || o->photo_w > 10000 || o->photo_h > 10000) {
+				fprintf(stderr, "bench/server: --photo-size takes WxH, 16..10000 each\n");
+				return -1;
+			}
+		}
 		else if (!strcmp(a, "--precision")) {
 			if (clip_precision_parse(v, &o->precision)) {
 				fprintf(stderr, "bench/server: --precision takes auto, f32, bf16 or int8\n");
@@ -486,6 +498,8 @@ static int start_clipd(const struct opts *o, const char *data_dir, const char *a
 		argv[n++] = "--workers";
 		argv[n++] = workers;
 	}
+	if (o->fast_decode)
+		argv[n++] = "--fast-decode";
 	if (allow_root) {
 		argv[n++] = "--allow-root";
 		argv[n++] = (char *)allow_root;
@@ -627,10 +641,10 @@ static int run_ingest(const struct opts *o, const clip_model *m, const char *dir
 	snprintf(data, sizeof data, "%s/ingest-data", dir);
 	snprintf(log, sizeof log, "%s/clipd-ingest.log", dir);
 
-	fprintf(stderr, "# ingest: writing %d JPEGs %dx%d\n", o->images, PHOTO_W, PHOTO_H);
+	fprintf(stderr, "# ingest: writing %d JPEGs %dx%d\n", o->images, o->photo_w, o->photo_h);
 	if (mkdir(photos, 0755) != 0)
 		return bs_fail(msg, msg_size, "mkdir %s: %s", photos, strerror(errno));
-	if ((rc = bs_make_photos(photos, o->images, PHOTO_W, PHOTO_H, o->sources, o->seed,
+	if ((rc = bs_make_photos(photos, o->images, o->photo_w, o->photo_h, o->sources, o->seed,
 	                         &fg->photo_bytes, msg, msg_size)))
 		return rc;
 
@@ -738,9 +752,9 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 	if (fg->ingest_done) {
 		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
 		printf("\ningest: POST /v1/ingest {\"dir\"}, %d JPEGs %dx%d (%.1f MB), batch %d, workers %d "
-		       "x BLAS threads %d, precision %s\n",
-		       o->images, PHOTO_W, PHOTO_H, (double)fg->photo_bytes / 1e6, o->batch, fg->workers,
-		       fg->blas, fg->precision);
+		       "x BLAS threads %d, precision %s%s\n",
+		       o->images, o->photo_w, o->photo_h, (double)fg->photo_bytes / 1e6, o->batch, fg->workers,
+		       fg->blas, fg->precision, o->fast_decode ? ", --fast-decode" : "");
 		printf("  accepted (202) after %.2f s, job done after %.2f s: %ld done, %ld failed\n",
 		       fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed);
 		printf("  clipd ingest   %7.2f images/s\n", ips);
@@ -779,11 +793,11 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
 		printf("{\"bench\":\"server\",\"figure\":\"ingest\",\"images\":%d,\"width\":%d,\"height\":%d,"
 		       "\"bytes\":%lld,\"batch\":%d,\"workers\":%d,\"blas_threads\":%d,"
-		       "\"precision\":\"%s\",\"ack_s\":%.3f,"
+		       "\"precision\":\"%s\",\"fast_decode\":%s,\"ack_s\":%.3f,"
 		       "\"done_s\":%.3f,\"done\":%ld,\"failed\":%ld,\"images_per_s\":%.3f,"
 		       "\"encoder_images_per_s\":%.3f,\"ratio\":%.4f}\n",
-		       o->images, PHOTO_W, PHOTO_H, (long long)fg->photo_bytes, o->batch, fg->workers,
-		       fg->blas, fg->precision, fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed, ips, fg->bare_ips,
+		       o->images, o->photo_w, o->photo_h, (long long)fg->photo_bytes, o->batch, fg->workers,
+		       fg->blas, fg->precision, o->fast_decode ? "true" : "false", fg->ack_s, fg->done_s, fg->ingested, fg->ingest_failed, ips, fg->bare_ips,
 		       fg->bare_ips > 0 ? ips / fg->bare_ips : 0);
 	}
 }
