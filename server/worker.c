@@ -11,14 +11,29 @@
  *   encoder's speed as long as a batch decodes faster than it encodes
  *   (bench/server). Every buffer is sized once at start: nothing in the
  *   loop allocates but the store's strings and libvips' own buffers.
- * - Why a decoder per worker and not a shared pool: the workers'
- *   products already take every core (workers x threads per product =
- *   cores, main.c). On 2 cores (1 worker) one decoder needs a fraction of
- *   a core for photos up to a few megapixels (a 640x480 JPEG decodes and
- *   preprocesses in a few ms, a batch of 16 in well under the batch's
- *   encode time), and a pool would only add a cross-worker hand-off and
- *   more claims in flight; each pair keeps its claims to itself. More
- *   workers on more cores get more decoders with them.
+ * - Threads on the cores: the workers' products already take every core
+ *   (workers x threads per product = cores, main.c), and each worker adds
+ *   one decoding thread. Measured on 2 cores (1 worker, bf16, ViT-B/32
+ *   shape; figures vary with the machine's other load):
+ *   - 640x480 JPEGs: a batch of 16 decodes in about 80 ms against about
+ *     500 ms of encoding; over 200 images the encoder waited 0.1-0.2 s for
+ *     the decoder and was encoding 98% of the time until done (bench/server
+ *     "encoder busy"; 81-82% with decoding in line, before). What is left
+ *     of the gap to the bare encoder (82-84% of its images/s, 78-81%
+ *     before) is that the products run 10-15% slower beside the decoder:
+ *     its tenth of a core is taken from one of their two threads, and a
+ *     product waits for its slowest thread. Giving the decoder a core of
+ *     its own (1 thread per product) cost far more: 16 images/s against
+ *     30 in the same quiet minute.
+ *   - 4000x3000 camera JPEGs (about 200 ms each to decode exactly, 70 with
+ *     --fast-decode): ingest is bound by the one decoder (5-7 images/s).
+ *     Two decoding threads per worker were tried: beside the encoder's two
+ *     threads they slowed its products from 13-23 to 9-12 images/s (a
+ *     product waits for its slowest thread) and ingest was no faster
+ *     (4.7-5.6 images/s); --fast-decode is the remedy (7-14 images/s).
+ *   So one decoder per worker, not a pool shared by the workers: a pool
+ *   would add a cross-worker hand-off for no gain, and each worker keeps
+ *   its claims to itself.
  * - Slots: slot[i].state is FREE (the decoder's to fill) or FULL (the
  *   encoder's to drain), changed only under w->mu with w->cv signalled.
  *   The decoder fills slots 0, 1, 0, ... in turn and the encoder drains
