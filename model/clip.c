@@ -455,6 +455,7 @@ static void image_opts(const clip_model *m, const clip_image_limits *limits, img
 	memcpy(o->mean, m->cfg.mean, sizeof o->mean);
 	memcpy(o->std, m->cfg.std, sizeof o->std);
 	o->max_pixels = limits && limits->max_pixels > 0 ? limits->max_pixels : 100000000;
+	o->shrink_min_side = limits && limits->fast_decode ? o->size * IMG_FAST_DECODE_MARGIN : 0;
 }
 
 int clip_preprocess_file(const clip_model *m, const char *path, const clip_image_limits *limits,

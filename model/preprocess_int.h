@@ -28,7 +28,16 @@ typedef struct img_opts {
 	float mean[3];       /* per channel, on the 0..1 scale */
 	float std[3];
 	int64_t max_pixels;  /* decoded width * height refused above this; <= 0: the default */
+	int shrink_min_side; /* > 0: a JPEG whose short side is at least twice this is
+	                      * decoded shrunk on load (libjpeg's DCT scaling by 2, 4
+	                      * or 8, the largest that keeps the short side >= this),
+	                      * then preprocessed as usual; 0: always the full decode */
 } img_opts;
+
+/* clip_image_limits.fast_decode: the short side a shrunk JPEG keeps, in
+ * multiples of the model's input side (see preprocess.c for the
+ * measurement behind it). */
+#define IMG_FAST_DECODE_MARGIN 3
 
 /* Initialises libvips once per process (thread-safe; later calls return the
  * first result) and sets it up for untrusted input, process-wide: the

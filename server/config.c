@@ -52,6 +52,7 @@ static const struct opt {
 	{"max-queue", OPT_INT, "N", 0, 0, "pending items before uploads get 503 (default 100000)"},
 	{"timeout", OPT_INT, "SECONDS", 0, 0, "idle connection timeout (default 30)"},
 	{"max-connections", OPT_INT, "N", 0, 0, "concurrent connections (default 64)"},
+	{"fast-decode", OPT_FLAG, NULL, 0, 0, "decode JPEGs much larger than the model's input shrunk on load (libjpeg's DCT scaling, to at least 3x the input side), then preprocess as usual: 2-3x faster for camera photos, embeddings slightly off the exact path (see README; default off)"},
 	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
 	{"help", OPT_FLAG, NULL, 0, 0, "print this help"},
@@ -503,6 +504,8 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 
 	const char *reads = get_str(r, "api-key-reads");
 	cfg->api_key_reads = reads && strcmp(reads, "0") != 0;
+	const char *fast = get_str(r, "fast-decode");
+	cfg->fast_decode = fast && strcmp(fast, "0") != 0;
 	if (cfg->api_key_reads && !cfg->api_key)
 		return fail(msg, size, "%s needs an API key (api-key or api-key-file)",
 		            get_who(r, "api-key-reads"));

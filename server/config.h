@@ -35,6 +35,7 @@ typedef struct config {
 	int rescan_s;          /* full rescan of the watch dirs every rescan_s seconds */
 	int64_t max_body;      /* bytes */
 	int64_t max_pixels;
+	int fast_decode;       /* JPEG shrink-on-load (clip_image_limits.fast_decode) */
 	int64_t max_queue;     /* pending items before 503 */
 	int timeout_s;         /* connection idle timeout */
 	int max_conns;

@@ -11,7 +11,9 @@
  * - HTTP: libmicrohttpd's listening thread and one thread per connection
  *   (http.c). They parse, validate, store uploads, and run request-time
  *   encodes on the encoder pool (encoder.c, --encoders contexts).
- * - Workers: --workers background threads (worker.c) that drain the queue.
+ * - Workers: --workers background workers (worker.c) that drain the queue,
+ *   each an encoder thread and a decoder thread that prepares the next
+ *   batch meanwhile.
  * - Watcher: one thread for the --watch directories (watch.c), started
  *   after the workers and stopped before them.
  * - BLAS: every encode call runs on OpenBLAS threads. The machine's cores
@@ -207,6 +209,9 @@ int main(int argc, char **argv)
 	}
 	a.dim = clip_model_dim(a.model);
 	a.limits.max_pixels = cfg.max_pixels;
+	/* Queries too, so that an image searched for is decoded as it was
+	 * when ingested. */
+	a.limits.fast_decode = cfg.fast_decode;
 	if (check_model(&a))
 		goto out;
 
@@ -256,12 +261,12 @@ int main(int argc, char **argv)
 	store_work_depth(a.st, &depth, NULL);
 	log_info("clipd %s: model %s (%s, dim %d, image %d px), data %s: %lld images (%lld ready), "
 	         "%lld texts, %lld queued; index %s; precision %s; %d workers x %d threads, %d encoders; "
-	         "auth %s",
+	         "fast decode %s; auth %s",
 	         CLIPD_VERSION, cfg.model_dir, a.model_id, a.dim, clip_model_image_size(a.model),
 	         cfg.data_dir, (long long)total, (long long)ready, (long long)texts,
 	         (long long)depth, cfg.index_factory,
 	         clip_precision_name(clip_model_precision(a.model)), cfg.workers, blas, cfg.encoders,
-	         cfg.api_key ? "on" : "off");
+	         cfg.fast_decode ? "on" : "off", cfg.api_key ? "on" : "off");
 
 	if (http_start(&a, &http, &ae)) {
 		log_error("%s", ae.msg);

@@ -2,22 +2,64 @@
  * worker.c: the background indexing threads.
  *
  * DESIGN: threads and state.
- * - n worker threads, each owning its clip_ctx and batch buffers (sized once
- *   at start: nothing in the loop allocates but the store's strings).
- * - The queue lives in the store (job_items); store_work_claim hands an item
- *   to exactly one worker, so workers share nothing but the pool's mutex.
- * - wp->mu guards `stop` and `kicks`; `idle` is signalled by uploads (kick),
- *   `progress` is broadcast after every batch for ?wait=true waiters.
- *   Nothing else is taken while holding wp->mu.
- * - An idle worker wakes at least every IDLE_MS to look for work queued by
+ * - Each of the n workers is a pair of threads: a decoder, which claims a
+ *   batch, reads its rows and decodes and preprocesses its images (or
+ *   tokenizes its texts), and an encoder, which encodes that batch, commits
+ *   it and signals progress. They hand batches over through two slots (a
+ *   double buffer): while the encoder runs batch k from one slot, the
+ *   decoder prepares batch k+1 in the other, so bulk ingest runs at the
+ *   encoder's speed as long as a batch decodes faster than it encodes
+ *   (bench/server). Every buffer is sized once at start: nothing in the
+ *   loop allocates but the store's strings and libvips' own buffers.
+ * - Threads on the cores: the workers' products already take every core
+ *   (workers x threads per product = cores, main.c), and each worker adds
+ *   one decoding thread. Measured on 2 cores (1 worker, bf16, ViT-B/32
+ *   shape; figures vary with the machine's other load):
+ *   - 640x480 JPEGs: a batch of 16 decodes in about 80 ms against about
+ *     500 ms of encoding; over 200 images the encoder waited 0.1-0.2 s for
+ *     the decoder and was encoding 98% of the time until done (bench/server
+ *     "encoder busy"; 81-82% with decoding in line, before). What is left
+ *     of the gap to the bare encoder (82-84% of its images/s, 78-81%
+ *     before) is that the products run 10-15% slower beside the decoder:
+ *     its tenth of a core is taken from one of their two threads, and a
+ *     product waits for its slowest thread. Giving the decoder a core of
+ *     its own (1 thread per product) cost far more: 16 images/s against
+ *     30 in the same quiet minute.
+ *   - 4000x3000 camera JPEGs (about 200 ms each to decode exactly, 70 with
+ *     --fast-decode): ingest is bound by the one decoder (5-7 images/s).
+ *     Two decoding threads per worker were tried: beside the encoder's two
+ *     threads they slowed its products from 13-23 to 9-12 images/s (a
+ *     product waits for its slowest thread) and ingest was no faster
+ *     (4.7-5.6 images/s); --fast-decode is the remedy (7-14 images/s).
+ *   So one decoder per worker, not a pool shared by the workers: a pool
+ *   would add a cross-worker hand-off for no gain, and each worker keeps
+ *   its claims to itself.
+ * - Slots: slot[i].state is FREE (the decoder's to fill) or FULL (the
+ *   encoder's to drain), changed only under w->mu with w->cv signalled.
+ *   The decoder fills slots 0, 1, 0, ... in turn and the encoder drains
+ *   them in the same order, so batches are committed in claim order. A
+ *   slot's buffers belong to whichever thread its state names; the
+ *   decoder's scratch (item_ids, imgs, texts) and the encoder's (emb, put)
+ *   are each touched by one thread only.
+ * - The queue lives in the store (job_items); store_work_claim hands an
+ *   item to exactly one decoder. A batch in which every item failed still
+ *   goes through its slot (nkeep 0), so progress is signalled after it.
+ * - wp->mu guards `stop` and `kicks`; `idle` is signalled by uploads (kick)
+ *   and waited on by idle decoders; `progress` is broadcast by encoders
+ *   after every batch, for ?wait=true waiters. Lock order: w->mu and wp->mu
+ *   are never held together.
+ * - An idle decoder wakes at least every IDLE_MS to look for work queued by
  *   another way (start-up requeue) and, every SYNC_EVERY_MS, re-syncs both
  *   indexes, which heals an index whose sync failed after a store write.
- *   Worker 0, when idle, also writes the snapshots of changed indexes every
- *   SNAPSHOT_EVERY_MS, so a kill -9 leaves little to catch up at start-up.
- * - Stop: `stop` is set, everyone is woken, each worker finishes the batch in
- *   hand (embedding, index, completion) and exits. Claims that were never
- *   processed cannot exist: a worker only claims what it processes next. A
- *   kill -9 leaves claims behind; start-up requeues them.
+ *   Worker 0's decoder, when idle, also writes the snapshots of changed
+ *   indexes every SNAPSHOT_EVERY_MS, so a kill -9 leaves little to catch up
+ *   at start-up.
+ * - Stop: `stop` is set and everyone is woken. A decoder claims nothing
+ *   more: it finishes the batch it is preparing, marks itself done and
+ *   exits; its encoder drains every full slot (at most two batches: the one
+ *   it runs and the one prepared meanwhile), then exits. So claims that
+ *   were never processed still cannot exist after a clean stop; a kill -9
+ *   leaves claims behind, and start-up requeues them.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -33,20 +75,37 @@
 /* Snapshots while running bound the catch-up after a crash. */
 #define SNAPSHOT_EVERY_MS (10 * 60 * 1000)
 
+enum slot_state { SLOT_FREE, SLOT_FULL };
+
+/* One batch on its way from the decoder to the encoder. */
+struct slot {
+	enum slot_state state; /* under w->mu; see DESIGN */
+	store_kind kind;
+	size_t n;           /* items claimed, work[0..n) */
+	int nkeep;          /* items that go on to the encoder */
+	int64_t decode_ms;  /* time the decoder spent on it */
+	float *pixels;      /* [batch][3][S][S] of the kept images */
+	int32_t *ids;       /* [batch][context] of the kept texts */
+	store_work *work;   /* [batch] */
+	int *keep;          /* [batch] indexes into work of the kept items */
+	int *wh;            /* [batch][2] decoded width and height of the kept images */
+};
+
 struct worker {
 	worker_pool *wp;
-	pthread_t th;
-	int started;
-	clip_ctx *ctx;
-	float *pixels;      /* [batch][3][S][S] */
-	float *emb;         /* [batch][dim] */
-	int32_t *ids;       /* [batch][context] */
-	store_work *work;   /* [batch] */
-	int *keep;          /* [batch] indexes into work of items still going */
+	pthread_t enc_th, dec_th;
+	int enc_started, dec_started, sync_ready;
+	pthread_mutex_t mu; /* guards the slots' state and dec_done */
+	pthread_cond_t cv;  /* a slot changed state, or the decoder is done */
+	int dec_done;       /* the decoder has exited: it fills no more slots */
+	struct slot slot[2];
+	/* the decoder's */
 	int64_t *item_ids;  /* [batch] */
 	store_image *imgs;  /* [batch] rows of the batch being decoded */
 	store_text *texts;  /* [batch] */
-	int *wh;            /* [batch][2] decoded width and height of the kept items */
+	/* the encoder's */
+	clip_ctx *ctx;
+	float *emb;         /* [batch][dim] */
 	store_embedding_item *put; /* [batch] */
 };
 
@@ -88,68 +147,37 @@ static void fail_item(app *a, const store_work *wk, const char *why)
 		log_error("recording the failure of item %lld: %s", (long long)wk->item_id, se.msg);
 }
 
-/* Stores the embeddings of the kept items and completes their job items in
- * one transaction, then syncs the index. */
-static void commit_batch(struct worker *w, store_kind kind, int nkeep)
-{
-	app *a = w->wp->a;
-	store_err se;
-	api_err ae;
-	for (int j = 0; j < nkeep; j++) {
-		const store_work *wk = &w->work[w->keep[j]];
-		float *v = w->emb + (size_t)j * (size_t)a->dim;
-		clip_normalize(v, a->dim);
-		w->put[j] = (store_embedding_item){
-			.item_id = wk->item_id,
-			.work_id = wk->work_id,
-			.width = kind == STORE_IMAGE ? w->wh[2 * j] : 0,
-			.height = kind == STORE_IMAGE ? w->wh[2 * j + 1] : 0,
-			.vec = v,
-		};
-	}
-	if (store_embeddings_put_many(a->st, kind, a->model_id, a->dim, w->put, (size_t)nkeep, &se) !=
-	    STORE_OK) {
-		/* Nothing was written: the items fail with the reason. */
-		for (int j = 0; j < nkeep; j++)
-			fail_item(a, &w->work[w->keep[j]], se.msg);
-		return;
-	}
-	int ncommit = 0;
-	for (int j = 0; j < nkeep; j++)
-		ncommit += w->put[j].stored; /* 0: deleted while we worked, its job item failed */
-	if (ncommit && coll_sync(a->coll, kind, &ae))
-		log_error("%s index sync failed (retried later): %s",
-		          kind == STORE_IMAGE ? "images" : "texts", ae.msg);
-}
+/* ---- the decoder ---------------------------------------------------------- */
 
 /* The rows of the claimed items, in one read. Non-zero (items failed)
  * when the store cannot be read. */
-static int read_rows(struct worker *w, store_kind kind, size_t n)
+static int read_rows(struct worker *w, struct slot *sl)
 {
 	app *a = w->wp->a;
 	store_err se;
-	for (size_t i = 0; i < n; i++)
-		w->item_ids[i] = w->work[i].item_id;
-	int rc = kind == STORE_IMAGE ? store_images_get_many(a->st, w->item_ids, n, w->imgs, &se)
-	                             : store_texts_get_many(a->st, w->item_ids, n, w->texts, &se);
+	for (size_t i = 0; i < sl->n; i++)
+		w->item_ids[i] = sl->work[i].item_id;
+	int rc = sl->kind == STORE_IMAGE
+	                 ? store_images_get_many(a->st, w->item_ids, sl->n, w->imgs, &se)
+	                 : store_texts_get_many(a->st, w->item_ids, sl->n, w->texts, &se);
 	if (rc == STORE_OK)
 		return 0;
-	for (size_t i = 0; i < n; i++)
-		fail_item(a, &w->work[i], se.msg);
+	for (size_t i = 0; i < sl->n; i++)
+		fail_item(a, &sl->work[i], se.msg);
 	return -1;
 }
 
-static void process_images(struct worker *w, size_t n)
+/* Decodes and preprocesses the claimed images into the slot; the ones that
+ * fail are failed here, with their reason. */
+static void prepare_images(struct worker *w, struct slot *sl)
 {
 	app *a = w->wp->a;
 	size_t S3 = (size_t)3 * (size_t)clip_model_image_size(a->model) *
 	            (size_t)clip_model_image_size(a->model);
-	int nkeep = 0;
-	int64_t t0 = now_ms();
-	if (read_rows(w, STORE_IMAGE, n))
+	if (read_rows(w, sl))
 		return;
-	for (size_t i = 0; i < n; i++) {
-		const store_work *wk = &w->work[i];
+	for (size_t i = 0; i < sl->n; i++) {
+		const store_work *wk = &sl->work[i];
 		store_image *img = &w->imgs[i];
 		clip_err ce;
 		char path[4096];
@@ -157,144 +185,288 @@ static void process_images(struct worker *w, size_t n)
 			continue; /* deleted: its job item is failed already */
 		blobs_path(a->blobs, img->sha256, path, sizeof path);
 		int wd = 0, ht = 0;
-		int rc = clip_preprocess_file(a->model, path, &a->limits, w->pixels + (size_t)nkeep * S3,
-		                              &wd, &ht, &ce);
+		int rc = clip_preprocess_file(a->model, path, &a->limits,
+		                              sl->pixels + (size_t)sl->nkeep * S3, &wd, &ht, &ce);
 		if (rc != CLIP_OK) {
 			fail_item(a, wk, ce.msg);
 		} else {
 			/* Recorded with the embedding when the header did not tell. */
 			int changed = wd != img->width || ht != img->height;
-			w->wh[2 * nkeep] = changed ? wd : 0;
-			w->wh[2 * nkeep + 1] = changed ? ht : 0;
-			w->keep[nkeep++] = (int)i;
+			sl->wh[2 * sl->nkeep] = changed ? wd : 0;
+			sl->wh[2 * sl->nkeep + 1] = changed ? ht : 0;
+			sl->keep[sl->nkeep++] = (int)i;
 		}
 		store_image_clear(img);
 	}
-	if (nkeep == 0)
-		return;
-	clip_err ce;
-	int64_t t1 = now_ms();
-	double e0 = metrics_now();
-	if (clip_encode_images(w->ctx, nkeep, w->pixels, w->emb, &ce) != CLIP_OK) {
-		for (int j = 0; j < nkeep; j++)
-			fail_item(a, &w->work[w->keep[j]], ce.msg);
-		return;
-	}
-	metrics_encode_done(METRICS_TOWER_IMAGE, nkeep, metrics_now() - e0);
-	int64_t t2 = now_ms();
-	commit_batch(w, STORE_IMAGE, nkeep);
-	log_debug("indexed %d images: decode %lld ms, encode %lld ms, commit %lld ms", nkeep,
-	          (long long)(t1 - t0), (long long)(t2 - t1), (long long)(now_ms() - t2));
 }
 
-static void process_texts(struct worker *w, size_t n)
+/* Tokenizes the claimed texts into the slot. */
+static void prepare_texts(struct worker *w, struct slot *sl)
 {
 	app *a = w->wp->a;
 	size_t C = (size_t)clip_model_context(a->model);
-	int nkeep = 0;
-	if (read_rows(w, STORE_TEXT, n))
+	if (read_rows(w, sl))
 		return;
-	for (size_t i = 0; i < n; i++) {
-		const store_work *wk = &w->work[i];
+	for (size_t i = 0; i < sl->n; i++) {
+		const store_work *wk = &sl->work[i];
 		store_text *t = &w->texts[i];
 		clip_err ce;
 		if (t->id == 0)
 			continue;
-		if (clip_tokenize(a->model, t->text, w->ids + (size_t)nkeep * C, NULL, &ce) != CLIP_OK)
+		if (clip_tokenize(a->model, t->text, sl->ids + (size_t)sl->nkeep * C, NULL, &ce) !=
+		    CLIP_OK)
 			fail_item(a, wk, ce.msg);
 		else
-			w->keep[nkeep++] = (int)i;
+			sl->keep[sl->nkeep++] = (int)i;
 		store_text_clear(t);
 	}
-	if (nkeep == 0)
-		return;
-	clip_err ce;
-	double e0 = metrics_now();
-	if (clip_encode_texts(w->ctx, nkeep, w->ids, w->emb, &ce) != CLIP_OK) {
-		for (int j = 0; j < nkeep; j++)
-			fail_item(a, &w->work[w->keep[j]], ce.msg);
-		return;
-	}
-	metrics_encode_done(METRICS_TOWER_TEXT, nkeep, metrics_now() - e0);
-	commit_batch(w, STORE_TEXT, nkeep);
-	log_debug("indexed %d texts", nkeep);
 }
 
-static void *worker_main(void *arg)
+/* Claims the next batch into sl (images first, then texts). 0 when there
+ * was nothing to claim. */
+static size_t claim(struct worker *w, struct slot *sl)
+{
+	worker_pool *wp = w->wp;
+	store_err se;
+	size_t n = 0;
+	sl->kind = STORE_IMAGE;
+	int rc = store_work_claim(wp->a->st, STORE_IMAGE, sl->work, (size_t)wp->batch, &n, &se);
+	if (rc == STORE_OK && n == 0) {
+		sl->kind = STORE_TEXT;
+		rc = store_work_claim(wp->a->st, STORE_TEXT, sl->work, (size_t)wp->batch, &n, &se);
+	}
+	if (rc != STORE_OK) {
+		log_error("claiming work: %s", se.msg);
+		n = 0;
+	}
+	return n;
+}
+
+/* Nothing to claim: periodic upkeep, then a wait for a kick, a stop or
+ * IDLE_MS. */
+static void idle(struct worker *w, uint64_t seen, int64_t *last_sync, int64_t *last_save)
+{
+	worker_pool *wp = w->wp;
+	app *a = wp->a;
+	if (now_ms() - *last_sync >= SYNC_EVERY_MS) {
+		api_err ae;
+		for (int k = 0; k < 2; k++)
+			if (coll_sync(a->coll, (store_kind)k, &ae))
+				log_error("periodic index sync: %s", ae.msg);
+		*last_sync = now_ms();
+	}
+	if (w == &wp->w[0] && now_ms() - *last_save >= SNAPSHOT_EVERY_MS) {
+		api_err ae;
+		coll_save_changed(a->coll, &ae); /* failures are logged */
+		*last_save = now_ms();
+	}
+	struct timespec dl;
+	deadline_in(&dl, IDLE_MS);
+	pthread_mutex_lock(&wp->mu);
+	while (!wp->stop && wp->kicks == seen)
+		if (pthread_cond_timedwait(&wp->idle, &wp->mu, &dl) != 0)
+			break;
+	pthread_mutex_unlock(&wp->mu);
+}
+
+static void *decoder_main(void *arg)
 {
 	struct worker *w = arg;
 	worker_pool *wp = w->wp;
-	app *a = wp->a;
-	uint64_t seen = 0;
 	int64_t last_sync = now_ms(), last_save = now_ms();
+	int next = 0;
 
 	for (;;) {
+		struct slot *sl = &w->slot[next];
+		/* The slot is free once the encoder has committed what it held. */
+		pthread_mutex_lock(&w->mu);
+		while (sl->state != SLOT_FREE)
+			pthread_cond_wait(&w->cv, &w->mu);
+		pthread_mutex_unlock(&w->mu);
+
 		pthread_mutex_lock(&wp->mu);
 		int stop = wp->stop;
-		seen = wp->kicks;
+		uint64_t seen = wp->kicks;
 		pthread_mutex_unlock(&wp->mu);
 		if (stop)
 			break;
 
-		size_t n = 0;
-		store_err se;
-		store_kind kind = STORE_IMAGE;
-		int rc = store_work_claim(a->st, STORE_IMAGE, w->work, (size_t)wp->batch, &n, &se);
-		if (rc == STORE_OK && n == 0) {
-			kind = STORE_TEXT;
-			rc = store_work_claim(a->st, STORE_TEXT, w->work, (size_t)wp->batch, &n, &se);
-		}
-		if (rc != STORE_OK) {
-			log_error("claiming work: %s", se.msg);
-			n = 0;
-		}
-		if (n > 0) {
-			if (kind == STORE_IMAGE)
-				process_images(w, n);
-			else
-				process_texts(w, n);
-			pthread_mutex_lock(&wp->mu);
-			pthread_cond_broadcast(&wp->progress);
-			pthread_mutex_unlock(&wp->mu);
+		int64_t t0 = now_ms();
+		sl->n = claim(w, sl);
+		if (sl->n == 0) {
+			idle(w, seen, &last_sync, &last_save);
 			continue;
 		}
+		sl->nkeep = 0;
+		if (sl->kind == STORE_IMAGE)
+			prepare_images(w, sl);
+		else
+			prepare_texts(w, sl);
+		sl->decode_ms = now_ms() - t0;
+		pthread_mutex_lock(&w->mu);
+		sl->state = SLOT_FULL;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		next ^= 1;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->dec_done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
 
-		if (now_ms() - last_sync >= SYNC_EVERY_MS) {
-			api_err ae;
-			for (int k = 0; k < 2; k++)
-				if (coll_sync(a->coll, (store_kind)k, &ae))
-					log_error("periodic index sync: %s", ae.msg);
-			last_sync = now_ms();
-		}
-		if (w == &wp->w[0] && now_ms() - last_save >= SNAPSHOT_EVERY_MS) {
-			api_err ae;
-			coll_save_changed(a->coll, &ae); /* failures are logged */
-			last_save = now_ms();
-		}
-		struct timespec dl;
-		deadline_in(&dl, IDLE_MS);
+/* ---- the encoder ---------------------------------------------------------- */
+
+/* Stores the embeddings of the kept items and completes their job items in
+ * one transaction, then syncs the index. */
+static void commit_batch(struct worker *w, const struct slot *sl)
+{
+	app *a = w->wp->a;
+	store_err se;
+	api_err ae;
+	for (int j = 0; j < sl->nkeep; j++) {
+		const store_work *wk = &sl->work[sl->keep[j]];
+		float *v = w->emb + (size_t)j * (size_t)a->dim;
+		clip_normalize(v, a->dim);
+		w->put[j] = (store_embedding_item){
+			.item_id = wk->item_id,
+			.work_id = wk->work_id,
+			.width = sl->kind == STORE_IMAGE ? sl->wh[2 * j] : 0,
+			.height = sl->kind == STORE_IMAGE ? sl->wh[2 * j + 1] : 0,
+			.vec = v,
+		};
+	}
+	if (store_embeddings_put_many(a->st, sl->kind, a->model_id, a->dim, w->put,
+	                              (size_t)sl->nkeep, &se) != STORE_OK) {
+		/* Nothing was written: the items fail with the reason. */
+		for (int j = 0; j < sl->nkeep; j++)
+			fail_item(a, &sl->work[sl->keep[j]], se.msg);
+		return;
+	}
+	int ncommit = 0;
+	for (int j = 0; j < sl->nkeep; j++)
+		ncommit += w->put[j].stored; /* 0: deleted while we worked, its job item failed */
+	if (ncommit && coll_sync(a->coll, sl->kind, &ae))
+		log_error("%s index sync failed (retried later): %s",
+		          sl->kind == STORE_IMAGE ? "images" : "texts", ae.msg);
+}
+
+/* Encodes and commits the kept items of a full slot. */
+static void encode_slot(struct worker *w, const struct slot *sl, int64_t waited_ms)
+{
+	app *a = w->wp->a;
+	int image = sl->kind == STORE_IMAGE;
+	clip_err ce;
+	if (sl->nkeep == 0)
+		return;
+	int64_t t1 = now_ms();
+	double e0 = metrics_now();
+	int rc = image ? clip_encode_images(w->ctx, sl->nkeep, sl->pixels, w->emb, &ce)
+	               : clip_encode_texts(w->ctx, sl->nkeep, sl->ids, w->emb, &ce);
+	if (rc != CLIP_OK) {
+		for (int j = 0; j < sl->nkeep; j++)
+			fail_item(a, &sl->work[sl->keep[j]], ce.msg);
+		return;
+	}
+	metrics_encode_done(image ? METRICS_TOWER_IMAGE : METRICS_TOWER_TEXT, sl->nkeep,
+	                    metrics_now() - e0);
+	int64_t t2 = now_ms();
+	commit_batch(w, sl);
+	/* waited: how long this encoder sat idle for the batch (0 when the
+	 * decoder kept ahead). */
+	log_debug("indexed %d %s: decode %lld ms (waited %lld ms), encode %lld ms, commit %lld ms",
+	          sl->nkeep, image ? "images" : "texts", (long long)sl->decode_ms,
+	          (long long)waited_ms, (long long)(t2 - t1), (long long)(now_ms() - t2));
+}
+
+static void *encoder_main(void *arg)
+{
+	struct worker *w = arg;
+	worker_pool *wp = w->wp;
+	int next = 0;
+
+	for (;;) {
+		struct slot *sl = &w->slot[next];
+		int64_t t0 = now_ms();
+		pthread_mutex_lock(&w->mu);
+		while (sl->state != SLOT_FULL && !w->dec_done)
+			pthread_cond_wait(&w->cv, &w->mu);
+		/* Slots fill in order: this one is the next to fill, if any. */
+		int full = sl->state == SLOT_FULL;
+		pthread_mutex_unlock(&w->mu);
+		if (!full)
+			break;
+		encode_slot(w, sl, now_ms() - t0);
+
+		pthread_mutex_lock(&w->mu);
+		sl->state = SLOT_FREE;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
 		pthread_mutex_lock(&wp->mu);
-		while (!wp->stop && wp->kicks == seen)
-			if (pthread_cond_timedwait(&wp->idle, &wp->mu, &dl) != 0)
-				break;
+		pthread_cond_broadcast(&wp->progress);
 		pthread_mutex_unlock(&wp->mu);
+		next ^= 1;
 	}
 	return NULL;
 }
 
+/* ---- the pool ------------------------------------------------------------- */
+
 static void free_worker(struct worker *w)
 {
 	clip_ctx_free(w->ctx);
-	free(w->pixels);
+	for (int k = 0; k < 2; k++) {
+		struct slot *sl = &w->slot[k];
+		free(sl->pixels);
+		free(sl->ids);
+		free(sl->work);
+		free(sl->keep);
+		free(sl->wh);
+	}
 	free(w->emb);
-	free(w->ids);
-	free(w->work);
-	free(w->keep);
 	free(w->item_ids);
 	free(w->imgs);
 	free(w->texts);
-	free(w->wh);
 	free(w->put);
+	if (w->sync_ready) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+	}
+}
+
+/* Buffers and context of one worker; non-zero on failure (what was made is
+ * released by free_worker). */
+static int init_worker(worker_pool *wp, struct worker *w, api_err *err)
+{
+	app *a = wp->a;
+	size_t B = (size_t)wp->batch;
+	size_t S = (size_t)clip_model_image_size(a->model), C = (size_t)clip_model_context(a->model);
+	clip_err ce;
+	w->wp = wp;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->sync_ready = 1;
+	if (clip_ctx_new(a->model, wp->batch, &w->ctx, &ce) != CLIP_OK)
+		return api_from_clip(err, &ce);
+	int fail = 0;
+	for (int k = 0; k < 2; k++) {
+		struct slot *sl = &w->slot[k];
+		sl->pixels = malloc(B * 3 * S * S * sizeof *sl->pixels);
+		sl->ids = malloc(B * C * sizeof *sl->ids);
+		sl->work = malloc(B * sizeof *sl->work);
+		sl->keep = malloc(B * sizeof *sl->keep);
+		sl->wh = malloc(B * 2 * sizeof *sl->wh);
+		fail |= !sl->pixels || !sl->ids || !sl->work || !sl->keep || !sl->wh;
+	}
+	w->emb = malloc(B * (size_t)a->dim * sizeof *w->emb);
+	w->item_ids = malloc(B * sizeof *w->item_ids);
+	w->imgs = calloc(B, sizeof *w->imgs);
+	w->texts = calloc(B, sizeof *w->texts);
+	w->put = malloc(B * sizeof *w->put);
+	if (fail || !w->emb || !w->item_ids || !w->imgs || !w->texts || !w->put)
+		return api_fail(err, API_ENOMEM, "out of memory");
+	return 0;
 }
 
 int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
@@ -317,37 +489,26 @@ int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
 	pthread_cond_init(&wp->progress, &ca);
 	pthread_condattr_destroy(&ca);
 
-	size_t S = (size_t)clip_model_image_size(a->model), C = (size_t)clip_model_context(a->model);
+	for (int i = 0; i < n; i++)
+		if ((rc = init_worker(wp, &wp->w[i], err)))
+			goto out;
 	for (int i = 0; i < n; i++) {
 		struct worker *w = &wp->w[i];
-		clip_err ce;
-		w->wp = wp;
-		if (clip_ctx_new(a->model, batch, &w->ctx, &ce) != CLIP_OK) {
-			rc = api_from_clip(err, &ce);
-			goto out;
-		}
-		w->pixels = malloc((size_t)batch * 3 * S * S * sizeof *w->pixels);
-		w->emb = malloc((size_t)batch * (size_t)a->dim * sizeof *w->emb);
-		w->ids = malloc((size_t)batch * C * sizeof *w->ids);
-		w->work = malloc((size_t)batch * sizeof *w->work);
-		w->keep = malloc((size_t)batch * sizeof *w->keep);
-		w->item_ids = malloc((size_t)batch * sizeof *w->item_ids);
-		w->imgs = calloc((size_t)batch, sizeof *w->imgs);
-		w->texts = calloc((size_t)batch, sizeof *w->texts);
-		w->wh = malloc((size_t)batch * 2 * sizeof *w->wh);
-		w->put = malloc((size_t)batch * sizeof *w->put);
-		if (!w->pixels || !w->emb || !w->ids || !w->work || !w->keep || !w->item_ids ||
-		    !w->imgs || !w->texts || !w->wh || !w->put) {
-			rc = api_fail(err, API_ENOMEM, "out of memory");
-			goto out;
-		}
-	}
-	for (int i = 0; i < n; i++) {
-		if (pthread_create(&wp->w[i].th, NULL, worker_main, &wp->w[i]) != 0) {
+		if (pthread_create(&w->enc_th, NULL, encoder_main, w) != 0) {
 			rc = api_fail(err, API_EINTERNAL, "cannot start a worker thread");
 			goto out;
 		}
-		wp->w[i].started = 1;
+		w->enc_started = 1;
+		if (pthread_create(&w->dec_th, NULL, decoder_main, w) != 0) {
+			/* Its encoder waits for a decoder that will never come. */
+			pthread_mutex_lock(&w->mu);
+			w->dec_done = 1;
+			pthread_cond_signal(&w->cv);
+			pthread_mutex_unlock(&w->mu);
+			rc = api_fail(err, API_EINTERNAL, "cannot start a decoder thread");
+			goto out;
+		}
+		w->dec_started = 1;
 	}
 	*out = wp;
 	wp = NULL;
@@ -405,9 +566,14 @@ void worker_pool_stop(worker_pool *wp)
 	pthread_cond_broadcast(&wp->idle);
 	pthread_cond_broadcast(&wp->progress);
 	pthread_mutex_unlock(&wp->mu);
+	/* Decoders first: each finishes the batch it prepares, then its
+	 * encoder drains the full slots and sees it done. */
+	for (int i = 0; i < wp->n; i++)
+		if (wp->w[i].dec_started)
+			pthread_join(wp->w[i].dec_th, NULL);
 	for (int i = 0; i < wp->n; i++) {
-		if (wp->w[i].started)
-			pthread_join(wp->w[i].th, NULL);
+		if (wp->w[i].enc_started)
+			pthread_join(wp->w[i].enc_th, NULL);
 		free_worker(&wp->w[i]);
 	}
 	pthread_mutex_destroy(&wp->mu);

@@ -1,9 +1,11 @@
 /*
- * worker: the background indexing threads. Each claims batches of queued
- * items from the store (images first, then texts), decodes and preprocesses
- * them, encodes the batch, stores each embedding (which marks the item
- * ready), brings the index up to date (coll_sync) and completes the items.
- * An item that cannot be decoded or encoded fails with its reason.
+ * worker: the background indexing threads. Each worker claims batches of
+ * queued items from the store (images first, then texts), decodes and
+ * preprocesses them, encodes the batch, stores each embedding (which marks
+ * the item ready), brings the index up to date (coll_sync) and completes
+ * the items; the next batch is decoded on a second thread while one is
+ * encoded. An item that cannot be decoded or encoded fails with its
+ * reason.
  *
  * Thread-safety: start and stop from main only; kick and wait_job from any
  * thread.
@@ -29,7 +31,8 @@ void worker_pool_kick(worker_pool *wp);
 int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_job *job,
                          int *done, api_err *err);
 
-/* Stops the workers after their current batch and joins them. Accepts NULL. */
+/* Stops the workers after the batches in hand (the one being encoded and
+ * the one decoded meanwhile) and joins them. Accepts NULL. */
 void worker_pool_stop(worker_pool *wp);
 
 #endif

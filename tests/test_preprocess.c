@@ -4,9 +4,9 @@
  * within 0.5/255 mean absolute difference per image; then the inputs that
  * must be refused (non-images, truncated files, decompression bombs), odd
  * shapes and formats (1x1, 50000x1, 16-bit, RGBA, grey, GIF, EXIF
- * orientation) generated with libvips in a temporary directory, the
- * resampler's own properties, threads, and leaks of descriptors and libvips
- * objects.
+ * orientation) generated with libvips in a temporary directory, JPEG
+ * shrink-on-load against the exact path, the resampler's own properties,
+ * threads, and leaks of descriptors and libvips objects.
  */
 #include <dirent.h>
 #include <math.h>
@@ -569,6 +569,109 @@ static void t_exif_orientation(void)
 	g_object_unref(dec);
 }
 
+/* ---- JPEG shrink-on-load (img_opts.shrink_min_side) ---- */
+
+/* Mean absolute difference, in grey levels, allowed between the fast and
+ * the exact path's tensors. bench/decode measured 0.31-0.45 on photo-like
+ * JPEGs at the shipped margin; the image below has per-pixel colour grain,
+ * the worst case for two different low-pass filters, and measured 0.78 at
+ * 1/2 and 0.34 at 1/4. A lost rotation or a misplaced crop changes the
+ * content itself, far above this. */
+#define FAST_MAD 1.0
+
+/* A photo-like JPEG w x h in dir: smooth colour, edges, and grain, so that
+ * the shrink has detail to lose. orient: EXIF orientation (1: none). */
+static int save_photo(const char *name, int w, int h, int orient)
+{
+	uint8_t *px = malloc((size_t)w * h * 3);
+	uint64_t g = 88172645463325252ull;
+	char p[512];
+	int rc = -1;
+	if (!px)
+		return -1;
+	for (int y = 0; y < h; y++)
+		for (int x = 0; x < w; x++)
+			for (int c = 0; c < 3; c++) {
+				g ^= g << 13, g ^= g >> 7, g ^= g << 17;
+				double v = 128 + 60 * sin(x * (0.004 + 0.002 * c)) * cos(y * 0.006) +
+				           ((x / 97 + y / 61) % 2 ? 30 : -30) + (double)(g % 17) - 8;
+				px[((size_t)y * w + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+			}
+	VipsImage *im = vips_image_new_from_memory(px, (size_t)w * h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
+	if (im) {
+		if (orient != 1)
+			vips_image_set_int(im, VIPS_META_ORIENTATION, orient);
+		tmp_path(p, sizeof p, name);
+		rc = vips_jpegsave(im, p, "Q", 90, NULL);
+		g_object_unref(im);
+	}
+	vips_error_clear();
+	free(px);
+	return rc;
+}
+
+/* With clipd's --fast-decode setting: a JPEG shrunk on load stays close
+ * to the exact path, keeps reporting its full size, and everything that
+ * would not be shrunk is decoded bit for bit as before. */
+static void t_fast_decode(void)
+{
+	img_opts fast = OPTS;
+	int gw = 0, gh = 0, min = IMG_FAST_DECODE_MARGIN * S;
+	double mean, max;
+	clip_err err = {0};
+	char p[512];
+
+	fast.shrink_min_side = min;
+	/* 1/2 on load gives a short side of exactly min. */
+	REQUIRE(save_photo("big.jpg", 2000, 2 * min - 1, 1) == 0);
+	CHECKF(pre_file("big.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+	CHECKF(pre_file("big.jpg", &fast, tb, &gw, &gh, &err) == CLIP_OK, "%s", err.msg);
+	CHECKF(gw == 2000 && gh == 2 * min - 1, "reported %dx%d", gw, gh);
+	diff255(ta, tb, &mean, &max);
+	printf("# shrunk 1/2 on load vs exact: mean |diff| %.3f, max %.1f grey levels\n", mean, max);
+	CHECKF(mean > 0 && mean < FAST_MAD, "mean |diff| %.3f", mean);
+
+	/* The buffer path shrinks the same way. */
+	size_t len = 0;
+	tmp_path(p, sizeof p, "big.jpg");
+	void *data = slurp(p, &len);
+	REQUIRE(data);
+	CHECK(img_preprocess_buffer(data, len, &fast, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+	/* A truncated one is refused, as on the exact path. */
+	memset(&err, 0, sizeof err);
+	CHECK(img_preprocess_buffer(data, len * 6 / 10, &fast, ta, NULL, NULL, &err) == CLIP_EIMAGE);
+	CHECKF(clean_msg(&err), "message: %s", err.msg);
+	free(data);
+
+	/* One pixel less: 1/2 would go below min, so no shrink. */
+	REQUIRE(save_photo("edge.jpg", 2000, 2 * min - 2, 1) == 0);
+	CHECK(pre_file("edge.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(pre_file("edge.jpg", &fast, tb, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+
+	/* Not a JPEG: never shrunk. */
+	uint8_t *px = make_pattern(2000, 2 * min, 3);
+	REQUIRE(px);
+	CHECK(save_pixels("big.png", px, 2000, 2 * min, 3, VIPS_FORMAT_UCHAR,
+	                  VIPS_INTERPRETATION_sRGB) == 0);
+	free(px);
+	CHECK(pre_file("big.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(pre_file("big.png", &fast, tb, NULL, NULL, &err) == CLIP_OK);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+
+	/* EXIF orientation 6 and 1/4 on load: turned as on the exact path,
+	 * the full size reported turned. */
+	REQUIRE(save_photo("turned.jpg", 4 * min + 100, 4 * min, 6) == 0);
+	CHECK(pre_file("turned.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECKF(pre_file("turned.jpg", &fast, tb, &gw, &gh, &err) == CLIP_OK, "%s", err.msg);
+	CHECKF(gw == 4 * min && gh == 4 * min + 100, "reported %dx%d", gw, gh);
+	diff255(ta, tb, &mean, &max);
+	printf("# shrunk 1/4 on load, EXIF-turned, vs exact: mean |diff| %.3f, max %.1f\n", mean,
+	       max);
+	CHECKF(mean > 0 && mean < FAST_MAD, "mean |diff| %.3f", mean);
+}
+
 /* GIF: the first frame only. */
 static void t_gif_first_frame(void)
 {
@@ -828,6 +931,7 @@ int main(void)
 	TAP_RUN(t_grey_replicated);
 	TAP_RUN(t_rgba);
 	TAP_RUN(t_exif_orientation);
+	TAP_RUN(t_fast_decode);
 	TAP_RUN(t_gif_first_frame);
 	TAP_RUN(t_resampler_properties);
 	TAP_RUN(t_window_equals_full_resize);
