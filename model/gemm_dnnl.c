@@ -28,12 +28,20 @@
  * and one pass of our own (int8_epilogue) applies the row scales, the bias,
  * the activation and the residual add.
  *
- * Threads: oneDNN (Debian's build) runs on OpenMP. mm_set_threads sets the
- * team size; it is applied in each calling thread before each product,
- * because OpenMP's thread count is per calling thread. Each calling thread
- * has its own stream and scratch buffers (thread-specific data, freed when
- * the thread ends), and primitives run with a user-provided scratchpad, so
- * two threads can run the same layer at once.
+ * Threads: a product's rows are split in two halves, run on the calling
+ * thread and gemm.c's helper (mm_parallel), each half one single-threaded
+ * oneDNN call that also converts its rows first (and, for int8, applies
+ * its epilogue after): one hand-off per product. (Halves of the output
+ * columns would need a strided destination, and oneDNN 2.6 runs those on
+ * its slow gemm:jit path: measured.) oneDNN's own
+ * threads (Debian builds it on OpenMP) wake from sleep on every call
+ * when OpenMP is passive, which clipd needs for FAISS: 30-50 us a wake on
+ * this KVM guest, ~150 wakes per short text, so that a 7-token text ran
+ * faster on one thread than on two. Our helper spins briefly between
+ * jobs instead (gemm.c). Each thread has its own stream and scratch
+ * buffers (thread-specific data, freed when the thread ends), and
+ * primitives run with a user-provided scratchpad, so any number of threads
+ * can run the same layer at once.
  */
 #include <oneapi/dnnl/dnnl.h>
 #include <math.h>
@@ -63,7 +71,7 @@ struct prim {
  * without bound. Past this many, the least recently used one that no
  * thread is running is replaced; making a primitive again costs tens of
  * microseconds (oneDNN keeps its generated code in its own cache). */
-#define MAX_PRIMS 24
+#define MAX_PRIMS 32
 
 struct mm_packed {
 	clip_precision prec;
@@ -71,7 +79,7 @@ struct mm_packed {
 	dnnl_memory_desc_t wmd;   /* the blocked weight layout */
 	dnnl_memory_t wmem;       /* the converted weights */
 	dnnl_memory_t bmem;       /* bias [1][out] float32, or NULL */
-	float *wscale;            /* int8: per output channel */
+	float *wscale;            /* int8: per output channel, [out] */
 	pthread_mutex_t mu;       /* guards prims, nprims, clock and each prim's refs, used */
 	struct prim *prims[MAX_PRIMS];
 	int nprims;
@@ -81,7 +89,6 @@ struct mm_packed {
 static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static int engine_ok;
-static int dnnl_threads; /* 0: OpenMP's default */
 
 /* Per calling thread: a stream and the buffers it reuses. */
 struct tls {
@@ -187,7 +194,7 @@ int mm_precision_supported(clip_precision p, const char **why)
 
 void mm_dnnl_set_threads(int n)
 {
-	dnnl_threads = n;
+	(void)n; /* each half runs on one thread: mm_parallel decides */
 }
 
 static dnnl_data_type_t src_type(clip_precision p)
@@ -316,14 +323,6 @@ static void put_prim(mm_packed *P, struct prim *r)
 	r->refs--;
 	pthread_mutex_unlock(&P->mu);
 }
-
-/* Rounding float32 to bfloat16, to nearest even; the conversion of a
- * layer's input, split over the threads. */
-struct cvt_job {
-	const float *x;
-	void *q;
-	size_t n, chunk;
-};
 
 /* x rounded to bfloat16, to nearest even (the top half of the float's
  * bits, after adding half an ulp of bf16 and the tie bit). */
@@ -464,55 +463,64 @@ static void epilogue_part(void *ctx, int r0, int r1)
 		             j->out, j->flags);
 }
 
-static void to_bf16_part(void *ctx, int c0, int c1)
-{
-	struct cvt_job *j = ctx;
-	size_t i0 = (size_t)c0 * j->chunk, i1 = (size_t)c1 * j->chunk;
-	if (i1 > j->n)
-		i1 = j->n;
-	cvt_bf16(j->x + i0, (uint16_t *)j->q + i0, i1 - i0);
-}
+/* A product split by rows between two threads. */
+struct rows_job {
+	mm_packed *P;
+	const mm_weight *W;
+	const float *x;
+	float *y;
+	int n, flags;
+	int ok[2], ran[2]; /* ran: the product ran (y may have changed) */
+};
 
-void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
+/* Rows r0..r1 of a product on the calling thread: convert them, run one
+ * single-threaded oneDNN call, and for int8 the epilogue. */
+static void run_rows(struct rows_job *j, int h, int r0, int r1)
 {
-	mm_packed *P = W->packed;
+	mm_packed *P = j->P;
+	const mm_weight *W = j->W;
+	int m = r1 - r0, int8 = P->prec == CLIP_PRECISION_INT8;
+	size_t nx = (size_t)m * W->in;
+	size_t esz = P->prec == CLIP_PRECISION_BF16 ? 2 : int8 ? 1 : 4;
+	const float *x = j->x + (size_t)r0 * W->in;
+	float *y = j->y + (size_t)r0 * W->out;
 	struct tls *t = tls_get();
-	struct prim *pr = t ? get_prim(P, W, n, flags) : NULL;
-	size_t nx = (size_t)n * W->in;
-	size_t esz = P->prec == CLIP_PRECISION_BF16 ? 2 : P->prec == CLIP_PRECISION_INT8 ? 1 : 4;
-	int int8 = P->prec == CLIP_PRECISION_INT8;
+	struct prim *pr = NULL;
+	dnnl_memory_t ms = NULL, md = NULL, msc = NULL;
+	j->ok[h] = 0;
+	if (m == 0) {
+		j->ok[h] = 1;
+		return;
+	}
+	/* One thread for oneDNN, before the primitive is made: it plans its
+	 * work for the thread count it sees then, and runs that many. */
+	if (omp_get_max_threads() != 1)
+		omp_set_num_threads(1);
+	if (!t || (esz != 4 && !grow(&t->src, &t->src_cap, nx * esz)) ||
+	    (int8 && (!grow(&t->rs, &t->rs_cap, (size_t)m * sizeof(float)) ||
+	              !grow(&t->acc, &t->acc_cap, (size_t)m * W->out * sizeof(float)))) ||
+	    !(pr = get_prim(P, W, m, j->flags)) ||
+	    !grow(&t->scratch, &t->scratch_cap, pr->scratch ? pr->scratch : 1))
+		goto done;
 	const void *src = x;
-	float *dst = y;
-	int work = nx < (1u << 28) ? (int)nx * 2 : 1 << 29;
-
-	if (!pr || !grow(&t->scratch, &t->scratch_cap, pr->scratch ? pr->scratch : 1) ||
-	    (esz != 4 && !grow(&t->src, &t->src_cap, nx * esz)) ||
-	    (int8 && (!grow(&t->rs, &t->rs_cap, (size_t)n * sizeof(float)) ||
-	              !grow(&t->acc, &t->acc_cap, (size_t)n * W->out * sizeof(float)))))
-		goto fallback;
+	float *dst = int8 ? t->acc : y;
 	if (P->prec == CLIP_PRECISION_BF16) {
-		struct cvt_job j = {x, t->src, nx, 8192};
-		int chunks = (int)((nx + j.chunk - 1) / j.chunk);
-		mm_parallel(chunks, work, to_bf16_part, &j);
+		cvt_bf16(x, t->src, nx);
 		src = t->src;
 	} else if (int8) {
-		struct q8_job j = {x, t->src, t->rs, W->in};
-		mm_parallel(n, work, quant_rows_part, &j);
+		struct q8_job q = {x, t->src, t->rs, W->in};
+		quant_rows_part(&q, 0, m);
 		src = t->src;
-		dst = t->acc;
 	}
-
-	dnnl_memory_desc_t smd, dmd;
-	dnnl_dims_t ds = {n, W->in}, dd = {n, W->out};
-	dnnl_memory_t ms = NULL, md = NULL, msc = NULL;
-	dnnl_memory_desc_init_by_tag(&smd, 2, ds, src_type(P->prec), dnnl_ab);
-	dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
-	dnnl_memory_desc_t spmd;
+	dnnl_memory_desc_t smd, dmd, spmd;
+	dnnl_dims_t ds = {m, W->in}, dd = {m, W->out};
 	dnnl_dims_t dsp = {(dnnl_dim_t)(pr->scratch ? pr->scratch : 1)};
-	dnnl_memory_desc_init_by_tag(&spmd, 1, dsp, dnnl_u8, dnnl_a);
-	dnnl_exec_arg_t args[8];
-	int na = 0, ok = 0;
-	if (dnnl_memory_create(&ms, &smd, engine, (void *)src) ||
+	dnnl_exec_arg_t args[5];
+	int na = 0;
+	if (dnnl_memory_desc_init_by_tag(&smd, 2, ds, src_type(P->prec), dnnl_ab) ||
+	    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) ||
+	    dnnl_memory_desc_init_by_tag(&spmd, 1, dsp, dnnl_u8, dnnl_a) ||
+	    dnnl_memory_create(&ms, &smd, engine, (void *)src) ||
 	    dnnl_memory_create(&md, &dmd, engine, dst) ||
 	    dnnl_memory_create(&msc, &spmd, engine, t->scratch))
 		goto done;
@@ -520,18 +528,17 @@ void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int fla
 	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, P->wmem};
 	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
 	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msc};
-	if (P->bmem && !int8) {
+	if (P->bmem && !int8)
 		args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, P->bmem};
+	j->ran[h] = 1;
+	if (dnnl_primitive_execute(pr->p, t->stream, na, args) != dnnl_success ||
+	    dnnl_stream_wait(t->stream) != dnnl_success)
+		goto done;
+	if (int8) {
+		struct epi_job e = {t->acc, t->rs, W->b, y, W->out, j->flags};
+		epilogue_part(&e, 0, m);
 	}
-	if (dnnl_threads > 0 && omp_get_max_threads() != dnnl_threads)
-		omp_set_num_threads(dnnl_threads);
-	ok = dnnl_primitive_execute(pr->p, t->stream, na, args) == dnnl_success &&
-	     dnnl_stream_wait(t->stream) == dnnl_success;
-	if (ok && int8) {
-		struct epi_job e = {t->acc, t->rs, W->b, y, W->out, flags};
-		size_t ny = (size_t)n * W->out;
-		mm_parallel(n, ny < (1u << 28) ? (int)ny * 4 : 1 << 30, epilogue_part, &e);
-	}
+	j->ok[h] = 1;
 done:
 	if (ms)
 		dnnl_memory_destroy(ms);
@@ -539,19 +546,33 @@ done:
 		dnnl_memory_destroy(md);
 	if (msc)
 		dnnl_memory_destroy(msc);
-	if (ok) {
-		put_prim(P, pr);
-		return;
-	}
-fallback:
 	if (pr)
 		put_prim(P, pr);
+}
+
+static void rows_part(void *ctx, int h0, int h1)
+{
+	struct rows_job *j = ctx;
+	for (int h = h0; h < h1; h++)
+		run_rows(j, h, (int)((long)j->n * h / 2), (int)((long)j->n * (h + 1) / 2));
+}
+
+void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
+{
+	struct rows_job j = {W->packed, W, x, y, n, flags, {1, 1}, {0, 0}};
+	size_t flops = (size_t)n * W->in * (size_t)W->out;
+	if (n >= 2)
+		mm_parallel(2, flops < (1u << 30) ? (int)flops : 1 << 30, rows_part, &j);
+	else
+		run_rows(&j, 0, 0, n);
+	if (j.ok[0] && j.ok[1])
+		return;
 	/* Out of memory, or oneDNN refused this row count: the product still
-	 * has to happen, on OpenBLAS from the float32 weights. A layer whose
-	 * float32 copy was freed after packing has no way left: its output
-	 * becomes NaN, which the caller's checks turn into an error, rather
-	 * than a wrong embedding. */
-	if (W->w) {
+	 * has to happen, on OpenBLAS from the float32 weights, unless a half
+	 * already added into y. Without that way (a layer whose float32 copy
+	 * was freed after packing) the output becomes NaN, which the encoder
+	 * turns into an error rather than a wrong embedding. */
+	if (W->w && !((flags & MM_ACCUMULATE) && (j.ran[0] || j.ran[1]))) {
 		mm_weight f = *W;
 		f.packed = NULL;
 		mm_linear(n, &f, x, y, flags);
@@ -576,8 +597,9 @@ static void quantize_rows(const float *w, int out, int in, int8_t *q, float *sca
 	}
 }
 
-/* Converts the float32 weights (w[out][in] is the matrix [in][out] in
- * column-major order: oneDNN's "ba") into P->wmem with one reorder. */
+/* Converts the weights (w[out][in] is the matrix [in][out] in column-major
+ * order: oneDNN's "ba") into the blocked layout with one reorder, and the
+ * bias into a oneDNN tensor. data is w, or its int8 copy. */
 static dnnl_status_t convert(mm_packed *P, const mm_weight *W, const void *data)
 {
 	dnnl_memory_desc_t from;
@@ -599,6 +621,16 @@ static dnnl_status_t convert(mm_packed *P, const mm_weight *W, const void *data)
 	dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mfrom}, {DNNL_ARG_TO, P->wmem}};
 	if ((s = dnnl_primitive_execute(r, st, 2, args)) == dnnl_success)
 		s = dnnl_stream_wait(st);
+	if (s == dnnl_success && W->b) {
+		dnnl_memory_desc_t bmd;
+		dnnl_dims_t db = {1, W->out};
+		void *h = NULL;
+		if ((s = dnnl_memory_desc_init_by_tag(&bmd, 2, db, dnnl_f32, dnnl_ab)) ||
+		    (s = dnnl_memory_create(&P->bmem, &bmd, engine, DNNL_MEMORY_ALLOCATE)) ||
+		    (s = dnnl_memory_get_data_handle(P->bmem, &h)))
+			goto out;
+		memcpy(h, W->b, (size_t)W->out * sizeof(float));
+	}
 out:
 	if (st)
 		dnnl_stream_destroy(st);
@@ -667,23 +699,12 @@ int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
 		else
 			quantize_rows(W->w, W->out, W->in, q, P->wscale);
 	}
-	if (s == dnnl_success)
-		s = pick_layout(P, W);
-	if (s == dnnl_success)
+	if (s == dnnl_success && (s = pick_layout(P, W)) == dnnl_success)
 		s = convert(P, W, q ? (const void *)q : (const void *)W->w);
 	free(q);
-	if (s == dnnl_success && W->b) {
-		dnnl_memory_desc_t bmd;
-		dnnl_dims_t db = {1, W->out};
-		if ((s = dnnl_memory_desc_init_by_tag(&bmd, 2, db, dnnl_f32, dnnl_ab)) == dnnl_success &&
-		    (s = dnnl_memory_create(&P->bmem, &bmd, engine, DNNL_MEMORY_ALLOCATE)) ==
-		            dnnl_success) {
-			void *h = NULL;
-			dnnl_memory_get_data_handle(P->bmem, &h);
-			memcpy(h, W->b, (size_t)W->out * sizeof(float));
-		}
-	}
 	W->packed = P;
+	if (s == dnnl_success)
+		mm_spin_between_jobs();
 	if (s != dnnl_success) {
 		mm_unpack(W);
 		return clip_fail(err, s == dnnl_out_of_memory ? CLIP_ENOMEM : CLIP_EINVAL,

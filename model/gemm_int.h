@@ -68,6 +68,11 @@ static inline size_t mm_attention_scratch(int T, int dh)
  * Returns when every part is done. */
 void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
 
+/* Lets mm_parallel's helper spin briefly between jobs (gemm.c): called
+ * once a layer is packed for oneDNN, whose products leave the cores to
+ * our two threads. */
+void mm_spin_between_jobs(void);
+
 /* Threads one product may use (OpenBLAS's pool, oneDNN's OpenMP team). */
 void mm_set_threads(int n);
 int mm_threads(void);
