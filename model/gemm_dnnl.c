@@ -550,11 +550,29 @@ done:
 		put_prim(P, pr);
 }
 
+/* int8 runs a half's rows INT8_ROWS at a time: its unscaled product then
+ * stays in L2 for the epilogue (64 rows of a 3072-wide layer: 768 KB).
+ * In one piece, batch 32 ran slower than batch 8 (measured: 50.7 against
+ * 61.0 images/s). */
+#define INT8_ROWS 64
+
 static void rows_part(void *ctx, int h0, int h1)
 {
 	struct rows_job *j = ctx;
-	for (int h = h0; h < h1; h++)
-		run_rows(j, h, (int)((long)j->n * h / 2), (int)((long)j->n * (h + 1) / 2));
+	for (int h = h0; h < h1; h++) {
+		int r0 = (int)((long)j->n * h / 2), r1 = (int)((long)j->n * (h + 1) / 2);
+		if (j->P->prec != CLIP_PRECISION_INT8) {
+			run_rows(j, h, r0, r1);
+			continue;
+		}
+		/* Equal chunks, so that one or two row counts are met. */
+		int pieces = (r1 - r0 + INT8_ROWS - 1) / INT8_ROWS, ok = 1;
+		for (int k = 0; k < pieces && ok; k++) {
+			run_rows(j, h, r0 + (int)((long)(r1 - r0) * k / pieces),
+			         r0 + (int)((long)(r1 - r0) * (k + 1) / pieces));
+			ok = j->ok[h];
+		}
+	}
 }
 
 void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
