@@ -16,10 +16,14 @@
  *   batch meanwhile.
  * - Watcher: one thread for the --watch directories (watch.c), started
  *   after the workers and stopped before them.
- * - BLAS: every encode call runs on OpenBLAS threads. The machine's cores
- *   are split between the workers: BLAS threads per call = cores / workers
- *   (at least 1), so the background work alone never oversubscribes; a
- *   request-time encode competes with it, which is what we want for latency.
+ * - Matrix products: an encode call runs its products on the calling
+ *   thread plus the model's one helper thread (model/gemm.c; oneDNN layers
+ *   split their rows between the two), or on OpenBLAS's threads for the
+ *   f32 reference path. The machine's cores are split between the workers:
+ *   threads per call = cores / workers (at least 1), so the background work
+ *   alone never oversubscribes; a request-time encode competes with it,
+ *   which is what we want for latency. OpenMP (FAISS; oneDNN, which we run
+ *   one thread per call) is passive, see passive_openmp.
  * - Shared state: the app struct is written only here before threads start;
  *   every handle in it is thread-safe (store, vidx via collections, blobs,
  *   encoder, workers). The only flag written later is app.stopping (atomic).
