@@ -470,7 +470,8 @@ struct rows_job {
 	const float *x;
 	float *y;
 	int n, flags;
-	int ok[2], ran[2]; /* ran: the product ran (y may have changed) */
+	int ok[2], ran[2]; /* per thread; ran: the product ran (y may have changed) */
+	int nchunks, next; /* rows handed out chunk by chunk (next: atomic) */
 };
 
 /* Rows r0..r1 of a product on the calling thread: convert them, run one
@@ -550,39 +551,49 @@ done:
 		put_prim(P, pr);
 }
 
-/* int8 runs a half's rows INT8_ROWS at a time: its unscaled product then
- * stays in L2 for the epilogue (64 rows of a 3072-wide layer: 768 KB).
- * In one piece, batch 32 ran slower than batch 8 (measured: 50.7 against
- * 61.0 images/s). */
+/* The rows are handed out in chunks to whichever of the two threads asks
+ * next, not in fixed halves: when a third thread (the ingest decoder, a
+ * request) takes time from one of them, the other takes more rows instead
+ * of waiting at the end. int8 chunks are at most INT8_ROWS: the unscaled
+ * product then stays in L2 for the epilogue (64 rows of a 3072-wide layer:
+ * 768 KB); in one piece batch 32 ran slower than batch 8 (measured: 50.7
+ * against 61.0 images/s). */
 #define INT8_ROWS 64
+#define CHUNKS 8
 
 static void rows_part(void *ctx, int h0, int h1)
 {
 	struct rows_job *j = ctx;
-	for (int h = h0; h < h1; h++) {
-		int r0 = (int)((long)j->n * h / 2), r1 = (int)((long)j->n * (h + 1) / 2);
-		if (j->P->prec != CLIP_PRECISION_INT8) {
+	for (int h = h0; h < h1; h++)
+		for (;;) {
+			int c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+			if (c >= j->nchunks)
+				break;
+			int r0 = (int)((long)j->n * c / j->nchunks);
+			int r1 = (int)((long)j->n * (c + 1) / j->nchunks);
 			run_rows(j, h, r0, r1);
-			continue;
+			if (!j->ok[h])
+				return;
 		}
-		/* Equal chunks, so that one or two row counts are met. */
-		int pieces = (r1 - r0 + INT8_ROWS - 1) / INT8_ROWS, ok = 1;
-		for (int k = 0; k < pieces && ok; k++) {
-			run_rows(j, h, r0 + (int)((long)(r1 - r0) * k / pieces),
-			         r0 + (int)((long)(r1 - r0) * (k + 1) / pieces));
-			ok = j->ok[h];
-		}
-	}
 }
 
 void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags)
 {
-	struct rows_job j = {W->packed, W, x, y, n, flags, {1, 1}, {0, 0}};
+	struct rows_job j = {W->packed, W, x, y, n, flags, {1, 1}, {0, 0}, 0, 0};
 	size_t flops = (size_t)n * W->in * (size_t)W->out;
-	if (n >= 2)
+	/* Equal chunks (one or two row counts to make primitives for): up to
+	 * CHUNKS of them, none under 32 rows unless that leaves fewer than
+	 * two, and int8 ones no larger than INT8_ROWS. */
+	int nc = n / 32 < CHUNKS ? n / 32 : CHUNKS;
+	if (nc < 2)
+		nc = n < 2 ? 1 : 2;
+	if (j.P->prec == CLIP_PRECISION_INT8 && (n + nc - 1) / nc > INT8_ROWS)
+		nc = (n + INT8_ROWS - 1) / INT8_ROWS;
+	j.nchunks = nc;
+	if (nc >= 2)
 		mm_parallel(2, flops < (1u << 30) ? (int)flops : 1 << 30, rows_part, &j);
 	else
-		run_rows(&j, 0, 0, n);
+		rows_part(&j, 0, 1);
 	if (j.ok[0] && j.ok[1])
 		return;
 	/* Out of memory, or oneDNN refused this row count: the product still
