@@ -254,5 +254,32 @@ else
 	fail "run.sh --config FILE takes the model and data from the file" "$log"
 fi
 
+# 8. The Containerfile's runtime stage installs every library clipd links
+# directly (its NEEDED entries), by Debian package: the container cannot be
+# built here (no Docker engine), so this is the check that a new dependency
+# (libdnnl2 was missed once) reaches the image. libc6 and libgcc-s1 come
+# with the base image.
+log=$tmp/needed.log
+runtime=$(sed -n '/^FROM debian:12-slim/,$p' "$top/deploy/Containerfile")
+missing=
+for lib in $(readelf -d "$CLIPD_BIN" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+	path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')
+	pkg=
+	# dpkg knows a file by the path its package installed: try the link,
+	# its target, and both sides of the /usr merge.
+	for f in "$path" "$(readlink -f "$path")" "/usr$path" "${path#/usr}"; do
+		[ -n "$path" ] && pkg=$(dpkg -S "$f" 2>/dev/null | head -n 1 | cut -d: -f1) && [ -n "$pkg" ] && break
+	done
+	case $pkg in
+	libc6 | libgcc-s1) continue ;;
+	esac
+	if [ -z "$pkg" ] || ! grep -qw -- "$pkg" <<<"$runtime"; then
+		missing="$missing $lib(${pkg:-no package})"
+	fi
+done
+echo "missing:$missing" >"$log"
+check "the Containerfile's runtime stage installs the package of every library clipd needs" \
+	"$log" [ -z "$missing" ]
+
 echo "1..$n"
 [ "$failed" = 0 ]
