@@ -249,9 +249,9 @@ static int bind_all(clip_model *m, clip_err *err)
 /* Converts one layer for the oneDNN backend, then lets its float32 copy go:
  * a converted (owned) copy is freed, a memory-mapped one leaves the
  * resident set. */
-static int pack_one(clip_model *m, mm_weight *W, clip_precision p, int flags, clip_err *err)
+static int pack_one(clip_model *m, mm_weight *W, clip_precision p, clip_err *err)
 {
-	int rc = mm_pack(W, p, flags, err);
+	int rc = mm_pack(W, p, err);
 	if (rc != CLIP_OK)
 		return rc;
 	size_t bytes = (size_t)W->in * W->out * sizeof(float);
@@ -267,16 +267,14 @@ static int pack_one(clip_model *m, mm_weight *W, clip_precision p, int flags, cl
 
 static int pack_tower(clip_model *m, clip_tower *tw, clip_precision p, clip_err *err)
 {
-	int act = tw->cfg.act == CLIP_QUICK_GELU ? MM_QUICK_GELU : MM_GELU, rc;
+	int rc;
 	for (int l = 0; l < tw->cfg.layers; l++) {
 		clip_layer *L = &tw->layers[l];
-		if ((rc = pack_one(m, &L->qkv, p, 0, err)) ||
-		    (rc = pack_one(m, &L->o, p, MM_ACCUMULATE, err)) ||
-		    (rc = pack_one(m, &L->fc1, p, act, err)) ||
-		    (rc = pack_one(m, &L->fc2, p, MM_ACCUMULATE, err)))
+		if ((rc = pack_one(m, &L->qkv, p, err)) || (rc = pack_one(m, &L->o, p, err)) ||
+		    (rc = pack_one(m, &L->fc1, p, err)) || (rc = pack_one(m, &L->fc2, p, err)))
 			return rc;
 	}
-	return pack_one(m, &tw->proj, p, 0, err);
+	return pack_one(m, &tw->proj, p, err);
 }
 
 /* Resolves auto and converts every linear layer for oneDNN; float32 stays
@@ -294,7 +292,7 @@ static int pack_all(clip_model *m, clip_precision p, int reference, clip_err *er
 	if (p == CLIP_PRECISION_F32 && (reference || !mm_have_dnnl()))
 		return CLIP_OK;
 	int rc;
-	if ((rc = pack_one(m, &m->vision.patch, p, 0, err)) ||
+	if ((rc = pack_one(m, &m->vision.patch, p, err)) ||
 	    (rc = pack_tower(m, &m->vision, p, err)) || (rc = pack_tower(m, &m->text, p, err)))
 		return rc;
 	return CLIP_OK;

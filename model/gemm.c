@@ -34,7 +34,6 @@
 
 /* gemm_dnnl.c, when oneDNN is built in. */
 void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int flags);
-void mm_dnnl_set_threads(int n);
 
 /* At or below this many rows, mm_linear streams instead of calling sgemm.
  * Measured with bench/model on ViT-B/32 shapes (see the note of the model
@@ -349,7 +348,7 @@ static void activate_part(void *ctx, int c0, int c1)
 	}
 }
 
-void mm_activate(float *x, size_t n, int flags)
+static void mm_activate(float *x, size_t n, int flags)
 {
 	if (!(flags & (MM_QUICK_GELU | MM_GELU)))
 		return;
@@ -393,12 +392,6 @@ void mm_set_threads(int n)
 {
 	nthreads = n;
 	openblas_set_num_threads(n);
-	mm_dnnl_set_threads(n);
-}
-
-int mm_threads(void)
-{
-	return nthreads > 0 ? nthreads : openblas_get_num_threads();
 }
 
 #ifndef CLIPD_HAVE_DNNL
@@ -408,14 +401,9 @@ void mm_dnnl_linear(int n, const mm_weight *W, const float *x, float *y, int fla
 	(void)n, (void)W, (void)x, (void)y, (void)flags;
 }
 
-void mm_dnnl_set_threads(int n)
+int mm_pack(mm_weight *W, clip_precision p, clip_err *err)
 {
-	(void)n;
-}
-
-int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
-{
-	(void)W, (void)flags;
+	(void)W;
 	return clip_fail(err, CLIP_EINVAL, "precision %s needs oneDNN, and this build has none",
 	                 clip_precision_name(p));
 }

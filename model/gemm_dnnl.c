@@ -75,7 +75,6 @@ struct prim {
 
 struct mm_packed {
 	clip_precision prec;
-	int flags;                /* the flags it was packed for */
 	dnnl_memory_desc_t wmd;   /* the blocked weight layout */
 	dnnl_memory_t wmem;       /* the converted weights */
 	dnnl_memory_t bmem;       /* bias [1][out] float32, or NULL */
@@ -192,10 +191,6 @@ int mm_precision_supported(clip_precision p, const char **why)
 	return 0;
 }
 
-void mm_dnnl_set_threads(int n)
-{
-	(void)n; /* each half runs on one thread: mm_parallel decides */
-}
 
 static dnnl_data_type_t src_type(clip_precision p)
 {
@@ -395,31 +390,16 @@ static void cvt_int8(const float *x, int8_t *q, size_t n, float inv)
  * at speed (measured: the reference kernel), so the product comes out
  * unscaled along rows and int8_epilogue applies the row scale, the bias,
  * the activation and the residual add in one pass. */
-struct q8_job {
-	const float *x;
-	int8_t *q;
-	float *rs;
-	int in;
-};
-
-static void quant_rows_part(void *ctx, int r0, int r1)
+static void quantize_input(const float *x, int rows, int in, int8_t *q, float *rs)
 {
-	struct q8_job *j = ctx;
-	for (int r = r0; r < r1; r++) {
-		const float *x = j->x + (size_t)r * j->in;
-		float m = absmax(x, (size_t)j->in);
+	for (int r = 0; r < rows; r++) {
+		const float *xr = x + (size_t)r * in;
+		float m = absmax(xr, (size_t)in);
 		float sc = m > 0 && isfinite(m) ? m / 127.0f : 1.0f;
-		j->rs[r] = sc;
-		cvt_int8(x, j->q + (size_t)r * j->in, (size_t)j->in, 1.0f / sc);
+		rs[r] = sc;
+		cvt_int8(xr, q + (size_t)r * in, (size_t)in, 1.0f / sc);
 	}
 }
-
-/* One pass over the product of n rows (see int8_epilogue). */
-struct epi_job {
-	const float *acc, *rs, *b;
-	float *y;
-	int out, flags;
-};
 
 MULTIVERSION
 static void int8_epilogue(const float *a, float sc, const float *b, float *y, int out, int flags)
@@ -453,14 +433,6 @@ static void int8_epilogue(const float *a, float sc, const float *b, float *y, in
 			v = v / (1.0f + expf(-1.702f * v));
 		y[o] = add ? y[o] + v : v;
 	}
-}
-
-static void epilogue_part(void *ctx, int r0, int r1)
-{
-	struct epi_job *j = ctx;
-	for (int r = r0; r < r1; r++)
-		int8_epilogue(j->acc + (size_t)r * j->out, j->rs[r], j->b, j->y + (size_t)r * j->out,
-		             j->out, j->flags);
 }
 
 /* A product split by rows between two threads. */
@@ -509,8 +481,7 @@ static void run_rows(struct rows_job *j, int h, int r0, int r1)
 		cvt_bf16(x, t->src, nx);
 		src = t->src;
 	} else if (int8) {
-		struct q8_job q = {x, t->src, t->rs, W->in};
-		quant_rows_part(&q, 0, m);
+		quantize_input(x, m, W->in, t->src, t->rs);
 		src = t->src;
 	}
 	dnnl_memory_desc_t smd, dmd, spmd;
@@ -535,10 +506,10 @@ static void run_rows(struct rows_job *j, int h, int r0, int r1)
 	if (dnnl_primitive_execute(pr->p, t->stream, na, args) != dnnl_success ||
 	    dnnl_stream_wait(t->stream) != dnnl_success)
 		goto done;
-	if (int8) {
-		struct epi_job e = {t->acc, t->rs, W->b, y, W->out, j->flags};
-		epilogue_part(&e, 0, m);
-	}
+	const float *acc = t->acc, *rs = t->rs;
+	for (int r = 0; int8 && r < m; r++)
+		int8_epilogue(acc + (size_t)r * W->out, rs[r], W->b, y + (size_t)r * W->out, W->out,
+		              j->flags);
 	j->ok[h] = 1;
 done:
 	if (ms)
@@ -702,7 +673,7 @@ static dnnl_status_t pick_layout(mm_packed *P, const mm_weight *W)
 	return s;
 }
 
-int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
+int mm_pack(mm_weight *W, clip_precision p, clip_err *err)
 {
 	const char *why = NULL;
 	if (!mm_have_dnnl())
@@ -716,7 +687,6 @@ int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err)
 	if (!P)
 		return clip_fail(err, CLIP_ENOMEM, "out of memory");
 	P->prec = p;
-	P->flags = flags;
 	pthread_mutex_init(&P->mu, NULL);
 	dnnl_status_t s = dnnl_success;
 	int8_t *q = NULL;

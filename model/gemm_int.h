@@ -37,10 +37,9 @@ enum {
 void mm_linear(int n, const mm_weight *W, const float *x, float *y, int flags);
 
 /* Converts W to precision p (CLIP_PRECISION_F32, _BF16 or _INT8) in
- * oneDNN's layout; flags are those mm_linear will be called with, so that
- * its post-ops are known. W->w stays valid (the caller may drop it after).
+ * oneDNN's layout. W->w stays valid (the caller may drop it after).
  * Returns CLIP_OK, or an error when the backend is missing or fails. */
-int mm_pack(mm_weight *W, clip_precision p, int flags, clip_err *err);
+int mm_pack(mm_weight *W, clip_precision p, clip_err *err);
 void mm_unpack(mm_weight *W);
 
 /* Whether this build and CPU run precision p at speed: f32 always; bf16
@@ -73,11 +72,7 @@ void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *c
  * our two threads. */
 void mm_spin_between_jobs(void);
 
-/* Threads one product may use (OpenBLAS's pool, oneDNN's OpenMP team). */
+/* Threads one product may use (OpenBLAS's pool; our helper, at most 2). */
 void mm_set_threads(int n);
-int mm_threads(void);
-
-/* The float32 activations the backends share (gemm.c). */
-void mm_activate(float *x, size_t n, int flags);
 
 #endif
