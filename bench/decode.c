@@ -39,6 +39,7 @@
 
 #include "clip.h"
 #include "preprocess_int.h"
+#include "timing.h"
 
 #define MAX_MODELS 4
 #define MAX_MARGINS 8
@@ -56,19 +57,6 @@ struct opts {
 	const char *files[MAX_FILES];
 	int nfiles;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -410,15 +398,15 @@ int main(int argc, char **argv)
 				float *dst = (mi < 0 ? exact : fast) + ((size_t)k * nf + f) * plane;
 				op.shrink_min_side = min_side;
 				for (int r = 0; r < (k == 0 ? o.runs : 1); r++) {
-					double t0 = now();
+					double t0 = bench_now();
 					if (img_preprocess_file(o.files[f], &op, dst, NULL, NULL, &ce) != CLIP_OK) {
 						fprintf(stderr, "bench/decode: %s: %s\n", o.files[f], ce.msg);
 						goto out;
 					}
-					runs[r] = now() - t0;
+					runs[r] = bench_now() - t0;
 				}
 				if (k == 0) {
-					qsort(runs, (size_t)o.runs, sizeof *runs, cmp_double);
+					qsort(runs, (size_t)o.runs, sizeof *runs, bench_cmp_double);
 					double t = runs[o.runs / 2];
 					t_sum += t;
 					if (mi < 0)

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "index.h"
+#include "timing.h"
 
 #define K 10
 #define BATCH_NQ 32
@@ -107,13 +108,6 @@ static void *xmalloc(size_t n)
 	if (!p)
 		die("out of memory (%zu bytes)", n);
 	return p;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- random vectors ------------------------------------------------------ */
@@ -276,16 +270,10 @@ static void reset_peak_rss(void)
 	}
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
 /* Nearest-rank percentile; sorts v. */
 static double percentile(double *v, size_t n, double p)
 {
-	qsort(v, n, sizeof *v, cmp_double);
+	qsort(v, n, sizeof *v, bench_cmp_double);
 	size_t rank = (size_t)ceil(p / 100.0 * (double)n);
 	return v[rank ? rank - 1 : 0];
 }
@@ -318,7 +306,7 @@ static void check(int rc, const vidx_err *err, const char *what)
 static void add_all(vidx *v, const float *x, size_t n, int dim, int kind, struct result *res)
 {
 	int64_t *ids = xmalloc(ADD_BATCH * sizeof *ids);
-	double t0 = now_s(), last_note = t0, train_end = -1;
+	double t0 = bench_now(), last_note = t0, train_end = -1;
 	size_t after_train = 0;
 	vidx_err err;
 
@@ -327,9 +315,9 @@ static void add_all(vidx *v, const float *x, size_t n, int dim, int kind, struct
 		size_t b = n - at < ADD_BATCH ? n - at : ADD_BATCH;
 		for (size_t i = 0; i < b; i++)
 			ids[i] = (int64_t)(at + i);
-		double t = now_s();
+		double t = bench_now();
 		check(vidx_add(v, b, x + at * (size_t)dim, ids, &err), &err, "adding");
-		double t1 = now_s();
+		double t1 = bench_now();
 		if (kind == KIND_IVFPQ) {
 			if (at < IVFPQ_TRAIN_AT && at + b >= IVFPQ_TRAIN_AT) {
 				res->train_s = t1 - t;
@@ -344,7 +332,7 @@ static void add_all(vidx *v, const float *x, size_t n, int dim, int kind, struct
 			last_note = t1;
 		}
 	}
-	res->add_s = now_s() - t0;
+	res->add_s = bench_now() - t0;
 	res->add_rate = (double)n / res->add_s;
 	if (train_end >= 0 && after_train > 0)
 		res->rate_after_train = (double)after_train / (t0 + res->add_s - train_end);
@@ -378,10 +366,10 @@ static void time_searches(vidx *v, const struct opts *o, const float *q, struct 
 		check(vidx_search(v, 1, q + (i % nq) * dim, K, scores, scratch, &err), &err,
 		      "searching");
 	for (int i = 0; i < o->queries; i++) {
-		double t = now_s();
+		double t = bench_now();
 		check(vidx_search(v, 1, q + (size_t)i * dim, K, scores, got_single + (size_t)i * K, &err),
 		      &err, "searching");
-		lat[i] = (now_s() - t) * 1e3;
+		lat[i] = (bench_now() - t) * 1e3;
 	}
 	res->single_p50 = percentile(lat, (size_t)o->queries, 50);
 	res->single_p99 = percentile(lat, (size_t)o->queries, 99);
@@ -390,11 +378,11 @@ static void time_searches(vidx *v, const struct opts *o, const float *q, struct 
 
 	check(vidx_search(v, BATCH_NQ, q, K, scores, scratch, &err), &err, "searching");
 	for (size_t b = 0; b < nb; b++) {
-		double t = now_s();
+		double t = bench_now();
 		check(vidx_search(v, BATCH_NQ, q + b * BATCH_NQ * dim, K, scores,
 		                  got_batch + b * BATCH_NQ * K, &err),
 		      &err, "searching");
-		lat[b] = (now_s() - t) * 1e3;
+		lat[b] = (bench_now() - t) * 1e3;
 	}
 	res->batch_p50 = percentile(lat, nb, 50);
 	res->batch_p99 = percentile(lat, nb, 99);
@@ -715,9 +703,9 @@ int main(int argc, char **argv)
 		if (n > have) {
 			/* Rows depend on the seed and their number only, so a smaller
 			 * N is a prefix of a larger one and is generated once. */
-			double t = now_s();
+			double t = bench_now();
 			gen_rows(x, have, n, o.dim, o.data, o.seed);
-			fprintf(stderr, "generated rows %zu..%zu in %.1f s\n", have, n, now_s() - t);
+			fprintf(stderr, "generated rows %zu..%zu in %.1f s\n", have, n, bench_now() - t);
 			have = n;
 		}
 		make_queries(x, n, o.dim, nq, o.noise, o.seed, q);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "server_int.h"
+#include "timing.h"
 
 struct client {
 	pthread_t th;
@@ -86,12 +87,6 @@ static void *client_main(void *p)
 	}
 	bs_conn_close(c);
 	return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
 }
 
 /* The q-quantile of sorted x[n] (nearest rank). */
@@ -169,7 +164,7 @@ int bs_load_run(int port, const char *path, int clients, double seconds,
 		memcpy(all + n, cl[i].lat, cl[i].n * sizeof *all);
 		n += cl[i].n;
 	}
-	qsort(all, n, sizeof *all, cmp_double);
+	qsort(all, n, sizeof *all, bench_cmp_double);
 	double sum = 0;
 	for (size_t i = 0; i < n; i++)
 		sum += all[i];

@@ -21,24 +21,12 @@
 
 #include "clip.h"
 #include "gemm_int.h"
+#include "timing.h"
 
 /* FLOPs per item of CLIP ViT-B/32, from ../shared/peers/flops.py (1 MAC =
  * 2 FLOP): 8.818 GFLOP per 224x224 image, 5.960 GFLOP per 77-token text. */
 #define VITB32_IMAGE_GFLOP 8.818
 #define VITB32_TEXT77_GFLOP 5.960
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 static long peak_rss_mb(void)
 {
@@ -72,12 +60,12 @@ static void *stream_main(void *arg)
 		return NULL;
 	}
 	clip_encode_images(c, s->batch, s->pix, out, NULL); /* warm-up */
-	double start = now();
-	while (now() - start < s->seconds) {
+	double start = bench_now();
+	while (bench_now() - start < s->seconds) {
 		clip_encode_images(c, s->batch, s->pix, out, NULL);
 		s->images += s->batch;
 	}
-	s->rate = s->images / (now() - start);
+	s->rate = s->images / (bench_now() - start);
 	clip_ctx_free(c);
 	free(out);
 	return NULL;
@@ -123,7 +111,7 @@ int main(int argc, char **argv)
 	mm_set_threads(threads);
 	clip_model *m;
 	clip_err err;
-	double t0 = now();
+	double t0 = bench_now();
 	/* openblas: the float32 reference path (clip_model_open). */
 	clip_options opts = {CLIP_PRECISION_AUTO};
 	int reference = !strcmp(prec, "openblas");
@@ -136,7 +124,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench/model: %s\n", err.msg);
 		return 1;
 	}
-	double t_open = now() - t0;
+	double t_open = bench_now() - t0;
 	int maxb = 1;
 	for (const char *p = batches; *p;) {
 		int b = atoi(p);
@@ -196,13 +184,13 @@ int main(int argc, char **argv)
 		double runs[1000];
 		int n = 0;
 		clip_encode_images(c, b, pix, out, NULL); /* warm-up */
-		double start = now();
-		while (n < 1000 && (n < 3 || now() - start < seconds)) {
-			double s = now();
+		double start = bench_now();
+		while (n < 1000 && (n < 3 || bench_now() - start < seconds)) {
+			double s = bench_now();
 			clip_encode_images(c, b, pix, out, NULL);
-			runs[n++] = now() - s;
+			runs[n++] = bench_now() - s;
 		}
-		qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+		qsort(runs, (size_t)n, sizeof runs[0], bench_cmp_double);
 		double med = runs[n / 2], ips = b / med;
 		printf("image batch %-3d %7.1f images/s  %7.2f ms/image  %6.1f GFLOP/s  (%d runs)\n", b, ips,
 		       med / b * 1e3, ips * VITB32_IMAGE_GFLOP, n);
@@ -228,13 +216,13 @@ int main(int argc, char **argv)
 		double runs[5000];
 		int n = 0;
 		clip_encode_texts(c, 1, ids, out, NULL);
-		double start = now();
-		while (n < 5000 && (n < 3 || now() - start < seconds / 2)) {
-			double s = now();
+		double start = bench_now();
+		while (n < 5000 && (n < 3 || bench_now() - start < seconds / 2)) {
+			double s = bench_now();
 			clip_encode_texts(c, 1, ids, out, NULL);
-			runs[n++] = now() - s;
+			runs[n++] = bench_now() - s;
 		}
-		qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+		qsort(runs, (size_t)n, sizeof runs[0], bench_cmp_double);
 		double med = runs[n / 2];
 		printf("text %2d tokens  %7.2f ms  (p90 %.2f ms, %d runs)\n", len, med * 1e3,
 		       runs[n * 9 / 10] * 1e3, n);

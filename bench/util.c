@@ -12,15 +12,14 @@
 #include <unistd.h>
 
 #include "server_int.h"
+#include "timing.h"
 
 /* Written by the signal handler, read by the loops: see bs_catch_signals. */
 volatile sig_atomic_t bs_interrupted;
 
 double bs_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return bench_now();
 }
 
 int bs_fail(char *msg, size_t msg_size, const char *fmt, ...)
