@@ -89,9 +89,23 @@ static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static int engine_ok;
 
+/* oneDNN memory objects (the descriptions of a product's source,
+ * destination and scratchpad) for one shape, kept per thread and pointed at
+ * each call's buffers: making and freeing three of them per product was a
+ * measurable share of a short text. */
+struct mems {
+	int m, in, out;
+	dnnl_data_type_t st;
+	size_t scratch;
+	dnnl_memory_t src, dst, pad;
+};
+#define NMEMS 8
+
 /* Per calling thread: a stream and the buffers it reuses. */
 struct tls {
 	dnnl_stream_t stream;
+	struct mems mems[NMEMS]; /* replaced in turn (next) */
+	int next;
 	void *src;            /* the input rounded to bf16 or int8 */
 	size_t src_cap;
 	void *scratch;
@@ -103,9 +117,22 @@ struct tls {
 };
 static pthread_key_t tls_key;
 
+static void mems_free(struct mems *e)
+{
+	if (e->src)
+		dnnl_memory_destroy(e->src);
+	if (e->dst)
+		dnnl_memory_destroy(e->dst);
+	if (e->pad)
+		dnnl_memory_destroy(e->pad);
+	memset(e, 0, sizeof *e);
+}
+
 static void tls_free(void *p)
 {
 	struct tls *t = p;
+	for (int i = 0; i < NMEMS; i++)
+		mems_free(&t->mems[i]);
 	if (t->stream)
 		dnnl_stream_destroy(t->stream);
 	free(t->src);
@@ -435,6 +462,35 @@ static void int8_epilogue(const float *a, float sc, const float *b, float *y, in
 	}
 }
 
+/* This thread's memory objects for an m-row product of W with source type
+ * st and a scratchpad of `scratch` bytes; NULL when oneDNN fails. */
+static struct mems *mems_for(struct tls *t, int m, const mm_weight *W, dnnl_data_type_t st,
+                             size_t scratch)
+{
+	for (int i = 0; i < NMEMS; i++) {
+		struct mems *e = &t->mems[i];
+		if (e->src && e->m == m && e->in == W->in && e->out == W->out && e->st == st &&
+		    e->scratch == scratch)
+			return e;
+	}
+	struct mems *e = &t->mems[t->next];
+	t->next = (t->next + 1) % NMEMS;
+	mems_free(e);
+	dnnl_memory_desc_t smd, dmd, spmd;
+	dnnl_dims_t ds = {m, W->in}, dd = {m, W->out}, dsp = {(dnnl_dim_t)scratch};
+	if (dnnl_memory_desc_init_by_tag(&smd, 2, ds, st, dnnl_ab) ||
+	    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) ||
+	    dnnl_memory_desc_init_by_tag(&spmd, 1, dsp, dnnl_u8, dnnl_a) ||
+	    dnnl_memory_create(&e->src, &smd, engine, DNNL_MEMORY_NONE) ||
+	    dnnl_memory_create(&e->dst, &dmd, engine, DNNL_MEMORY_NONE) ||
+	    dnnl_memory_create(&e->pad, &spmd, engine, DNNL_MEMORY_NONE)) {
+		mems_free(e);
+		return NULL;
+	}
+	*e = (struct mems){m, W->in, W->out, st, scratch, e->src, e->dst, e->pad};
+	return e;
+}
+
 /* A product split by rows between two threads. */
 struct rows_job {
 	mm_packed *P;
@@ -459,7 +515,6 @@ static void run_rows(struct rows_job *j, int h, int r0, int r1)
 	float *y = j->y + (size_t)r0 * W->out;
 	struct tls *t = tls_get();
 	struct prim *pr = NULL;
-	dnnl_memory_t ms = NULL, md = NULL, msc = NULL;
 	j->ok[h] = 0;
 	if (m == 0) {
 		j->ok[h] = 1;
@@ -484,22 +539,17 @@ static void run_rows(struct rows_job *j, int h, int r0, int r1)
 		quantize_input(x, m, W->in, t->src, t->rs);
 		src = t->src;
 	}
-	dnnl_memory_desc_t smd, dmd, spmd;
-	dnnl_dims_t ds = {m, W->in}, dd = {m, W->out};
-	dnnl_dims_t dsp = {(dnnl_dim_t)(pr->scratch ? pr->scratch : 1)};
+	struct mems *e = mems_for(t, m, W, src_type(P->prec), pr->scratch ? pr->scratch : 1);
 	dnnl_exec_arg_t args[5];
 	int na = 0;
-	if (dnnl_memory_desc_init_by_tag(&smd, 2, ds, src_type(P->prec), dnnl_ab) ||
-	    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) ||
-	    dnnl_memory_desc_init_by_tag(&spmd, 1, dsp, dnnl_u8, dnnl_a) ||
-	    dnnl_memory_create(&ms, &smd, engine, (void *)src) ||
-	    dnnl_memory_create(&md, &dmd, engine, dst) ||
-	    dnnl_memory_create(&msc, &spmd, engine, t->scratch))
+	if (!e || dnnl_memory_set_data_handle(e->src, (void *)src) ||
+	    dnnl_memory_set_data_handle(e->dst, dst) ||
+	    dnnl_memory_set_data_handle(e->pad, t->scratch))
 		goto done;
-	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ms};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, e->src};
 	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, P->wmem};
-	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, md};
-	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msc};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, e->dst};
+	args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, e->pad};
 	if (P->bmem && !int8)
 		args[na++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, P->bmem};
 	j->ran[h] = 1;
@@ -512,12 +562,6 @@ static void run_rows(struct rows_job *j, int h, int r0, int r1)
 		              j->flags);
 	j->ok[h] = 1;
 done:
-	if (ms)
-		dnnl_memory_destroy(ms);
-	if (md)
-		dnnl_memory_destroy(md);
-	if (msc)
-		dnnl_memory_destroy(msc);
 	if (pr)
 		put_prim(P, pr);
 }
