@@ -28,17 +28,17 @@
  * and one pass of our own (int8_epilogue) applies the row scales, the bias,
  * the activation and the residual add.
  *
- * Threads: a product's rows are split in two halves, run on the calling
- * thread and gemm.c's helper (mm_parallel), each half one single-threaded
- * oneDNN call that also converts its rows first (and, for int8, applies
- * its epilogue after): one hand-off per product. (Halves of the output
- * columns would need a strided destination, and oneDNN 2.6 runs those on
- * its slow gemm:jit path: measured.) oneDNN's own
- * threads (Debian builds it on OpenMP) wake from sleep on every call
+ * Threads: a product's rows go out in chunks (rows_part) to the calling
+ * thread and gemm.c's helper (mm_parallel); each chunk is one
+ * single-threaded oneDNN call that converts its rows first (and, for int8,
+ * applies its epilogue after): one hand-off per product. oneDNN's own
+ * threads (Debian builds it on OpenMP) would wake from sleep on every call
  * when OpenMP is passive, which clipd needs for FAISS: 30-50 us a wake on
  * this KVM guest, ~150 wakes per short text, so that a 7-token text ran
- * faster on one thread than on two. Our helper spins briefly between
- * jobs instead (gemm.c). Each thread has its own stream and scratch
+ * faster on one thread than on two. Our helper spins briefly between jobs
+ * instead (gemm.c). (Splitting the output columns instead would need a
+ * strided destination, which oneDNN 2.6 runs on its slow gemm:jit path:
+ * measured.) Each thread has its own stream, memory objects and scratch
  * buffers (thread-specific data, freed when the thread ends), and
  * primitives run with a user-provided scratchpad, so any number of threads
  * can run the same layer at once.
