@@ -192,6 +192,10 @@ int blob_writer_finish(blob_writer *w, api_err *err)
 		return api_fail(err, API_EIO, "cannot fsync a temporary file: %s", strerror(errno));
 	snprintf(w->sha, sizeof w->sha, "%s", g_checksum_get_string(w->sum));
 	w->finished = 1;
+	/* A finished file is only read (mapped) or renamed from here on: its
+	 * descriptor is closed, so a request with many files holds one. */
+	close(w->fd);
+	w->fd = -1;
 	return 0;
 }
 
@@ -212,9 +216,15 @@ int blob_writer_data(blob_writer *w, const uint8_t **data, size_t *len, api_err 
 	if (w->size == 0)
 		return 0;
 	if (!w->map) {
-		void *m = mmap(NULL, (size_t)w->size, PROT_READ, MAP_PRIVATE, w->fd, 0);
+		int fd = w->fd >= 0 ? w->fd : open(w->path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return api_fail(err, API_EIO, "cannot open a temporary file: %s", strerror(errno));
+		void *m = mmap(NULL, (size_t)w->size, PROT_READ, MAP_PRIVATE, fd, 0);
+		int e = errno;
+		if (fd != w->fd)
+			close(fd);
 		if (m == MAP_FAILED)
-			return api_fail(err, API_EIO, "cannot map a temporary file: %s", strerror(errno));
+			return api_fail(err, API_EIO, "cannot map a temporary file: %s", strerror(e));
 		w->map = m;
 		w->map_len = (size_t)w->size;
 	}

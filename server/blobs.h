@@ -45,7 +45,8 @@ int blob_writer_new(blobs *b, blob_writer **out, api_err *err);
 /* Appends data. */
 int blob_writer_write(blob_writer *w, const void *data, size_t len, api_err *err);
 
-/* Ends writing: fsyncs the file and computes the hash. */
+/* Ends writing: fsyncs the file, computes the hash and closes the file's
+ * descriptor (nothing more can be written). */
 int blob_writer_finish(blob_writer *w, api_err *err);
 
 /* After finish: size, hex hash, and the content (memory-mapped, valid until

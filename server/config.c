@@ -51,7 +51,11 @@ static const struct opt {
 	{"max-pixels", OPT_INT, "N", 0, 0, "largest image in pixels, width*height (default 100000000)"},
 	{"max-queue", OPT_INT, "N", 0, 0, "pending items before uploads get 503 (default 100000)"},
 	{"timeout", OPT_INT, "SECONDS", 0, 0, "idle connection timeout (default 30)"},
-	{"max-connections", OPT_INT, "N", 0, 0, "concurrent connections (default 64)"},
+	{"header-timeout", OPT_INT, "SECONDS", 0, 0, "a request's head (request line and headers) must arrive within SECONDS of the connection opening or of the previous reply (default 10)"},
+	{"max-connections", OPT_INT, "N", 0, 0, "concurrent connections (default 1024, lowered to fit the descriptor limit)"},
+	{"max-connections-per-ip", OPT_INT, "N", 0, 0, "concurrent connections from one client address (default 64)"},
+	{"allow-host", OPT_STR, "NAMES", 0, 0, "comma-separated host names accepted in the Host header besides IP addresses and localhost (for a reverse proxy or a LAN name; others get 403 against DNS rebinding)"},
+	{"allow-origin", OPT_STR, "ORIGINS", 0, 0, "comma-separated origins (scheme://host[:port]) allowed to send writes besides the page's own (default none)"},
 	{"fast-decode", OPT_FLAG, NULL, 0, 0, "decode JPEGs much larger than the model's input shrunk on load (libjpeg's DCT scaling, to at least 3x the input side), then preprocess as usual: 2-3x faster for camera photos, embeddings slightly off the exact path (see README; default off)"},
 	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
@@ -468,6 +472,51 @@ static int resolve_list(const struct raw *r, const char *name, char ***dirs, int
 }
 
 /* The settings in r into cfg. */
+/* A comma-separated list of host names (origins: "scheme://host[:port]"),
+ * lower-cased, into a new array. An empty entry is an error: "a,,b" is a
+ * typo, not a wish to allow the empty name. */
+static int split_names(struct raw *r, const char *name, int origins, char ***out, int *n,
+                       char *msg, size_t size)
+{
+	const char *v = get_str(r, name);
+	*out = NULL;
+	*n = 0;
+	if (!v)
+		return 0;
+	const char *who = get_who(r, name);
+	for (const char *p = v;;) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		while (len && isspace((unsigned char)*p))
+			p++, len--;
+		while (len && isspace((unsigned char)p[len - 1]))
+			len--;
+		if (len == 0 || len > 253)
+			return fail(msg, size, "%s: an empty or over-long name in '%s'", who, v);
+		for (size_t i = 0; i < len; i++)
+			if (!isalnum((unsigned char)p[i]) && !strchr(origins ? "-._:/[]" : "-._", p[i]))
+				return fail(msg, size, "%s: '%.*s' is not a %s", who, (int)len, p,
+				            origins ? "origin (scheme://host[:port])" : "host name");
+		if (origins && strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)
+			return fail(msg, size, "%s: '%.*s' is not an origin (http://host[:port])", who,
+			            (int)len, p);
+		char **grown = realloc(*out, (size_t)(*n + 1) * sizeof *grown);
+		if (!grown || !(grown[*n] = strndup(p, len))) {
+			if (grown)
+				*out = grown;
+			return fail(msg, size, "out of memory");
+		}
+		*out = grown;
+		for (char *c = grown[*n]; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		(*n)++;
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return 0;
+}
+
 static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 {
 	const char *model = get_str(r, "model"), *data = get_str(r, "data");
@@ -535,9 +584,18 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	if (get_int(r, "timeout", 30, 1, 3600, &v, msg, size))
 		return -1;
 	cfg->timeout_s = (int)v;
-	if (get_int(r, "max-connections", 64, 1, 10000, &v, msg, size))
+	if (get_int(r, "header-timeout", 10, 1, 3600, &v, msg, size))
+		return -1;
+	cfg->header_timeout_s = (int)v;
+	if (get_int(r, "max-connections", 1024, 1, 100000, &v, msg, size))
 		return -1;
 	cfg->max_conns = (int)v;
+	if (get_int(r, "max-connections-per-ip", 64, 1, 100000, &v, msg, size))
+		return -1;
+	cfg->max_conns_per_ip = (int)v;
+	if (split_names(r, "allow-host", 0, &cfg->allow_hosts, &cfg->n_allow_hosts, msg, size) ||
+	    split_names(r, "allow-origin", 1, &cfg->allow_origins, &cfg->n_allow_origins, msg, size))
+		return -1;
 	if (get_int(r, "rescan-seconds", 300, 1, 86400, &v, msg, size))
 		return -1;
 	cfg->rescan_s = (int)v;
@@ -599,5 +657,11 @@ void config_free(config *cfg)
 	for (int i = 0; i < cfg->n_watch_dirs; i++)
 		free(cfg->watch_dirs[i]);
 	free(cfg->watch_dirs);
+	for (int i = 0; i < cfg->n_allow_hosts; i++)
+		free(cfg->allow_hosts[i]);
+	free(cfg->allow_hosts);
+	for (int i = 0; i < cfg->n_allow_origins; i++)
+		free(cfg->allow_origins[i]);
+	free(cfg->allow_origins);
 	memset(cfg, 0, sizeof *cfg);
 }

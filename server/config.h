@@ -38,7 +38,13 @@ typedef struct config {
 	int fast_decode;       /* JPEG shrink-on-load (clip_image_limits.fast_decode) */
 	int64_t max_queue;     /* pending items before 503 */
 	int timeout_s;         /* connection idle timeout */
+	int header_timeout_s;  /* deadline for a complete request head */
 	int max_conns;
+	int max_conns_per_ip;
+	char **allow_hosts;    /* --allow-host names, lower-case, n_allow_hosts of them */
+	int n_allow_hosts;
+	char **allow_origins;  /* --allow-origin origins, lower-case */
+	int n_allow_origins;
 	int wait_max_s;        /* longest ?wait=true */
 	int log_level;
 } config;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "jsonutil.h"
 #include "log.h"
 
 /* The one table: (module, module code) -> HTTP status and client code. A
@@ -17,6 +18,8 @@ static const struct status_row {
 	{ERR_API, API_EBADREQ, 400, "bad_request"},
 	{ERR_API, API_EUNAUTH, 401, "unauthorized"},
 	{ERR_API, API_EFORBIDDEN, 403, "forbidden"},
+	{ERR_API, API_EHOST, 403, "host_not_allowed"},
+	{ERR_API, API_EORIGIN, 403, "origin_not_allowed"},
 	{ERR_API, API_ENOTFOUND, 404, "not_found"},
 	{ERR_API, API_EMETHOD, 405, "method_not_allowed"},
 	{ERR_API, API_ECONFLICT, 409, "conflict"},
@@ -70,6 +73,9 @@ int api_fail(api_err *err, api_code code, const char *fmt, ...)
 		err->code = code;
 		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
 		va_end(ap);
+		/* Messages quote client bytes (a URL, a file name): they must stay
+		 * valid UTF-8 for the JSON reply, also where vsnprintf cut them. */
+		ju_utf8_fix(err->msg, sizeof err->msg);
 	}
 	return code;
 }
@@ -80,6 +86,7 @@ static int wrap(api_err *err, api_domain d, int code, const char *msg)
 		err->domain = d;
 		err->code = code;
 		snprintf(err->msg, sizeof err->msg, "%s", msg);
+		ju_utf8_fix(err->msg, sizeof err->msg);
 	}
 	return code ? code : -1;
 }
@@ -147,6 +154,7 @@ json_t *api_err_json(const api_err *err, int *status)
 		snprintf(msg, sizeof msg, "internal server error (details are in the server log)");
 	} else {
 		scrub(msg, sizeof msg, err->msg);
+		ju_utf8_fix(msg, sizeof msg);
 	}
 	*status = st;
 	return json_pack("{s:{s:s,s:s}}", "error", "code", name, "message", msg);

@@ -28,6 +28,8 @@ typedef enum api_code {
 	API_EBADREQ,       /* 400: malformed JSON, bad or missing field */
 	API_EUNAUTH,       /* 401: missing or wrong API key */
 	API_EFORBIDDEN,    /* 403: path outside the allowed roots */
+	API_EHOST,         /* 403: a Host name not allowed (DNS rebinding) */
+	API_EORIGIN,       /* 403: a write from a foreign web page */
 	API_ENOTFOUND,     /* 404: no such route or id */
 	API_EMETHOD,       /* 405 */
 	API_ECONFLICT,     /* 409: e.g. an image that is not indexed yet */

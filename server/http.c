@@ -11,6 +11,21 @@
  *   on_request to on_completed; nothing else touches it.
  * - srv->mu guards nothing but the in-flight count's condition variable:
  *   http_stop waits on it for requests in flight to drain.
+ * - Connection limits: --max-connections in all (lowered at start to what
+ *   the descriptor limit allows), --max-connections-per-ip from one
+ *   address (libmicrohttpd refuses the rest at accept), so one client's
+ *   idle sockets cannot lock out another.
+ * - Head deadline: the idle timeout restarts with every byte, so a client
+ *   sending a header a byte at a time would hold its thread for ever. Each
+ *   connection has a slot (srv->conns, under srv->conn_mu) with the time
+ *   by which its request head (request line and headers) must be complete:
+ *   --header-timeout after the connection opened or after its previous
+ *   reply. The watchdog thread wakes twice a second and shuts down (the
+ *   socket, not the descriptor) every connection past its deadline; its
+ *   own thread then sees end of file and libmicrohttpd closes it. Slots are
+ *   removed under conn_mu in the close notification, which libmicrohttpd
+ *   calls before it closes the descriptor, so the watchdog never touches a
+ *   descriptor that was reused.
  *
  * Bodies: the declared Content-Length and the running total are checked
  * against --max-body-mb. A body over the limit, or one sent to a request
@@ -28,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +59,19 @@
 #define DRAIN_MAX ((uint64_t)64 << 20)
 #define MAX_EXTRA_HEADERS 4
 #define POST_BUFFER 65536
+/* Parts of one multipart body. A bulk upload of more files than this is
+ * split by the client; each part costs a small struct, its names and (for
+ * files) a temporary file, so the count is bounded, not only the bytes. */
+#define HTTP_MAX_PARTS 1000
+/* First allocation of a part's in-memory data: most fields are a few bytes. */
+#define PART_MIN_CAP 64
+
+/* One open connection, for the head deadline (see DESIGN). */
+struct conn_slot {
+	MHD_socket fd;
+	int64_t deadline_ms;        /* its head must be in by then; 0: it is */
+	struct conn_slot *prev, *next;
+};
 
 struct http_server {
 	app *a;
@@ -51,6 +80,14 @@ struct http_server {
 	atomic_int inflight;
 	pthread_mutex_t mu;   /* see DESIGN */
 	pthread_cond_t cv;
+
+	pthread_mutex_t conn_mu;    /* guards conns and every slot's deadline */
+	struct conn_slot *conns;
+	pthread_t watchdog;
+	int watchdog_started;
+	int stopping;               /* under conn_mu: the watchdog ends */
+	pthread_cond_t watchdog_cv;
+	atomic_llong heads_cut;     /* connections closed for a late head */
 };
 
 enum body_mode { M_DISCARD, M_BUFFER, M_FORM, M_RAW };
@@ -69,7 +106,9 @@ struct http_req {
 	uint64_t received;
 	char *buf;                  /* M_BUFFER */
 	size_t len, cap;
+	size_t first_cap;           /* M_BUFFER: the declared length + 1, or 4096 */
 	struct MHD_PostProcessor *pp;
+	int nparts;
 	http_part *parts, *last;    /* M_FORM */
 	blob_writer *raw;           /* M_RAW */
 
@@ -104,14 +143,23 @@ int64_t http_req_id(const http_req *r)
 	return r->id;
 }
 
+/* Query and header values are the client's bytes, decoded by libmicrohttpd
+ * in its own (writable) connection memory: they are made valid UTF-8 in
+ * place before any handler quotes them in JSON or stores them. */
 const char *http_req_query(http_req *r, const char *key)
 {
-	return MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, key);
+	const char *v = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, key);
+	if (v)
+		ju_utf8_mask((char *)v);
+	return v;
 }
 
 const char *http_req_header(http_req *r, const char *name)
 {
-	return MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, name);
+	const char *v = MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, name);
+	if (v)
+		ju_utf8_mask((char *)v);
+	return v;
 }
 
 int http_req_content_is(http_req *r, const char *prefix)
@@ -129,7 +177,9 @@ const char *http_req_body(const http_req *r, size_t *len)
 int http_req_json(http_req *r, json_t **out, api_err *err)
 {
 	*out = NULL;
-	if (r->parts || r->raw)
+	/* Only application/json: a form or text/plain body is what a foreign web
+	 * page can send without a CORS preflight. */
+	if (r->parts || r->raw || !http_req_content_is(r, "application/json"))
 		return api_fail(err, API_EUNSUPPORTED, "this request needs a JSON body (Content-Type: application/json)");
 	return ju_parse_object(r->buf, r->len, out, err);
 }
@@ -205,8 +255,14 @@ void http_reply_json(http_req *r, int status, json_t *body)
 	char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
 	json_decref(body);
 	if (!s) {
-		send_response(r, 500, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT),
-		              NULL);
+		/* Out of memory, or a handler built invalid JSON: still an error
+		 * body a client can parse. */
+		static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":"
+		                          "\"internal server error (the reply could not be built)\"}}";
+		log_error("%s %s: the reply could not be built", r->method, r->url);
+		send_response(r, 500, MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
+		                                                      MHD_RESPMEM_PERSISTENT),
+		              "application/json");
 		return;
 	}
 	size_t n = strlen(s);
@@ -267,12 +323,18 @@ static void free_parts(http_req *r)
 	r->parts = r->last = NULL;
 }
 
-static int append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+/* Appends n bytes to a NUL-terminated buffer that grows by doubling from
+ * first_cap but never past limit + 1 bytes (the body limit: a buffer does
+ * not reserve twice what it may hold). */
+static int append(char **buf, size_t *len, size_t *cap, const char *data, size_t n,
+                  size_t first_cap, size_t limit)
 {
 	if (*len + n + 1 > *cap) {
-		size_t nc = *cap ? *cap : 4096;
+		size_t nc = *cap ? *cap : first_cap;
 		while (nc < *len + n + 1)
 			nc *= 2;
+		if (nc > limit + 1 && *len + n + 1 <= limit + 1)
+			nc = limit + 1;
 		char *p = realloc(*buf, nc);
 		if (!p)
 			return -1;
@@ -304,13 +366,26 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 	http_part *p = r->last;
 	if (off == 0 && (!p || p->len > 0 || (p->bw && blob_writer_size(p->bw) > 0) ||
 	                 !same(p->key, key) || !same(p->filename, filename))) {
+		if (++r->nparts > HTTP_MAX_PARTS) {
+			api_fail(&e, API_ETOOBIG, "the multipart body has more than %d parts: send fewer "
+			         "files per request", HTTP_MAX_PARTS);
+			defer_error(r, &e);
+			return MHD_YES;
+		}
+		/* The previous file is complete: close its temporary file now, so
+		 * that a request holds one open file however many parts it has. */
+		if (p && p->bw && blob_writer_finish(p->bw, &e)) {
+			defer_error(r, &e);
+			return MHD_YES;
+		}
 		p = calloc(1, sizeof *p);
-		if (!p || !(p->key = strdup(key ? key : "")) ||
-		    (filename && !(p->filename = strdup(filename))) ||
-		    (content_type && !(p->content_type = strdup(content_type)))) {
+		if (!p || !(p->key = ju_utf8_dup(key ? key : "")) ||
+		    (filename && !(p->filename = ju_utf8_dup(filename))) ||
+		    (content_type && !(p->content_type = ju_utf8_dup(content_type)))) {
 			if (p) {
 				free(p->key);
 				free(p->filename);
+				free(p->content_type);
 				free(p);
 			}
 			api_fail(&e, API_ENOMEM, "out of memory");
@@ -332,7 +407,8 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 	if (p->bw) {
 		if (blob_writer_write(p->bw, data, size, &e))
 			defer_error(r, &e);
-	} else if (append(&p->data, &p->len, &p->cap, data, size)) {
+	} else if (append(&p->data, &p->len, &p->cap, data, size, PART_MIN_CAP,
+	                  (size_t)r->srv->a->cfg->max_body)) {
 		api_fail(&e, API_ENOMEM, "out of memory");
 		defer_error(r, &e);
 	}
@@ -356,6 +432,63 @@ static int key_ok(http_req *r)
 	return diff == 0;
 }
 
+/* The Host header names this daemon: absent (HTTP/1.0), an IP literal
+ * (v4, or v6 in brackets), localhost, or one of --allow-host. A web page on
+ * another name that resolves here (DNS rebinding) is refused; a user who
+ * reaches the daemon by its LAN address keeps working. */
+static int host_ok(http_req *r)
+{
+	const config *cfg = r->srv->a->cfg;
+	const char *h = http_req_header(r, MHD_HTTP_HEADER_HOST);
+	char name[256];
+	if (!h)
+		return 1;
+	size_t n = strlen(h);
+	if (n == 0 || n >= sizeof name)
+		return 0;
+	if (h[0] == '[') {
+		const char *close = strchr(h, ']');
+		struct in6_addr a6;
+		if (!close || (close[1] && close[1] != ':'))
+			return 0;
+		snprintf(name, sizeof name, "%.*s", (int)(close - h - 1), h + 1);
+		return inet_pton(AF_INET6, name, &a6) == 1;
+	}
+	const char *colon = strchr(h, ':');
+	if (colon && strchr(colon + 1, ':'))
+		return 0; /* a bare IPv6 address is not a valid Host */
+	n = colon ? (size_t)(colon - h) : n;
+	snprintf(name, sizeof name, "%.*s", (int)n, h);
+	if (n > 1 && name[n - 1] == '.')
+		name[--n] = 0; /* "localhost." is localhost */
+	struct in_addr a4;
+	if (inet_pton(AF_INET, name, &a4) == 1 || !strcasecmp(name, "localhost"))
+		return 1;
+	for (int i = 0; i < cfg->n_allow_hosts; i++)
+		if (!strcasecmp(name, cfg->allow_hosts[i]))
+			return 1;
+	return 0;
+}
+
+/* A request other than GET/HEAD that carries an Origin comes from a web
+ * page: only the daemon's own page (same scheme-less host:port as Host) and
+ * the --allow-origin list may send it. No Origin: a script or curl. */
+static int origin_ok(http_req *r)
+{
+	const config *cfg = r->srv->a->cfg;
+	if (!strcmp(r->method, "GET") || !strcmp(r->method, "HEAD"))
+		return 1;
+	const char *o = http_req_header(r, "Origin");
+	if (!o)
+		return 1;
+	for (int i = 0; i < cfg->n_allow_origins; i++)
+		if (!strcasecmp(o, cfg->allow_origins[i]))
+			return 1;
+	const char *host = http_req_header(r, MHD_HTTP_HEADER_HOST);
+	const char *rest = !strncasecmp(o, "http://", 7) ? o + 7 : !strncasecmp(o, "https://", 8) ? o + 8 : NULL;
+	return rest && host && *rest && !strcasecmp(rest, host);
+}
+
 /* First call of a request: route, auth, declared length, body mode. */
 static void begin(http_req *r, const char *url, const char *method)
 {
@@ -363,6 +496,20 @@ static void begin(http_req *r, const char *url, const char *method)
 	api_err e;
 	r->rt = router_match(method, url, &r->id, &e);
 	if (!r->rt) {
+		defer_error(r, &e);
+		return;
+	}
+	/* Probes stay open whatever name they use: they answer nothing private. */
+	int probe = !strcmp(r->rt->pattern, "/healthz") || !strcmp(r->rt->pattern, "/readyz");
+	if (!probe && !host_ok(r)) {
+		api_fail(&e, API_EHOST, "the Host header names neither an IP address, localhost, nor a "
+		         "name given with --allow-host");
+		defer_error(r, &e);
+		return;
+	}
+	if (!origin_ok(r)) {
+		api_fail(&e, API_EORIGIN, "requests from the web page at this Origin are not allowed "
+		         "(only the daemon's own page and --allow-origin)");
 		defer_error(r, &e);
 		return;
 	}
@@ -403,8 +550,20 @@ static void begin(http_req *r, const char *url, const char *method)
 		           (http_req_content_is(r, "image/") ||
 		            http_req_content_is(r, "application/octet-stream"))) {
 			r->mode = M_RAW;
+		} else if (http_req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE) &&
+		           !http_req_content_is(r, "application/json") &&
+		           !http_req_content_is(r, "image/") &&
+		           !http_req_content_is(r, "application/octet-stream")) {
+			/* Refused before anything is buffered. */
+			api_fail(&e, API_EUNSUPPORTED, "unsupported Content-Type: send application/json "
+			         "(or multipart/form-data, or an image where the route takes one)");
+			defer_error(r, &e);
 		} else {
 			r->mode = M_BUFFER;
+			/* The declared length is reserved once, so a buffer never
+			 * holds up to twice what it received. */
+			uint64_t want = cl ? strtoull(cl, NULL, 10) : 0;
+			r->first_cap = want > 0 ? (size_t)want + 1 : 4096;
 		}
 		break;
 	}
@@ -439,7 +598,8 @@ static enum MHD_Result take_data(http_req *r, const char *data, size_t size)
 	case M_DISCARD:
 		break;
 	case M_BUFFER:
-		if (append(&r->buf, &r->len, &r->cap, data, size)) {
+		if (append(&r->buf, &r->len, &r->cap, data, size, r->first_cap,
+		           (size_t)a->cfg->max_body)) {
 			api_fail(&e, API_ENOMEM, "out of memory");
 			defer_error(r, &e);
 		}
@@ -460,6 +620,89 @@ static enum MHD_Result take_data(http_req *r, const char *data, size_t size)
 	return MHD_YES;
 }
 
+/* ---- connections: the head deadline ----------------------------------- */
+
+static struct conn_slot *slot_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+/* A head is now due within --header-timeout (when = 1), or has arrived. */
+static void slot_expect_head(http_server *srv, struct MHD_Connection *c, int when)
+{
+	struct conn_slot *sl = slot_of(c);
+	if (!sl)
+		return;
+	pthread_mutex_lock(&srv->conn_mu);
+	sl->deadline_ms = when ? mono_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000 : 0;
+	pthread_mutex_unlock(&srv->conn_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	http_server *srv = cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		struct conn_slot *sl = calloc(1, sizeof *sl);
+		*socket_context = sl;
+		if (!sl || !ci)
+			return; /* no deadline for this one: the idle timeout still holds */
+		sl->fd = ci->connect_fd;
+		sl->deadline_ms = mono_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000;
+		pthread_mutex_lock(&srv->conn_mu);
+		sl->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = sl;
+		srv->conns = sl;
+		pthread_mutex_unlock(&srv->conn_mu);
+		return;
+	}
+	struct conn_slot *sl = *socket_context;
+	*socket_context = NULL;
+	if (!sl)
+		return;
+	pthread_mutex_lock(&srv->conn_mu);
+	if (sl->prev)
+		sl->prev->next = sl->next;
+	else if (srv->conns == sl)
+		srv->conns = sl->next;
+	if (sl->next)
+		sl->next->prev = sl->prev;
+	pthread_mutex_unlock(&srv->conn_mu);
+	free(sl);
+}
+
+static void *watchdog_main(void *arg)
+{
+	http_server *srv = arg;
+	pthread_mutex_lock(&srv->conn_mu);
+	while (!srv->stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 500 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&srv->watchdog_cv, &srv->conn_mu, &ts);
+		int64_t now = mono_ms();
+		for (struct conn_slot *sl = srv->conns; sl; sl = sl->next)
+			if (sl->deadline_ms && now > sl->deadline_ms) {
+				sl->deadline_ms = 0;
+				shutdown(sl->fd, SHUT_RDWR);
+				atomic_fetch_add(&srv->heads_cut, 1);
+				log_debug("a connection sent no complete request head in %d s: closed",
+				          srv->a->cfg->header_timeout_s);
+			}
+	}
+	pthread_mutex_unlock(&srv->conn_mu);
+	return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -470,6 +713,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version;
 
 	if (!r) {
+		slot_expect_head(srv, c, 0);
 		r = calloc(1, sizeof *r);
 		if (!r)
 			return MHD_NO;
@@ -478,7 +722,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->t0 = mono_ms();
 		r->t_start = metrics_now();
 		snprintf(r->method, sizeof r->method, "%s", method);
-		r->url = strdup(url);
+		ju_utf8_fix(r->method, sizeof r->method);
+		r->url = ju_utf8_dup(url);
+		if (!r->url) {
+			free(r);
+			return MHD_NO;
+		}
 		*con_cls = r;
 		atomic_fetch_add(&srv->inflight, 1);
 		begin(r, url, method);
@@ -524,7 +773,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
 	http_server *srv = cls;
 	http_req *r = *con_cls;
-	(void)c;
+	slot_expect_head(srv, c, 1);
 	if (!r)
 		return;
 	*con_cls = NULL;
@@ -589,16 +838,41 @@ int http_start(app *a, http_server **out, api_err *err)
 		sa->sin_port = htons((uint16_t)cfg->listen_port);
 		inet_pton(AF_INET, cfg->listen_host, &sa->sin_addr);
 	}
+	/* A connection may hold its socket, an upload's temporary file and a
+	 * file being sent: two descriptors each on average, with room kept for
+	 * the store, the index, the model and the watcher. */
+	unsigned conns = (unsigned)cfg->max_conns;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		rlim_t fit = rl.rlim_cur > 512 ? (rl.rlim_cur - 256) / 2 : 128;
+		if (conns > fit) {
+			log_warn("--max-connections %u lowered to %u to fit the limit of %llu open files "
+			         "(raise it with ulimit -n or LimitNOFILE=)",
+			         conns, (unsigned)fit, (unsigned long long)rl.rlim_cur);
+			conns = (unsigned)fit;
+		}
+	}
+	unsigned per_ip = (unsigned)cfg->max_conns_per_ip < conns ? (unsigned)cfg->max_conns_per_ip : conns;
+	pthread_mutex_init(&s->conn_mu, NULL);
+	pthread_cond_init(&s->watchdog_cv, NULL);
 	s->d = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL, on_request, s,
 	                        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	                        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
-	                        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_conns,
+	                        MHD_OPTION_CONNECTION_LIMIT, conns,
+	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
 	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	                        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
 	                        MHD_OPTION_END);
+	if (s->d && pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0)
+		s->watchdog_started = 1;
+	else if (s->d)
+		log_warn("no head-deadline thread: slow request heads are bounded by --timeout only");
 	if (!s->d) {
 		pthread_mutex_destroy(&s->mu);
 		pthread_cond_destroy(&s->cv);
+		pthread_mutex_destroy(&s->conn_mu);
+		pthread_cond_destroy(&s->watchdog_cv);
 		free(s);
 		return api_fail(err, API_EIO, "cannot listen on %s (address in use or not available)",
 		                cfg->listen);
@@ -637,7 +911,16 @@ void http_stop(http_server *s, int grace_ms)
 	if (left > 0)
 		log_warn("%d requests still running after %d ms: closing them", left, grace_ms);
 	MHD_stop_daemon(s->d);
+	if (s->watchdog_started) {
+		pthread_mutex_lock(&s->conn_mu);
+		s->stopping = 1;
+		pthread_cond_signal(&s->watchdog_cv);
+		pthread_mutex_unlock(&s->conn_mu);
+		pthread_join(s->watchdog, NULL);
+	}
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->conn_mu);
+	pthread_cond_destroy(&s->watchdog_cv);
 	free(s);
 }

@@ -6,15 +6,60 @@
 
 #include "jsonutil.h"
 
+int ju_scan_limits(const char *s, size_t len, api_err *err)
+{
+	/* One pass over the text, counting what jansson would allocate a value
+	 * for: every '[' '{' opens one, and every ',' ':' separates two (an
+	 * upper bound on the values, within one of the truth per container).
+	 * Bytes inside strings are skipped with their escapes. */
+	size_t values = 1;
+	int depth = 0, in_str = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+			continue;
+		}
+		switch (c) {
+		case '"':
+			in_str = 1;
+			break;
+		case '[':
+		case '{':
+			if (++depth > JU_MAX_DEPTH)
+				return api_fail(err, API_EBADREQ, "JSON nested deeper than %d levels",
+				                JU_MAX_DEPTH);
+			values++;
+			break;
+		case ']':
+		case '}':
+			depth--;
+			break;
+		case ',':
+		case ':':
+			if (++values > JU_MAX_VALUES)
+				return api_fail(err, API_ETOOBIG, "JSON with more than %d values", JU_MAX_VALUES);
+			break;
+		}
+	}
+	return 0;
+}
+
 int ju_parse_object(const char *body, size_t len, json_t **out, api_err *err)
 {
 	json_error_t je;
+	int rc;
 	*out = NULL;
 	size_t i = 0;
-	while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+	while (body && i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
 		i++;
 	if (!body || i == len)
 		return api_fail(err, API_EBADREQ, "request body is empty: a JSON object was expected");
+	if ((rc = ju_scan_limits(body, len, err)))
+		return rc;
 	json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j)
 		return api_fail(err, API_EBADREQ, "malformed JSON at line %d, column %d: %s", je.line,
@@ -223,4 +268,104 @@ int ju_parse_bool_str(const char *s, const char *name, int *out, api_err *err)
 		return 0;
 	}
 	return api_fail(err, API_EBADREQ, "parameter '%s' must be true or false", name);
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when the
+ * bytes there are not one: overlong forms, surrogates and code points past
+ * U+10FFFF are invalid, as jansson and RFC 3629 say. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t need;
+	unsigned min, cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2, min = 0x80, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		need = 3, min = 0x800, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		need = 4, min = 0x10000, cp = c & 0x07;
+	else
+		return 0;
+	if (n < need)
+		return 0;
+	for (size_t i = 1; i < need; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return need;
+}
+
+char *ju_utf8_dup(const char *s)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(3 * n + 1); /* each bad byte becomes 3 */
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+		if (k == 0) {
+			memcpy(out + o, "\xef\xbf\xbd", 3); /* U+FFFD */
+			o += 3;
+			i++;
+		} else {
+			memcpy(out + o, s + i, k);
+			o += k;
+			i += k;
+		}
+	}
+	out[o] = 0;
+	return out;
+}
+
+void ju_utf8_fix(char *s, size_t size)
+{
+	char *clean = ju_utf8_dup(s);
+	size_t n;
+	if (!clean) {
+		/* No memory: fall back to plain ASCII in place. */
+		for (char *p = s; *p; p++)
+			if ((unsigned char)*p >= 0x80)
+				*p = '?';
+		return;
+	}
+	n = strlen(clean);
+	if (n >= size) {
+		/* Cut at a character boundary. */
+		n = size - 1;
+		while (n > 0 && ((unsigned char)clean[n] & 0xc0) == 0x80)
+			n--;
+	}
+	memcpy(s, clean, n);
+	s[n] = 0;
+	free(clean);
+}
+
+void ju_utf8_mask(char *s)
+{
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+		if (k == 0)
+			s[i++] = '?';
+		else
+			i += k;
+	}
+}
+
+json_t *ju_string(const char *s)
+{
+	if (!s)
+		return json_null();
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	char *clean = ju_utf8_dup(s);
+	j = clean ? json_string(clean) : NULL;
+	free(clean);
+	return j;
 }

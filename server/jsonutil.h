@@ -12,8 +12,20 @@
 
 #include "errors.h"
 
-/* Parses body as one JSON object. *out is a new reference. An empty body is
- * "request body is empty"; anything else wrong is "malformed JSON ...". */
+/* Limits on any JSON a client sends (bodies, form fields): nesting depth
+ * (SQLite's json functions stop at 2000; real requests nest a few levels)
+ * and the number of values (bounds jansson's memory, about 50 to 100 bytes
+ * a value, whatever the text's size). */
+#define JU_MAX_DEPTH 64
+#define JU_MAX_VALUES 100000
+
+/* Checks text against JU_MAX_DEPTH (400) and JU_MAX_VALUES (413) before
+ * it is parsed. */
+int ju_scan_limits(const char *s, size_t len, api_err *err);
+
+/* Parses body as one JSON object, within ju_scan_limits. *out is a new
+ * reference. An empty body is "request body is empty"; anything else wrong
+ * is "malformed JSON ...". */
 int ju_parse_object(const char *body, size_t len, json_t **out, api_err *err);
 
 /* Optional integer field: *out = def when absent (or JSON null); wrong type
@@ -48,5 +60,18 @@ int ju_b64_decode(const char *s, const char *field, unsigned char **out, size_t 
 int ju_parse_int_str(const char *s, const char *name, int64_t min, int64_t max, int64_t *out,
                      api_err *err);
 int ju_parse_bool_str(const char *s, const char *name, int *out, api_err *err);
+
+/* Client bytes made valid UTF-8: each byte that does not start a valid
+ * sequence becomes U+FFFD. ju_utf8_dup returns a new string (NULL when out
+ * of memory); ju_utf8_fix rewrites s in place within size bytes, cutting at
+ * a character boundary. */
+char *ju_utf8_dup(const char *s);
+void ju_utf8_fix(char *s, size_t size);
+/* In place, never growing: each such byte becomes '?'. */
+void ju_utf8_mask(char *s);
+
+/* json_string(s) that never fails on bad UTF-8 (it is repaired as above);
+ * JSON null for NULL. NULL only when out of memory. */
+json_t *ju_string(const char *s);
 
 #endif

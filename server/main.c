@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,9 +159,22 @@ static void passive_openmp(char **argv)
 	/* Could not re-execute: run on with the spinning default. */
 }
 
+/* The soft limit on open files is often 1024 while the hard one is far
+ * higher: every connection holds a descriptor, so take what is allowed
+ * (http_start fits --max-connections to the result). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	passive_openmp(argv);
+	raise_nofile();
 	config cfg;
 	char msg[512], path[4096];
 	app a;

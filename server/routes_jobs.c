@@ -56,10 +56,11 @@ void route_job_get(http_req *r)
 	json_t *o = job_json(&j);
 	json_t *arr = json_array();
 	for (size_t i = 0; i < nerr && i < MAX_ERRORS; i++)
-		json_array_append_new(arr, json_pack("{s:o,s:s?,s:s?}", "id",
+		json_array_append_new(arr, json_pack("{s:o,s:o,s:o}", "id",
 		                                     errs[i].item_id ? json_integer(errs[i].item_id)
 		                                                     : json_null(),
-		                                     "name", errs[i].name, "error", errs[i].error));
+		                                     "name", ju_string(errs[i].name), "error",
+		                                     ju_string(errs[i].error)));
 	json_object_set_new(o, "errors", arr);
 	if (nerr > MAX_ERRORS)
 		json_object_set_new(o, "errors_truncated", json_true());

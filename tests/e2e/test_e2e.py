@@ -148,7 +148,8 @@ class Response:
 
 
 class Daemon:
-    def __init__(self, name, data, extra=(), env_extra=None, model=MODEL):
+    def __init__(self, name, data, extra=(), env_extra=None, model=MODEL, wrap=()):
+        self.wrap = list(wrap)  # a command the daemon runs under (e.g. prlimit)
         self.name = name
         self.data = data
         self.extra = list(extra)
@@ -163,8 +164,8 @@ class Daemon:
     def start(self, expect_fail=False, timeout=120):
         env = dict(os.environ)
         env.update(self.env_extra)
-        args = [BIN, "--model", self.model, "--data", self.data,
-                "--listen", "127.0.0.1:0"] + self.extra
+        args = self.wrap + [BIN, "--model", self.model, "--data", self.data,
+                            "--listen", "127.0.0.1:0"] + self.extra
         self.log_file = open(self.log_path, "ab")
         self.log_offset = self.log_file.tell()
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=self.log_file, env=env)
@@ -722,7 +723,7 @@ def test_main(tmp, expected):
         body, ctype = multipart([], [("file", "late%d.png" % i, png_bytes(32, 32, 900 + i),
                                       "image/png") for i in range(5)])
         sock = socket.create_connection(("127.0.0.1", d.port), timeout=60)
-        sock.sendall(("POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+        sock.sendall(("POST /v1/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
                       "Content-Length: %d\r\nConnection: close\r\n\r\n" %
                       (ctype, len(body))).encode())
         sock.sendall(body[:len(body) // 2])
@@ -815,7 +816,7 @@ def test_auth_and_limits(tmp):
            "body over --max-body-mb (Content-Length): 413", r)
         # Chunked: no Content-Length, the limit is checked while receiving.
         s = socket.create_connection(("127.0.0.1", d.port), timeout=60)
-        s.sendall(("POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        s.sendall(("POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                    "Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % key).encode())
         chunk = os.urandom(256 << 10)
         for _ in range(6):
