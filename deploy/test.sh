@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: runs deploy/setup.sh (which installs and builds
 # only what is missing), then the whole meson test suite, then the unit
-# tests again built with ASan and UBSan. The last line it prints is
+# and end-to-end tests again built with ASan and UBSan (the e2e tests then
+# start the sanitized clipd). The last line it prints is
 # "N passed, N failed", counting every test case (each TAP "ok"/"not ok").
 # Exit status is non-zero when anything failed.
 #
@@ -63,6 +64,11 @@ if [ "${CLIPD_SANITIZE:-1}" != 0 ]; then
 	if meson compile -C "$sanitizedir" >/dev/null; then
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 			run_suite "$sanitizedir" "unit tests under ASan+UBSan" --suite unit
+		# The daemon under ASan+UBSan: any report, and any leak at exit,
+		# aborts it, which the tests see as a crash or a non-zero exit status.
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			run_suite "$sanitizedir" "end-to-end tests against clipd under ASan+UBSan" --suite e2e \
+			--timeout-multiplier 3
 	else
 		echo "sanitizer build failed"
 		total_fail=$((total_fail + 1))

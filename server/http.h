@@ -6,8 +6,19 @@
  * handlers, and sends their replies. Every error reply goes through
  * http_reply_error (and so through errors.c's one table).
  *
- * Threading (see the DESIGN comment in http.c): one thread per connection;
- * a request's handler runs on its connection's thread and may block.
+ * Before any handler runs, a request is refused (with the error sent once
+ * its body is in) when its Host names neither an IP address, localhost nor
+ * an --allow-host name (403 host_not_allowed), when it is a write from a
+ * foreign web page (Origin not the daemon's own nor --allow-origin: 403
+ * origin_not_allowed), when a buffering route gets a Content-Type other than
+ * JSON, multipart or an image (415), and when the body passes --max-body-mb
+ * or, multipart, HTTP_MAX_PARTS parts (413). Client bytes that reach a
+ * handler (URL, query and header values, part names) are valid UTF-8.
+ *
+ * Threading (see the DESIGN comment in http.c): one thread per connection,
+ * at most --max-connections and --max-connections-per-ip of them, and a
+ * watchdog thread that closes connections whose request head is late; a
+ * request's handler runs on its connection's thread and may block.
  */
 #ifndef CLIPD_HTTP_H
 #define CLIPD_HTTP_H
