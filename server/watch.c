@@ -302,7 +302,7 @@ static void take_due(watcher *w)
 		return;
 	}
 	g_ptr_array_sort(due, cmp_str);
-	ingest_ctx ic = {.a = w->a, .job_kind = "watch", .open = 1};
+	ingest_ctx ic = {.a = w->a, .job_kind = "watch", .open = 1, .watcher = 1};
 	struct pass ps = {0};
 	/* Files that are there first, then those that went: a file renamed
 	 * (or a copy moved over) finds its content's image still there and
