@@ -71,8 +71,9 @@ static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
 static int init_state;  /* 0: not tried, 1: up, -1: failed */
 
 /* One cached file. */
+#define NAME_SIZE 80     /* "<sha256>-<size>.jpg" and its NUL, with room */
 struct centry {
-	char name[80];       /* <sha256>-<size>.jpg */
+	char name[NAME_SIZE]; /* <sha256>-<size>.jpg */
 	int64_t charge;      /* its bytes rounded up to a BLOCK */
 	int64_t mtime_ns;    /* when it was made (sorting the first scan) */
 };
@@ -168,7 +169,7 @@ static void thumb_path(app *a, const char *sha, int size, char *buf, size_t n)
 static int thumb_name_ok(const char *name)
 {
 	size_t n = strlen(name), d = 65;
-	if (n < 70 || n >= sizeof ((struct centry *)0)->name || !hex_ok(name, 64) || name[64] != '-')
+	if (n < 70 || n >= NAME_SIZE || !hex_ok(name, 64) || name[64] != '-')
 		return 0;
 	while (d < n && name[d] >= '0' && name[d] <= '9')
 		d++;
@@ -260,7 +261,7 @@ static void cache_init_locked(app *a)
 			continue;
 		struct centry *e = g_new0(struct centry, 1);
 		snprintf(e->name, sizeof e->name, "%s", de->d_name);
-		e->charge = st.st_size;
+		e->charge = st.st_size; /* the length, until cache_add_locked below */
 		e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 		g_ptr_array_add(found, e);
 	}
