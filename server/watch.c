@@ -44,6 +44,7 @@
 
 #include "ingest.h"
 #include "log.h"
+#include "thumbs.h"
 #include "watch.h"
 
 #define DEBOUNCE_MS 1000
@@ -174,6 +175,8 @@ static int record(watcher *w, const char *path, const struct pending *seen, int6
 		log_warn("watch: image %lld: %s", (long long)dropped, ae.msg);
 	if (locked)
 		blobs_unlock(a->blobs, old.sha256);
+	if (rc == STORE_OK && dropped && locked)
+		thumbs_remove(a, old.sha256); /* as DELETE /v1/images does */
 	store_image_clear(&old);
 	if (rc != STORE_OK) {
 		log_error("watch: recording %s: %s", path, se.msg);

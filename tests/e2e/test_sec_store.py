@@ -133,9 +133,13 @@ def test_watch_keeps_uploads(tmp):
             fh.write(own)
         oid = e2e.wait_until(lambda: e2e.images_by_name(d).get(os.path.join(w, "own.png")))
         ok(oid, "a file only the watcher knows becomes an image")
+        r = d.get("/v1/images/%d/thumbnail?size=64" % oid)
+        osha = hashlib.sha256(own).hexdigest()
+        ok(r.status == 200 and thumbs_of(d, osha), "its thumbnail is cached", thumbs_of(d, osha))
         os.unlink(os.path.join(w, "own.png"))
         ok(oid and e2e.wait_until(lambda: d.get("/v1/images/%d" % oid).status == 404),
            "and goes when its file goes")
+        ok(not thumbs_of(d, osha), "and its cached thumbnails with it", thumbs_of(d, osha))
     finally:
         ok(d.stop() == 0, "watch daemon: SIGTERM exit 0")
 
