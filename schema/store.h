@@ -91,13 +91,16 @@ typedef struct store_image {
 	store_status status;
 	char *error;          /* why it failed; NULL unless STORE_FAILED */
 	int64_t created_ms, updated_ms;
+	int pinned;           /* 1: added by a source other than the directory
+	                       * watcher, which then never deletes it (see
+	                       * store_watch_set); 0: the watcher's own */
 } store_image;
 
 /* Releases the strings of an image filled by the store. */
 void store_image_clear(store_image *img);
 
 /* Inserts an image row (status pending). Fields read: sha256, filename, mime,
- * width, height, bytes, meta (NULL means {}). On success *id is the new id.
+ * width, height, bytes, meta (NULL means {}), pinned. On success *id is the new id.
  * When an image with the same sha256 exists, returns STORE_EEXISTS and sets
  * *id to the existing image's id. */
 int store_image_insert(store *s, const store_image *img, int64_t *id, store_err *err);
@@ -110,6 +113,11 @@ int store_image_find_sha(store *s, const char *sha256, store_image *out, store_e
 
 /* Replaces the user metadata (a JSON object as text). */
 int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err *err);
+
+/* Pins image id: a source other than the directory watcher (an upload or
+ * ingest of the same content) holds it now, so the watcher will never
+ * delete it. Pinning twice is harmless. STORE_ENOTFOUND when absent. */
+int store_image_pin(store *s, int64_t id, store_err *err);
 
 /* Records width and height once decoded. */
 int store_image_set_size(store *s, int64_t id, int width, int height, store_err *err);
@@ -351,16 +359,18 @@ int store_watch_list(store *s, const char *dir, int (*fn)(void *ctx, const store
 int store_watch_get(store *s, const char *path, store_watched *out, store_err *err);
 
 /* Records that the file path (size, mtime) is image image_id (0: refused),
- * replacing its record. When the record named another image that no other
- * watched file names, that image is deleted in the same transaction, as by
- * store_image_delete, and *dropped (optional) is its id, else 0: the caller
- * removes its blob. */
+ * replacing its record. When the record named another image that the
+ * watcher created (not pinned) and that no other watched file names, that
+ * image is deleted in the same transaction, as by store_image_delete, and
+ * *dropped (optional) is its id, else 0: the caller removes its blob. A
+ * pinned image is never deleted here: no file event removes what another
+ * source added. */
 int store_watch_set(store *s, const char *path, int64_t size, int64_t mtime_ns, int64_t image_id,
                     int64_t *dropped, store_err *err);
 
-/* Forgets path (the file is gone) and deletes its image when no other
- * watched file names it, as store_watch_set. STORE_ENOTFOUND when path has
- * no record. */
+/* Forgets path (the file is gone) and deletes its image when it is the
+ * watcher's own (not pinned) and no other watched file names it, as
+ * store_watch_set. STORE_ENOTFOUND when path has no record. */
 int store_watch_remove(store *s, const char *path, int64_t *dropped, store_err *err);
 
 /* ---- key-value ----------------------------------------------------------- */

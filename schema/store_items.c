@@ -7,16 +7,17 @@
 
 static const char SQL_IMAGE_INSERT[] =
 	"INSERT INTO images (sha256, filename, mime, width, height, bytes, meta, status, "
-	"created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), 0, ?8, ?8)";
+	"created_ms, updated_ms, pinned) VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), 0, ?8, ?8, ?9)";
 static const char SQL_IMAGE_BY_SHA_ID[] = "SELECT id FROM images WHERE sha256 = ?1";
 static const char SQL_IMAGE_COLS[] =
 	"SELECT id, sha256, filename, mime, width, height, bytes, meta, status, error, "
-	"created_ms, updated_ms FROM images WHERE id = ?1";
+	"created_ms, updated_ms, pinned FROM images WHERE id = ?1";
 static const char SQL_IMAGE_COLS_SHA[] =
 	"SELECT id, sha256, filename, mime, width, height, bytes, meta, status, error, "
-	"created_ms, updated_ms FROM images WHERE sha256 = ?1";
+	"created_ms, updated_ms, pinned FROM images WHERE sha256 = ?1";
 static const char SQL_IMAGE_SET_META[] =
 	"UPDATE images SET meta = ?2, updated_ms = ?3 WHERE id = ?1";
+static const char SQL_IMAGE_PIN[] = "UPDATE images SET pinned = 1 WHERE id = ?1";
 static const char SQL_IMAGE_SET_SIZE[] =
 	"UPDATE images SET width = ?2, height = ?3, updated_ms = ?4 WHERE id = ?1";
 static const char SQL_IMAGE_SET_FAILED[] =
@@ -50,7 +51,7 @@ static const char SQL_JOB_COUNT_FAILED[] =
  * lookup. CROSS JOIN keeps that loop order. */
 static const char SQL_IMAGE_MANY[] =
 	"SELECT j.key, i.id, i.sha256, i.filename, i.mime, i.width, i.height, i.bytes, i.meta, "
-	"i.status, i.error, i.created_ms, i.updated_ms "
+	"i.status, i.error, i.created_ms, i.updated_ms, i.pinned "
 	"FROM json_each(?1) AS j CROSS JOIN images AS i ON i.id = j.value";
 static const char SQL_TEXT_MANY[] =
 	"SELECT j.key, t.id, t.text, t.meta, t.status, t.created_ms "
@@ -126,6 +127,7 @@ int store_image_insert_locked(store *s, const store_image *img, int64_t *id, sto
 	sqlite3_bind_int64(st, 6, img->bytes);
 	sqlite3_bind_text(st, 7, img->meta, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 8, store_now_ms());
+	sqlite3_bind_int(st, 9, img->pinned ? 1 : 0);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc == SQLITE_CONSTRAINT_CHECK)
@@ -165,6 +167,7 @@ static void fill_image(sqlite3_stmt *st, int c0, store_image *out, int *oom)
 	out->error = store_col_strdup(st, c0 + 9, oom);
 	out->created_ms = sqlite3_column_int64(st, c0 + 10);
 	out->updated_ms = sqlite3_column_int64(st, c0 + 11);
+	out->pinned = sqlite3_column_int(st, c0 + 12);
 }
 
 /* A text row from column c0 on (the column order of SQL_TEXT_GET). */
@@ -271,6 +274,26 @@ int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err 
 	if (!meta_json)
 		return json_meta_error(err);
 	return update_image(s, SQL_IMAGE_SET_META, id, meta_json, 0, 0, 0, "updating metadata", err);
+}
+
+int store_image_pin(store *s, int64_t id, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	int rc = store_write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	store_conn *w = &s->writer;
+	sqlite3_stmt *st = store_stmt(w, SQL_IMAGE_PIN, err);
+	if (!st) {
+		rc = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	if ((rc = store_step_done(w, st, "pinning an image", err)) == STORE_OK &&
+	    sqlite3_changes(w->db) == 0)
+		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)id);
+out:
+	return store_write_end(s, rc, err);
 }
 
 int store_image_set_size(store *s, int64_t id, int width, int height, store_err *err)

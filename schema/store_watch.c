@@ -4,9 +4,12 @@
  * One row per file: its size and mtime when it was last ingested (so a
  * restart does not ingest everything again) and the image it became. Two
  * files with the same content share one image (one image per content); an
- * image is deleted with the last watched file that names it, in the
- * transaction that changes or forgets that file, so a crash can neither
- * leave an image nobody watches nor delete one still watched.
+ * image the watcher created is deleted with the last watched file that
+ * names it, in the transaction that changes or forgets that file, so a
+ * crash can neither leave an image nobody watches nor delete one still
+ * watched. An image that another source added or sent again (an upload, a
+ * bulk or path ingest: images.pinned) is never deleted here, so a file
+ * event cannot remove what it did not create.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +31,11 @@ static const char SQL_WATCH_PUT[] =
 	"ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
 	"image_id = excluded.image_id, updated_ms = excluded.updated_ms";
 static const char SQL_WATCH_DEL[] = "DELETE FROM watched_files WHERE path = ?1";
-static const char SQL_WATCH_REFS[] =
-	"SELECT EXISTS (SELECT 1 FROM watched_files WHERE image_id = ?1)";
+/* 1 when image ?1 must stay: pinned by another source, or still named by a
+ * watched file; NULL (no row) when it is gone already. */
+static const char SQL_WATCH_KEEP[] =
+	"SELECT pinned OR EXISTS (SELECT 1 FROM watched_files WHERE image_id = ?1) "
+	"FROM images WHERE id = ?1";
 
 void store_watched_clear(store_watched *w)
 {
@@ -135,20 +141,21 @@ static int query_int(store *s, const char *sql, const char *path, int64_t id, in
 }
 
 /* Inside a write transaction, after path's row changed or went: deletes
- * image old when no watched file names it any more. */
+ * image old when the watcher owns it alone (not pinned) and no watched
+ * file names it any more. */
 static int drop_if_orphan(store *s, int64_t old, int64_t *dropped, store_err *err)
 {
-	int64_t referenced;
+	int64_t keep;
 	int found, rc;
 	if (old <= 0)
 		return STORE_OK;
-	if ((rc = query_int(s, SQL_WATCH_REFS, NULL, old, &referenced, &found, err)) != STORE_OK)
+	if ((rc = query_int(s, SQL_WATCH_KEEP, NULL, old, &keep, &found, err)) != STORE_OK)
 		return rc;
-	if (referenced)
+	if (!found || keep) /* deleted through the API already, or not the watcher's to delete */
 		return STORE_OK;
 	if ((rc = store_image_delete_locked(s, old, &found, err)) != STORE_OK)
 		return rc;
-	if (found) /* else deleted through the API already */
+	if (found)
 		*dropped = old;
 	return STORE_OK;
 }

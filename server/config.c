@@ -56,6 +56,8 @@ static const struct opt {
 	{"max-connections-per-ip", OPT_INT, "N", 0, 0, "concurrent connections from one client address (default 64)"},
 	{"allow-host", OPT_STR, "NAMES", 0, 0, "comma-separated host names accepted in the Host header besides IP addresses and localhost (for a reverse proxy or a LAN name; others get 403 against DNS rebinding)"},
 	{"allow-origin", OPT_STR, "ORIGINS", 0, 0, "comma-separated origins (scheme://host[:port]) allowed to send writes besides the page's own (default none)"},
+	{"thumb-cache-mb", OPT_INT, "N", 0, 0, "disk space for cached thumbnails in MiB; past it the oldest are removed (default 512)"},
+	{"thumb-wait-ms", OPT_INT, "MS", 0, 0, "longest wait for a free thumbnail maker before a 503 (default 10000)"},
 	{"fast-decode", OPT_FLAG, NULL, 0, 0, "decode JPEGs much larger than the model's input shrunk on load (libjpeg's DCT scaling, to at least 3x the input side), then preprocess as usual: 2-3x faster for camera photos, embeddings slightly off the exact path (see README; default off)"},
 	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
@@ -221,6 +223,22 @@ static int parse_listen(config *cfg, const char *who, const char *s, char *msg, 
 	return 0;
 }
 
+/* An API key that is empty, or starts or ends with a space, could never
+ * be sent (HTTP drops the spaces around a header value): a key that locks
+ * every client out, or one set by mistake (KEY= with nothing after it),
+ * is refused at start-up. where adds to who in the message. */
+static int key_bad(const char *who, const char *where, const char *key, char *msg, size_t size)
+{
+	size_t n = strlen(key);
+	if (n == 0)
+		return fail(msg, size, "%s%s: the API key is empty: give a key, or no api-key setting to "
+		            "run without one", who, where);
+	if (isspace((unsigned char)key[0]) || isspace((unsigned char)key[n - 1]))
+		return fail(msg, size, "%s%s: the API key starts or ends with a space, which no client "
+		            "can send", who, where);
+	return 0;
+}
+
 static char *read_key_file(const char *who, const char *path, char *msg, size_t size)
 {
 	FILE *f = fopen(path, "r");
@@ -236,10 +254,10 @@ static char *read_key_file(const char *who, const char *path, char *msg, size_t 
 		return NULL;
 	}
 	line[strcspn(line, "\r\n")] = 0;
-	if (!line[0]) {
-		fail(msg, size, "%s: the first line of %s is empty", who, path);
+	char what[128];
+	snprintf(what, sizeof what, " (the first line of %.80s)", path);
+	if (key_bad(who, what, line, msg, size))
 		return NULL;
-	}
 	return strdup(line);
 }
 
@@ -396,7 +414,9 @@ static int collect(struct raw *r, int argc, char **argv, char *msg, size_t size)
 			continue;
 		env_name(opts[i].name, env, sizeof env);
 		const char *v = getenv(env);
-		if (!v || !*v)
+		/* An empty variable is unset, but for the key: KEY= with nothing
+		 * after it is a mistake that would run the daemon open. */
+		if (!v || (!*v && strcmp(opts[i].name, "api-key") && strcmp(opts[i].name, "api-key-file")))
 			continue;
 		const char *who = keep(r, strdup(env));
 		if (!who)
@@ -546,8 +566,13 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 		else
 			r->val[ik] = NULL;
 	}
+	if (r->val[ik] && key_bad(r->who[ik], "", r->val[ik], msg, size))
+		return -1;
 	if (r->val[ik] && !(cfg->api_key = strdup(r->val[ik])))
 		return fail(msg, size, "out of memory");
+	if (r->val[ikf] && !*r->val[ikf])
+		return fail(msg, size, "%s: no file named: give the file that holds the API key",
+		            r->who[ikf]);
 	if (r->val[ikf] && !(cfg->api_key = read_key_file(r->who[ikf], r->val[ikf], msg, size)))
 		return -1;
 
@@ -600,6 +625,12 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 		return -1;
 	cfg->rescan_s = (int)v;
 	cfg->wait_max_s = 60;
+	if (get_int(r, "thumb-cache-mb", 512, 1, 1 << 24, &v, msg, size))
+		return -1;
+	cfg->thumb_cache_bytes = v << 20;
+	if (get_int(r, "thumb-wait-ms", 10000, 0, 600000, &v, msg, size))
+		return -1;
+	cfg->thumb_wait_ms = (int)v;
 
 	const char *factory = get_str(r, "index");
 	if (!(cfg->index_factory = strdup(factory ? factory : "exact")))

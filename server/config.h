@@ -21,7 +21,7 @@ typedef struct config {
 	char *listen;          /* "host:port" as given */
 	char listen_host[64];  /* numeric address */
 	int listen_port;       /* 0: any free port */
-	char *api_key;         /* NULL: no auth */
+	char *api_key;         /* NULL: no auth; never empty */
 	int api_key_reads;     /* the key guards reads too */
 	int workers;           /* background encode threads */
 	int batch;             /* images per encoder batch */
@@ -46,6 +46,8 @@ typedef struct config {
 	char **allow_origins;  /* --allow-origin origins, lower-case */
 	int n_allow_origins;
 	int wait_max_s;        /* longest ?wait=true */
+	int64_t thumb_cache_bytes; /* DATA/thumbs past this: oldest removed */
+	int thumb_wait_ms;     /* longest wait for a thumbnail maker, then 503 */
 	int log_level;
 } config;
 

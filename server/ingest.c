@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ingest.h"
+#include "log.h"
 #include "sniff.h"
 #include "worker.h"
 
@@ -49,6 +50,16 @@ int ingest_end(ingest_ctx *ic, api_err *err)
 	return 0;
 }
 
+/* The same content came again from a source other than the watcher: that
+ * source holds the image now, and no watched file event may delete it. */
+static int pin_duplicate(ingest_ctx *ic, int64_t id, api_err *err)
+{
+	store_err se;
+	if (ic->watcher)
+		return 0;
+	return store_image_pin(ic->a->st, id, &se) == STORE_OK ? 0 : api_from_store(err, &se);
+}
+
 int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
                 int64_t *id, int *duplicate, const char **mime, api_err *err)
 {
@@ -57,7 +68,7 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 	size_t len;
 	sniff_info si;
 	store_err se;
-	int rc, locked = 0;
+	int rc, locked = 0, committing = 0;
 	char sha[65];
 
 	*duplicate = 0;
@@ -95,7 +106,7 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 		*id = found.id;
 		*duplicate = 1;
 		store_image_clear(&found);
-		rc = 0;
+		rc = pin_duplicate(ic, *id, err);
 		goto out;
 	}
 	if (rc != STORE_ENOTFOUND) {
@@ -104,6 +115,8 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 	}
 	if ((rc = ensure_job(ic, err)))
 		goto out;
+	/* From here on a failure removes the blob again (see ingest.h). */
+	committing = 1;
 	if ((rc = blob_writer_commit(bw, err)))
 		goto out;
 	store_image img = {
@@ -113,18 +126,25 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 		.height = si.height,
 		.bytes = blob_writer_size(bw),
 		.meta = (char *)meta_json,
+		.pinned = !ic->watcher,
 	};
 	memcpy(img.sha256, sha, sizeof img.sha256);
 	rc = store_image_insert_queued(a->st, &img, ic->job_id, id, &se);
 	if (rc == STORE_EEXISTS) {
 		*duplicate = 1;
-		rc = 0;
+		rc = pin_duplicate(ic, *id, err);
+		committing = 0; /* a row holds this content: the blob is its */
 	} else if (rc != STORE_OK) {
 		rc = api_from_store(err, &se);
 	} else {
 		worker_pool_kick(a->workers);
 	}
 out:
+	if (rc && committing) {
+		api_err re;
+		if (blobs_remove(a->blobs, sha, &re))
+			log_warn("upload of %s refused, and its blob stays: %s", sha, re.msg);
+	}
 	if (locked)
 		blobs_unlock(a->blobs, sha);
 	blob_writer_free(bw);

@@ -26,6 +26,9 @@ typedef struct ingest_ctx {
 	const char *job_kind;   /* "upload", "batch", "folder", "watch" */
 	int64_t job_id;         /* 0 until created */
 	int open;               /* see above; set before the first call */
+	int watcher;            /* the directory watcher: the images it creates are
+	                         * its own (deleted with their last watched file);
+	                         * any other source pins what it adds or sends again */
 	int ended;              /* set by ingest_end */
 } ingest_ctx;
 
@@ -48,8 +51,12 @@ int ingest_end(ingest_ctx *ic, api_err *err);
 /* Validates and stores one finished file and queues it. Takes bw (freed
  * either way). filename and meta_json (a JSON object, or NULL) are stored
  * with it. On success *id is the image and *duplicate says whether the same
- * content was already there (then nothing new was queued). Errors: 400
- * empty, 413 over the pixel limit, 415 not an image, 5xx storage. */
+ * content was already there (then nothing new was queued; unless the
+ * context is the watcher's, that image is pinned). The blob is in the blob
+ * store only together with its row: when the row cannot be written, the
+ * blob committed for it is removed again (no other row can use it: the
+ * content's lock is held and no row had that content). Errors: 400 empty,
+ * 413 over the pixel limit, 415 not an image, 4xx/5xx from the store. */
 int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
                 int64_t *id, int *duplicate, const char **mime, api_err *err);
 

@@ -72,6 +72,66 @@ int ju_parse_object(const char *body, size_t len, json_t **out, api_err *err)
 	return 0;
 }
 
+/* Whether v nests no deeper than max levels (a scalar is 0, {} is 1).
+ * Recursion stops at max + 1, whatever jansson accepted. */
+static int depth_ok(json_t *v, int max)
+{
+	const char *k;
+	size_t i;
+	json_t *c;
+	if (!json_is_object(v) && !json_is_array(v))
+		return 1;
+	if (max == 0)
+		return 0;
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, c)
+			if (!depth_ok(c, max - 1))
+				return 0;
+	} else {
+		json_array_foreach(v, i, c)
+			if (!depth_ok(c, max - 1))
+				return 0;
+	}
+	return 1;
+}
+
+int ju_meta(json_t *v, const char *what, char **out, api_err *err)
+{
+	*out = NULL;
+	if (!json_is_object(v))
+		return api_fail(err, API_EBADREQ, "%s must be a JSON object", what);
+	if (!depth_ok(v, JU_META_MAX_DEPTH))
+		return api_fail(err, API_EBADREQ, "%s is nested more than %d levels deep", what,
+		                JU_META_MAX_DEPTH);
+	char *text = json_dumps(v, JSON_COMPACT);
+	if (!text)
+		return api_fail(err, API_ENOMEM, "out of memory");
+	size_t n = strlen(text);
+	if (n > JU_META_MAX_BYTES) {
+		free(text);
+		return api_fail(err, API_ETOOBIG, "%s has %zu bytes of JSON, over the limit of %d", what,
+		                n, JU_META_MAX_BYTES);
+	}
+	*out = text;
+	return 0;
+}
+
+int ju_meta_parse(const char *src, size_t len, const char *what, char **out, api_err *err)
+{
+	json_error_t je;
+	*out = NULL;
+	if (len > JU_META_MAX_BYTES)
+		return api_fail(err, API_ETOOBIG, "%s has %zu bytes, over the limit of %d", what, len,
+		                JU_META_MAX_BYTES);
+	json_t *j = json_loadb(src ? src : "", len, JSON_REJECT_DUPLICATES, &je);
+	if (!j)
+		return api_fail(err, API_EBADREQ, "%s must be a JSON object (malformed JSON at column %d)",
+		                what, je.column);
+	int rc = ju_meta(j, what, out, err);
+	json_decref(j);
+	return rc;
+}
+
 static json_t *field(json_t *obj, const char *key)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;

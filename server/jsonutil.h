@@ -50,6 +50,23 @@ int ju_object(json_t *obj, const char *key, json_t **out, api_err *err);
 int ju_str_array(json_t *obj, const char *key, int required, size_t max, json_t **out,
                  api_err *err);
 
+/* User metadata (the "meta" of images and texts) is a JSON object of at
+ * most JU_META_MAX_BYTES of compact JSON, nested at most JU_META_MAX_DEPTH
+ * deep (the object itself is depth 1). Far below SQLite's json_valid limit
+ * (2,000 levels): metadata that passes here is always storable, so a
+ * request is refused before anything is written. */
+#define JU_META_MAX_BYTES 65536
+#define JU_META_MAX_DEPTH 32
+
+/* Checks v as metadata (what names it in messages: "field 'meta'") and
+ * serialises it compactly into *out (malloc'ed). 400 when it is not an
+ * object or nested too deep, 413 when too long. */
+int ju_meta(json_t *v, const char *what, char **out, api_err *err);
+
+/* Parses src (len bytes) as metadata, as ju_meta: a text over
+ * JU_META_MAX_BYTES is refused (413) before it is parsed. */
+int ju_meta_parse(const char *src, size_t len, const char *what, char **out, api_err *err);
+
 /* Strict standard base64 (padding optional, whitespace ignored, a data:
  * URL prefix "data:...;base64," skipped). *out is malloc'ed. field names
  * the field in messages. */

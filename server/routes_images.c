@@ -14,21 +14,12 @@
 #include "thumbs.h"
 #include "worker.h"
 
-/* Parses and re-serialises user metadata (a JSON object); *out malloc'ed. */
+/* Parses and re-serialises user metadata (a JSON object within the
+ * limits of jsonutil.h); *out malloc'ed, NULL when src is. */
 static int meta_text(const char *src, size_t len, const char *what, char **out, api_err *err)
 {
-	json_error_t je;
 	*out = NULL;
-	if (!src)
-		return 0;
-	json_t *j = json_loadb(src, len, JSON_REJECT_DUPLICATES, &je);
-	if (!j || !json_is_object(j)) {
-		json_decref(j);
-		return api_fail(err, API_EBADREQ, "%s must be a JSON object", what);
-	}
-	*out = json_dumps(j, JSON_COMPACT);
-	json_decref(j);
-	return *out ? 0 : api_fail(err, API_ENOMEM, "out of memory");
+	return src ? ju_meta_parse(src, len, what, out, err) : 0;
 }
 
 static const char *base_name(const char *s)
@@ -176,10 +167,8 @@ void route_image_patch(http_req *r)
 		api_fail(&e, API_EBADREQ, "missing field 'meta' (a JSON object replacing the metadata)");
 		goto fail;
 	}
-	if (!(text = json_dumps(meta, JSON_COMPACT))) {
-		api_fail(&e, API_ENOMEM, "out of memory");
+	if (ju_meta(meta, "field 'meta'", &text, &e))
 		goto fail;
-	}
 	if (store_image_set_meta(a->st, http_req_id(r), text, &se) != STORE_OK ||
 	    store_image_get(a->st, http_req_id(r), &img, &se) != STORE_OK) {
 		api_from_store(&e, &se);
@@ -250,6 +239,9 @@ void route_image_file(http_req *r)
 		http_reply_error(r, &e);
 		return;
 	}
+	/* The type is the one sniffed at upload: a browser must not guess
+	 * another (an "image" that is really HTML or script). */
+	http_add_header(r, "X-Content-Type-Options", "nosniff");
 	http_reply_fd(r, fd, (uint64_t)st.st_size, img.mime);
 	store_image_clear(&img);
 }
@@ -281,6 +273,7 @@ void route_image_thumbnail(http_req *r)
 	if (inm && (strstr(inm, etag) || !strcmp(inm, "*"))) {
 		http_add_header(r, "Cache-Control", THUMB_CACHE_CONTROL);
 		http_add_header(r, "ETag", etag);
+		http_add_header(r, "X-Content-Type-Options", "nosniff");
 		http_reply_data(r, 304, "", 0, 0, NULL);
 		store_image_clear(&img);
 		return;
@@ -299,6 +292,7 @@ void route_image_thumbnail(http_req *r)
 	http_add_header(r, "Cache-Control", THUMB_CACHE_CONTROL);
 	http_add_header(r, "ETag", etag);
 	http_add_header(r, "X-Thumbnail-Cache", cached ? "hit" : "miss");
+	http_add_header(r, "X-Content-Type-Options", "nosniff");
 	http_reply_fd(r, fd, bytes, "image/jpeg");
 	store_image_clear(&img);
 }

@@ -165,16 +165,9 @@ static void ingest_parts(http_req *r, struct bulk *b)
 		return;
 	}
 	http_part *mp = http_req_part(r, "meta");
-	if (mp) {
-		json_t *j = json_loadb(mp->data ? mp->data : "", mp->len, 0, NULL);
-		if (!json_is_object(j)) {
-			json_decref(j);
-			api_fail(&e, API_EBADREQ, "the 'meta' part must be a JSON object");
-			http_reply_error(r, &e);
-			return;
-		}
-		meta = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
+	if (mp && ju_meta_parse(mp->data, mp->len, "the 'meta' part", &meta, &e)) {
+		http_reply_error(r, &e);
+		return;
 	}
 	if (ingest_queue_check(a, nfiles, &e)) {
 		free(meta);

@@ -1,4 +1,5 @@
 /* routes_texts.c: the text collection: add, read, delete. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,8 +66,12 @@ void route_texts_add(http_req *r)
 				api_fail(&e, API_EBADREQ, "texts[%zu].meta must be a JSON object", i);
 				goto fail;
 			}
-			if (meta && json_is_object(meta))
-				metas[i] = json_dumps(meta, JSON_COMPACT);
+			if (meta && json_is_object(meta)) {
+				char what[48];
+				snprintf(what, sizeof what, "texts[%zu].meta", i);
+				if (ju_meta(meta, what, &metas[i], &e))
+					goto fail;
+			}
 		} else {
 			api_fail(&e, API_EBADREQ, "texts[%zu] must be a string or {\"text\", \"meta\"}", i);
 			goto fail;

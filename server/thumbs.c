@@ -6,7 +6,19 @@
  *   `busy`, the number being made right now: a request waits on `cv` while
  *   THUMBS_PARALLEL are, so a page full of new thumbnails cannot take every
  *   core from the indexing workers (libvips runs its own threads inside
- *   each). mu is a leaf lock, never held while making.
+ *   each). The wait is bounded by --thumb-wait-ms (then 503), so a flood of
+ *   thumbnail requests cannot hold every connection thread. mu is a leaf
+ *   lock, never held while making.
+ * - The cache index: `cache_mu` guards `cache_order` (every cached file,
+ *   oldest first), `cache_names` (file name -> its link in cache_order) and
+ *   `cache_total` (their bytes, each rounded up to a 4 KiB block). It is
+ *   built on first use by scanning DATA/thumbs (one clipd per data
+ *   directory), which also removes temporary files a crash left. Renaming a
+ *   new thumbnail into place, its entry, and every eviction (oldest first,
+ *   until the total is within --thumb-cache-mb) happen under cache_mu, so
+ *   the index and the directory agree. A new thumbnail is served from the
+ *   descriptor it was written through, so an eviction right after cannot
+ *   fail its request. cache_mu is a leaf lock too.
  * - libvips must be started once per process with the model's settings
  *   (operation cache off, untrusted loaders blocked, warnings silenced). The
  *   model does that inside its own pthread_once on its first decode and has
@@ -16,12 +28,14 @@
  *   the model's way and does nothing else, then VIPS_INIT as a guard that
  *   returns at once when libvips is up. init_mu is a leaf lock too.
  * - Two requests may make the same thumbnail at once: each writes its own
- *   temporary file and renames it into place; the contents are equal.
+ *   temporary file and renames it into place; the contents are equal, and
+ *   the index counts the name once.
  * - A delete racing a make: the delete removes the row, then the blob,
  *   then the thumbnails; a make renames its file into place, then checks
  *   that the content still has a row and removes its file if not. One of
  *   the two runs after the rename, so no thumbnail of deleted content stays.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -30,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vips/vips.h>
@@ -39,10 +54,14 @@
 
 /* Thumbnails made at once; more wait (see DESIGN). */
 #define THUMBS_PARALLEL 2
-/* Sizes are rounded down to a multiple of this, so one image has at most
- * THUMBS_MAX_SIZE / THUMBS_STEP cached files however sizes are asked for. */
-#define THUMBS_STEP 16
 #define JPEG_QUALITY 80
+/* Thumbnails of older versions came in every multiple of 16: a delete
+ * removes those too. */
+#define LEGACY_STEP 16
+/* Disk use of a file, as the cache counts it. */
+#define BLOCK 4096
+
+static const int sizes[] = THUMBS_SIZES;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -50,6 +69,20 @@ static int busy;
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
 static int init_state;  /* 0: not tried, 1: up, -1: failed */
+
+/* One cached file. */
+#define NAME_SIZE 80     /* "<sha256>-<size>.jpg" and its NUL, with room */
+struct centry {
+	char name[NAME_SIZE]; /* <sha256>-<size>.jpg */
+	int64_t charge;      /* its bytes rounded up to a BLOCK */
+	int64_t mtime_ns;    /* when it was made (sorting the first scan) */
+};
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
+static int cache_ready;
+static GQueue cache_order = G_QUEUE_INIT; /* struct centry *, oldest first */
+static GHashTable *cache_names;           /* name -> GList * in cache_order */
+static int64_t cache_total;
 
 /* The formats the model decodes (model/preprocess.c): a blob passed the
  * upload's sniffing, but a file must not reach a document or matrix loader. */
@@ -73,11 +106,12 @@ int thumbs_parse_size(const char *s, int *size, api_err *err)
 	if (*p)
 		return api_fail(err, API_EBADREQ, "parameter 'size' must be an integer (%d to %d)",
 		                THUMBS_MIN_SIZE, THUMBS_MAX_SIZE);
-	if (*s == '-' || v < THUMBS_MIN_SIZE)
-		v = THUMBS_MIN_SIZE;
-	if (v > THUMBS_MAX_SIZE)
-		v = THUMBS_MAX_SIZE;
-	*size = (int)(v / THUMBS_STEP * THUMBS_STEP);
+	if (*s == '-')
+		v = 0;
+	*size = sizes[0];
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+		if (sizes[i] <= v)
+			*size = sizes[i];
 	return 0;
 }
 
@@ -104,18 +138,142 @@ static int start_vips(app *a, api_err *err)
 	return ok ? 0 : api_fail(err, API_EINTERNAL, "libvips could not be started");
 }
 
+static int hex_ok(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
 static int sha_ok(const char *sha)
 {
-	size_t i = 0;
-	for (; sha[i]; i++)
-		if (!((sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f')))
-			return 0;
-	return i == 64;
+	return strlen(sha) == 64 && hex_ok(sha, 64);
+}
+
+static void thumb_name(const char *sha, int size, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s-%d.jpg", sha, size);
 }
 
 static void thumb_path(app *a, const char *sha, int size, char *buf, size_t n)
 {
-	snprintf(buf, n, "%s/thumbs/%s-%d.jpg", a->cfg->data_dir, sha, size);
+	char name[96];
+	thumb_name(sha, size, name, sizeof name);
+	snprintf(buf, n, "%s/thumbs/%s", a->cfg->data_dir, name);
+}
+
+/* ---- the cache index (see DESIGN; all under cache_mu) ---------------------- */
+
+/* Whether name is <sha256>-<digits>.jpg, a file this module made. */
+static int thumb_name_ok(const char *name)
+{
+	size_t n = strlen(name), d = 65;
+	if (n < 70 || n >= NAME_SIZE || !hex_ok(name, 64) || name[64] != '-')
+		return 0;
+	while (d < n && name[d] >= '0' && name[d] <= '9')
+		d++;
+	return d > 65 && !strcmp(name + d, ".jpg");
+}
+
+static int64_t charge_of(int64_t len)
+{
+	return len <= 0 ? BLOCK : (len + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+static void cache_forget_locked(const char *name)
+{
+	GList *l = cache_names ? g_hash_table_lookup(cache_names, name) : NULL;
+	if (!l)
+		return;
+	struct centry *e = l->data;
+	g_hash_table_remove(cache_names, name);
+	g_queue_delete_link(&cache_order, l);
+	cache_total -= e->charge;
+	g_free(e);
+}
+
+static void cache_add_locked(const char *name, int64_t len, int64_t mtime_ns)
+{
+	GList *l = g_hash_table_lookup(cache_names, name);
+	if (l) {
+		/* Made twice at once: one file under one name. */
+		struct centry *e = l->data;
+		cache_total += charge_of(len) - e->charge;
+		e->charge = charge_of(len);
+		return;
+	}
+	struct centry *e = g_new0(struct centry, 1);
+	snprintf(e->name, sizeof e->name, "%s", name);
+	e->charge = charge_of(len);
+	e->mtime_ns = mtime_ns;
+	g_queue_push_tail(&cache_order, e);
+	g_hash_table_insert(cache_names, e->name, cache_order.tail);
+	cache_total += e->charge;
+}
+
+/* Removes the oldest files until the cache is within its limit; keep (the
+ * file just made, or NULL) stays even when it alone is over. */
+static void cache_evict_locked(app *a, const char *keep)
+{
+	char path[4200];
+	while (cache_total > a->cfg->thumb_cache_bytes && cache_order.head) {
+		struct centry *e = cache_order.head->data;
+		if (keep && !strcmp(e->name, keep))
+			break;
+		snprintf(path, sizeof path, "%s/thumbs/%s", a->cfg->data_dir, e->name);
+		if (unlink(path) != 0 && errno != ENOENT)
+			log_warn("cannot remove a cached thumbnail: %s", strerror(errno));
+		cache_forget_locked(e->name);
+	}
+}
+
+static gint by_age(gconstpointer x, gconstpointer y)
+{
+	const struct centry *a = *(struct centry *const *)x, *b = *(struct centry *const *)y;
+	if (a->mtime_ns != b->mtime_ns)
+		return a->mtime_ns < b->mtime_ns ? -1 : 1;
+	return strcmp(a->name, b->name);
+}
+
+/* The first use: the index from what DATA/thumbs holds. */
+static void cache_init_locked(app *a)
+{
+	char dir[4096], path[4096 + 264];
+	if (cache_ready)
+		return;
+	cache_ready = 1;
+	cache_names = g_hash_table_new(g_str_hash, g_str_equal);
+	snprintf(dir, sizeof dir, "%s/thumbs", a->cfg->data_dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return; /* none yet: made with the first thumbnail */
+	GPtrArray *found = g_ptr_array_new();
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct stat st;
+		snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+		if (!strncmp(de->d_name, ".tmp-", 5)) {
+			unlink(path); /* a make cut short by a crash */
+			continue;
+		}
+		if (!thumb_name_ok(de->d_name) || lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;
+		struct centry *e = g_new0(struct centry, 1);
+		snprintf(e->name, sizeof e->name, "%s", de->d_name);
+		e->charge = st.st_size; /* the length, until cache_add_locked below */
+		e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		g_ptr_array_add(found, e);
+	}
+	closedir(d);
+	g_ptr_array_sort(found, by_age);
+	for (guint i = 0; i < found->len; i++) {
+		struct centry *e = g_ptr_array_index(found, i);
+		cache_add_locked(e->name, e->charge, e->mtime_ns);
+		g_free(e);
+	}
+	g_ptr_array_free(found, TRUE);
+	cache_evict_locked(a, NULL);
 }
 
 /* A source on a new descriptor of path (an offset of its own). */
@@ -234,19 +392,20 @@ out:
 	return rc;
 }
 
-/* Writes data into dst by a temporary file in the same directory. */
-static int write_atomic(const char *dir, const char *dst, const void *data, size_t len,
-                        api_err *err)
+/* Writes data to a new temporary file in dir, fsynced and readable:
+ * *fd (read-write) and its name in tmp. */
+static int write_tmp(const char *dir, const void *data, size_t len, char *tmp, size_t tmp_size,
+                     int *fd, api_err *err)
 {
-	char tmp[4200];
 	const char *p = data;
 	int rc = 0;
-	snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", dir);
-	int fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
+	snprintf(tmp, tmp_size, "%s/.tmp-XXXXXX", dir);
+	int f = mkostemp(tmp, O_CLOEXEC);
+	*fd = -1;
+	if (f < 0)
 		return api_fail(err, API_EIO, "cannot create a file in %s: %s", dir, strerror(errno));
 	while (len > 0) {
-		ssize_t w = write(fd, p, len);
+		ssize_t w = write(f, p, len);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
@@ -258,48 +417,70 @@ static int write_atomic(const char *dir, const char *dst, const void *data, size
 	}
 	/* The name is immutable once in place: it must not appear empty after
 	 * a crash. */
-	if (fsync(fd) != 0 || fchmod(fd, 0644) != 0) {
+	if (fsync(f) != 0 || fchmod(f, 0644) != 0)
 		rc = api_fail(err, API_EIO, "cannot write %s: %s", tmp, strerror(errno));
-		goto out;
-	}
-	if (rename(tmp, dst) != 0)
-		rc = api_fail(err, API_EIO, "cannot rename %s: %s", tmp, strerror(errno));
 out:
-	close(fd);
-	if (rc)
+	if (rc) {
+		close(f);
 		unlink(tmp);
+	} else {
+		*fd = f;
+	}
 	return rc;
 }
 
-/* Makes the thumbnail file path of sha at size. */
-static int make(app *a, const char *sha, int size, const char *path, api_err *err)
+/* Makes the thumbnail file path of sha at size, puts it in the cache and
+ * opens it: *fd, *bytes. */
+static int make(app *a, const char *sha, int size, const char *path, int *fd, uint64_t *bytes,
+                api_err *err)
 {
-	char blob[4096], dir[4096];
+	char blob[4096], dir[4096], tmp[4200], name[96];
 	void *jpg = NULL;
 	size_t len = 0;
 	store_image img;
 	store_err se;
-	int rc;
+	int rc, f = -1;
 	blobs_path(a->blobs, sha, blob, sizeof blob);
+	thumb_name(sha, size, name, sizeof name);
 	snprintf(dir, sizeof dir, "%s/thumbs", a->cfg->data_dir);
 	if (g_mkdir_with_parents(dir, 0755) != 0)
 		return api_fail(err, API_EIO, "cannot create %s: %s", dir, strerror(errno));
 	if ((rc = start_vips(a, err)) || (rc = check_header(a, blob, err)) ||
 	    (rc = render(blob, size, &jpg, &len, err)))
 		goto out;
-	if ((rc = write_atomic(dir, path, jpg, len, err)))
+	if ((rc = write_tmp(dir, jpg, len, tmp, sizeof tmp, &f, err)))
+		goto out;
+	pthread_mutex_lock(&cache_mu);
+	if (rename(tmp, path) != 0) {
+		rc = api_fail(err, API_EIO, "cannot rename %s: %s", tmp, strerror(errno));
+		unlink(tmp);
+	} else {
+		cache_add_locked(name, (int64_t)len, 0);
+		cache_evict_locked(a, name);
+	}
+	pthread_mutex_unlock(&cache_mu);
+	if (rc)
 		goto out;
 	/* Deleted meanwhile (see DESIGN): take the file back. */
 	rc = store_image_find_sha(a->st, sha, &img, &se);
 	if (rc == STORE_OK) {
 		store_image_clear(&img);
 	} else if (rc == STORE_ENOTFOUND) {
+		pthread_mutex_lock(&cache_mu);
 		unlink(path);
+		cache_forget_locked(name);
+		pthread_mutex_unlock(&cache_mu);
 		rc = api_fail(err, API_ENOTFOUND, "the image was deleted");
 	} else {
 		rc = api_from_store(err, &se);
 	}
 out:
+	if (rc == 0) {
+		*fd = f;
+		*bytes = (uint64_t)len;
+	} else if (f >= 0) {
+		close(f);
+	}
 	g_free(jpg);
 	return rc;
 }
@@ -320,6 +501,40 @@ static int open_cached(const char *path, int *fd, uint64_t *bytes)
 	return 0;
 }
 
+/* Takes one of the THUMBS_PARALLEL makers, waiting at most wait_ms. */
+static int take_maker(int wait_ms, api_err *err)
+{
+	struct timespec until;
+	int rc = 0;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&mu);
+	while (busy >= THUMBS_PARALLEL && rc != ETIMEDOUT)
+		rc = pthread_cond_clockwait(&cv, &mu, CLOCK_MONOTONIC, &until);
+	int got = busy < THUMBS_PARALLEL;
+	if (got)
+		busy++;
+	pthread_mutex_unlock(&mu);
+	if (!got)
+		return api_fail(err, API_EQUEUEFULL,
+		                "%d thumbnails are being made for other requests and none finished within "
+		                "%d ms: retry later", THUMBS_PARALLEL, wait_ms);
+	return 0;
+}
+
+static void give_maker(void)
+{
+	pthread_mutex_lock(&mu);
+	busy--;
+	pthread_cond_signal(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
 int thumbs_open(app *a, const char *sha, int size, int *fd, uint64_t *bytes, int *cached,
                 api_err *err)
 {
@@ -330,42 +545,37 @@ int thumbs_open(app *a, const char *sha, int size, int *fd, uint64_t *bytes, int
 	*cached = 0;
 	if (!sha_ok(sha) || size < THUMBS_MIN_SIZE || size > THUMBS_MAX_SIZE)
 		return api_fail(err, API_EINTERNAL, "thumbs_open: bad arguments");
+	pthread_mutex_lock(&cache_mu);
+	cache_init_locked(a);
+	pthread_mutex_unlock(&cache_mu);
 	thumb_path(a, sha, size, path, sizeof path);
 	if (open_cached(path, fd, bytes) == 0) {
 		*cached = 1;
 		return 0;
 	}
-
-	pthread_mutex_lock(&mu);
-	while (busy >= THUMBS_PARALLEL)
-		pthread_cond_wait(&cv, &mu);
-	busy++;
-	pthread_mutex_unlock(&mu);
+	if ((rc = take_maker(a->cfg->thumb_wait_ms, err)))
+		return rc;
 	/* Made by another request while this one waited? */
 	if (open_cached(path, fd, bytes) == 0)
 		*cached = 1;
 	else
-		rc = make(a, sha, size, path, err);
-	pthread_mutex_lock(&mu);
-	busy--;
-	pthread_cond_signal(&cv);
-	pthread_mutex_unlock(&mu);
-
-	if (rc || *cached)
-		return rc;
-	if (open_cached(path, fd, bytes) != 0)
-		return api_fail(err, API_EIO, "cannot open %s: %s", path, strerror(errno));
-	return 0;
+		rc = make(a, sha, size, path, fd, bytes, err);
+	give_maker();
+	return rc;
 }
 
 void thumbs_remove(app *a, const char *sha)
 {
-	char path[4200];
+	char path[4200], name[96];
 	if (!sha_ok(sha))
 		return;
-	for (int size = THUMBS_STEP; size <= THUMBS_MAX_SIZE; size += THUMBS_STEP) {
+	pthread_mutex_lock(&cache_mu);
+	for (int size = LEGACY_STEP; size <= THUMBS_MAX_SIZE; size += LEGACY_STEP) {
+		thumb_name(sha, size, name, sizeof name);
 		thumb_path(a, sha, size, path, sizeof path);
 		if (unlink(path) != 0 && errno != ENOENT)
 			log_warn("cannot remove a thumbnail: %s", strerror(errno));
+		cache_forget_locked(name);
 	}
+	pthread_mutex_unlock(&cache_mu);
 }

@@ -44,6 +44,7 @@
 
 #include "ingest.h"
 #include "log.h"
+#include "thumbs.h"
 #include "watch.h"
 
 #define DEBOUNCE_MS 1000
@@ -174,6 +175,8 @@ static int record(watcher *w, const char *path, const struct pending *seen, int6
 		log_warn("watch: image %lld: %s", (long long)dropped, ae.msg);
 	if (locked)
 		blobs_unlock(a->blobs, old.sha256);
+	if (rc == STORE_OK && dropped && locked)
+		thumbs_remove(a, old.sha256); /* as DELETE /v1/images does */
 	store_image_clear(&old);
 	if (rc != STORE_OK) {
 		log_error("watch: recording %s: %s", path, se.msg);
@@ -302,7 +305,7 @@ static void take_due(watcher *w)
 		return;
 	}
 	g_ptr_array_sort(due, cmp_str);
-	ingest_ctx ic = {.a = w->a, .job_kind = "watch", .open = 1};
+	ingest_ctx ic = {.a = w->a, .job_kind = "watch", .open = 1, .watcher = 1};
 	struct pass ps = {0};
 	/* Files that are there first, then those that went: a file renamed
 	 * (or a copy moved over) finds its content's image still there and

@@ -4,8 +4,9 @@
  * damaged databases, images, texts, embeddings and the change log, the job
  * queue across a crash, open and sealed jobs and their errors, the batch
  * calls (reads, queued texts, embeddings, completions; all or nothing across
- * a kill -9), watched files, the key-value table, and readers alongside the
- * writer.
+ * a kill -9), watched files and which images the watcher may delete (also
+ * across the migration that records it), the key-value table, and readers
+ * alongside the writer.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -1108,6 +1109,123 @@ static void t_watched_files(void)
 	store_close(s);
 }
 
+/* Issue 12 item 9: the watcher deletes only the images it created. An
+ * image pinned by another source (an upload, a bulk or path ingest, the
+ * same content sent again) stays when the last watched file naming it
+ * changes or goes; the watcher's own still go. */
+static void t_watch_spares_pinned(void)
+{
+	store *s = open_fresh("pins.db");
+	store_err err;
+	store_image img;
+	int64_t dropped = -1;
+	REQUIRE(s);
+	/* Uploaded through the API (pinned), then a copy shows up in a
+	 * watched folder and goes again. */
+	store_image up = {.mime = "image/png", .bytes = 10, .filename = "up.png", .pinned = 1};
+	sha_of(up.sha256, 11);
+	int64_t a = -1;
+	REQUIRE(store_image_insert(s, &up, &a, &err) == STORE_OK && a > 0);
+	REQUIRE(store_image_get(s, a, &img, &err) == STORE_OK);
+	CHECK(img.pinned == 1);
+	store_image_clear(&img);
+	CHECK(store_watch_set(s, "/w/copy.png", 10, 1, a, &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_watch_remove(s, "/w/copy.png", &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_image_get(s, a, &img, &err) == STORE_OK && img.id == a);
+	store_image_clear(&img);
+	/* The copy changes content instead of going: the upload stays too. */
+	int64_t w1 = add_image(s, 12);
+	CHECK(store_watch_set(s, "/w/copy.png", 10, 1, a, &dropped, &err) == STORE_OK);
+	CHECK(store_watch_set(s, "/w/copy.png", 20, 2, w1, &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_image_get(s, a, &img, &err) == STORE_OK);
+	store_image_clear(&img);
+
+	/* Made by the watcher (not pinned), then the same content uploaded:
+	 * pinned from then on, so it outlives its watched file. */
+	REQUIRE(store_image_get(s, w1, &img, &err) == STORE_OK);
+	CHECK(img.pinned == 0);
+	store_image_clear(&img);
+	CHECK(store_image_pin(s, w1, &err) == STORE_OK);
+	CHECK(store_image_pin(s, w1, &err) == STORE_OK); /* twice: harmless */
+	CHECK(store_watch_remove(s, "/w/copy.png", &dropped, &err) == STORE_OK && dropped == 0);
+	CHECK(store_image_get(s, w1, &img, &err) == STORE_OK && img.pinned == 1);
+	store_image_clear(&img);
+
+	/* The watcher's own image still goes with its last file. */
+	int64_t w2 = add_image(s, 13);
+	CHECK(store_watch_set(s, "/w/own.png", 5, 5, w2, &dropped, &err) == STORE_OK);
+	CHECK(store_watch_remove(s, "/w/own.png", &dropped, &err) == STORE_OK && dropped == w2);
+	CHECK(store_image_get(s, w2, &img, &err) == STORE_ENOTFOUND);
+
+	CHECK(store_image_pin(s, w2, &err) == STORE_ENOTFOUND);
+	/* Pinned images come back pinned from the batch read too. */
+	int64_t ids[2] = {a, w1};
+	store_image many[2];
+	REQUIRE(store_images_get_many(s, ids, 2, many, &err) == STORE_OK);
+	CHECK(many[0].pinned == 1 && many[1].pinned == 1);
+	store_image_clear(&many[0]);
+	store_image_clear(&many[1]);
+	store_close(s);
+}
+
+/* A database of schema 2 (before pins): an image first queued by a watch
+ * job stays the watcher's to delete; one first queued by an upload, a
+ * batch or a folder ingest, or by no job at all, is pinned by the
+ * migration. Every one of them is named by a watched file, and each file
+ * then goes. */
+static void t_migration_pins_from_v2(void)
+{
+	char p[512];
+	sqlite3 *db;
+	path_of(p, sizeof p, "v2.db");
+	unlink(p);
+	REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, store_migrations[0].sql, NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, store_migrations[1].sql, NULL, NULL, NULL) == SQLITE_OK);
+	char sql[4096];
+	char sha[5][65];
+	for (int i = 0; i < 5; i++)
+		sha_of(sha[i], 100 + i);
+	snprintf(sql, sizeof sql,
+	         "PRAGMA user_version = 2;"
+	         "INSERT INTO jobs (id, kind, created_ms, updated_ms) VALUES "
+	         "(1, 'watch', 1, 1), (2, 'upload', 1, 1), (3, 'batch', 1, 1), (4, 'watch', 1, 1);"
+	         "INSERT INTO images (id, sha256, mime, bytes, created_ms, updated_ms) VALUES "
+	         "(1, '%s', 'image/png', 1, 1, 1), (2, '%s', 'image/png', 1, 1, 1), "
+	         "(3, '%s', 'image/png', 1, 1, 1), (4, '%s', 'image/png', 1, 1, 1), "
+	         "(5, '%s', 'image/png', 1, 1, 1);"
+	         /* 1 by the watcher; 2 uploaded; 3 batch first, a watch item later;
+	          * 4 by the watcher, a batch item later; 5 in no job. */
+	         "INSERT INTO job_items (id, job_id, kind, item_id, updated_ms) VALUES "
+	         "(1, 1, 0, 1, 1), (2, 2, 0, 2, 1), (3, 3, 0, 3, 1), (4, 4, 0, 3, 1), "
+	         "(5, 4, 0, 4, 1), (6, 3, 0, 4, 1);"
+	         "INSERT INTO watched_files (path, size, mtime_ns, image_id, updated_ms) VALUES "
+	         "('/w/1', 1, 1, 1, 1), ('/w/2', 1, 1, 2, 1), ('/w/3', 1, 1, 3, 1), "
+	         "('/w/4', 1, 1, 4, 1), ('/w/5', 1, 1, 5, 1);",
+	         sha[0], sha[1], sha[2], sha[3], sha[4]);
+	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+
+	store *s;
+	store_err err;
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	CHECK(user_version(p) == store_schema_version());
+	const int want_dropped[5] = {1, 0, 0, 1, 0};
+	for (int i = 0; i < 5; i++) {
+		char path[16];
+		int64_t dropped = -1;
+		store_image img;
+		snprintf(path, sizeof path, "/w/%d", i + 1);
+		CHECK(store_watch_remove(s, path, &dropped, &err) == STORE_OK);
+		CHECKF(dropped == (want_dropped[i] ? i + 1 : 0), "image %d: dropped %lld", i + 1,
+		       (long long)dropped);
+		int rc = store_image_get(s, i + 1, &img, &err);
+		CHECKF(rc == (want_dropped[i] ? STORE_ENOTFOUND : STORE_OK), "image %d: %d", i + 1, rc);
+		store_image_clear(&img);
+	}
+	store_close(s);
+}
+
 static void t_kv(void)
 {
 	store *s = open_fresh("kv.db");
@@ -1219,6 +1337,8 @@ int main(void)
 	TAP_RUN(t_batches_across_crash);
 	TAP_RUN(t_migration_from_v1);
 	TAP_RUN(t_watched_files);
+	TAP_RUN(t_watch_spares_pinned);
+	TAP_RUN(t_migration_pins_from_v2);
 	TAP_RUN(t_kv);
 	TAP_RUN(t_readers_alongside_writer);
 	TAP_RUN(t_bad_arguments);

@@ -1615,7 +1615,7 @@ def test_thumbnails(tmp):
         results = []
 
         def fetch():
-            results.append(d.get("/v1/images/%d/thumbnail?size=300" % iid))
+            results.append(d.get("/v1/images/%d/thumbnail?size=512" % iid))
         threads = [threading.Thread(target=fetch) for _ in range(8)]
         for t in threads:
             t.start()
