@@ -59,7 +59,8 @@ void route_job_get(http_req *r)
 		json_array_append_new(arr, json_pack("{s:o,s:s?,s:s?}", "id",
 		                                     errs[i].item_id ? json_integer(errs[i].item_id)
 		                                                     : json_null(),
-		                                     "name", errs[i].name, "error", errs[i].error));
+		                                     "name", route_shown_name(errs[i].name), "error",
+		                                     errs[i].error));
 	json_object_set_new(o, "errors", arr);
 	if (nerr > MAX_ERRORS)
 		json_object_set_new(o, "errors_truncated", json_true());
