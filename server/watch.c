@@ -18,6 +18,9 @@
  *   pending path or rescan. A rescan walks each directory (adding inotify
  *   watches as it goes) and compares every file with its record; inotify
  *   events name single paths (a directory moved in or out names its tree).
+ *   Paths are strings (root + path below it) only as names: every look
+ *   and open maps them back onto their root's descriptor and goes through
+ *   safepath, so a stale or swapped name cannot lead outside the root.
  *   Either way the path goes into the pending table with what lstat saw; a
  *   pending path is taken once lstat has seen the same (existence, size,
  *   mtime) for DEBOUNCE_MS (GONE_MS for a path that went), then ingested,
