@@ -29,6 +29,9 @@ typedef struct app {
 	encoder *enc;
 	worker_pool *workers;
 	clip_image_limits limits;
+	int *root_fds;            /* [cfg->n_allow_roots] the --allow-root directories,
+	                           * opened once (ingest_roots_open): every server
+	                           * file is opened beneath one (safepath.h) */
 	atomic_int stopping;      /* set at SIGTERM: /readyz turns 503 */
 	int64_t started_ms;
 } app;

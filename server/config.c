@@ -261,18 +261,33 @@ static char *read_key_file(const char *who, const char *path, char *msg, size_t 
 	return strdup(line);
 }
 
-/* Appends the real path of dir to (*dirs)[*n]. */
-static int add_dir(char ***dirs, int *n, const char *who, const char *dir, char *msg, size_t size)
+/* Appends the real path of dir to (*dirs)[*n] and, when given is not
+ * NULL, dir as given made absolute to (*given)[*n]. */
+static int add_dir(char ***dirs, char ***given, int *n, const char *who, const char *dir,
+                   char *msg, size_t size)
 {
-	char *real = realpath(dir, NULL);
+	char cwd[4096];
+	char *real = realpath(dir, NULL), *abs = NULL;
 	if (!real)
 		return fail(msg, size, "%s: %s: %s", who, dir, strerror(errno));
-	char **p = realloc(*dirs, (size_t)(*n + 1) * sizeof *p);
-	if (!p) {
+	if (given && (dir[0] == '/' ? !(abs = strdup(dir))
+	                            : !getcwd(cwd, sizeof cwd) || asprintf(&abs, "%s/%s", cwd, dir) < 0)) {
 		free(real);
+		return fail(msg, size, "%s: %s: cannot make it absolute", who, dir);
+	}
+	char **p = realloc(*dirs, (size_t)(*n + 1) * sizeof *p);
+	char **g = given ? realloc(*given, (size_t)(*n + 1) * sizeof *g) : NULL;
+	if (p)
+		*dirs = p;
+	if (g)
+		*given = g;
+	if (!p || (given && !g)) {
+		free(real);
+		free(abs);
 		return fail(msg, size, "out of memory");
 	}
-	*dirs = p;
+	if (given)
+		(*given)[*n] = abs;
 	(*dirs)[(*n)++] = real;
 	return 0;
 }
@@ -475,8 +490,8 @@ static int collect(struct raw *r, int argc, char **argv, char *msg, size_t size)
 	return 0;
 }
 
-static int resolve_list(const struct raw *r, const char *name, char ***dirs, int *n, char *msg,
-                        size_t size)
+static int resolve_list(const struct raw *r, const char *name, char ***dirs, char ***given, int *n,
+                        char *msg, size_t size)
 {
 	const struct dirlist *lists = r->lists[opts[opt_index(name)].list - 1];
 	for (int src = SRC_CLI; src > SRC_NONE; src--) {
@@ -484,7 +499,7 @@ static int resolve_list(const struct raw *r, const char *name, char ***dirs, int
 		if (!l->n)
 			continue;
 		for (int i = 0; i < l->n; i++)
-			if (add_dir(dirs, n, l->who[i], l->dir[i], msg, size))
+			if (add_dir(dirs, given, n, l->who[i], l->dir[i], msg, size))
 				return -1;
 		break;
 	}
@@ -646,8 +661,9 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 		            get_who(r, "log-level"), lvl);
 
 	/* A list: the strongest source that names any directory wins whole. */
-	if (resolve_list(r, "allow-root", &cfg->allow_roots, &cfg->n_allow_roots, msg, size) ||
-	    resolve_list(r, "watch", &cfg->watch_dirs, &cfg->n_watch_dirs, msg, size))
+	if (resolve_list(r, "allow-root", &cfg->allow_roots, &cfg->allow_roots_given,
+	                 &cfg->n_allow_roots, msg, size) ||
+	    resolve_list(r, "watch", &cfg->watch_dirs, NULL, &cfg->n_watch_dirs, msg, size))
 		return -1;
 	return 0;
 }
@@ -682,9 +698,12 @@ void config_free(config *cfg)
 	free(cfg->listen);
 	free(cfg->api_key);
 	free(cfg->index_factory);
-	for (int i = 0; i < cfg->n_allow_roots; i++)
+	for (int i = 0; i < cfg->n_allow_roots; i++) {
 		free(cfg->allow_roots[i]);
+		free(cfg->allow_roots_given[i]);
+	}
 	free(cfg->allow_roots);
+	free(cfg->allow_roots_given);
 	for (int i = 0; i < cfg->n_watch_dirs; i++)
 		free(cfg->watch_dirs[i]);
 	free(cfg->watch_dirs);

@@ -29,6 +29,8 @@ typedef struct config {
 	char *index_factory;   /* NULL: exact */
 	clip_precision precision;
 	char **allow_roots;    /* realpath'd, n_allow_roots of them */
+	char **allow_roots_given; /* [n_allow_roots] as given, made absolute: a
+	                           * client may name a root by either path */
 	int n_allow_roots;
 	char **watch_dirs;     /* --watch: realpath'd, n_watch_dirs of them */
 	int n_watch_dirs;

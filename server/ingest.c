@@ -9,6 +9,7 @@
 
 #include "ingest.h"
 #include "log.h"
+#include "safepath.h"
 #include "sniff.h"
 #include "worker.h"
 
@@ -151,30 +152,90 @@ out:
 	return rc;
 }
 
-int ingest_read_file(app *a, const char *path, blob_writer **out, api_err *err)
+int ingest_roots_open(app *a, api_err *err)
+{
+	int n = a->cfg->n_allow_roots;
+	if (n == 0)
+		return 0;
+	if (!(a->root_fds = malloc((size_t)n * sizeof *a->root_fds)))
+		return api_fail(err, API_ENOMEM, "out of memory");
+	for (int i = 0; i < n; i++)
+		a->root_fds[i] = -1;
+	for (int i = 0; i < n; i++) {
+		api_err e;
+		if (sp_root_open(a->cfg->allow_roots[i], &a->root_fds[i], &e)) {
+			int rc = api_fail(err, e.code, "--allow-root: %s", e.msg);
+			ingest_roots_close(a);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+void ingest_roots_close(app *a)
+{
+	if (!a->root_fds)
+		return;
+	for (int i = 0; i < a->cfg->n_allow_roots; i++)
+		if (a->root_fds[i] >= 0)
+			close(a->root_fds[i]);
+	free(a->root_fds);
+	a->root_fds = NULL;
+}
+
+/* Every --allow-root by two names: its real path (as opened) and its path
+ * as given, which may pass through links above the root. */
+#define MAX_ROOT_NAMES 256
+
+int ingest_map_root(app *a, const char *path, const char *what, int *root, char *rel,
+                    size_t size, api_err *err)
+{
+	const char *names[MAX_ROOT_NAMES];
+	int n = 0, which, rc;
+	*root = -1;
+	if (a->cfg->n_allow_roots == 0 || !a->root_fds)
+		return api_fail(err, API_EFORBIDDEN,
+		                "ingesting server files is disabled: start clipd with --allow-root DIR");
+	for (int i = 0; i < a->cfg->n_allow_roots && n + 2 <= MAX_ROOT_NAMES; i++) {
+		names[n++] = a->cfg->allow_roots[i];
+		names[n++] = a->cfg->allow_roots_given ? a->cfg->allow_roots_given[i] : NULL;
+	}
+	api_err e;
+	rc = sp_map(names, n, path, &which, rel, size, &e);
+	if (rc == API_EFORBIDDEN)
+		return api_fail(err, API_EFORBIDDEN,
+		                "%s is outside the directories allowed by --allow-root", what);
+	if (rc)
+		return api_fail(err, (api_code)rc, "%s: %s", what, e.msg);
+	*root = which / 2;
+	return 0;
+}
+
+int ingest_read_at(app *a, int dirfd, const char *rel, blob_writer **out, api_err *err)
 {
 	blob_writer *w = NULL;
 	char buf[1 << 16];
 	struct stat st;
-	int rc = 0;
+	int fd = -1, rc = 0;
+	int64_t limit = a->cfg->max_body, total = 0;
 	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return api_fail(err, errno == ENOENT ? API_ENOTFOUND : API_EFORBIDDEN,
-		                "cannot open the file: %s", strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = api_fail(err, API_EBADREQ, "not a regular file");
-		goto out;
-	}
-	if (st.st_size > a->cfg->max_body) {
+	if ((rc = sp_open(dirfd, rel, SP_FILE, &fd, &st, err)))
+		return rc;
+	if (st.st_size > limit) {
 		rc = api_fail(err, API_ETOOBIG, "the file has %lld bytes, over the limit of %lld",
-		              (long long)st.st_size, (long long)a->cfg->max_body);
+		              (long long)st.st_size, (long long)limit);
 		goto out;
 	}
 	if ((rc = blob_writer_new(a->blobs, &w, err)))
 		goto out;
+	/* The size above is only what fstat said: a file that grows (or one
+	 * whose size says nothing, as in /proc) is read up to one byte past
+	 * the limit, never further. */
 	for (;;) {
-		ssize_t n = read(fd, buf, sizeof buf);
+		size_t want = sizeof buf;
+		if ((int64_t)want > limit + 1 - total)
+			want = (size_t)(limit + 1 - total);
+		ssize_t n = read(fd, buf, want);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -183,6 +244,13 @@ int ingest_read_file(app *a, const char *path, blob_writer **out, api_err *err)
 		}
 		if (n == 0)
 			break;
+		total += n;
+		if (total > limit) {
+			rc = api_fail(err, API_ETOOBIG,
+			              "the file grew past the limit of %lld bytes while it was read",
+			              (long long)limit);
+			goto out;
+		}
 		if ((rc = blob_writer_write(w, buf, (size_t)n, err)))
 			goto out;
 	}
@@ -190,33 +258,9 @@ int ingest_read_file(app *a, const char *path, blob_writer **out, api_err *err)
 	w = NULL;
 out:
 	blob_writer_free(w);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return rc;
-}
-
-int ingest_check_root(app *a, const char *path, char **real, api_err *err)
-{
-	*real = NULL;
-	if (a->cfg->n_allow_roots == 0)
-		return api_fail(err, API_EFORBIDDEN,
-		                "ingesting server files is disabled: start clipd with --allow-root DIR");
-	char *r = realpath(path, NULL);
-	if (!r) {
-		if (errno == ENOENT || errno == ENOTDIR)
-			return api_fail(err, API_ENOTFOUND, "'%s' does not exist", path);
-		return api_fail(err, API_EFORBIDDEN, "'%s' cannot be resolved: %s", path, strerror(errno));
-	}
-	for (int i = 0; i < a->cfg->n_allow_roots; i++) {
-		const char *root = a->cfg->allow_roots[i];
-		size_t n = strlen(root);
-		if (strncmp(r, root, n) == 0 && (r[n] == 0 || r[n] == '/' || (n == 1 && root[0] == '/'))) {
-			*real = r;
-			return 0;
-		}
-	}
-	free(r);
-	return api_fail(err, API_EFORBIDDEN, "'%s' is outside the directories allowed by --allow-root",
-	                path);
 }
 
 int ingest_queue_check(app *a, int64_t incoming, api_err *err)

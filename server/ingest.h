@@ -60,12 +60,29 @@ int ingest_end(ingest_ctx *ic, api_err *err);
 int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
                 int64_t *id, int *duplicate, const char **mime, api_err *err);
 
-/* Copies the regular file at path (already checked) into a new blob writer. */
-int ingest_read_file(app *a, const char *path, blob_writer **out, api_err *err);
+/* Opens the --allow-root directories as descriptors into a->root_fds
+ * (main, at start, before any request). Errors name the directory. */
+int ingest_roots_open(app *a, api_err *err);
+/* Closes them; accepts an app whose roots were never opened. */
+void ingest_roots_close(app *a);
 
-/* Resolves path (realpath) and checks that it lies under an --allow-root:
- * 403 otherwise, 404 when it does not exist. *real is malloc'ed. */
-int ingest_check_root(app *a, const char *path, char **real, api_err *err);
+/* Maps path (as a client gave it) lexically onto an --allow-root, by its
+ * real path or its path as given: *root its index, rel (size bytes) the
+ * path below it (safepath.h sp_map). The file system is not asked, so a
+ * path outside every root gets the same 403 whether it exists or not.
+ * what names the path in the message ("'dir'", "paths[3]"). Errors: 403
+ * outside (or no --allow-root at all), 400 not absolute, too long. */
+int ingest_map_root(app *a, const char *path, const char *what, int *root, char *rel,
+                    size_t size, api_err *err);
+
+/* Opens rel beneath the directory dirfd (an --allow-root or --watch
+ * descriptor, or a directory under one) through safepath: never through a
+ * symbolic link, only a regular file, never blocking. Then copies it into
+ * a new blob writer, reading at most --max-body bytes whatever the file
+ * does meanwhile. *out is NULL on failure. Errors: as sp_open (404, 403,
+ * 400), 413 when the file has or grows to more than --max-body bytes,
+ * 5xx storage. */
+int ingest_read_at(app *a, int dirfd, const char *rel, blob_writer **out, api_err *err);
 
 /* 503 (queue_full) when incoming more items would pass --max-queue. */
 int ingest_queue_check(app *a, int64_t incoming, api_err *err);

@@ -48,6 +48,7 @@
 #include "config.h"
 #include "fingerprint.h"
 #include "http.h"
+#include "ingest.h"
 #include "log.h"
 #include "routes.h"
 #include "watch.h"
@@ -259,6 +260,10 @@ int main(int argc, char **argv)
 		log_error("%s", ae.msg);
 		goto out;
 	}
+	if (ingest_roots_open(&a, &ae)) {
+		log_error("%s", ae.msg);
+		goto out;
+	}
 	if (encoder_open(a.model, cfg.encoders, cfg.batch, &a.enc, &ae)) {
 		log_error("cannot create the encoders: %s", ae.msg);
 		goto out;
@@ -304,6 +309,7 @@ out:
 		log_error("snapshots not saved (they are rebuilt from the database at start-up)");
 	coll_close(a.coll);
 	encoder_close(a.enc);
+	ingest_roots_close(&a);
 	blobs_close(a.blobs);
 	clip_model_close(a.model);
 	store_close(a.st);

@@ -60,6 +60,11 @@ void route_web_style_css(http_req *r);
  * thumbnail_url. */
 json_t *route_image_json(const store_image *img);
 json_t *route_text_json(const store_text *t);
+/* A stored file name as clients see it: a server file's path under its
+ * root as stored; an absolute path (a row from before paths were stored
+ * that way) cut to its last component, so that no client sees the
+ * server's directories. */
+const char *route_shown_name(const char *name);
 json_t *route_job_json(const store_job *j);
 const char *route_status_name(store_status s);
 /* Milliseconds of a monotonic clock. */

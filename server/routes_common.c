@@ -35,13 +35,25 @@ static json_t *meta_json(const char *text)
 	return j ? j : json_object();
 }
 
+const char *route_shown_name(const char *name)
+{
+	/* Server files are stored by their path under their root; only rows
+	 * from before that hold an absolute path. */
+	if (name && name[0] == '/') {
+		const char *slash = strrchr(name, '/');
+		return slash[1] ? slash + 1 : name;
+	}
+	return name;
+}
+
 json_t *route_image_json(const store_image *img)
 {
 	json_t *o = json_object();
 	json_object_set_new(o, "id", json_integer(img->id));
 	json_object_set_new(o, "kind", json_string("image"));
 	json_object_set_new(o, "sha256", json_string(img->sha256));
-	json_object_set_new(o, "filename", ju_string(img->filename));
+	json_object_set_new(o, "filename",
+	                    img->filename ? ju_string(route_shown_name(img->filename)) : json_null());
 	json_object_set_new(o, "mime", json_string(img->mime ? img->mime : ""));
 	json_object_set_new(o, "width", json_integer(img->width));
 	json_object_set_new(o, "height", json_integer(img->height));

@@ -1,16 +1,19 @@
 /* routes_ingest.c: POST /v1/ingest, bulk: multipart files, server paths, a
- * server directory. */
-#include <dirent.h>
+ * server directory (opened beneath its --allow-root: safepath.h). */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "ingest.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
+#include "safepath.h"
 
 #define MAX_FILES 100000
 #define MAX_DEPTH 32
@@ -57,66 +60,103 @@ static void one(struct bulk *b, blob_writer *bw, const char *name, const char *m
 	                                          dup ? "duplicate" : "pending"));
 }
 
-static void one_path(struct bulk *b, const char *shown, const char *real)
+/* A file that could not be read: 4xx problems become a rejection (name
+ * is its path under its root), 5xx stops the batch. */
+static void problem(struct bulk *b, const char *name, const api_err *e)
+{
+	if (api_err_status(e, NULL) >= 500) {
+		b->fatal = *e;
+		b->failed = 1;
+	} else {
+		reject(b, name, e);
+	}
+}
+
+/* Reads rel beneath the directory dirfd and ingests it as name. */
+static void one_at(struct bulk *b, int dirfd, const char *rel, const char *name)
 {
 	blob_writer *bw;
 	api_err e;
-	if (ingest_read_file(b->ic.a, real, &bw, &e)) {
-		if (api_err_status(&e, NULL) >= 500) {
-			b->fatal = e;
-			b->failed = 1;
-		} else {
-			reject(b, shown, &e);
-		}
+	if (ingest_read_at(b->ic.a, dirfd, rel, &bw, &e)) {
+		problem(b, name, &e);
 		return;
 	}
-	one(b, bw, real, NULL);
+	one(b, bw, name, NULL);
 }
 
-/* Collects regular files under dir (sorted, hidden entries skipped). */
-static int walk(const char *dir, int recursive, int depth, char ***files, size_t *n, size_t *cap,
-                api_err *err)
+/* A {"dir"} walk, on descriptors only: each directory is opened beneath
+ * the one it was listed in (no link followed), each file read beneath its
+ * directory, and no path string is resolved twice. Two passes: the first
+ * counts the files (and refuses the request when a directory cannot be
+ * read or there are too many), the second ingests them. */
+struct walk {
+	struct bulk *b;
+	int recursive;
+	int ingest;                /* 0: the counting pass */
+	size_t nfiles;             /* files met so far */
+	char rel[SP_PATH_MAX];     /* the directory being walked, under its root */
+};
+
+/* Walks the directory open at dfd (w->rel). Hidden entries are skipped,
+ * and so is anything but a directory or a regular file (links, FIFOs,
+ * sockets, devices). Non-zero with *err only in the counting pass; the
+ * ingesting pass records what it cannot read as rejections. */
+static int walk(struct walk *w, int dfd, int depth, api_err *err)
 {
-	struct dirent **ents;
-	int ne = scandir(dir, &ents, NULL, alphasort);
-	int rc = 0;
-	if (ne < 0)
-		return api_fail(err, API_EFORBIDDEN, "cannot read the directory: %s", strerror(errno));
-	for (int i = 0; i < ne; i++) {
-		const char *name = ents[i]->d_name;
-		char *path = NULL;
-		struct stat st;
-		if (rc || name[0] == '.' || asprintf(&path, "%s/%s", dir, name) < 0)
-			goto next;
-		if (lstat(path, &st) != 0)
-			goto next;
-		if (S_ISDIR(st.st_mode)) {
-			if (recursive && depth < MAX_DEPTH)
-				rc = walk(path, recursive, depth + 1, files, n, cap, err);
-		} else if (S_ISREG(st.st_mode)) {
-			if (*n == MAX_FILES) {
-				rc = api_fail(err, API_ETOOBIG, "the directory has more than %d files: ingest it in parts",
-				              MAX_FILES);
-				goto next;
-			}
-			if (*n == *cap) {
-				size_t nc = *cap ? *cap * 2 : 64;
-				char **p = realloc(*files, nc * sizeof *p);
-				if (!p) {
-					rc = api_fail(err, API_ENOMEM, "out of memory");
-					goto next;
-				}
-				*files = p;
-				*cap = nc;
-			}
-			(*files)[(*n)++] = path;
-			path = NULL;
+	char **names;
+	size_t n;
+	api_err e;
+	int rc = sp_list(dfd, MAX_FILES, &names, &n, &e);
+	if (rc) {
+		if (!w->ingest) {
+			*err = e;
+			return rc;
 		}
-	next:
-		free(path);
-		free(ents[i]);
+		problem(w->b, w->rel[0] ? w->rel : ".", &e);
+		return 0;
 	}
-	free(ents);
+	size_t base = strlen(w->rel);
+	for (size_t i = 0; i < n && !rc && !w->b->failed; i++) {
+		const char *name = names[i];
+		size_t len = strlen(name);
+		struct stat st;
+		if (name[0] == '.' || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		int is_dir = S_ISDIR(st.st_mode) && w->recursive && depth < MAX_DEPTH;
+		if (!is_dir && !S_ISREG(st.st_mode))
+			continue;
+		if (base + 1 + len >= sizeof w->rel) {
+			if (!w->ingest)
+				rc = api_fail(err, API_EBADREQ, "a path under 'dir' is longer than %d bytes",
+				              SP_PATH_MAX - 1);
+			continue;
+		}
+		snprintf(w->rel + base, sizeof w->rel - base, "%s%s", base ? "/" : "", name);
+		if (is_dir) {
+			int cfd, orc = sp_open(dfd, name, SP_DIR, &cfd, NULL, &e);
+			if (orc) {
+				if (!w->ingest) {
+					*err = e;
+					rc = orc;
+				} else {
+					problem(w->b, w->rel, &e);
+				}
+			} else {
+				rc = walk(w, cfd, depth + 1, err);
+				close(cfd);
+			}
+		} else if (w->nfiles >= MAX_FILES) {
+			if (!w->ingest)
+				rc = api_fail(err, API_ETOOBIG,
+				              "the directory has more than %d files: ingest it in parts", MAX_FILES);
+		} else {
+			w->nfiles++;
+			if (w->ingest)
+				one_at(w->b, dfd, name, w->rel);
+		}
+		w->rel[base] = 0;
+	}
+	sp_list_free(names, n);
 	return rc;
 }
 
@@ -185,15 +225,23 @@ static void ingest_parts(http_req *r, struct bulk *b)
 	reply_bulk(r, b);
 }
 
+/* A path a request names: its root and the path below it. */
+struct target {
+	int root;
+	char *rel;
+};
+
 static void ingest_json(http_req *r, struct bulk *b)
 {
 	app *a = http_req_app(r);
 	json_t *body = NULL, *paths;
 	const char *dir;
-	int recursive;
+	int recursive, root, dfd = -1;
 	api_err e;
-	char **files = NULL, **shown = NULL;
-	size_t nf = 0, cap = 0;
+	struct target *t = NULL;
+	struct walk *w = NULL;
+	size_t nt = 0;
+	char rel[SP_PATH_MAX];
 
 	if (http_req_json(r, &body, &e) || ju_str_array(body, "paths", 0, MAX_FILES, &paths, &e) ||
 	    ju_str(body, "dir", 0, &dir, &e) || ju_bool(body, "recursive", 0, &recursive, &e))
@@ -205,67 +253,60 @@ static void ingest_json(http_req *r, struct bulk *b)
 	if (paths) {
 		size_t i;
 		json_t *v;
-		if (!(files = calloc(json_array_size(paths) + 1, sizeof *files)) ||
-		    !(shown = calloc(json_array_size(paths) + 1, sizeof *shown))) {
+		if (!(t = calloc(json_array_size(paths) + 1, sizeof *t))) {
 			api_fail(&e, API_ENOMEM, "out of memory");
 			goto fail;
 		}
-		/* Every path is checked before anything is stored: one outside
-		 * the roots refuses the whole request. */
+		/* Every path is mapped before anything is read or stored, by its
+		 * text alone: one outside the roots refuses the whole request,
+		 * whether it exists or not. */
 		json_array_foreach(paths, i, v) {
-			const char *p = json_string_value(v);
-			shown[nf] = (char *)p;
-			if (ingest_check_root(a, p, &files[nf], &e)) {
-				if (e.domain == ERR_API && e.code == API_ENOTFOUND) {
-					reject(b, p, &e);
-					continue;
-				}
+			char what[32];
+			snprintf(what, sizeof what, "paths[%zu]", i);
+			if (ingest_map_root(a, json_string_value(v), what, &root, rel, sizeof rel, &e))
+				goto fail;
+			if (!(t[nt].rel = strdup(rel))) {
+				api_fail(&e, API_ENOMEM, "out of memory");
 				goto fail;
 			}
-			nf++;
+			t[nt++].root = root;
 		}
 		b->ic.job_kind = "batch";
-	} else {
-		char *real;
-		struct stat st;
-		if (ingest_check_root(a, dir, &real, &e))
+		if (ingest_queue_check(a, (int64_t)nt, &e))
 			goto fail;
-		if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
-			free(real);
-			api_fail(&e, API_EBADREQ, "'%s' is not a directory", dir);
+		/* Names shown are paths under their root: never the server's
+		 * own layout. */
+		for (size_t k = 0; k < nt && !b->failed; k++)
+			one_at(b, a->root_fds[t[k].root], t[k].rel, t[k].rel);
+	} else {
+		if (ingest_map_root(a, dir, "'dir'", &root, rel, sizeof rel, &e) ||
+		    sp_open(a->root_fds[root], rel, SP_DIR, &dfd, NULL, &e))
+			goto fail;
+		if (!(w = calloc(1, sizeof *w))) {
+			api_fail(&e, API_ENOMEM, "out of memory");
 			goto fail;
 		}
-		int rc = walk(real, recursive, 0, &files, &nf, &cap, &e);
-		free(real);
-		if (rc)
+		w->b = b;
+		w->recursive = recursive;
+		snprintf(w->rel, sizeof w->rel, "%s", rel);
+		if (walk(w, dfd, 0, &e) || ingest_queue_check(a, (int64_t)w->nfiles, &e))
 			goto fail;
 		b->ic.job_kind = "folder";
-	}
-	if (ingest_queue_check(a, (int64_t)nf, &e))
-		goto fail;
-	for (size_t i = 0; i < nf && !b->failed; i++) {
-		char *real = NULL;
-		if (!paths) {
-			/* A symlink in the tree may point outside the roots. */
-			if (ingest_check_root(a, files[i], &real, &e)) {
-				reject(b, files[i], &e);
-				continue;
-			}
-			one_path(b, files[i], real);
-			free(real);
-		} else {
-			one_path(b, shown[i], files[i]);
-		}
+		w->ingest = 1;
+		w->nfiles = 0;
+		walk(w, dfd, 0, &e);
 	}
 	reply_bulk(r, b);
 	goto out;
 fail:
 	http_reply_error(r, &e);
 out:
-	for (size_t i = 0; files && i < nf; i++)
-		free(files[i]);
-	free(files);
-	free(shown);
+	for (size_t k = 0; t && k < nt; k++)
+		free(t[k].rel);
+	free(t);
+	free(w);
+	if (dfd >= 0)
+		close(dfd);
 	json_decref(body);
 }
 

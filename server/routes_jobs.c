@@ -59,7 +59,7 @@ void route_job_get(http_req *r)
 		json_array_append_new(arr, json_pack("{s:o,s:o,s:o}", "id",
 		                                     errs[i].item_id ? json_integer(errs[i].item_id)
 		                                                     : json_null(),
-		                                     "name", ju_string(errs[i].name), "error",
+		                                     "name", ju_string(route_shown_name(errs[i].name)), "error",
 		                                     ju_string(errs[i].error)));
 	json_object_set_new(o, "errors", arr);
 	if (nerr > MAX_ERRORS)

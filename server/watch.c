@@ -18,6 +18,9 @@
  *   pending path or rescan. A rescan walks each directory (adding inotify
  *   watches as it goes) and compares every file with its record; inotify
  *   events name single paths (a directory moved in or out names its tree).
+ *   Paths are strings (root + path below it) only as names: every look
+ *   and open maps them back onto their root's descriptor and goes through
+ *   safepath, so a stale or swapped name cannot lead outside the root.
  *   Either way the path goes into the pending table with what lstat saw; a
  *   pending path is taken once lstat has seen the same (existence, size,
  *   mtime) for DEBOUNCE_MS (GONE_MS for a path that went), then ingested,
@@ -44,6 +47,7 @@
 
 #include "ingest.h"
 #include "log.h"
+#include "safepath.h"
 #include "thumbs.h"
 #include "watch.h"
 
@@ -53,6 +57,7 @@
 #define GONE_MS 2000
 #define RETRY_MS 5000       /* a file that met a server-side error or a full queue */
 #define MAX_DEPTH 32        /* as POST /v1/ingest {dir} */
+#define MAX_ENTRIES 1000000 /* names per directory: more is not read */
 #define DIR_MASK                                                                                   \
 	(IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE |        \
 	 IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
@@ -67,6 +72,10 @@ struct pending {
 struct watcher {
 	app *a;
 	char **roots;        /* [nroots] realpath'd */
+	int *root_fds;       /* [nroots] each opened once: every file is opened
+	                      * beneath its root's descriptor (safepath.h) */
+	struct stat *root_st; /* [nroots] what root_fds are, to tell a root moved
+	                       * or replaced since */
 	int nroots;
 	int64_t rescan_ms;
 	pthread_t th;
@@ -100,11 +109,27 @@ static int64_t mtime_ns(const struct stat *st)
 
 /* ---- pending paths -------------------------------------------------------- */
 
-/* Fills *p with what lstat sees now, due after the debounce. */
-static void look(const char *path, struct pending *p)
+/* Maps a watched path onto its root and the path below it (rel has
+ * SP_PATH_MAX bytes). Every path here is built from a root, so -1 (under
+ * none) means a path to leave alone. */
+static int locate(watcher *w, const char *path, int *root, char *rel)
+{
+	api_err e;
+	return sp_map((const char *const *)w->roots, w->nroots, path, root, rel, SP_PATH_MAX, &e) ? -1
+	                                                                                          : 0;
+}
+
+/* Fills *p with what lstat sees now, due after the debounce: seen
+ * beneath the root's descriptor, so a path through a symbolic link (a
+ * directory swapped for one) is no file at all. */
+static void look(watcher *w, const char *path, struct pending *p)
 {
 	struct stat st;
-	p->exists = lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+	char rel[SP_PATH_MAX];
+	int root;
+	api_err e;
+	p->exists = locate(w, path, &root, rel) == 0 &&
+	            sp_lstat(w->root_fds[root], rel, &st, &e) == 0 && S_ISREG(st.st_mode);
 	p->size = p->exists ? (int64_t)st.st_size : 0;
 	p->mtime_ns = p->exists ? mtime_ns(&st) : 0;
 	p->due_ms = now_ms() + (p->exists ? DEBOUNCE_MS : GONE_MS);
@@ -115,7 +140,7 @@ static void look(const char *path, struct pending *p)
 static void pend(watcher *w, const char *path)
 {
 	struct pending now, *p = g_hash_table_lookup(w->pending, path);
-	look(path, &now);
+	look(w, path, &now);
 	if (p) {
 		if (p->exists != now.exists || p->size != now.size || p->mtime_ns != now.mtime_ns)
 			*p = now;
@@ -130,7 +155,7 @@ static void pend(watcher *w, const char *path)
 static void pend_later(watcher *w, const char *path, int delay_ms)
 {
 	struct pending *p = g_new(struct pending, 1);
-	look(path, p);
+	look(w, path, p);
 	p->due_ms = now_ms() + delay_ms;
 	g_hash_table_replace(w->pending, g_strdup(path), p);
 }
@@ -222,10 +247,16 @@ static void take_file(watcher *w, ingest_ctx *ic, const char *path, const struct
 		return;
 	}
 	blob_writer *bw;
-	int dup = 0;
-	rc = ingest_read_file(a, path, &bw, &e);
+	int dup = 0, root;
+	char rel[SP_PATH_MAX];
+	if (locate(w, path, &root, rel))
+		return;
+	/* Opened beneath the root's descriptor, whatever happened to the
+	 * directories on the way since the event or the rescan named it; and
+	 * shown to clients as its path under the root. */
+	rc = ingest_read_at(a, w->root_fds[root], rel, &bw, &e);
 	if (rc == 0)
-		rc = ingest_blob(ic, bw, path, NULL, &id, &dup, NULL, &e);
+		rc = ingest_blob(ic, bw, rel, NULL, &id, &dup, NULL, &e);
 	if (rc && e.domain == ERR_API && e.code == API_ENOTFOUND) {
 		pend(w, path); /* gone meanwhile: handled as such once stable */
 		return;
@@ -246,7 +277,7 @@ static void take_file(watcher *w, ingest_ctx *ic, const char *path, const struct
 		 * changes. */
 		log_info("watch: %s refused: %s", path, e.msg);
 		api_err je;
-		if (ingest_reject(ic, path, e.msg, &je))
+		if (ingest_reject(ic, rel, e.msg, &je))
 			log_error("watch: recording the refusal of %s: %s", path, je.msg);
 		id = 0;
 		ps->refused++;
@@ -293,7 +324,7 @@ static void take_due(watcher *w)
 		struct pending *p = v, again;
 		if (p->due_ms > now)
 			continue;
-		look(k, &again);
+		look(w, k, &again);
 		if (again.exists != p->exists || again.size != p->size || again.mtime_ns != p->mtime_ns) {
 			*p = again; /* still changing: wait again */
 			continue;
@@ -337,11 +368,18 @@ static void take_due(watcher *w)
 
 /* ---- inotify and rescans -------------------------------------------------- */
 
-static void add_watch(watcher *w, const char *dir)
+/* Watches the directory open at dfd (named dir here): through its
+ * descriptor, so the watch is on the directory that was walked even if
+ * dir has been swapped meanwhile. */
+static void add_watch(watcher *w, int dfd, const char *dir)
 {
+	char self[64];
 	if (w->ino < 0)
 		return;
-	int wd = inotify_add_watch(w->ino, dir, DIR_MASK);
+	snprintf(self, sizeof self, "/proc/self/fd/%d", dfd);
+	int wd = inotify_add_watch(w->ino, self, DIR_MASK);
+	if (wd < 0 && errno == ENOENT) /* no /proc */
+		wd = inotify_add_watch(w->ino, dir, DIR_MASK | IN_DONT_FOLLOW);
 	if (wd < 0) {
 		if (!w->ino_full)
 			log_warn("watch: cannot watch %s for changes (%s): changes there show at the next "
@@ -352,32 +390,61 @@ static void add_watch(watcher *w, const char *dir)
 	g_hash_table_replace(w->wds, GINT_TO_POINTER(wd), g_strdup(dir));
 }
 
-/* Walks dir: watches every directory, and pends every file that differs
- * from its record in recs (removing what it sees from recs). With recs
- * NULL every file is pended. Returns non-zero when some directory could not
- * be read. */
-static int walk(watcher *w, const char *dir, int depth, GHashTable *recs)
+/* Forgets the watches of dir and of every directory under it (by name):
+ * a directory moved away must not go on naming paths under its old name. */
+static void drop_watches_under(watcher *w, const char *dir)
 {
-	struct dirent **ents;
-	int ne = scandir(dir, &ents, NULL, alphasort), bad = 0;
-	if (ne < 0) {
-		log_warn("watch: cannot read %s: %s", dir, strerror(errno));
+	GHashTableIter it;
+	gpointer k, v;
+	size_t n = strlen(dir);
+	g_hash_table_iter_init(&it, w->wds);
+	while (g_hash_table_iter_next(&it, &k, &v)) {
+		const char *d = v;
+		if (strncmp(d, dir, n) == 0 && (d[n] == 0 || d[n] == '/')) {
+			inotify_rm_watch(w->ino, GPOINTER_TO_INT(k));
+			g_hash_table_iter_remove(&it);
+		}
+	}
+}
+
+/* Walks the directory open at dfd, named dir (its root's path and the path
+ * below it): watches every directory, and pends every file that differs
+ * from its record in recs (removing what it sees from recs). With recs
+ * NULL every file is pended. Directories are opened beneath the one they
+ * are listed in, never through a link. Returns non-zero when some
+ * directory could not be read. */
+static int walk(watcher *w, int dfd, const char *dir, int depth, GHashTable *recs)
+{
+	char **names;
+	size_t ne;
+	api_err e;
+	int bad = 0;
+	if (sp_list(dfd, MAX_ENTRIES, &names, &ne, &e)) {
+		log_warn("watch: cannot read %s: %s", dir, e.msg);
 		return -1;
 	}
-	add_watch(w, dir);
-	for (int i = 0; i < ne; i++) {
-		const char *name = ents[i]->d_name;
+	add_watch(w, dfd, dir);
+	for (size_t i = 0; i < ne; i++) {
+		const char *name = names[i];
 		char *path = NULL;
 		struct stat st;
 		if (name[0] == '.' || stopping(w) || asprintf(&path, "%s/%s", dir, name) < 0) {
 			path = NULL;
-			goto next;
+			continue;
 		}
-		if (lstat(path, &st) != 0)
-			goto next;
-		if (S_ISDIR(st.st_mode)) {
-			if (depth < MAX_DEPTH)
-				bad |= walk(w, path, depth + 1, recs);
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+			free(path);
+			continue;
+		}
+		int cfd;
+		if (S_ISDIR(st.st_mode) && depth < MAX_DEPTH) {
+			if (sp_open(dfd, name, SP_DIR, &cfd, NULL, &e)) {
+				log_warn("watch: cannot read %s: %s", path, e.msg);
+				bad = -1;
+			} else {
+				bad |= walk(w, cfd, path, depth + 1, recs);
+				close(cfd);
+			}
 		} else if (S_ISREG(st.st_mode)) {
 			store_watched *r = recs ? g_hash_table_lookup(recs, path) : NULL;
 			if (!r || r->size != (int64_t)st.st_size || r->mtime_ns != mtime_ns(&st))
@@ -385,12 +452,37 @@ static int walk(watcher *w, const char *dir, int depth, GHashTable *recs)
 			if (recs)
 				g_hash_table_remove(recs, path);
 		}
-	next:
 		free(path);
-		free(ents[i]);
 	}
-	free(ents);
+	sp_list_free(names, ne);
 	return bad;
+}
+
+/* Walks the directory at path (under a root), opened beneath the root. */
+static int walk_path(watcher *w, const char *path, int depth, GHashTable *recs)
+{
+	char rel[SP_PATH_MAX];
+	int root, dfd, bad;
+	api_err e;
+	if (locate(w, path, &root, rel))
+		return -1;
+	if (sp_open(w->root_fds[root], rel, SP_DIR, &dfd, NULL, &e)) {
+		log_warn("watch: cannot read %s: %s", path, e.msg);
+		return -1;
+	}
+	bad = walk(w, dfd, path, depth, recs);
+	close(dfd);
+	return bad;
+}
+
+/* Whether root i is still what was opened at start: a root moved away,
+ * removed or replaced is not walked (nothing under it is taken for
+ * deleted) until it is back. */
+static int root_in_place(watcher *w, int i)
+{
+	struct stat now;
+	return stat(w->roots[i], &now) == 0 && now.st_dev == w->root_st[i].st_dev &&
+	       now.st_ino == w->root_st[i].st_ino;
 }
 
 static void free_record(gpointer p)
@@ -428,7 +520,15 @@ static void rescan(watcher *w)
 			g_hash_table_destroy(recs);
 			continue;
 		}
-		int bad = walk(w, root, 0, recs);
+		int bad;
+		if (!root_in_place(w, i)) {
+			log_warn("watch: %s was moved, removed or replaced since clipd started: it is not "
+			         "scanned (and nothing under it taken for deleted) until it is back",
+			         root);
+			bad = -1;
+		} else {
+			bad = walk_path(w, root, 0, recs);
+		}
 		if (bad || stopping(w)) {
 			if (bad && g_hash_table_size(recs))
 				log_warn("watch: %s could not be read in full: no file under it is taken for "
@@ -466,14 +566,29 @@ static void read_events(watcher *w)
 				continue;
 			}
 			const char *dir = g_hash_table_lookup(w->wds, GINT_TO_POINTER(ev->wd));
+			if (dir && (ev->mask & IN_MOVE_SELF)) {
+				/* A watched directory was moved, and its parent did not say
+				 * so (a root, or a parent unwatched): its name here is stale.
+				 * Drop it; a rescan soon finds what is where now. */
+				drop_watches_under(w, dir);
+				if (w->next_rescan_ms > now_ms() + DEBOUNCE_MS)
+					w->next_rescan_ms = now_ms() + DEBOUNCE_MS;
+				continue;
+			}
 			if (!dir || !ev->len || ev->name[0] == '.')
-				continue; /* events about the directory itself: the rescan decides */
+				continue; /* other events about the directory itself: the rescan decides */
 			char *path = g_strdup_printf("%s/%s", dir, ev->name);
 			if (ev->mask & IN_ISDIR) {
-				if (ev->mask & (IN_CREATE | IN_MOVED_TO))
-					walk(w, path, 1, NULL);
-				else if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
+				if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
+					walk_path(w, path, 1, NULL);
+				} else if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+					/* Moved out (or away within the tree): its watches go
+					 * with its old name, and its files are looked at again
+					 * (gone, unless they are back). */
+					if (ev->mask & IN_MOVED_FROM)
+						drop_watches_under(w, path);
 					pend_recorded_under(w, path);
+				}
 			} else {
 				pend(w, path);
 			}
@@ -533,6 +648,11 @@ int watch_start(app *a, const char *const *dirs, int n, int rescan_s, watcher **
 	w->rescan_ms = (int64_t)rescan_s * 1000;
 	w->wds = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
 	w->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+	if (!(w->root_fds = malloc((size_t)n * sizeof *w->root_fds)) ||
+	    !(w->root_st = calloc((size_t)n, sizeof *w->root_st))) {
+		rc = api_fail(err, API_ENOMEM, "out of memory");
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		struct stat st;
 		char *real = realpath(dirs[i], NULL);
@@ -543,11 +663,20 @@ int watch_start(app *a, const char *const *dirs, int n, int rescan_s, watcher **
 			why = "not a directory";
 		else if (access(real, R_OK | X_OK) != 0)
 			why = "the directory is not readable by this user";
+		api_err e;
+		int fd = -1;
+		if (!why && sp_root_open(real, &fd, &e))
+			why = e.msg;
+		else if (!why && fstat(fd, &w->root_st[w->nroots]) != 0)
+			why = strerror(errno);
+		if (why && fd >= 0)
+			close(fd);
 		if (why) {
 			rc = api_fail(err, API_EFORBIDDEN, "--watch %s: %s", dirs[i], why);
 			free(real);
 			goto out;
 		}
+		w->root_fds[w->nroots] = fd;
 		w->roots[w->nroots++] = real;
 	}
 	if (pipe2(w->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -581,9 +710,13 @@ void watch_stop(watcher *w)
 		(void)r;
 		pthread_join(w->th, NULL);
 	}
-	for (int i = 0; i < w->nroots; i++)
+	for (int i = 0; i < w->nroots; i++) {
 		free(w->roots[i]);
+		close(w->root_fds[i]);
+	}
 	free(w->roots);
+	free(w->root_fds);
+	free(w->root_st);
 	if (w->ino >= 0)
 		close(w->ino);
 	for (int i = 0; i < 2; i++)

@@ -15,6 +15,15 @@
  * changed while the server was down. If a watched directory itself cannot
  * be read (unmounted, removed), nothing under it is deleted.
  *
+ * Nothing outside a watched directory is ever read: each is opened once at
+ * start, and every file and directory under it is looked at and opened
+ * beneath that descriptor (safepath.h), never through a symbolic link and
+ * never anything but a regular file (a FIFO cannot block the watcher). A
+ * directory moved out of the tree loses its watches (IN_MOVED_FROM,
+ * IN_MOVE_SELF: a rescan follows), and a watched directory moved away or
+ * replaced is not scanned until it is back. Images are named by their
+ * path under the watched directory.
+ *
  * Watched directories are not --allow-root directories: POST /v1/ingest
  * cannot read them unless they are also given as --allow-root.
  *

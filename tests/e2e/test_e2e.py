@@ -1870,10 +1870,12 @@ def test_jobs_and_texts(tmp):
 
 # ---- --watch ---------------------------------------------------------------------------
 
-def images_by_name(d):
-    """{filename: id} of every indexed image."""
+def images_by_name(d, base=""):
+    """{filename: id} of every indexed image; watched files are named by
+    their path under the watched directory base, joined to it here."""
     r = d.post("/v1/search", {"text": "x", "k": 1000})
-    return {x["filename"]: x["id"] for x in r.json["results"]} if r.status == 200 else {}
+    return ({os.path.join(base, x["filename"]): x["id"] for x in r.json["results"]}
+            if r.status == 200 else {})
 
 
 def wait_until(pred, timeout=20):
@@ -1901,7 +1903,7 @@ def test_watch(tmp):
         return
     p = lambda name: os.path.join(w, name)
     try:
-        names = wait_until(lambda: len(images_by_name(d)) >= 3 and images_by_name(d))
+        names = wait_until(lambda: len(images_by_name(d, w)) >= 3 and images_by_name(d, w))
         ok(names and sorted(names) == sorted(p("start%d.png" % i) for i in range(3)),
            "the files present at start are ingested; hidden ones are not", names)
 
@@ -1909,34 +1911,34 @@ def test_watch(tmp):
         new = png_bytes(28, 20, 710)
         with open(p("new.png"), "wb") as fh:
             fh.write(new)
-        names = wait_until(lambda: p("new.png") in images_by_name(d) and images_by_name(d))
+        names = wait_until(lambda: p("new.png") in images_by_name(d, w) and images_by_name(d, w))
         took = time.time() - t0
         ok(names, "a file copied into the watched directory is searchable (%.1f s)" % took)
         r = d.post("/v1/search", {"image_b64": base64.b64encode(new).decode(), "k": 1})
-        ok(r.status == 200 and r.json["results"][0]["filename"] == p("new.png") and
+        ok(r.status == 200 and r.json["results"][0]["filename"] == "new.png" and
            abs(r.json["results"][0]["score"] - 1) < 1e-4, "and found by its own content", r)
         new_id = (names or {}).get(p("new.png"))
 
         os.makedirs(p("sub/deeper"))
         with open(p("sub/deeper/s.png"), "wb") as fh:
             fh.write(png_bytes(16, 16, 711))
-        ok(wait_until(lambda: p("sub/deeper/s.png") in images_by_name(d)),
+        ok(wait_until(lambda: p("sub/deeper/s.png") in images_by_name(d, w)),
            "a new subdirectory is watched too")
 
         # Modified: the old image goes, a new one comes.
         with open(p("new.png"), "wb") as fh:
             fh.write(png_bytes(28, 20, 712))
-        names = wait_until(lambda: images_by_name(d).get(p("new.png"), new_id) != new_id and
-                           images_by_name(d))
+        names = wait_until(lambda: images_by_name(d, w).get(p("new.png"), new_id) != new_id and
+                           images_by_name(d, w))
         ok(names and d.get("/v1/images/%d" % new_id).status == 404,
            "a modified file is indexed again and its old image is gone",
            (new_id, (names or {}).get(p("new.png"))))
 
         # Deleted.
-        gone_id = images_by_name(d).get(p("start0.png"))
+        gone_id = images_by_name(d, w).get(p("start0.png"))
         os.unlink(p("start0.png"))
         ok(wait_until(lambda: d.get("/v1/images/%d" % gone_id).status == 404) and
-           p("start0.png") not in images_by_name(d), "a deleted file disappears from the index")
+           p("start0.png") not in images_by_name(d, w), "a deleted file disappears from the index")
 
         # A text file: refused, and said so in a watch job.
         with open(p("readme.txt"), "wb") as fh:
@@ -1946,7 +1948,7 @@ def test_watch(tmp):
             for j in d.get("/v1/jobs").json["jobs"]:
                 if j["kind"] == "watch" and j["failed"]:
                     e = d.get("/v1/jobs/%d" % j["id"]).json["errors"]
-                    if any(x["name"] == p("readme.txt") for x in e):
+                    if any(x["name"] == "readme.txt" for x in e):
                         return e
             return None
         errs = wait_until(refused)
@@ -1959,20 +1961,20 @@ def test_watch(tmp):
                 fh.write(slow[i:i + len(slow) // 4 + 1])
                 fh.flush()
                 time.sleep(0.3)
-        sid = wait_until(lambda: images_by_name(d).get(p("slow.png")))
+        sid = wait_until(lambda: images_by_name(d, w).get(p("slow.png")))
         r = d.get("/v1/images/%d" % sid) if sid else None
         ok(r and r.json["bytes"] == len(slow) and r.json["status"] == "ready",
            "a file written in steps is ingested whole", r)
         # Renamed: the same content keeps its image, which now goes with the
         # new name.
-        sid2 = images_by_name(d).get(p("sub/deeper/s.png"))
+        sid2 = images_by_name(d, w).get(p("sub/deeper/s.png"))
         os.rename(p("sub/deeper/s.png"), p("sub/moved.png"))
         time.sleep(2.5)
         ok(sid2 and d.get("/v1/images/%d" % sid2).status == 200, "a renamed file keeps its image")
         os.unlink(p("sub/moved.png"))
         ok(sid2 and wait_until(lambda: d.get("/v1/images/%d" % sid2).status == 404),
            "and it goes when the file goes under its new name")
-        before = images_by_name(d)
+        before = images_by_name(d, w)
         s_before = d.wait_idle()
     finally:
         ok(d.stop() == 0, "watch daemon: SIGTERM exit 0")
@@ -1985,8 +1987,8 @@ def test_watch(tmp):
     if not ok(d.start(), "watch daemon restarts"):
         return
     try:
-        after = wait_until(lambda: p("offline.png") in images_by_name(d) and
-                           p("start1.png") not in images_by_name(d) and images_by_name(d))
+        after = wait_until(lambda: p("offline.png") in images_by_name(d, w) and
+                           p("start1.png") not in images_by_name(d, w) and images_by_name(d, w))
         want = dict(before)
         want.pop(p("start1.png"), None)
         got = dict(after or {})
@@ -1996,7 +1998,7 @@ def test_watch(tmp):
         time.sleep(1.5)  # past the debounce of anything the rescan might have queued
         s = d.wait_idle()
         ok(s and s["images"]["total"] == s_before["images"]["total"] and
-           len(images_by_name(d)) == len(after or {}),
+           len(images_by_name(d, w)) == len(after or {}),
            "a restart does not ingest the watched files again",
            (s_before and s_before["images"], s and s["images"]))
         wjobs = [j for j in d.get("/v1/jobs").json["jobs"] if j["kind"] == "watch"]
