@@ -38,10 +38,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			/* The element count the shape states, without wrapping, must be
 			 * what the bytes hold. */
 			uint64_t n = 1;
+			int zero = 0;
 			for (int d = 0; d < t->ndim; d++) {
 				FUZZ_CHECK(t->shape[d] >= 0);
-				FUZZ_CHECK(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+				zero |= t->shape[d] == 0;
 			}
+			for (int d = 0; d < t->ndim && !zero; d++)
+				FUZZ_CHECK(!__builtin_mul_overflow(n, (uint64_t)t->shape[d], &n));
+			if (zero)
+				n = 0;
 			size_t es = dtype_size(t);
 			FUZZ_CHECK(es > 0 && n <= INT64_MAX / es);
 			FUZZ_CHECK(n * es == t->nbytes);
