@@ -169,6 +169,17 @@ def seeds_sniff():
     put("fuzz_sniff", "text", b"not an image at all")
 
 
+def snap_recipe(kind, dim, main, pending, tail=b"", model=b"fuzz-model", factory=b"Flat"):
+    """A fuzz_snapshot recipe: header with reserved bit 0 set (the harness
+    fills in the payload length and CRC), then the choice of main and
+    pending index (fuzz_snapshot.c's blobs: 0 IDMap,Flat, 1 HNSW8,Flat,
+    2 IVF2,Flat trained, 3 IDMap,Flat pending, 4 IDMap,PCA2,Flat, 5 IDMap,Flat
+    of dimension 8, 6 none, 7 a malformed presence byte) and the tail."""
+    h = b"CLIPVIDX" + struct.pack("<IIII", 1, dim, kind, 1) + struct.pack("<QQI", 42, 0, 0)
+    h += struct.pack("<H", len(model)) + model + struct.pack("<H", len(factory)) + factory
+    return h + bytes([main, pending]) + tail
+
+
 def seeds_snapshot(mksnap):
     d = os.path.join(CORPUS, "fuzz_snapshot")
     if not mksnap:
@@ -177,6 +188,20 @@ def seeds_snapshot(mksnap):
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     subprocess.run([mksnap, d], check=True)
+    slots = lambda ids: struct.pack("<Q", len(ids)) + b"".join(struct.pack("<q", i) for i in ids)
+    put("fuzz_snapshot", "r-exact", snap_recipe(0, 4, 0, 6))
+    put("fuzz_snapshot", "r-hnsw", snap_recipe(1, 4, 1, 6, slots([-1, 11, 12, 13, 14, 15]),
+                                               factory=b"HNSW8,Flat"))
+    put("fuzz_snapshot", "r-hnsw-dup", snap_recipe(1, 4, 1, 6, slots([11, 11, 12, 13, 14, 15]),
+                                                   factory=b"HNSW8,Flat"))
+    put("fuzz_snapshot", "r-hnsw-short", snap_recipe(1, 4, 1, 6, slots([11, 12])[:20],
+                                                     factory=b"HNSW8,Flat"))
+    put("fuzz_snapshot", "r-ivf", snap_recipe(2, 4, 2, 6, factory=b"IVF2,Flat"))
+    put("fuzz_snapshot", "r-ivf-pending", snap_recipe(2, 4, 2, 3, factory=b"IVF2,Flat"))
+    put("fuzz_snapshot", "r-other", snap_recipe(3, 4, 4, 6, factory=b"PCA2,Flat"))
+    put("fuzz_snapshot", "r-dim", snap_recipe(0, 4, 5, 6))
+    put("fuzz_snapshot", "r-kind", snap_recipe(0, 4, 1, 6))
+    put("fuzz_snapshot", "r-none", snap_recipe(0, 4, 6, 6))
 
 
 # ---- HTTP ----------------------------------------------------------------------

@@ -2,8 +2,8 @@
  * mksnap: writes the seed snapshots of fuzz_snapshot into DIR, one per
  * index kind (exact, HNSW with a removed vector, IVF with vectors still
  * pending and IVF trained, "other"), 4-dimensional and small, through
- * vidx_save itself. Each is also written with its reserved header bit 0
- * set, which tells the harness to recompute the CRC after mutation.
+ * vidx_save itself. (The harness's recipe seeds, which reach past the
+ * CRC, are written by mkcorpus.py.)
  * Usage: mksnap DIR (tests/fuzz/mkcorpus.py runs it).
  */
 #include <stdio.h>
@@ -16,27 +16,13 @@
 
 static int save(vidx *v, const char *dir, const char *name)
 {
-	char path[4096], flagged[4200];
+	char path[4096];
 	vidx_err err;
 	snprintf(path, sizeof path, "%s/%s", dir, name);
 	if (vidx_save(v, path, &err) != VIDX_OK) {
 		fprintf(stderr, "mksnap: %s: %s\n", name, err.msg);
 		return -1;
 	}
-	/* The same file with reserved bit 0 set: the harness's "fix my CRC". */
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -1;
-	static unsigned char buf[1 << 20];
-	size_t n = fread(buf, 1, sizeof buf, f);
-	fclose(f);
-	if (n < 48)
-		return -1;
-	buf[20] |= 1;
-	snprintf(flagged, sizeof flagged, "%s/%s.fixcrc", dir, name);
-	f = fopen(flagged, "wb");
-	if (!f || fwrite(buf, 1, n, f) != n || fclose(f) != 0)
-		return -1;
 	return 0;
 }
 

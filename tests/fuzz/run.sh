@@ -92,6 +92,7 @@ export CLIPD_SOURCE_ROOT=$top
 export OMP_WAIT_POLICY=passive
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp:print_suppressions=0}
 run=$builddir/fuzz-run
 mkdir -p "$run/tmp"
 export TMPDIR=$run/tmp
