@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "jsonutil.h"
 #include "log.h"
 
 /* The one table: (module, module code) -> HTTP status and client code. A
@@ -140,13 +141,16 @@ static void scrub(char *dst, size_t size, const char *src)
 json_t *api_err_json(const api_err *err, int *status)
 {
 	const char *name;
-	char msg[sizeof err->msg + 64];
+	char msg[sizeof err->msg + 64], raw[sizeof msg];
 	int st = api_err_status(err, &name);
 	if (st >= 500 && st != 503) {
 		log_error("%s error %d: %s", domain_names[err->domain], err->code, err->msg);
 		snprintf(msg, sizeof msg, "internal server error (details are in the server log)");
 	} else {
-		scrub(msg, sizeof msg, err->msg);
+		/* Messages quote what the client sent (a path, a file name) and
+		 * may be cut inside a character: JSON strings must be UTF-8. */
+		scrub(raw, sizeof raw, err->msg);
+		ju_utf8_copy(msg, sizeof msg, raw);
 	}
 	*status = st;
 	return json_pack("{s:{s:s,s:s}}", "error", "code", name, "message", msg);

@@ -27,6 +27,57 @@ int ju_parse_object(const char *body, size_t len, json_t **out, api_err *err)
 	return 0;
 }
 
+/* The length of the well-formed UTF-8 sequence at s (at most n bytes), 0
+ * when there is none. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned min;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		len = 2, min = 0x80;
+	else if (c >= 0xE0 && c <= 0xEF)
+		len = 3, min = 0x800;
+	else if (c >= 0xF0 && c <= 0xF4)
+		len = 4, min = 0x10000;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	unsigned cp = c & (0x3F >> (len - 1));
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+char *ju_utf8_copy(char *dst, size_t size, const char *src)
+{
+	const unsigned char *s = (const unsigned char *)src;
+	size_t n = strlen(src), o = 0;
+	if (size == 0)
+		return dst;
+	for (size_t i = 0; i < n && o + 1 < size;) {
+		size_t l = utf8_len(s + i, n - i);
+		if (l == 0 || o + l + 1 > size) {
+			dst[o++] = '?';
+			i += l ? l : 1;
+			continue;
+		}
+		memcpy(dst + o, s + i, l);
+		o += l;
+		i += l;
+	}
+	dst[o] = 0;
+	return dst;
+}
+
 static json_t *field(json_t *obj, const char *key)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;

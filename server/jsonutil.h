@@ -44,6 +44,12 @@ int ju_str_array(json_t *obj, const char *key, int required, size_t max, json_t 
 int ju_b64_decode(const char *s, const char *field, unsigned char **out, size_t *out_len,
                   api_err *err);
 
+/* Copies the string src into dst[size] (always NUL-terminated) as valid
+ * UTF-8, which jansson requires of every string: each byte that does not
+ * start a well-formed sequence (overlong, surrogate, past U+10FFFF, cut
+ * short, or cut by size) becomes '?'. Returns dst. */
+char *ju_utf8_copy(char *dst, size_t size, const char *src);
+
 /* Query-string helpers: strict integers and booleans ("true"/"1"/"false"/"0"). */
 int ju_parse_int_str(const char *s, const char *name, int64_t min, int64_t max, int64_t *out,
                      api_err *err);
