@@ -78,6 +78,17 @@ char *ju_utf8_copy(char *dst, size_t size, const char *src)
 	return dst;
 }
 
+json_t *ju_string_lossy(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *copy = malloc(n);
+	if (!copy)
+		return NULL;
+	json_t *j = json_string(ju_utf8_copy(copy, n, s));
+	free(copy);
+	return j;
+}
+
 static json_t *field(json_t *obj, const char *key)
 {
 	json_t *v = obj ? json_object_get(obj, key) : NULL;

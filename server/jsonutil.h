@@ -50,6 +50,12 @@ int ju_b64_decode(const char *s, const char *field, unsigned char **out, size_t 
  * short, or cut by size) becomes '?'. Returns dst. */
 char *ju_utf8_copy(char *dst, size_t size, const char *src);
 
+/* A JSON string of s made valid UTF-8 as ju_utf8_copy does: for strings a
+ * client chose and the server repeats (file names), which json_string and
+ * json_pack would refuse, silently dropping the field or the reply. NULL
+ * only when out of memory. */
+json_t *ju_string_lossy(const char *s);
+
 /* Query-string helpers: strict integers and booleans ("true"/"1"/"false"/"0"). */
 int ju_parse_int_str(const char *s, const char *name, int64_t min, int64_t max, int64_t *out,
                      api_err *err);

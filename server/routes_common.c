@@ -41,7 +41,8 @@ json_t *route_image_json(const store_image *img)
 	json_object_set_new(o, "id", json_integer(img->id));
 	json_object_set_new(o, "kind", json_string("image"));
 	json_object_set_new(o, "sha256", json_string(img->sha256));
-	json_object_set_new(o, "filename", img->filename ? json_string(img->filename) : json_null());
+	/* A file name is the client's bytes, maybe not UTF-8 (Latin-1). */
+	json_object_set_new(o, "filename", img->filename ? ju_string_lossy(img->filename) : json_null());
 	json_object_set_new(o, "mime", json_string(img->mime ? img->mime : ""));
 	json_object_set_new(o, "width", json_integer(img->width));
 	json_object_set_new(o, "height", json_integer(img->height));
@@ -49,7 +50,7 @@ json_t *route_image_json(const store_image *img)
 	json_object_set_new(o, "meta", meta_json(img->meta));
 	json_object_set_new(o, "status", json_string(route_status_name(img->status)));
 	if (img->error)
-		json_object_set_new(o, "error", json_string(img->error));
+		json_object_set_new(o, "error", ju_string_lossy(img->error));
 	json_object_set_new(o, "created_ms", json_integer(img->created_ms));
 	json_object_set_new(o, "updated_ms", json_integer(img->updated_ms));
 	json_object_set_new(o, "thumbnail_url",

@@ -27,9 +27,11 @@ static void reject(struct bulk *b, const char *name, const api_err *e)
 {
 	const char *code;
 	api_err_status(e, &code);
+	/* Names are the client's bytes (a Latin-1 file name): json_pack
+	 * would refuse them and the entry would silently be missing. */
 	json_array_append_new(b->rejected,
-	                      json_pack("{s:s,s:s,s:s}", "name", name ? name : "", "code", code,
-	                                "error", e->msg));
+	                      json_pack("{s:o,s:s,s:o}", "name", ju_string_lossy(name ? name : ""),
+	                                "code", code, "error", ju_string_lossy(e->msg)));
 }
 
 /* Ingests one blob; 4xx problems become a rejection, 5xx stops the batch. */
@@ -52,7 +54,8 @@ static void one(struct bulk *b, blob_writer *bw, const char *name, const char *m
 		b->duplicates++;
 	else
 		b->accepted++;
-	json_array_append_new(b->items, json_pack("{s:s,s:I,s:s}", "name", name ? name : "", "id",
+	json_array_append_new(b->items, json_pack("{s:o,s:I,s:s}", "name",
+	                                          ju_string_lossy(name ? name : ""), "id",
 	                                          (json_int_t)id, "status", dup ? "duplicate" : "pending"));
 }
 

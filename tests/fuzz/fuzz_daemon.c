@@ -258,14 +258,15 @@ static int parse_reply(reply *rp)
 	return clen >= 0 && (size_t)clen == rp->body_len ? 0 : -1;
 }
 
-/* The reply's checks (see fuzz_daemon.h). */
-static void check_reply(const char *req, size_t len, reply *rp, int binary_ok)
+/* The reply's checks (see fuzz_daemon.h); returns the JSON body (a new
+ * reference) or NULL for bytes. */
+static json_t *check_reply(const char *req, size_t len, reply *rp, int binary_ok)
 {
 	if (parse_reply(rp) != 0)
 		fail("not a complete HTTP response", req, len, rp);
 	if (binary_ok && rp->status >= 200 && rp->status < 300 &&
 	    strncmp(rp->ctype, "application/json", 16) != 0)
-		return;
+		return NULL;
 	json_error_t je;
 	json_t *j = json_loadb(rp->body, rp->body_len, 0, &je);
 	if (!json_is_object(j))
@@ -286,15 +287,17 @@ static void check_reply(const char *req, size_t len, reply *rp, int binary_ok)
 		fail("a 5xx reply", req, len, rp);
 	if (rp->status < 200)
 		fail("an informational status as the final reply", req, len, rp);
-	json_decref(j);
+	return j;
 }
 
-static void send_raw(const char *req, size_t len, int binary_ok)
+static json_t *send_raw(const char *req, size_t len, int binary_ok, int *status)
 {
 	reply rp;
 	exchange(req, len, &rp);
-	check_reply(req, len, &rp, binary_ok);
+	json_t *j = check_reply(req, len, &rp, binary_ok);
+	*status = rp.status;
 	free(rp.buf);
+	return j;
 }
 
 static void check_health(void)
@@ -309,6 +312,13 @@ static void check_health(void)
 
 void fuzz_daemon_send(const char *head, const void *body, size_t body_len, int binary_ok)
 {
+	int status;
+	json_decref(fuzz_daemon_send_json(head, body, body_len, binary_ok, &status));
+}
+
+json_t *fuzz_daemon_send_json(const char *head, const void *body, size_t body_len, int binary_ok,
+                              int *status)
+{
 	size_t hl = strlen(head);
 	char *req = malloc(hl + 128 + body_len);
 	FUZZ_CHECK(req != NULL);
@@ -316,7 +326,7 @@ void fuzz_daemon_send(const char *head, const void *body, size_t body_len, int b
 	                 head, body_len);
 	if (body_len)
 		memcpy(req + n, body, body_len);
-	send_raw(req, (size_t)n + body_len, binary_ok);
+	json_t *j = send_raw(req, (size_t)n + body_len, binary_ok, status);
 	free(req);
 	d.sent++;
 	if (d.sent % HEALTH_EVERY == 0)
@@ -335,6 +345,7 @@ void fuzz_daemon_send(const char *head, const void *body, size_t body_len, int b
 			abort();
 		}
 	}
+	return j;
 }
 
 /* ---- start-up ----------------------------------------------------------- */

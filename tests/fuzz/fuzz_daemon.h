@@ -19,6 +19,7 @@
 #ifndef CLIPD_FUZZ_DAEMON_H
 #define CLIPD_FUZZ_DAEMON_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #define FUZZ_KEY "fuzz-key"
@@ -30,6 +31,12 @@ void fuzz_daemon_start(void);
  * without Content-Length, which is added for body) and body. binary_ok:
  * a 2xx reply may be something other than JSON (files, thumbnails). */
 void fuzz_daemon_send(const char *head, const void *body, size_t body_len, int binary_ok);
+
+/* The same, returning the reply's JSON body (a new reference; NULL for a
+ * reply that is not JSON) and its status in *status, for checks of what
+ * a route answers. */
+json_t *fuzz_daemon_send_json(const char *head, const void *body, size_t body_len, int binary_ok,
+                              int *status);
 
 /* Appends to dst (NUL-terminated, size bytes) the n bytes of s with every
  * byte outside [A-Za-z0-9._~-] and keep percent-encoded. */

@@ -278,7 +278,7 @@ def form(parts, boundary="fuzzb"):
         disp = 'Content-Disposition: form-data; name="%s"' % name
         if filename is not None:
             disp += '; filename="%s"' % filename
-        out += disp.encode() + b"\r\n"
+        out += disp.encode("latin-1") + b"\r\n"  # raw bytes, as a Latin-1 client sends
         if ctype:
             out += b"Content-Type: " + ctype.encode() + b"\r\n"
         out += b"\r\n" + data + b"\r\n"
@@ -298,7 +298,8 @@ def seeds_multipart():
     mp("upload-quoted", "images", [("image", "q.png", None, a)], ctype=3)
     mp("ingest", "ingest", [("file", "a.png", "image/png", a), ("file", "b.png", "image/png", b),
                             ("meta", None, "application/json", '{"album": "f"}')])
-    mp("ingest-latin1", "ingest", [("file", "caf\xe9.png", "image/png", a)])
+    mp("ingest-latin1", "ingest", [("file", "caf\xe9.png", "image/png", a),
+                                   ("file", "na\xefve.png", "image/png", b)])
     mp("search", "search", [("image", "q.png", "image/png", a), ("k", None, None, "3"),
                             ("min_score", None, None, "0.0")])
     mp("search-text", "search", [("text", None, None, "a cat"), ("collection", None, None, "texts")])
