@@ -11,9 +11,13 @@
 #   tests/fuzz/run.sh --seconds S     every harness S seconds (default 10)
 #   tests/fuzz/run.sh --tap ...       TAP output: one ok/not ok per harness
 #   tests/fuzz/run.sh --only a,b ...  just those harnesses (fuzz_http, ...)
+#   tests/fuzz/run.sh --fresh ...     start from the seeds alone
 #
 # The corpus a run grows is kept in build-fuzz/fuzz-run/NAME/corpus and
-# reused by the next run; the committed seeds (corpus/NAME) are only read.
+# reused by the next run unless --fresh (deploy/test.sh's short runs use
+# it, so that their time stays fixed); the committed seeds (corpus/NAME)
+# are only read. A dictionary tests/fuzz/NAME.dict (field names, magic
+# strings) is passed when there is one.
 # Exit status: 0 when no harness failed.
 #
 # Environment:
@@ -26,7 +30,7 @@ set -uo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$top/tests/fuzz
 builddir=${CLIPD_FUZZ_BUILD_DIR:-$top/build-fuzz}
-seconds=10 tap=0 only=
+seconds=10 tap=0 only= fresh=0
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -34,7 +38,8 @@ while [ $# -gt 0 ]; do
 	--minutes) seconds=$(($2 * 60)); shift 2 ;;
 	--tap) tap=1; shift ;;
 	--only) only=$2; shift 2 ;;
-	-h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--fresh) fresh=1; shift ;;
+	-h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -113,6 +118,7 @@ for h in "${harnesses[@]}"; do
 	bin=$builddir/tests/fuzz/$h
 	seeds=$here/corpus/$h
 	work=$run/$h
+	[ "$fresh" = 1 ] && rm -rf "$work/corpus"
 	mkdir -p "$work/corpus" "$work/artifacts"
 	rm -rf "${TMPDIR:?}"/clipd-fuzz-*
 	if [ ! -x "$bin" ]; then
@@ -131,8 +137,10 @@ for h in "${harnesses[@]}"; do
 	before=$(find "$work/artifacts" -type f | wc -l)
 	dirs=("$work/corpus")
 	[ -d "$seeds" ] && dirs+=("$seeds")
+	opts=()
+	[ -f "$here/$h.dict" ] && opts+=("-dict=$here/$h.dict")
 	"$bin" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096 -max_len=65536 \
-		-print_final_stats=1 -artifact_prefix="$work/artifacts/" "${dirs[@]}" \
+		-print_final_stats=1 -artifact_prefix="$work/artifacts/" "${opts[@]}" "${dirs[@]}" \
 		>"$work/fuzz.log" 2>&1
 	rc=$?
 	after=$(find "$work/artifacts" -type f | wc -l)
