@@ -22,13 +22,16 @@ fi
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-# Build and test dependencies, all from Debian 12's archive.
+# Build and test dependencies, all from Debian 12's archive. clang and
+# libclang-rt-dev (libFuzzer and the sanitizer runtimes, which clang only
+# recommends) build tests/fuzz.
 packages=(
 	build-essential g++ pkg-config meson ninja-build cmake dpkg-dev
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
 	libopenblas-dev libdnnl-dev
 	python3
 	chromium
+	clang libclang-rt-dev
 )
 # The web page's browser test runs node + npm (playwright-core) and Debian's
 # chromium. Node and npm come from Debian unless a node with npm is already

@@ -2,11 +2,13 @@
 # The README's test command: runs deploy/setup.sh (which installs and builds
 # only what is missing), then the whole meson test suite, then the unit
 # and end-to-end tests again built with ASan and UBSan (the e2e tests then
-# start the sanitized clipd). The last line it prints is
+# start the sanitized clipd), then each libFuzzer harness of tests/fuzz for
+# a short time (build-fuzz/). The last line it prints is
 # "N passed, N failed", counting every test case (each TAP "ok"/"not ok").
 # Exit status is non-zero when anything failed.
 #
-# Environment: CLIPD_SANITIZE=0 skips the sanitizer run.
+# Environment: CLIPD_SANITIZE=0 skips the sanitizer run; CLIPD_FUZZ_SECONDS
+# (default 10) is each harness's time, 0 skips fuzzing.
 set -uo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,6 +75,19 @@ if [ "${CLIPD_SANITIZE:-1}" != 0 ]; then
 		echo "sanitizer build failed"
 		total_fail=$((total_fail + 1))
 	fi
+fi
+
+# Fuzzing: one TAP line per harness (crash inputs replayed first, then
+# CLIPD_FUZZ_SECONDS of fuzzing); about two minutes with the build.
+fuzz_seconds=${CLIPD_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" != 0 ]; then
+	echo "== fuzz harnesses, ${fuzz_seconds} s each (libFuzzer, ASan+UBSan)"
+	fuzz_out=$("$top/tests/fuzz/run.sh" --tap --fresh --seconds "$fuzz_seconds")
+	printf '%s\n' "$fuzz_out"
+	p=$(grep -cE '^ok [0-9]+' <<<"$fuzz_out")
+	f=$(grep -cE '^not ok [0-9]+' <<<"$fuzz_out")
+	total_pass=$((total_pass + p)) total_fail=$((total_fail + f))
+	[ $((p + f)) -gt 0 ] || total_fail=$((total_fail + 1))
 fi
 
 [ "$total_skip" -gt 0 ] && echo "$total_skip skipped (each skip says why above)"

@@ -55,7 +55,9 @@ static int get_tower(json_t *o, const char *tower, clip_tower_cfg *t, clip_err *
 	}
 	json_t *eps = json_object_get(o, "layer_norm_eps");
 	if (eps) {
-		if (!json_is_number(eps) || !(json_number_value(eps) > 0) ||
+		/* Checked as the float it becomes: 1e-50 is > 0 as a double but
+		 * 0 as a float, and LayerNorm would divide by zero. */
+		if (!json_is_number(eps) || !((float)json_number_value(eps) > 0) ||
 		    json_number_value(eps) > 1)
 			return clip_fail(err, CLIP_EMODEL, "config.json: %slayer_norm_eps must be in (0, 1]",
 			                 tower);

@@ -116,9 +116,11 @@ static int parse_tensor(const char *name, json_t *v, const unsigned char *data, 
 		    json_integer_value(d) > (1LL << 40))
 			return clip_fail(err, CLIP_EMODEL, "safetensors: tensor %s has a bad shape", name);
 		t->shape[i] = json_integer_value(d);
-		numel *= (uint64_t)t->shape[i];
-		if (numel > (1ULL << 40))
+		/* Checked before multiplying: [2^40, 2^24] would wrap to 0
+		 * elements and pass as an empty tensor. */
+		if (t->shape[i] != 0 && numel > (1ULL << 40) / (uint64_t)t->shape[i])
 			return clip_fail(err, CLIP_EMODEL, "safetensors: tensor %s is too large", name);
+		numel *= (uint64_t)t->shape[i];
 	}
 	json_t *b = json_array_get(offs, 0), *e = json_array_get(offs, 1);
 	if (!json_is_integer(b) || !json_is_integer(e))

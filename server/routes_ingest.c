@@ -30,6 +30,8 @@ static void reject(struct bulk *b, const char *name, const api_err *e)
 {
 	const char *code;
 	api_err_status(e, &code);
+	/* Names are the client's bytes (a Latin-1 file name): json_pack
+	 * would refuse them and the entry would silently be missing. */
 	json_array_append_new(b->rejected,
 	                      json_pack("{s:o,s:s,s:s}", "name", ju_string(name ? name : ""), "code",
 	                                code, "error", e->msg));
