@@ -84,6 +84,9 @@ struct sample {
 	double t;                /* seconds since the load began */
 	soak_proc p;
 	long done, unexpected;   /* requests answered so far, unexpected so far */
+	/* From GET /v1/stats every --every seconds (-1 between): what the
+	 * daemon holds, to tell data from a leak. */
+	long images, queue, vectors, dead;
 };
 
 struct run {
@@ -104,6 +107,7 @@ struct run {
 	char precision[16], model_id[128];
 	int dim;
 	int abandoned;
+	int every;               /* --every: the sampler's stats period */
 };
 
 static void usage(FILE *f)
@@ -274,7 +278,7 @@ static int settle(struct run *r, double seconds, soak_proc *out)
 	}
 	/* libmicrohttpd ends a connection's thread soon after it closes. */
 	sleep_s(2);
-	*out = (soak_proc){-1, -1, -1};
+	*out = (soak_proc){-1, -1, -1, -1};
 	for (int i = 0; i < 4; i++) {
 		soak_proc p;
 		if (soak_proc_read(r->pid, &p))
@@ -284,6 +288,7 @@ static int settle(struct run *r, double seconds, soak_proc *out)
 		if (out->threads < 0 || p.threads < out->threads)
 			out->threads = p.threads;
 		out->rss_kb = p.rss_kb;
+		out->anon_kb = p.anon_kb;
 		sleep_s(0.5);
 	}
 	return drained;
@@ -344,8 +349,18 @@ static void *sampler_main(void *arg)
 			break;
 		if (due > now)
 			sleep_s(due - now);
-		struct sample s = {.t = bs_now() - m->t0};
+		struct sample s = {.t = bs_now() - m->t0, .images = -1, .queue = -1, .vectors = -1,
+		                   .dead = -1};
 		int gone = soak_proc_read(r->pid, &s.p) != 0;
+		json_t *j;
+		if (!gone && i % r->every == 0 && !get_json(r, "/v1/stats", &j)) {
+			json_t *ix = json_object_get(json_object_get(j, "index"), "images");
+			s.images = (long)json_integer_value(json_object_get(json_object_get(j, "images"), "total"));
+			s.queue = (long)json_integer_value(json_object_get(j, "queue_depth"));
+			s.vectors = (long)json_integer_value(json_object_get(ix, "count"));
+			s.dead = (long)json_integer_value(json_object_get(ix, "dead"));
+			json_decref(j);
+		}
 		s.done = atomic_load(&m->done);
 		s.unexpected = atomic_load(&m->unexpected);
 		if (gone) {
@@ -456,7 +471,7 @@ struct verdict {
 	int n;
 	double rss_change;       /* from warm-up end to the end, fraction */
 	int have_rss;
-	long rss_min, rss_max, rss_warm, rss_end;
+	long rss_min, rss_max, rss_warm, rss_end, anon_warm, anon_end;
 	int fd_min, fd_max, fd_warm, fd_end, th_min, th_max;
 	long requests, unexpected, deliberate, fivexx, none;
 };
@@ -506,6 +521,8 @@ static void judge(const struct opts *o, const struct run *r, struct verdict *v)
 		v->have_rss = 1;
 		v->rss_warm = w->p.rss_kb;
 		v->rss_end = e->p.rss_kb;
+		v->anon_warm = w->p.anon_kb;
+		v->anon_end = e->p.anon_kb;
 		v->fd_warm = w->p.fds;
 		v->fd_end = e->p.fds;
 		v->rss_min = v->rss_max = w->p.rss_kb;
@@ -597,8 +614,8 @@ static void print_report(const struct opts *o, struct run *r, const struct verdi
 		       r->mix.pool_dropped);
 
 	printf("\ndaemon (pid %d) sampled every 1 s; every %d s:\n", (int)r->pid, o->every);
-	printf("  %6s %9s %6s %8s %8s %10s\n", "t s", "RSS MB", "fds", "threads", "req/s",
-	       "unexpected");
+	printf("  %6s %8s %8s %6s %8s %8s %10s %8s %7s %8s %6s\n", "t s", "RSS MB", "anon MB", "fds",
+	       "threads", "req/s", "unexpected", "images", "queue", "vectors", "dead");
 	const struct sample *prev = NULL;
 	for (size_t i = 0; i < r->nsamples; i++) {
 		const struct sample *s = &r->samples[i];
@@ -610,8 +627,16 @@ static void print_report(const struct opts *o, struct run *r, const struct verdi
 		char rate[32] = "-";
 		if (prev && s->t > prev->t)
 			snprintf(rate, sizeof rate, "%.1f", (double)(s->done - prev->done) / (s->t - prev->t));
-		printf("  %6.0f %9.1f %6d %8d %8s %10ld\n", s->t, s->p.rss_kb / 1024.0, s->p.fds,
-		       s->p.threads, rate, s->unexpected);
+		printf("  %6.0f %8.1f %8.1f %6d %8d %8s %10ld", s->t, s->p.rss_kb / 1024.0,
+		       s->p.anon_kb / 1024.0, s->p.fds, s->p.threads, rate, s->unexpected);
+		/* The stats of this row's period: the last sample that has them. */
+		const struct sample *q = s;
+		while (q > r->samples && q->images < 0)
+			q--;
+		if (q->images >= 0)
+			printf(" %8ld %7ld %8ld %6ld\n", q->images, q->queue, q->vectors, q->dead);
+		else
+			printf("\n");
 		prev = s;
 	}
 	if (v->have_rss) {
@@ -619,6 +644,9 @@ static void print_report(const struct opts *o, struct run *r, const struct verdi
 		       "end -> %.1f at the end (%+.1f%%)\n",
 		       o->warmup, v->rss_min / 1024.0, v->rss_max / 1024.0, v->rss_warm / 1024.0,
 		       v->rss_end / 1024.0, 100 * v->rss_change);
+		printf("  of which anonymous %.1f -> %.1f MB (%+.1f%%)\n", v->anon_warm / 1024.0,
+		       v->anon_end / 1024.0,
+		       v->anon_warm > 0 ? 100.0 * (double)(v->anon_end - v->anon_warm) / v->anon_warm : 0);
 		printf("  descriptors min %d max %d (%d -> %d), threads min %d max %d\n", v->fd_min,
 		       v->fd_max, v->fd_warm, v->fd_end, v->th_min, v->th_max);
 	}
@@ -673,9 +701,13 @@ static void print_json(const struct opts *o, const struct run *r, const struct v
 	}
 	for (size_t i = 0; i < r->nsamples; i++) {
 		const struct sample *s = &r->samples[i];
-		printf("{\"bench\":\"soak\",\"figure\":\"sample\",\"t\":%.2f,\"rss_kb\":%ld,\"fds\":%d,"
-		       "\"threads\":%d,\"requests\":%ld,\"unexpected\":%ld}\n",
-		       s->t, s->p.rss_kb, s->p.fds, s->p.threads, s->done, s->unexpected);
+		printf("{\"bench\":\"soak\",\"figure\":\"sample\",\"t\":%.2f,\"rss_kb\":%ld,"
+		       "\"anon_kb\":%ld,\"fds\":%d,\"threads\":%d,\"requests\":%ld,\"unexpected\":%ld",
+		       s->t, s->p.rss_kb, s->p.anon_kb, s->p.fds, s->p.threads, s->done, s->unexpected);
+		if (s->images >= 0)
+			printf(",\"images\":%ld,\"queue\":%ld,\"vectors\":%ld,\"dead\":%ld", s->images,
+			       s->queue, s->vectors, s->dead);
+		printf("}\n");
 	}
 	json_t *probs = json_array();
 	for (int i = 0; i < v->n; i++)
@@ -727,7 +759,7 @@ int main(int argc, char **argv)
 {
 	struct opts o;
 	struct run r = {.d = {.pid = -1}, .pid = -1, .died_at = -1, .stopped_clean = -1,
-	                .idle_before = {-1, -1, -1}, .idle_after = {-1, -1, -1}};
+	                .idle_before = {-1, -1, -1, -1}, .idle_after = {-1, -1, -1, -1}};
 	struct verdict v;
 	char msg[1024] = "";
 	int rc = 0, loaded = 0;
@@ -753,6 +785,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	r.mix.port = r.port;
+	r.every = o.every;
 	model_info(&r);
 	char limit[48] = "";
 	if (!o.attach_port)

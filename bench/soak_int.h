@@ -32,6 +32,7 @@ int soak_png(int w, int h, uint64_t seed, unsigned char **out, size_t *len);
 
 typedef struct soak_proc {
 	long rss_kb;   /* VmRSS, -1 if unreadable (the process is gone) */
+	long anon_kb;  /* RssAnon: the heap and stacks, without mapped files */
 	int fds;       /* entries of /proc/PID/fd, -1 if unreadable */
 	int threads;   /* Threads, -1 if unreadable */
 } soak_proc;

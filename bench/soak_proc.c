@@ -1,7 +1,8 @@
 /*
  * bench/soak_proc.c: what /proc says about the daemon. RSS is VmRSS of
  * /proc/PID/status (resident anonymous, file and shared memory: the
- * mapped weights count once paged in), descriptors are the entries of
+ * mapped weights count once paged in), anon its RssAnon (what a leak
+ * grows), descriptors are the entries of
  * /proc/PID/fd, threads the Threads line.
  */
 #include <dirent.h>
@@ -15,7 +16,7 @@
 int soak_proc_read(pid_t pid, soak_proc *out)
 {
 	char path[64], line[256];
-	out->rss_kb = -1;
+	out->rss_kb = out->anon_kb = -1;
 	out->fds = -1;
 	out->threads = -1;
 	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
@@ -25,6 +26,8 @@ int soak_proc_read(pid_t pid, soak_proc *out)
 	while (fgets(line, sizeof line, f)) {
 		if (!strncmp(line, "VmRSS:", 6))
 			out->rss_kb = atol(line + 6);
+		else if (!strncmp(line, "RssAnon:", 8))
+			out->anon_kb = atol(line + 8);
 		else if (!strncmp(line, "Threads:", 8))
 			out->threads = atoi(line + 8);
 	}
