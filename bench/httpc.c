@@ -2,6 +2,8 @@
  * bench/httpc.c: a keep-alive HTTP/1.1 client on plain sockets, just
  * enough for clipd: Content-Length and chunked responses, "Connection:
  * close", and one reconnect when the server dropped an idle connection.
+ * Requests are built here (bs_request) or by the caller, whole
+ * (bs_request_raw, for headers of its own and requests that lie).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "server_int.h"
@@ -25,7 +28,16 @@ struct bs_conn {
 	size_t req_cap;
 	char *body;      /* the last response body, NUL-terminated */
 	size_t body_len, body_cap;
+	int retry_after; /* the last response had a Retry-After header */
+	double timeout;  /* seconds per send or receive, 0: none */
 };
+
+static void set_timeout(int fd, double s)
+{
+	struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
 
 static int conn_connect(bs_conn *c, char *msg, size_t msg_size)
 {
@@ -36,6 +48,8 @@ static int conn_connect(bs_conn *c, char *msg, size_t msg_size)
 		return bs_fail(msg, msg_size, "socket: %s", strerror(errno));
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (c->timeout > 0)
+		set_timeout(fd, c->timeout);
 	while (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
 		if (errno == EINTR && !bs_interrupted)
 			continue;
@@ -70,6 +84,18 @@ bs_conn *bs_conn_open(int port, char *msg, size_t msg_size)
 		return NULL;
 	}
 	return c;
+}
+
+void bs_conn_set_timeout(bs_conn *c, double seconds)
+{
+	c->timeout = seconds;
+	if (c->fd >= 0 && seconds > 0)
+		set_timeout(c->fd, seconds);
+}
+
+int bs_conn_retry_after(const bs_conn *c)
+{
+	return c->retry_after;
 }
 
 void bs_conn_close(bs_conn *c)
@@ -193,6 +219,7 @@ static int read_response(bs_conn *c, int *status, int *keep, char *msg, size_t m
 	if (sscanf(line, "HTTP/1.%d %d", &minor, status) != 2)
 		return bs_fail(msg, msg_size, "bad status line");
 	*keep = minor >= 1;
+	c->retry_after = 0;
 	long long clen = -1;
 	int chunked = 0;
 	while ((line = read_line(c, NULL)) && *line) {
@@ -209,6 +236,8 @@ static int read_response(bs_conn *c, int *status, int *keep, char *msg, size_t m
 			chunked = 1;
 		else if (!strcasecmp(line, "Connection"))
 			*keep = strcasestr(v, "close") ? 0 : strcasestr(v, "keep-alive") ? 1 : *keep;
+		else if (!strcasecmp(line, "Retry-After"))
+			c->retry_after = 1;
 	}
 	if (!line)
 		return bs_fail(msg, msg_size, "connection lost in the headers");
@@ -247,6 +276,35 @@ static int read_response(bs_conn *c, int *status, int *keep, char *msg, size_t m
 	return 0;
 }
 
+/* Sends req[0, total) and reads the response, reconnecting once when a
+ * kept-alive connection turns out closed. */
+static int exchange(bs_conn *c, const char *req, size_t total, int *status, const char **resp, size_t *resp_len,
+                    char *msg, size_t msg_size)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fresh = c->fd < 0;
+		if (fresh && conn_connect(c, msg, msg_size))
+			return -1;
+		int keep = 1;
+		int rc = send_all(c->fd, req, total) ? -2
+		                                        : read_response(c, status, &keep, msg, msg_size);
+		if (rc == 0) {
+			if (!keep)
+				conn_drop(c);
+			*resp = c->body;
+			*resp_len = c->body_len;
+			return 0;
+		}
+		conn_drop(c);
+		if (rc == -2 && !fresh)
+			continue; /* the server had closed an idle connection */
+		if (rc == -2)
+			return bs_fail(msg, msg_size, "the server closed the connection without answering");
+		return -1;
+	}
+	return bs_fail(msg, msg_size, "the server closed the connection twice without answering");
+}
+
 int bs_request(bs_conn *c, const char *method, const char *path, const char *ctype,
                const char *body, size_t len, int *status, const char **resp, size_t *resp_len,
                char *msg, size_t msg_size)
@@ -266,27 +324,11 @@ int bs_request(bs_conn *c, const char *method, const char *path, const char *cty
 	memcpy(c->req, head, (size_t)hn);
 	if (body)
 		memcpy(c->req + hn, body, len);
+	return exchange(c, c->req, total, status, resp, resp_len, msg, msg_size);
+}
 
-	for (int attempt = 0; attempt < 2; attempt++) {
-		int fresh = c->fd < 0;
-		if (fresh && conn_connect(c, msg, msg_size))
-			return -1;
-		int keep = 1;
-		int rc = send_all(c->fd, c->req, total) ? -2
-		                                        : read_response(c, status, &keep, msg, msg_size);
-		if (rc == 0) {
-			if (!keep)
-				conn_drop(c);
-			*resp = c->body;
-			*resp_len = c->body_len;
-			return 0;
-		}
-		conn_drop(c);
-		if (rc == -2 && !fresh)
-			continue; /* the server had closed an idle connection */
-		if (rc == -2)
-			return bs_fail(msg, msg_size, "the server closed the connection without answering");
-		return -1;
-	}
-	return bs_fail(msg, msg_size, "the server closed the connection twice without answering");
+int bs_request_raw(bs_conn *c, const char *req, size_t len, int *status, const char **resp,
+                   size_t *resp_len, char *msg, size_t msg_size)
+{
+	return exchange(c, req, len, status, resp, resp_len, msg, msg_size);
 }

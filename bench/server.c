@@ -151,24 +151,6 @@ static int parse_list(const char *s, int *out, int max)
 	return n;
 }
 
-/* The directory of this executable's directory (build/ for build/bench/server). */
-static void build_dir(char *out, size_t size)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	snprintf(out, size, ".");
-	if (n <= 0)
-		return;
-	exe[n] = '\0';
-	for (int k = 0; k < 2; k++) {
-		char *slash = strrchr(exe, '/');
-		if (!slash)
-			return;
-		*slash = '\0';
-	}
-	snprintf(out, size, "%s", exe);
-}
-
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static char clipd[PATH_MAX + 16], mkmodel[PATH_MAX + 16];
@@ -251,7 +233,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		fprintf(stderr, "bench/server: --items/--images >= 0, --seconds > 0, --batch 1..256\n");
 		return -1;
 	}
-	build_dir(bdir, sizeof bdir);
+	bs_build_dir(bdir, sizeof bdir);
 	if (!o->clipd) {
 		snprintf(clipd, sizeof clipd, "%s/clipd", bdir);
 		o->clipd = clipd;

@@ -7,7 +7,7 @@
  *   prebuild.c  filling a data directory's store with synthetic images and
  *               random embeddings through schema/store.h
  *   photos.c    writing distinct JPEG photos with libvips
- *   util.c      clock, temporary directories, child processes
+ *   util.c      clock, temporary directories, child processes, paths
  * Errors: functions return 0 or -1 and write one message into msg.
  * Thread-safety: only httpc and load run on more than one thread; a
  * bs_conn belongs to one thread at a time.
@@ -38,6 +38,10 @@ int bs_rmtree(const char *path);
 /* Runs argv[0] with argv (stdout and stderr to log_path when non-NULL, else
  * inherited) and waits. 0 when it exited with status 0. */
 int bs_run(char *const argv[], const char *log_path, char *msg, size_t msg_size);
+
+/* The directory two levels above this executable: build/ for
+ * build/bench/server, where clipd and clip-mkmodel are. "." if unknown. */
+void bs_build_dir(char *out, size_t size);
 
 /* Sets msg and returns -1. */
 int bs_fail(char *msg, size_t msg_size, const char *fmt, ...)
@@ -82,6 +86,19 @@ void bs_conn_close(bs_conn *c);
 int bs_request(bs_conn *c, const char *method, const char *path, const char *ctype,
                const char *body, size_t len, int *status, const char **resp, size_t *resp_len,
                char *msg, size_t msg_size);
+
+/* As bs_request, for a request the caller wrote whole (request line,
+ * headers, blank line and body: req[0, len), not copied): other headers, or
+ * a Content-Length that is not the body's. */
+int bs_request_raw(bs_conn *c, const char *req, size_t len, int *status, const char **resp,
+                   size_t *resp_len, char *msg, size_t msg_size);
+
+/* Every later send and receive on c (and its reconnections) fails after
+ * `seconds` without progress: a hung server cannot hang the caller. */
+void bs_conn_set_timeout(bs_conn *c, double seconds);
+
+/* 1 when the last response carried a Retry-After header, else 0. */
+int bs_conn_retry_after(const bs_conn *c);
 
 /* ---- load.c -------------------------------------------------------------- */
 

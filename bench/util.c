@@ -1,5 +1,6 @@
-/* bench/util.c: clock, signals, temporary directories, child processes. */
+/* bench/util.c: clock, signals, temporary directories, child processes, paths. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -109,4 +110,21 @@ int bs_run(char *const argv[], const char *log_path, char *msg, size_t msg_size)
 	               WIFEXITED(status) ? "status" : "signal",
 	               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
 	               log_path ? ": see " : "", log_path ? log_path : "");
+}
+
+void bs_build_dir(char *out, size_t size)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	snprintf(out, size, ".");
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	for (int k = 0; k < 2; k++) {
+		char *slash = strrchr(exe, '/');
+		if (!slash)
+			return;
+		*slash = '\0';
+	}
+	snprintf(out, size, "%s", exe);
 }
