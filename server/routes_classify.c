@@ -10,15 +10,16 @@
 
 /* What one classify request may ask for. ImageNet's 1,000 class names are
  * the largest label set in common use, and its longest names are under
- * 100 bytes; templates are short sentences with one {} (at most a few). A
- * prompt is thus at most MAX_LABEL_BYTES + MAX_TEMPLATE_SLOTS *
- * MAX_LABEL_BYTES bytes (1.25 KiB), far past the 77 tokens the model reads,
- * and the prompts are built and encoded CLASSIFY_CHUNK at a time, so a
- * request holds a few hundred KB whatever it asks. */
+ * 100 bytes (the reference kit labels with texts of up to 560 bytes);
+ * templates are short sentences with one {} (at most a few). A prompt is
+ * thus at most MAX_TEMPLATE_BYTES + MAX_TEMPLATE_SLOTS * MAX_LABEL_BYTES
+ * bytes (4.25 KiB), past the 77 tokens the model reads, and the prompts
+ * are built and encoded CLASSIFY_CHUNK at a time, so a request holds a few
+ * hundred KB whatever it asks. */
 #define MAX_LABELS 1000
 #define MAX_TEMPLATES 64
 #define MAX_PROMPTS 8192
-#define MAX_LABEL_BYTES 256
+#define MAX_LABEL_BYTES 1024
 #define MAX_TEMPLATE_BYTES 256
 #define MAX_TEMPLATE_SLOTS 4
 #define CLASSIFY_CHUNK 64

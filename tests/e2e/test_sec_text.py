@@ -33,7 +33,7 @@ ok = e2e.ok
 MAX_LABELS = 1000
 MAX_TEMPLATES = 64
 MAX_PROMPTS = 8192
-MAX_LABEL_BYTES = 256
+MAX_LABEL_BYTES = 1024
 MAX_TEMPLATE_BYTES = 256
 MAX_TEMPLATE_SLOTS = 4
 MAX_QUERY_TEXT_BYTES = 4096
@@ -125,7 +125,7 @@ def test_classify_limits(d):
 
 def test_classify_largest(d):
     """The largest classify allowed: 1,000 labels x 8 templates, all at the
-    size limits (8,000 prompts of 1,272 bytes, 10 MB), built and encoded a
+    size limits (8,000 prompts of 4,344 bytes, 35 MB), built and encoded a
     chunk at a time: the daemon grows by the prompt cache's budget and
     little more."""
     img = image_b64(8)
@@ -142,7 +142,7 @@ def test_classify_largest(d):
        "classify: 1,000 labels x 8 templates at the size limits are answered", r)
     ok(grew < PROMPT_CACHE_BYTES // 1024 + 4 * 1024, "classify: the largest request grew the "
        "daemon by %d KiB (< the cache's 4 MiB + 4 MiB)" % grew)
-    e2e.diag("classify, 8,000 prompts of 1,272 bytes: VmRSS +%d KiB" % grew)
+    e2e.diag("classify, 8,000 prompts of 4,344 bytes: VmRSS +%d KiB" % grew)
 
 
 def test_classify_chunks_match(d):
@@ -164,13 +164,14 @@ def test_classify_chunks_match(d):
 
 def test_prompt_cache_bytes(d):
     img = image_b64(6)
+    LABEL = 256   # 1,000 prompts of 1,272 bytes fit the budget, 4,000 do not
     tpl = ("{} " * MAX_TEMPLATE_SLOTS).ljust(MAX_TEMPLATE_BYTES, "z")
     dim = d.get("/v1/stats").json["model"]["dim"]
-    plen = MAX_TEMPLATE_SLOTS * MAX_LABEL_BYTES + MAX_TEMPLATE_BYTES - 2 * MAX_TEMPLATE_SLOTS
+    plen = MAX_TEMPLATE_SLOTS * LABEL + MAX_TEMPLATE_BYTES - 2 * MAX_TEMPLATE_SLOTS
     worst = 0
     problems = []
     for k in range(4):
-        labels = ["c%d-%04d" % (k, i) + "w" * (MAX_LABEL_BYTES - 7) for i in range(MAX_LABELS)]
+        labels = ["c%d-%04d" % (k, i) + "w" * (LABEL - 7) for i in range(MAX_LABELS)]
         r = d.post("/v1/classify", {"image_b64": img, "labels": labels, "templates": [tpl]})
         if r.status != 200:
             problems.append("request %d: %r" % (k, r))
