@@ -603,20 +603,26 @@ static const char *parse_num(const char *p, int base, uint32_t *num)
 	return p;
 }
 
-/* Python's html.unescape(s) into b: each match of
+/* Python's html.unescape of the NUL-terminated s into b: each match of
  * &(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?) is replaced,
- * left to right, without rescanning the replacement. */
-static void html_unescape(sbuf *b, const char *s)
+ * left to right, without rescanning the replacement. The text may arrive
+ * in parts: unless final, a match that could go on past the end of s is
+ * left for the next part. Returns the bytes of s consumed (all when
+ * final). */
+static size_t html_unescape(sbuf *b, const char *s, bool final)
 {
 	const char *p = s;
 	while (*p) {
 		const char *amp = strchr(p, '&');
 		if (!amp) {
-			sb_put(b, p, strlen(p));
-			return;
+			size_t n = strlen(p);
+			sb_put(b, p, n);
+			return (size_t)(p + n - s);
 		}
 		sb_put(b, p, (size_t)(amp - p));
 		p = amp + 1;
+		if (!final && (!p[0] || (p[0] == '#' && (!p[1] || ((p[1] == 'x' || p[1] == 'X') && !p[2])))))
+			return (size_t)(amp - s);
 		if (p[0] == '#') {
 			uint32_t num;
 			if (p[1] >= '0' && p[1] <= '9')
@@ -627,6 +633,8 @@ static void html_unescape(sbuf *b, const char *s)
 				sb_put(b, "&", 1);
 				continue;
 			}
+			if (!final && !*p)   /* more digits or the ';' may follow */
+				return (size_t)(amp - s);
 			if (*p == ';')
 				p++;
 			put_charref(b, num);
@@ -641,6 +649,8 @@ static void html_unescape(sbuf *b, const char *s)
 			p = g_utf8_next_char(p);
 			nchars++;
 		}
+		if (!final && !*p)   /* the name or its ';' may go on */
+			return (size_t)(amp - s);
 		if (nchars == 0) {
 			sb_put(b, "&", 1);
 			continue;
@@ -671,6 +681,7 @@ static void html_unescape(sbuf *b, const char *s)
 			sb_put(b, name, n);
 		}
 	}
+	return (size_t)(p - s);
 }
 
 /* ---- whitespace and case ----------------------------------------------- */
@@ -692,28 +703,44 @@ static bool white_space(gunichar c)
 	return py_isspace(c) && !(c >= 0x1C && c <= 0x1F);
 }
 
-/* strip() then runs of White_Space to one ' ' (whitespace_clean). */
-static void clean_space(sbuf *b, const char *s)
+/* whitespace_clean (strip(), then runs of White_Space to one ' ') as a
+ * stream: the text arrives in pieces, each fed in order. The py_isspace
+ * characters after the last other one are held back in pend, already
+ * collapsed (' ' and U+001C..U+001F only), and written out in front of the
+ * next other character; what is still held at the end of the text is the
+ * part strip() removes. */
+typedef struct clean_state {
+	bool started;   /* a character other than py_isspace was written */
+	sbuf pend;      /* held-back white space, collapsed */
+} clean_state;
+
+/* Held-back white space beyond this many bytes (only a run of the
+ * separators U+001C..U+001F can make it grow) is written out as if more
+ * text followed, which keeps the stream's memory bounded. */
+#define PEND_MAX 4096
+
+static void clean_feed(clean_state *cs, sbuf *out, const char *s)
 {
-	const char *end = s + strlen(s);
-	while (s < end && py_isspace(g_utf8_get_char(s)))
-		s = g_utf8_next_char(s);
-	while (end > s) {
-		const char *prev = g_utf8_prev_char(end);
-		if (!py_isspace(g_utf8_get_char(prev)))
-			break;
-		end = prev;
-	}
-	while (s < end) {
-		const char *q = g_utf8_next_char(s);
-		if (white_space(g_utf8_get_char(s))) {
-			while (q < end && white_space(g_utf8_get_char(q)))
-				q = g_utf8_next_char(q);
-			sb_put(b, " ", 1);
-		} else {
-			sb_put(b, s, (size_t)(q - s));
+	for (const char *p = s; *p;) {
+		const char *q = g_utf8_next_char(p);
+		gunichar c = g_utf8_get_char(p);
+		if (!py_isspace(c)) {
+			sb_put(out, cs->pend.p, cs->pend.n);
+			cs->pend.n = 0;
+			sb_put(out, p, (size_t)(q - p));
+			cs->started = true;
+		} else if (!cs->started) {
+			/* leading white space: stripped */
+		} else if (!white_space(c)) {
+			sb_put(&cs->pend, p, (size_t)(q - p));
+		} else if (cs->pend.n == 0 || cs->pend.p[cs->pend.n - 1] != ' ') {
+			sb_put(&cs->pend, " ", 1);
 		}
-		s = q;
+		if (cs->pend.n > PEND_MAX) {
+			sb_put(out, cs->pend.p, cs->pend.n);
+			cs->pend.n = 0;
+		}
+		p = q;
 	}
 }
 
@@ -778,10 +805,10 @@ static bool final_sigma(const char *s, const char *p, const char *end)
 	return true;
 }
 
-/* Python's str.lower(). */
-static void py_lower(sbuf *b, const char *s)
+/* Python's str.lower() of s[0..n). */
+static void py_lower(sbuf *b, const char *s, size_t n)
 {
-	const char *end = s + strlen(s);
+	const char *end = s + n;
 	for (const char *p = s; p < end; p = g_utf8_next_char(p)) {
 		gunichar c = (unsigned char)*p;
 		if (c < 0x80) {
@@ -1044,13 +1071,12 @@ static size_t match_literal(const char *p, const char *end, const char *lit)
 /* Splits the normalised text s[0..n) into pieces and appends their tokens
  * to out, stopping when room tokens are written; returns the number
  * written, or -1 when out of memory. */
-static int encode_text(tok *t, const char *s, size_t n, int32_t *out, int room)
+static int encode_text(tok *t, bpe_work *w, const char *s, size_t n, int32_t *out, int room)
 {
 	static const char *const contractions[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
 	const char *end = s + n;
 	const char *p = s;
 	int count = 0;
-	bpe_work w = {0};
 
 	while (p < end && count < room) {
 		gunichar c = g_utf8_get_char(p);
@@ -1082,23 +1108,85 @@ static int encode_text(tok *t, const char *s, size_t n, int32_t *out, int room)
 			while (q < end && char_class(g_utf8_get_char(q)) == cls)
 				q = g_utf8_next_char(q);
 		}
-		int k = encode_piece(t, &w, p, (size_t)(q - p), out + count, room - count);
-		if (k < 0) {
-			count = -1;
-			break;
-		}
+		int k = encode_piece(t, w, p, (size_t)(q - p), out + count, room - count);
+		if (k < 0)
+			return -1;
 		count += k;
 		p = q;
 	}
-	bpe_work_free(&w);
 	return count;
+}
+
+/* The text is normalised and encoded in bounded rounds, so the work and
+ * memory of one call are bounded by the tokens it keeps, not by the length
+ * of the text (a search text of one long word used to be normalised in full
+ * four times over). A round takes the next SEG_MAX bytes of the text (cut
+ * at a character boundary) and runs it through both unescapes, each of
+ * which leaves a reference that may go on for the next round, and
+ * whitespace_clean, a stream (clean_state). The cleaned text is
+ * lower-cased and split into pieces up to its last ' ' only, the rest
+ * waiting for the next round: no piece spans a space, and the Final_Sigma
+ * rule reads the same up to one. Encoding stops once ctx is full.
+ *
+ * So every text gets the ids it got when normalised whole, except where a
+ * bound cuts:
+ *  - a numeric reference of more than REF_MAX bytes (digits) is read as if
+ *    the text ended there;
+ *  - a run of more than CARRY_MAX bytes of cleaned text with no space is
+ *    encoded as if a space followed it: the BPE of one piece is bounded;
+ *  - more than PEND_MAX bytes of U+001C..U+001F inside white space (see
+ *    clean_feed).
+ * None of these is in a text anyone writes: CARRY_MAX bytes already hold
+ * far more than 77 tokens of any script. */
+#define SEG_MAX 4096
+#define REF_MAX 256
+#define CARRY_MAX 8192
+
+/* Lower-cases s[0..n) and appends its tokens to out; returns the count
+ * written (at most room) or -1 when out of memory. */
+static int encode_clean(tok *t, bpe_work *w, sbuf *lower, const char *s, size_t n, int32_t *out,
+                        int room)
+{
+	lower->n = 0;
+	sb_put(lower, "", 0);
+	py_lower(lower, s, n);
+	if (lower->oom)
+		return -1;
+	return encode_text(t, w, lower->p, lower->n, out, room);
+}
+
+/* The end of the next round's text at p: the whole rest when it is short,
+ * else the last character boundary within SEG_MAX bytes. */
+static const char *segment_end(const char *p)
+{
+	size_t i = strnlen(p, SEG_MAX + 1);
+	if (i <= SEG_MAX)
+		return p + i;
+	i = SEG_MAX;
+	while (i > 1 && ((unsigned char)p[i] & 0xC0) == 0x80)
+		i--;
+	return p + i;
+}
+
+/* One unescape pass over the part in src (which keeps what is left for
+ * the next part), appended to dst. */
+static void unescape_part(sbuf *src, sbuf *dst, bool final)
+{
+	size_t k = html_unescape(dst, src->p, final);
+	if (src->n - k > REF_MAX)
+		k += html_unescape(dst, src->p + k, true);
+	memmove(src->p, src->p + k, src->n - k + 1);
+	src->n -= k;
 }
 
 int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_err *err)
 {
 	int rc = CLIP_OK;
 	const char *bad;
-	sbuf once = {0}, twice = {0}, clean = {0}, lower = {0};
+	sbuf raw = {0}, once = {0}, twice = {0}, clean = {0}, lower = {0};
+	clean_state cs = {0};
+	bpe_work w = {0};
+	int n = 0, room;
 
 	if (len)
 		*len = 0;
@@ -1110,38 +1198,58 @@ int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_e
 	if (!g_utf8_validate(text, -1, &bad))
 		return clip_fail(err, CLIP_ETEXT, "text is not valid UTF-8 (at byte %td)", bad - text);
 
-	/* basic_clean (minus ftfy), whitespace_clean, lower() */
-	sb_put(&once, "", 0);
-	html_unescape(&once, text);
-	sb_put(&twice, "", 0);
-	if (!once.oom)
-		html_unescape(&twice, once.p);
-	sb_put(&clean, "", 0);
-	if (!once.oom && !twice.oom)
-		clean_space(&clean, twice.p);
-	sb_put(&lower, "", 0);
-	if (!once.oom && !twice.oom && !clean.oom)
-		py_lower(&lower, clean.p);
-	if (once.oom || twice.oom || clean.oom || lower.oom) {
-		rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
-		goto out;
-	}
-
 	/* [sot] + tokens + [eot], truncated to ctx with eot kept last */
-	int n = encode_text(t, lower.p, lower.n, ids + 1, ctx - 2);
-	if (n < 0) {
-		memset(ids, 0, (size_t)ctx * sizeof *ids);
-		rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
-		goto out;
+	room = ctx - 2;
+	sb_put(&raw, "", 0);
+	sb_put(&once, "", 0);
+	sb_put(&clean, "", 0);
+	for (const char *p = text; *p && n < room;) {
+		const char *q = segment_end(p);
+		bool last = *q == '\0';
+		/* basic_clean (minus ftfy), whitespace_clean */
+		sb_put(&raw, p, (size_t)(q - p));
+		if (!raw.oom)
+			unescape_part(&raw, &once, last);
+		twice.n = 0;
+		sb_put(&twice, "", 0);
+		if (!raw.oom && !once.oom)
+			unescape_part(&once, &twice, last);
+		if (!twice.oom)
+			clean_feed(&cs, &clean, twice.p);
+		if (raw.oom || once.oom || twice.oom || clean.oom || cs.pend.oom)
+			goto oom;
+		p = q;
+		/* lower() and the pieces, up to the last space unless the text
+		 * ends here or the rest grew past CARRY_MAX */
+		size_t upto = clean.n;
+		if (!last) {
+			const char *sp = clean.n ? memrchr(clean.p, ' ', clean.n) : NULL;
+			upto = sp ? (size_t)(sp - clean.p) + 1 : clean.n > CARRY_MAX ? clean.n : 0;
+		}
+		if (upto == 0)
+			continue;
+		int k = encode_clean(t, &w, &lower, clean.p, upto, ids + 1 + n, room - n);
+		if (k < 0)
+			goto oom;
+		n += k;
+		memmove(clean.p, clean.p + upto, clean.n - upto + 1);
+		clean.n -= upto;
 	}
 	ids[0] = t->sot;
 	ids[n + 1] = t->eot;
 	if (len)
 		*len = n + 2;
+	goto out;
+oom:
+	memset(ids, 0, (size_t)ctx * sizeof *ids);
+	rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
 out:
+	free(raw.p);
 	free(once.p);
 	free(twice.p);
 	free(clean.p);
 	free(lower.p);
+	free(cs.pend.p);
+	bpe_work_free(&w);
 	return rc;
 }

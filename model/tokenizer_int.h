@@ -45,7 +45,12 @@ void tok_close(tok *t);
  * *len (optional) receives the number of tokens before the padding.
  * Returns CLIP_OK, CLIP_ETEXT for text that is not valid UTF-8, CLIP_EINVAL
  * for a NULL argument or ctx < 2, CLIP_ENOMEM. On failure ids is all
- * zeros (when ids and ctx are usable) and *len is 0. */
+ * zeros (when ids and ctx are usable) and *len is 0.
+ * The work and memory of a call are bounded by the ctx tokens it keeps: the
+ * text is normalised and encoded a few KB at a time and reading stops once
+ * ctx is full, whatever the length of the text (only the UTF-8 check reads
+ * it all). The ids are those of the whole text normalised at once except
+ * past bounds no written text reaches (see tokenizer.c). */
 int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_err *err);
 
 /* The id of <|startoftext|>. */

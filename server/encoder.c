@@ -24,8 +24,12 @@
 #include "encoder.h"
 #include "metrics.h"
 
-/* Prompts whose embeddings are kept for classify (8 MiB at 512 floats). */
-#define PROMPT_CACHE_MAX 4096
+/* The prompt cache's budget in bytes: prompt, embedding and table entry
+ * (CACHE_ENTRY_OVERHEAD, GLib's node and two allocations). 4 MiB holds
+ * ~1,900 prompts at 512 floats (ViT-B), ~1,300 at 768 (ViT-L): a few label
+ * sets of hundreds of labels. A count alone let long prompts keep 48 MB. */
+#define PROMPT_CACHE_BYTES (4u << 20)
+#define CACHE_ENTRY_OVERHEAD 64
 
 /* One queued single-input encode. */
 typedef struct tq {
@@ -51,17 +55,23 @@ typedef struct batcher {
 struct encoder {
 	const clip_model *m;
 	/* cmu guards cache: prompt text -> normalised embedding [dim], both
-	 * owned by the table. Taken alone, never with another lock. */
+	 * owned by the table, and cache_bytes, their cost against
+	 * PROMPT_CACHE_BYTES. Taken alone, never with another lock. */
 	pthread_mutex_t cmu;
 	GHashTable *cache;
+	size_t cache_bytes;
 	batcher text, image;   /* see DESIGN */
 	int dim, ctxlen, max_batch, size;
-	/* mu guards free_ctx and nfree; waiters sleep on cv. */
+	/* mu guards free_ctx, nfree and the tickets; waiters sleep on cv.
+	 * Contexts go to borrowers in the order they asked (a ticket each),
+	 * so a request that encodes many batches, borrowing for each, lets
+	 * those that arrived meanwhile take their turn. */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	clip_ctx **free_ctx;   /* [nctx] stack of idle contexts */
 	clip_ctx **all;        /* [nctx] */
 	int nctx, nfree;
+	uint64_t next_ticket, serving;
 };
 
 int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, api_err *err)
@@ -147,9 +157,13 @@ void encoder_close(encoder *e)
 static clip_ctx *borrow(encoder *e)
 {
 	pthread_mutex_lock(&e->mu);
-	while (e->nfree == 0)
+	uint64_t me = e->next_ticket++;
+	while (e->nfree == 0 || e->serving != me)
 		pthread_cond_wait(&e->cv, &e->mu);
+	e->serving++;
 	clip_ctx *c = e->free_ctx[--e->nfree];
+	/* the next ticket may find a context too */
+	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	return c;
 }
@@ -158,7 +172,7 @@ static void give_back(encoder *e, clip_ctx *c)
 {
 	pthread_mutex_lock(&e->mu);
 	e->free_ctx[e->nfree++] = c;
-	pthread_cond_signal(&e->cv);
+	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 }
 
@@ -255,7 +269,6 @@ int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, ap
 
 	size_t B = (size_t)e->max_batch;
 	int32_t *ids = malloc(B * (size_t)e->ctxlen * sizeof *ids);
-	clip_ctx *c = NULL;
 	int rc = 0;
 	if (!ids)
 		return api_fail(err, API_ENOMEM, "out of memory");
@@ -269,10 +282,13 @@ int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, ap
 				goto out;
 			}
 		}
-		if (!c)
-			c = borrow(e);
+		/* A context per batch, not per request: others' encodes
+		 * take their turn between our batches. */
+		clip_ctx *c = borrow(e);
 		double t0 = metrics_now();
-		if (clip_encode_texts(c, (int)nb, ids, out + i0 * (size_t)e->dim, &ce) != CLIP_OK) {
+		int crc = clip_encode_texts(c, (int)nb, ids, out + i0 * (size_t)e->dim, &ce);
+		give_back(e, c);
+		if (crc != CLIP_OK) {
 			rc = api_from_clip(err, &ce);
 			goto out;
 		}
@@ -281,8 +297,6 @@ int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, ap
 	for (size_t i = 0; i < n; i++)
 		clip_normalize(out + i * (size_t)e->dim, e->dim);
 out:
-	if (c)
-		give_back(e, c);
 	free(ids);
 	return rc;
 }
@@ -338,14 +352,20 @@ int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *
 	if ((rc = encoder_texts(e, nmiss, miss, emb, err)) != 0)
 		goto out;
 	pthread_mutex_lock(&e->cmu);
-	/* Full: start over rather than track use; label sets are small and
-	 * come back. */
-	if (g_hash_table_size(e->cache) + nmiss > PROMPT_CACHE_MAX)
-		g_hash_table_remove_all(e->cache);
 	for (size_t j = 0; j < nmiss; j++) {
 		memcpy(out + where[j] * (size_t)e->dim, emb + j * (size_t)e->dim, dimb);
-		if (nmiss <= PROMPT_CACHE_MAX)
-			g_hash_table_replace(e->cache, g_strdup(miss[j]), g_memdup2(emb + j * (size_t)e->dim, (gsize)dimb));
+		size_t cost = strlen(miss[j]) + 1 + dimb + CACHE_ENTRY_OVERHEAD;
+		if (cost > PROMPT_CACHE_BYTES || g_hash_table_contains(e->cache, miss[j]))
+			continue;
+		/* Full: start over rather than track use; label sets are
+		 * small and come back. */
+		if (e->cache_bytes + cost > PROMPT_CACHE_BYTES) {
+			g_hash_table_remove_all(e->cache);
+			e->cache_bytes = 0;
+		}
+		g_hash_table_insert(e->cache, g_strdup(miss[j]),
+		                    g_memdup2(emb + j * (size_t)e->dim, (gsize)dimb));
+		e->cache_bytes += cost;
 	}
 	pthread_mutex_unlock(&e->cmu);
 out:
@@ -359,6 +379,14 @@ size_t encoder_cache_size(encoder *e)
 {
 	pthread_mutex_lock(&e->cmu);
 	size_t n = g_hash_table_size(e->cache);
+	pthread_mutex_unlock(&e->cmu);
+	return n;
+}
+
+size_t encoder_cache_bytes(encoder *e)
+{
+	pthread_mutex_lock(&e->cmu);
+	size_t n = e->cache_bytes;
 	pthread_mutex_unlock(&e->cmu);
 	return n;
 }

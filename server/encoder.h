@@ -2,7 +2,9 @@
  * encoder: request-time encoding (search queries, classify, embed) on a
  * small pool of clip_ctx, so HTTP threads never allocate activations and at
  * most `nctx` encodes run at once (the cores are shared with the background
- * workers). A request borrows one context for its whole encode.
+ * workers). A context is borrowed for one batch at a time, in the order the
+ * requests asked, so a request of many batches (classify, embed) does not
+ * keep the others waiting until it is done.
  *
  * Outputs are L2-normalised. Thread-safe.
  */
@@ -23,13 +25,15 @@ void encoder_close(encoder *e);
  * 400 naming its position. */
 int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, api_err *err);
 
-/* The same as encoder_texts, through a cache of up to 4096 texts (the
- * classify prompts: labels x templates come back request after request).
- * Cached results are identical to fresh ones. */
+/* The same as encoder_texts, through a cache of up to 4 MiB of texts and
+ * their embeddings (the classify prompts: labels x templates come back
+ * request after request). Cached results are identical to fresh ones. */
 int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *out, api_err *err);
 
-/* Texts in the cache (for /v1/stats and tests). */
+/* Texts in the cache, and the bytes they are counted for against its
+ * budget (for /v1/stats and tests). */
 size_t encoder_cache_size(encoder *e);
+size_t encoder_cache_bytes(encoder *e);
 
 /* Decodes, checks against limits (413 over, 422 undecodable), preprocesses
  * and encodes one image into out[dim]; *w, *h (optional) get its size. */

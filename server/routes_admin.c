@@ -46,7 +46,8 @@ void route_stats(http_req *r)
 		return;
 	}
 	json_t *o = json_pack(
-	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:i,s:i,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I}", "images", "total",
+	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:i,s:i,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
+	    "total",
 	    (json_int_t)total, "ready", (json_int_t)ready, "texts", "total", (json_int_t)texts,
 	    "model", "id", a->model_id, "dim", a->dim, "image_size", clip_model_image_size(a->model),
 	    "logit_scale", (double)clip_model_logit_scale(a->model), "precision",
@@ -54,6 +55,7 @@ void route_stats(http_req *r)
 	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
 	    (json_int_t)(route_now_ms() - a->started_ms), "prompt_cache",
-	    (json_int_t)encoder_cache_size(a->enc));
+	    (json_int_t)encoder_cache_size(a->enc), "prompt_cache_bytes",
+	    (json_int_t)encoder_cache_bytes(a->enc));
 	http_reply_json(r, 200, o);
 }

@@ -8,11 +8,26 @@
 #include "jsonutil.h"
 #include "routes.h"
 
+/* What one classify request may ask for. ImageNet's 1,000 class names are
+ * the largest label set in common use, and its longest names are under
+ * 100 bytes (the reference kit labels with texts of up to 560 bytes);
+ * templates are short sentences with one {} (at most a few). A prompt is
+ * thus at most MAX_TEMPLATE_BYTES + MAX_TEMPLATE_SLOTS * MAX_LABEL_BYTES
+ * bytes (4.25 KiB), past the 77 tokens the model reads, and the prompts
+ * are built and encoded CLASSIFY_CHUNK at a time, so a request holds a few
+ * hundred KB whatever it asks. */
 #define MAX_LABELS 1000
 #define MAX_TEMPLATES 64
 #define MAX_PROMPTS 8192
+#define MAX_LABEL_BYTES 1024
+#define MAX_TEMPLATE_BYTES 256
+#define MAX_TEMPLATE_SLOTS 4
+#define CLASSIFY_CHUNK 64
 #define MAX_EMBED_TEXTS 1024
 #define MAX_EMBED_IMAGES 64
+/* The same as a text of /v1/texts: a pipeline can embed what it could
+ * store. The model reads the first 77 tokens. */
+#define MAX_EMBED_TEXT_BYTES 65536
 
 /* "a photo of a {}." with label: every "{}" replaced. */
 static char *fill_template(const char *tpl, const char *label)
@@ -81,14 +96,84 @@ static int by_prob(const void *x, const void *y)
 	return (a->prob < b->prob) - (a->prob > b->prob);
 }
 
+/* The number of "{}" in s. */
+static size_t count_slots(const char *s)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, "{}")); p += 2)
+		n++;
+	return n;
+}
+
+/* Checks the sizes of labels and templates against the limits above. */
+static int check_prompts(json_t *labels, json_t *templates, api_err *err)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(labels, i, v) if (json_string_length(v) > MAX_LABEL_BYTES) return api_fail(
+		err, API_EBADREQ, "labels[%zu] is %zu bytes long, at most %d are allowed", i,
+		json_string_length(v), MAX_LABEL_BYTES);
+	json_array_foreach(templates, i, v) {
+		size_t slots = count_slots(json_string_value(v));
+		if (json_string_length(v) > MAX_TEMPLATE_BYTES)
+			return api_fail(err, API_EBADREQ,
+			                "templates[%zu] is %zu bytes long, at most %d are allowed", i,
+			                json_string_length(v), MAX_TEMPLATE_BYTES);
+		if (slots == 0)
+			return api_fail(err, API_EBADREQ, "templates[%zu] must contain {} where the label goes",
+			                i);
+		if (slots > MAX_TEMPLATE_SLOTS)
+			return api_fail(err, API_EBADREQ,
+			                "templates[%zu] has %zu {}, at most %d are allowed", i, slots,
+			                MAX_TEMPLATE_SLOTS);
+	}
+	size_t np = json_array_size(labels) * json_array_size(templates);
+	if (np > MAX_PROMPTS)
+		return api_fail(err, API_EBADREQ, "labels x templates is %zu, at most %d are allowed", np,
+		                MAX_PROMPTS);
+	return 0;
+}
+
+/* Adds the embeddings of prompts [i0, i0 + n) (prompt i is label i / nt
+ * in template i % nt) to the label sums lab[nl][dim], in prompt order. */
+static int encode_prompts(app *a, json_t *labels, json_t *templates, size_t i0, size_t n,
+                          float *lab, api_err *err)
+{
+	size_t nt = json_array_size(templates), dim = (size_t)a->dim;
+	char *prompts[CLASSIFY_CHUNK] = {0};
+	float *emb = malloc(n * dim * sizeof *emb);
+	int rc = 0;
+	if (!emb) {
+		rc = api_fail(err, API_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t j = 0; j < n; j++)
+		if (!(prompts[j] = fill_template(json_string_value(json_array_get(templates, (i0 + j) % nt)),
+		                                 json_string_value(json_array_get(labels, (i0 + j) / nt))))) {
+			rc = api_fail(err, API_ENOMEM, "out of memory");
+			goto out;
+		}
+	if ((rc = encoder_texts_cached(a->enc, n, (const char *const *)prompts, emb, err)))
+		goto out;
+	for (size_t j = 0; j < n; j++) {
+		float *v = lab + (i0 + j) / nt * dim;
+		for (size_t d = 0; d < dim; d++)
+			v[d] += emb[j * dim + d];
+	}
+out:
+	for (size_t j = 0; j < n; j++)
+		free(prompts[j]);
+	free(emb);
+	return rc;
+}
+
 void route_classify(http_req *r)
 {
 	int64_t t0 = route_now_ms();
 	app *a = http_req_app(r);
 	json_t *body = NULL, *labels, *templates, *def_templates = NULL;
 	api_err e;
-	float *img = NULL, *emb = NULL, *lab = NULL;
-	char **prompts = NULL;
+	float *img = NULL, *lab = NULL;
 	struct ranked *rk = NULL;
 	size_t nl = 0, nt = 0, np = 0;
 	int found;
@@ -113,23 +198,13 @@ void route_classify(http_req *r)
 		api_fail(&e, API_EBADREQ, "field 'templates' must not be empty");
 		goto fail;
 	}
-	for (size_t t = 0; t < nt; t++)
-		if (!strstr(json_string_value(json_array_get(templates, t)), "{}")) {
-			api_fail(&e, API_EBADREQ, "templates[%zu] must contain {} where the label goes", t);
-			goto fail;
-		}
-	np = nl * nt;
-	if (np > MAX_PROMPTS) {
-		api_fail(&e, API_EBADREQ, "labels x templates is %zu, at most %d are allowed", np,
-		         MAX_PROMPTS);
+	if (check_prompts(labels, templates, &e))
 		goto fail;
-	}
+	np = nl * nt;
 	img = malloc((size_t)dim * sizeof *img);
-	emb = malloc(np * (size_t)dim * sizeof *emb);
 	lab = calloc(nl * (size_t)dim, sizeof *lab);
-	prompts = calloc(np, sizeof *prompts);
 	rk = calloc(nl, sizeof *rk);
-	if (!img || !emb || !lab || !prompts || !rk) {
+	if (!img || !lab || !rk) {
 		api_fail(&e, API_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -139,24 +214,17 @@ void route_classify(http_req *r)
 		api_fail(&e, API_EBADREQ, "missing image: give 'image_id' or 'image_b64'");
 		goto fail;
 	}
-	for (size_t l = 0; l < nl; l++)
-		for (size_t t = 0; t < nt; t++)
-			if (!(prompts[l * nt + t] =
-			          fill_template(json_string_value(json_array_get(templates, t)),
-			                        json_string_value(json_array_get(labels, l))))) {
-				api_fail(&e, API_ENOMEM, "out of memory");
-				goto fail;
-			}
-	if (encoder_texts_cached(a->enc, np, (const char *const *)prompts, emb, &e))
-		goto fail;
+	/* A chunk at a time: the prompts of a request are never all in
+	 * memory, and other requests' encodes run between chunks. */
+	for (size_t i0 = 0; i0 < np; i0 += CLASSIFY_CHUNK)
+		if (encode_prompts(a, labels, templates, i0, np - i0 < CLASSIFY_CHUNK ? np - i0 : CLASSIFY_CHUNK,
+		                   lab, &e))
+			goto fail;
 	/* Prompt ensembling (CLIP paper): mean of the normalised template
 	 * embeddings of a label, normalised again. */
 	double scale = clip_model_logit_scale(a->model), maxlogit = -INFINITY, sum = 0;
 	for (size_t l = 0; l < nl; l++) {
 		float *v = lab + l * (size_t)dim;
-		for (size_t t = 0; t < nt; t++)
-			for (int d = 0; d < dim; d++)
-				v[d] += emb[(l * nt + t) * (size_t)dim + (size_t)d];
 		clip_normalize(v, dim);
 		double c = 0;
 		for (int d = 0; d < dim; d++)
@@ -184,11 +252,7 @@ void route_classify(http_req *r)
 fail:
 	http_reply_error(r, &e);
 out:
-	for (size_t i = 0; prompts && i < np; i++)
-		free(prompts[i]);
-	free(prompts);
 	free(img);
-	free(emb);
 	free(lab);
 	free(rk);
 	json_decref(def_templates);
@@ -221,6 +285,12 @@ void route_embed(http_req *r)
 		goto fail;
 	}
 	size_t nt = texts ? json_array_size(texts) : 0, ni = images ? json_array_size(images) : 0;
+	for (size_t i = 0; i < nt; i++)
+		if (json_string_length(json_array_get(texts, i)) > MAX_EMBED_TEXT_BYTES) {
+			api_fail(&e, API_EBADREQ, "texts[%zu] is %zu bytes long, at most %d are allowed", i,
+			         json_string_length(json_array_get(texts, i)), MAX_EMBED_TEXT_BYTES);
+			goto fail;
+		}
 	size_t nmax = nt > ni ? nt : ni;
 	emb = malloc((nmax ? nmax : 1) * (size_t)dim * sizeof *emb);
 	tv = calloc(nt ? nt : 1, sizeof *tv);

@@ -11,6 +11,18 @@
 #define MAX_K 1000
 #define MAX_OFFSET 100000
 
+/* A query text: the model reads 77 tokens, ~300-400 bytes of English and
+ * under 1 KiB of any script; 4 KiB leaves room for markup and spacing. */
+#define MAX_QUERY_TEXT_BYTES 4096
+
+/* A filter is checked against every candidate (up to MAX_WINDOW of them),
+ * so its size is bounded: a few fields, each with a list of accepted values
+ * such as albums or tags, short ones. */
+#define MAX_FILTER_KEYS 16
+#define MAX_FILTER_VALUES 64
+#define MAX_FILTER_KEY_BYTES 256
+#define MAX_FILTER_VALUE_BYTES 1024
+
 /* A filtered search fetches this many candidates per wanted result at
  * first, and grows the window until enough match or the index is read. */
 #define FILTER_OVERFETCH 8
@@ -28,25 +40,50 @@ struct search_args {
 /* A filter is an object: each key names a field of the item's metadata
  * ("meta"), or "mime" for images; each value is the required value, or an
  * array of accepted values. Every key must match. */
+static int check_value(const char *key, json_t *x, api_err *err)
+{
+	if (json_is_object(x) || json_is_array(x))
+		return api_fail(err, API_EBADREQ,
+		                "filter '%s': values must be strings, numbers, booleans or null", key);
+	if (json_is_string(x) && json_string_length(x) > MAX_FILTER_VALUE_BYTES)
+		return api_fail(err, API_EBADREQ,
+		                "filter '%s': a value is %zu bytes long, at most %d are allowed", key,
+		                json_string_length(x), MAX_FILTER_VALUE_BYTES);
+	return 0;
+}
+
 static int check_filter(json_t *f, api_err *err)
 {
 	const char *key;
 	json_t *v;
+	int rc;
 	if (!json_is_object(f))
 		return api_fail(err, API_EBADREQ, "field 'filter' must be an object of field: value");
+	if (json_object_size(f) > MAX_FILTER_KEYS)
+		return api_fail(err, API_EBADREQ, "field 'filter' has %zu fields, at most %d are allowed",
+		                json_object_size(f), MAX_FILTER_KEYS);
 	json_object_foreach(f, key, v) {
+		if (strlen(key) > MAX_FILTER_KEY_BYTES)
+			return api_fail(err, API_EBADREQ,
+			                "field 'filter': a field name is %zu bytes long, at most %d are allowed",
+			                strlen(key), MAX_FILTER_KEY_BYTES);
 		if (json_is_object(v))
 			return api_fail(err, API_EBADREQ, "filter '%s': a value or an array of values expected",
 			                key);
-		if (json_is_array(v)) {
-			size_t i;
-			json_t *x;
-			if (json_array_size(v) == 0)
-				return api_fail(err, API_EBADREQ, "filter '%s': the array of values is empty", key);
-			json_array_foreach(v, i, x) if (json_is_object(x) || json_is_array(x)) return api_fail(
-				err, API_EBADREQ, "filter '%s': values must be strings, numbers, booleans or null",
-				key);
+		if (!json_is_array(v)) {
+			if ((rc = check_value(key, v, err)))
+				return rc;
+			continue;
 		}
+		size_t i;
+		json_t *x;
+		if (json_array_size(v) == 0)
+			return api_fail(err, API_EBADREQ, "filter '%s': the array of values is empty", key);
+		if (json_array_size(v) > MAX_FILTER_VALUES)
+			return api_fail(err, API_EBADREQ,
+			                "filter '%s': %zu values, at most %d are allowed", key,
+			                json_array_size(v), MAX_FILTER_VALUES);
+		json_array_foreach(v, i, x) if ((rc = check_value(key, x, err))) return rc;
 	}
 	return 0;
 }
@@ -96,6 +133,10 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 	    (rc = ju_str(o, "collection", 0, &coll, err)) ||
 	    (rc = ju_num(o, "min_score", -INFINITY, &s->min_score, &s->has_min, err)))
 		return rc;
+	if (s->text && strlen(s->text) > MAX_QUERY_TEXT_BYTES)
+		return api_fail(err, API_EBADREQ,
+		                "the query text ('text' or q=) is %zu bytes long, at most %d are allowed",
+		                strlen(s->text), MAX_QUERY_TEXT_BYTES);
 	s->filter = json_object_get(o, "filter");
 	if (s->filter && json_is_null(s->filter))
 		s->filter = NULL;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "tap.h"
@@ -295,6 +296,82 @@ static void t_truncation(void)
 	free(text);
 }
 
+/* The peak resident size of this process so far, in KiB. */
+static long max_rss_kib(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+/* A long text costs what its 77 tokens cost: one word of 3 MB, and 3 MB of
+ * white space before a short text, each grow the peak memory by less than
+ * 8 MiB (normalising and encoding the word whole took ~30 bytes a byte,
+ * over 90 MB), and the white space changes nothing. */
+static void t_long_text_bounded(void)
+{
+	size_t big = 3u << 20;
+	char *text = malloc(big + 16);
+	int32_t ids[CTX], want_ids[CTX];
+	int len = 0, wlen = 0;
+	REQUIRE(text);
+	for (size_t i = 0; i < big; i++)
+		text[i] = (char)('a' + (i * 7 + i / 3) % 26);
+	text[big] = '\0';
+	long before = max_rss_kib();
+	CHECK(enc(shared, text, ids, &len) == CLIP_OK && len == CTX && ids[CTX - 1] == tok_eot(shared));
+	long grew = max_rss_kib() - before;
+	CHECKF(grew < 8 * 1024, "one 3 MB word grew the peak by %ld KiB", grew);
+	printf("# one 3 MB word: peak +%ld KiB\n", grew);
+
+	memset(text, ' ', big);
+	strcpy(text + big, "a photo of&amp;");
+	before = max_rss_kib();
+	REQUIRE(enc(shared, text, ids, &len) == CLIP_OK);
+	grew = max_rss_kib() - before;
+	CHECKF(grew < 8 * 1024, "3 MB of spaces grew the peak by %ld KiB", grew);
+	REQUIRE(enc(shared, "a photo of&amp;", want_ids, &wlen) == CLIP_OK);
+	CHECK(len == wlen && memcmp(ids, want_ids, sizeof ids) == 0);
+	free(text);
+}
+
+/* The text is read in rounds of a few KB: references, white space, the
+ * final sigma and words that straddle the end of a round get the same ids
+ * as on their own, wherever the round ends. */
+static void t_long_text_straddles(void)
+{
+	static const char *const tails[] = {
+		"&amp;lt;b&amp;gt; caf&eacute; &#233;t&#xE9; &notit; &amplifier &#128;",
+		"&#0000000000000000000000000000000000000000000065;&#x00000000000000042",
+		"\xce\x9f\xce\x94\xce\x9f\xce\xa3 \xce\xa3\xcc\x88 x \xc4\xb0stanbul",
+		"supercalifragilisticexpialidocious don't WE'LL <start_of_text>",
+		"a\x1c b \x1c c\xc2\xa0\xc2\xa0&nbsp;&#32;d",
+		"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86\xe3\x82\xad",
+	};
+	static const char *const fills[] = {" ", "&nbsp;", "\t\n", "\xe3\x80\x80"};
+	size_t cap = 40000;
+	char *text = malloc(cap);
+	REQUIRE(text);
+	for (size_t f = 0; f < sizeof fills / sizeof *fills; f++)
+		for (size_t k = 0; k < sizeof tails / sizeof *tails; k++)
+			for (size_t lead = 4096 - 80; lead <= 4096 + 8; lead += 3) {
+				/* white space, then the tail around byte 4096, then
+				 * more white space (a second round boundary) and the
+				 * tail again */
+				size_t n = 0, fl = strlen(fills[f]), tl = strlen(tails[k]);
+				while (n + fl <= lead)
+					n += (size_t)sprintf(text + n, "%s", fills[f]);
+				n += (size_t)sprintf(text + n, " %s ", tails[k]);
+				while (n + fl + tl + 2 < 8192 + lead % 97)
+					n += (size_t)sprintf(text + n, "%s", fills[f]);
+				n += (size_t)sprintf(text + n, " %s ", tails[k]);
+				char two[512];
+				snprintf(two, sizeof two, "%s %s", tails[k], tails[k]);
+				CHECKF(same_ids(text, two), "fill %zu, tail %zu, at %zu", f, k, lead);
+			}
+	free(text);
+}
+
 static void t_bad_arguments(void)
 {
 	int32_t ids[CTX];
@@ -560,6 +637,8 @@ int main(void)
 	}
 
 	TAP_RUN(t_open_reference);
+	TAP_RUN(t_long_text_bounded);
+	TAP_RUN(t_long_text_straddles);
 	TAP_RUN(t_reference_ids);
 	TAP_RUN(t_empty_and_blank);
 	TAP_RUN(t_entities);
