@@ -454,6 +454,8 @@ static void image_opts(const clip_model *m, const clip_image_limits *limits, img
 	memcpy(o->std, m->cfg.std, sizeof o->std);
 	o->max_pixels = limits && limits->max_pixels > 0 ? limits->max_pixels : 100000000;
 	o->shrink_min_side = limits && limits->fast_decode ? o->size * IMG_FAST_DECODE_MARGIN : 0;
+	o->max_scans = limits ? limits->max_scans : 0;
+	o->timeout_ms = limits ? limits->decode_timeout_ms : 0;
 }
 
 int clip_preprocess_file(const clip_model *m, const char *path, const clip_image_limits *limits,

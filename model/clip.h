@@ -33,6 +33,7 @@ typedef enum clip_code {
 	CLIP_ETOOBIG,    /* image over the pixel limit */
 	CLIP_ETEXT,      /* text that is not valid UTF-8 */
 	CLIP_ENOMEM,
+	CLIP_ELIMIT,     /* image over a decode-work limit: JPEG scans, decode time */
 } clip_code;
 
 typedef struct clip_err {
@@ -95,6 +96,16 @@ void clip_ctx_free(clip_ctx *c);
  * *len (optional) is the number of tokens before the padding. */
 int clip_tokenize(const clip_model *m, const char *text, int32_t *ids, int *len, clip_err *err);
 
+/* Defaults of clip_image_limits.max_scans and .decode_timeout_ms.
+ * 500 scans is the bound libjpeg-turbo's TurboJPEG API puts on progressive
+ * JPEGs (turbojpeg.c, my_progress_monitor: "Progressive JPEG image has
+ * more than 500 scans"); encoders write far fewer (libjpeg's
+ * jpeg_simple_progression: 10 for colour, 6 for grey). 10 s is 7x the
+ * 1.4 s a 100-megapixel JPEG (the default pixel limit) took to decode and
+ * preprocess on one core of the development machine. */
+#define CLIP_DEFAULT_MAX_SCANS 500
+#define CLIP_DEFAULT_DECODE_TIMEOUT_MS 10000
+
 /* Limits for decoding images. */
 typedef struct clip_image_limits {
 	int64_t max_pixels;   /* width * height refused above this; 0 = default (100 megapixels) */
@@ -103,11 +114,17 @@ typedef struct clip_image_limits {
 	                       * preprocessed as usual: 2-3x faster on camera photos,
 	                       * embeddings slightly off the reference (README,
 	                       * --fast-decode). 0: exact. */
+	int max_scans;        /* a JPEG of more scans is refused before decoding
+	                       * (CLIP_ELIMIT); 0 = CLIP_DEFAULT_MAX_SCANS */
+	int decode_timeout_ms; /* a decode still running after this is cut off
+	                        * (CLIP_ELIMIT); 0 = CLIP_DEFAULT_DECODE_TIMEOUT_MS */
 } clip_image_limits;
 
 /* Decodes and preprocesses an image into out[3][S][S] (CHW, normalised),
  * S = clip_model_image_size(m). *width, *height (optional) receive the
- * decoded size after EXIF orientation. limits may be NULL. */
+ * decoded size after EXIF orientation. limits may be NULL (the defaults).
+ * CLIP_ETOOBIG over the pixel limit, CLIP_ELIMIT over the scan or time
+ * limit (clip_vips.h), CLIP_EIMAGE for data that does not decode. */
 int clip_preprocess_file(const clip_model *m, const char *path, const clip_image_limits *limits,
                          float *out, int *width, int *height, clip_err *err);
 int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,

@@ -21,18 +21,23 @@
  * ever computed, so an extreme aspect ratio (50000 x 1) costs no more
  * memory than the decoded image.
  *
- * Decoding: libvips loads from a VipsSource with sequential access and
- * fail_on=error, so a truncated file is an error; only photographic formats
- * are accepted (img_formats). Width and height are checked against the
- * pixel limit from the header, before any pixel is decoded. With
- * o->shrink_min_side (clipd --fast-decode) a large JPEG is then reopened
- * shrunk on load (jpeg_shrink); the size reported stays the file's. Then EXIF
- * orientation (vips_autorot; PIL itself ignores it), 8-bit sRGB (or 8-bit
- * grey, replicated to RGB at the end), and the first 3 colour bands plus
- * alpha. 16-bit images keep their high byte, as PIL does for 16-bit RGB
- * (PIL clips 16-bit grey to 255 instead, which is not reproduced). Pixels
- * are pulled through a VipsRegion in the calling thread, top to bottom, into
- * one buffer of ours.
+ * Decoding: libvips loads from the source of a decode guard (clip_vips.h)
+ * with sequential access and fail_on=error, so a truncated file is an
+ * error; only photographic formats are accepted (img_formats). A JPEG's
+ * scans are counted from its bytes first (o->max_scans), and the whole
+ * decode runs under the guard's deadline (o->timeout_ms). Width and height
+ * are checked against the pixel limit from the header, before any pixel is
+ * decoded. With o->shrink_min_side (clipd --fast-decode) a large JPEG is
+ * then reopened shrunk on load (jpeg_shrink); the size reported stays the
+ * file's. Then 8-bit sRGB (or 8-bit grey, replicated to RGB at the end),
+ * and the first 3 colour bands plus alpha. 16-bit images keep their high
+ * byte, as PIL does for 16-bit RGB (PIL clips 16-bit grey to 255 instead,
+ * which is not reproduced). Pixels are pulled through a VipsRegion in the
+ * calling thread, top to bottom, into one buffer of ours, as stored. EXIF
+ * orientation (as vips_autorot applies it; PIL itself ignores it) is not a
+ * turned copy: the resampler reads that buffer through strides that turn
+ * it (img_view), which gives the same bytes as resizing a turned copy, at
+ * the memory of one decoded image rather than three.
  *
  * Not reproduced either: PIL resizes palette ("P") and 1-bit images with
  * nearest neighbour (libvips hands them over as RGB or grey, resized here
@@ -59,6 +64,7 @@
 #include <vips/vips.h>
 
 #include "clip_int.h"
+#include "clip_vips.h"
 #include "preprocess_int.h"
 
 /* Pillow's fixed point for 8-bit resampling: 8 bits of result, 2 bits of
@@ -187,14 +193,29 @@ static size_t align8(size_t n)
 	return (n + 7) & ~(size_t)7;
 }
 
-/* Resizes src (sw x sh, nb interleaved bands) to dw x dh as PIL does, but
- * computes only the window [x0, x0+cw) x [y0, y0+ch) of the result, into
- * dst[ch][cw][nb]. Equal to cropping PIL's full output: every output pixel
- * depends only on its own position. 0, or -1 when out of memory. */
-static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, int dh, int x0,
-                           int y0, int cw, int ch, uint8_t *dst)
+/* An sw x sh image of nb interleaved bands seen through strides: pixel
+ * (x, y) is at org + x * xs + y * ys. A packed buffer is xs = nb,
+ * ys = sw * nb; an EXIF orientation is other strides over the same bytes
+ * (view_oriented), so the image is never turned in memory. */
+typedef struct img_view {
+	const uint8_t *org;
+	ptrdiff_t xs, ys;  /* bytes */
+	int sw, sh, nb;
+} img_view;
+
+/* Resizes the image of v to dw x dh as PIL does, but computes only the
+ * window [x0, x0+cw) x [y0, y0+ch) of the result, into dst[ch][cw][nb].
+ * Equal to cropping PIL's full output: every output pixel depends only on
+ * its own position; and, for a view, equal to resizing the turned image
+ * itself, since the same source values meet the same weights in the same
+ * order. 0, or -1 when out of memory. */
+static int resample_window(const img_view *v, int dw, int dh, int x0, int y0, int cw, int ch,
+                           uint8_t *dst)
 {
+	int sw = v->sw, sh = v->sh, nb = v->nb;
 	int need_h = dw != sw, need_v = dh != sh;
+	/* Rows can be read in place only when they are packed. */
+	int gather = need_h || v->xs != nb;
 	int kh = need_h ? taps_ksize(sw, dw) : 0;
 	int kv = need_v ? taps_ksize(sh, dh) : 0;
 	size_t row = (size_t)cw * nb;
@@ -205,7 +226,7 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 	int32_t *kkh, *kkv, *acc;
 	uint8_t *tmp = NULL;
 	const uint8_t *mid; /* rows mid_row0.. of the horizontally resized window */
-	size_t mid_stride;
+	ptrdiff_t mid_stride;
 	int mid_row0, r0 = y0, r1 = y0 + ch;
 
 	/* Scratch weights, both passes' taps and the row accumulators. */
@@ -239,25 +260,33 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 	}
 
 	/* Horizontal pass over those rows, window columns only; the result is
-	 * 8-bit, as in PIL. */
-	if (need_h) {
+	 * 8-bit, as in PIL. Without a horizontal resize, a copy of the
+	 * window's columns when the rows are not packed. */
+	if (gather) {
 		tmp = malloc(row * (size_t)(r1 - r0));
 		if (!tmp) {
 			free(block);
 			return -1;
 		}
-		taps_fill(sw, dw, x0, cw, kh, bh, kkh, wk);
+		if (need_h)
+			taps_fill(sw, dw, x0, cw, kh, bh, kkh, wk);
 		for (int r = r0; r < r1; r++) {
-			const uint8_t *srow = src + (size_t)r * sw * nb;
+			const uint8_t *srow = v->org + (ptrdiff_t)r * v->ys;
 			uint8_t *trow = tmp + (size_t)(r - r0) * row;
+			if (!need_h) {
+				const uint8_t *p = srow + (ptrdiff_t)x0 * v->xs;
+				for (int xx = 0; xx < cw; xx++, p += v->xs)
+					memcpy(trow + (size_t)xx * nb, p, (size_t)nb);
+				continue;
+			}
 			for (int xx = 0; xx < cw; xx++) {
 				const int32_t *k = kkh + (size_t)xx * kh;
-				const uint8_t *p = srow + (size_t)bh[2 * xx] * nb;
+				const uint8_t *p = srow + (ptrdiff_t)bh[2 * xx] * v->xs;
 				int n = bh[2 * xx + 1];
 				int32_t s[4];
 				for (int b = 0; b < 4; b++)
 					s[b] = 1 << (PRECISION_BITS - 1);
-				for (int x = 0; x < n; x++, p += nb)
+				for (int x = 0; x < n; x++, p += v->xs)
 					for (int b = 0; b < nb; b++)
 						s[b] += p[b] * k[x];
 				for (int b = 0; b < nb; b++)
@@ -265,11 +294,11 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 			}
 		}
 		mid = tmp;
-		mid_stride = row;
+		mid_stride = (ptrdiff_t)row;
 		mid_row0 = r0;
 	} else {
-		mid = src + (size_t)x0 * nb;
-		mid_stride = (size_t)sw * nb;
+		mid = v->org + (ptrdiff_t)x0 * nb;
+		mid_stride = v->ys;
 		mid_row0 = 0;
 	}
 
@@ -280,7 +309,7 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 		int ymin, n;
 
 		if (!need_v) {
-			memcpy(drow, mid + (size_t)(y0 + yy - mid_row0) * mid_stride, row);
+			memcpy(drow, mid + (ptrdiff_t)(y0 + yy - mid_row0) * mid_stride, row);
 			continue;
 		}
 		ymin = bv[2 * yy];
@@ -288,7 +317,7 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 		for (size_t i = 0; i < row; i++)
 			acc[i] = 1 << (PRECISION_BITS - 1);
 		for (int y = 0; y < n; y++) {
-			const uint8_t *mrow = mid + (size_t)(ymin + y - mid_row0) * mid_stride;
+			const uint8_t *mrow = mid + (ptrdiff_t)(ymin + y - mid_row0) * mid_stride;
 			int32_t w = k[y];
 			for (size_t i = 0; i < row; i++)
 				acc[i] += mrow[i] * w;
@@ -303,9 +332,10 @@ static int resample_window(const uint8_t *src, int sw, int sh, int nb, int dw, i
 
 int img_resample_u8(const uint8_t *src, int sw, int sh, int bands, uint8_t *dst, int dw, int dh)
 {
+	img_view v = {src, bands, (ptrdiff_t)sw * bands, sw, sh, bands};
 	if (!src || !dst || sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0 || bands < 1 || bands > 4)
 		return CLIP_EINVAL;
-	if (resample_window(src, sw, sh, bands, dw, dh, 0, 0, dw, dh, dst))
+	if (resample_window(&v, dw, dh, 0, 0, dw, dh, dst))
 		return CLIP_ENOMEM;
 	return CLIP_OK;
 }
@@ -376,8 +406,9 @@ static int plan_make(int w, int h, int size, img_plan *p)
 /* ---- decoding ---- */
 
 /* Copies every pixel of im (8-bit) into dst, top to bottom, in the calling
- * thread. 0, or -1 when libvips fails (damaged or truncated data). */
-static int read_pixels(VipsImage *im, uint8_t *dst)
+ * thread. 0, or -1 when libvips fails (damaged or truncated data) or the
+ * guard's deadline passes (checked before every strip). */
+static int read_pixels(VipsImage *im, uint8_t *dst, clip_guard *g)
 {
 	size_t line = VIPS_IMAGE_SIZEOF_LINE(im);
 	int strip = (int)(STRIP_BYTES / line);
@@ -391,7 +422,7 @@ static int read_pixels(VipsImage *im, uint8_t *dst)
 		return -1;
 	for (int y = 0; y < im->Ysize; y += strip) {
 		VipsRect r = {0, y, im->Xsize, im->Ysize - y < strip ? im->Ysize - y : strip};
-		if (vips_region_prepare(reg, &r)) {
+		if (clip_guard_expired(g) || vips_region_prepare(reg, &r)) {
 			rc = -1;
 			break;
 		}
@@ -402,15 +433,61 @@ static int read_pixels(VipsImage *im, uint8_t *dst)
 	return rc;
 }
 
+/* The view of the packed pixels px[h][w][nb] turned by EXIF orientation
+ * `orient` (1..8) as vips_autorot turns an image: 2 flips, 3 turns 180
+ * degrees, 4 turns 180 and flips, 5 turns 90 clockwise and flips, 6 turns
+ * 90, 7 turns 270 and flips, 8 turns 270 (a flip is left-right, after the
+ * turn). 5 to 8 swap the sides. */
+static img_view view_oriented(const uint8_t *px, int w, int h, int nb, int orient)
+{
+	ptrdiff_t px1 = nb, row = (ptrdiff_t)w * nb;
+	ptrdiff_t last_col = (ptrdiff_t)(w - 1) * px1, last_row = (ptrdiff_t)(h - 1) * row;
+	img_view v = {px, px1, row, w, h, nb};
+
+	switch (orient) {
+	case 2: /* (x, y) <- (w-1-x, y) */
+		v.org = px + last_col, v.xs = -px1;
+		break;
+	case 3: /* (w-1-x, h-1-y) */
+		v.org = px + last_row + last_col, v.xs = -px1, v.ys = -row;
+		break;
+	case 4: /* (x, h-1-y) */
+		v.org = px + last_row, v.ys = -row;
+		break;
+	case 5: /* (y, x) */
+		v.xs = row, v.ys = px1;
+		break;
+	case 6: /* (y, h-1-x) */
+		v.org = px + last_row, v.xs = -row, v.ys = px1;
+		break;
+	case 7: /* (w-1-y, h-1-x) */
+		v.org = px + last_row + last_col, v.xs = -row, v.ys = -px1;
+		break;
+	case 8: /* (w-1-y, x) */
+		v.org = px + last_col, v.xs = row, v.ys = -px1;
+		break;
+	default:
+		break;
+	}
+	if (orient >= 5) {
+		v.sw = h;
+		v.sh = w;
+	}
+	return v;
+}
+
 /* The decoded 8-bit pixels px[h][w][nb] (nb: 1 grey, 2 grey + alpha,
- * 3 RGB, 4 RGBA; modified in place) to the normalised CHW tensor. */
-static int finish(uint8_t *px, int w, int h, int nb, const img_plan *p, const img_opts *o,
-                  float *out, clip_err *err)
+ * 3 RGB, 4 RGBA; modified in place), as turned by EXIF orientation
+ * `orient`, to the normalised CHW tensor. p is planned on the turned
+ * size. */
+static int finish(uint8_t *px, int w, int h, int nb, int orient, const img_plan *p,
+                  const img_opts *o, float *out, clip_err *err)
 {
 	int s = o->size;
 	size_t plane = (size_t)s * s;
 	int alpha = nb == 2 || nb == 4;
-	int resized = p->rw != w || p->rh != h;
+	img_view v = view_oriented(px, w, h, nb, orient);
+	int resized = p->rw != v.sw || p->rh != v.sh;
 	uint8_t *crop = malloc(plane * nb);
 
 	if (!crop)
@@ -418,7 +495,7 @@ static int finish(uint8_t *px, int w, int h, int nb, const img_plan *p, const im
 	/* PIL leaves a same-size resize alone, alpha untouched. */
 	if (alpha && resized)
 		premultiply(px, (size_t)w * h, nb);
-	if (resample_window(px, w, h, nb, p->rw, p->rh, p->left, p->top, s, s, crop)) {
+	if (resample_window(&v, p->rw, p->rh, p->left, p->top, s, s, crop)) {
 		free(crop);
 		return clip_fail(err, CLIP_ENOMEM, "out of memory resizing a %dx%d image", w, h);
 	}
@@ -482,12 +559,21 @@ static int jpeg_shrink(const char *fmt, int shorter, int min_side)
 	return 1;
 }
 
-/* Decodes the image in src and preprocesses it. */
-static int decode_source(VipsSource *src, const img_opts *o, float *out, int *width, int *height,
+/* A libvips failure: the guard's deadline when it has passed (a read or
+ * a computation was cut off), else the data's fault, as `what` says. */
+static int vips_failed(clip_guard *g, clip_err *err, const char *what)
+{
+	if (clip_guard_expired(g))
+		return clip_guard_timeout_error(g, err);
+	return clip_fail(err, CLIP_EIMAGE, "%s", what);
+}
+
+/* Decodes the image of the guard's source and preprocesses it. */
+static int decode_source(clip_guard *g, const img_opts *o, float *out, int *width, int *height,
                          clip_err *err)
 {
+	VipsSource *src = clip_guard_source(g);
 	VipsImage *in = NULL, *rgb = NULL, *shifted = NULL, *u8 = NULL, *bands = NULL;
-	VipsImage *mem = NULL, *rot = NULL, *img;
 	VipsInterpretation interp;
 	uint8_t *px = NULL;
 	int64_t max_pixels = o->max_pixels > 0 ? o->max_pixels : IMG_DEFAULT_MAX_PIXELS;
@@ -499,17 +585,20 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 
 	loader = vips_foreign_find_load_source(src);
 	if (!loader) {
-		rc = clip_fail(err, CLIP_EIMAGE, "not an image libvips can read");
+		rc = vips_failed(g, err, "not an image libvips can read");
 		goto out;
 	}
 	if (!format_allowed(loader, fmt, sizeof fmt)) {
 		rc = clip_fail(err, CLIP_EIMAGE, "unsupported image format (%s)", fmt);
 		goto out;
 	}
+	/* Scans from the raw bytes, before libjpeg sees any of them. */
+	if (strcmp(fmt, "jpeg") == 0 && (rc = clip_guard_check_scans(g, err)))
+		goto out;
 	in = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
 	                                VIPS_FAIL_ON_ERROR, NULL);
 	if (!in) {
-		rc = clip_fail(err, CLIP_EIMAGE, "damaged image: its header cannot be read");
+		rc = vips_failed(g, err, "damaged image: its header cannot be read");
 		goto out;
 	}
 
@@ -534,12 +623,14 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 		in = NULL;
 		if (vips_jpegload_source(src, &in, "shrink", shrink, "access", VIPS_ACCESS_SEQUENTIAL,
 		                         "fail_on", VIPS_FAIL_ON_ERROR, NULL)) {
-			rc = clip_fail(err, CLIP_EIMAGE, "damaged image: its header cannot be read");
+			rc = vips_failed(g, err, "damaged image: its header cannot be read");
 			goto out;
 		}
 		w = vips_image_get_width(in);
 		h = vips_image_get_height(in);
 	}
+	/* A loader that loads to memory first signals its progress on in. */
+	clip_guard_watch(g, in);
 	ow = orient >= 5 ? h : w;
 	oh = orient >= 5 ? w : h;
 	if (plan_make(ow, oh, o->size, &plan)) {
@@ -594,39 +685,24 @@ static int decode_source(VipsSource *src, const img_opts *o, float *out, int *wi
 		bands = u8;
 		g_object_ref(bands);
 	}
-
-	/* EXIF orientation. Rotation reads out of order: decode to memory
-	 * first, since the loader is sequential. */
-	img = bands;
-	if (orient != 1) {
-		mem = vips_image_copy_memory(bands);
-		if (!mem) {
-			rc = clip_fail(err, CLIP_EIMAGE, "damaged or truncated image");
-			goto out;
-		}
-		vips_image_set_int(mem, VIPS_META_ORIENTATION, orient);
-		if (vips_autorot(mem, &rot, NULL)) {
-			rc = clip_fail(err, CLIP_EIMAGE, "image orientation cannot be applied");
-			goto out;
-		}
-		img = rot;
-	}
-	if (img->Xsize != ow || img->Ysize != oh || img->Bands != nb) {
+	if (bands->Xsize != w || bands->Ysize != h || bands->Bands != nb) {
 		rc = clip_fail(err, CLIP_EIMAGE, "image decodes to %dx%d, not the %dx%d of its header",
-		              img->Xsize, img->Ysize, ow, oh);
+		              bands->Xsize, bands->Ysize, w, h);
 		goto out;
 	}
 
-	px = malloc((size_t)ow * oh * nb);
+	/* Decoded as stored, in one buffer; the EXIF orientation is applied
+	 * by reading it turned (finish), never as a turned copy. */
+	px = malloc((size_t)w * h * nb);
 	if (!px) {
-		rc = clip_fail(err, CLIP_ENOMEM, "out of memory decoding a %dx%d image", ow, oh);
+		rc = clip_fail(err, CLIP_ENOMEM, "out of memory decoding a %dx%d image", w, h);
 		goto out;
 	}
-	if (read_pixels(img, px)) {
-		rc = clip_fail(err, CLIP_EIMAGE, "damaged or truncated image");
+	if (read_pixels(bands, px, g)) {
+		rc = vips_failed(g, err, "damaged or truncated image");
 		goto out;
 	}
-	rc = finish(px, ow, oh, nb, &plan, o, out, err);
+	rc = finish(px, w, h, nb, orient, &plan, o, out, err);
 	if (rc == CLIP_OK) {
 		if (width)
 			*width = fw;
@@ -638,10 +714,6 @@ out:
 	if (rc != CLIP_OK)
 		vips_error_clear();
 	free(px);
-	if (rot)
-		g_object_unref(rot);
-	if (mem)
-		g_object_unref(mem);
 	if (bands)
 		g_object_unref(bands);
 	if (u8)
@@ -653,6 +725,15 @@ out:
 	if (in)
 		g_object_unref(in);
 	return rc;
+}
+
+/* The guard limits of o. */
+static clip_image_limits guard_limits(const img_opts *o)
+{
+	clip_image_limits lim = {0};
+	lim.max_scans = o->max_scans;
+	lim.decode_timeout_ms = o->timeout_ms;
+	return lim;
 }
 
 static int check_opts(const img_opts *o, const float *out, clip_err *err)
@@ -671,7 +752,8 @@ static int check_opts(const img_opts *o, const float *out, clip_err *err)
 int img_preprocess_file(const char *path, const img_opts *o, float *out, int *width,
                         int *height, clip_err *err)
 {
-	VipsSource *src = NULL;
+	clip_image_limits lim;
+	clip_guard *g = NULL;
 	struct stat st;
 	char ebuf[128];
 	int fd = -1;
@@ -701,18 +783,14 @@ int img_preprocess_file(const char *path, const img_opts *o, float *out, int *wi
 		rc = clip_fail(err, CLIP_EIO, "the image path is not a regular file");
 		goto out;
 	}
-	/* The source holds its own duplicate of the descriptor. */
-	src = vips_source_new_from_descriptor(fd);
-	if (!src) {
-		vips_error_clear();
-		rc = clip_fail(err, CLIP_EIO, "cannot read the image file");
+	/* The guard reads its own duplicate of the descriptor. */
+	lim = guard_limits(o);
+	if ((rc = clip_guard_open_fd(fd, &lim, &g, err)))
 		goto out;
-	}
-	rc = decode_source(src, o, out, width, height, err);
+	rc = decode_source(g, o, out, width, height, err);
 
 out:
-	if (src)
-		g_object_unref(src);
+	clip_guard_close(g);
 	if (fd >= 0)
 		close(fd);
 	return rc;
@@ -721,7 +799,8 @@ out:
 int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float *out,
                           int *width, int *height, clip_err *err)
 {
-	VipsSource *src;
+	clip_image_limits lim;
+	clip_guard *g;
 	int rc;
 
 	if ((rc = check_opts(o, out, err)))
@@ -733,12 +812,10 @@ int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float
 	if ((rc = img_init(err)))
 		return rc;
 
-	src = vips_source_new_from_memory(data, len);
-	if (!src) {
-		vips_error_clear();
-		return clip_fail(err, CLIP_ENOMEM, "out of memory reading image data");
-	}
-	rc = decode_source(src, o, out, width, height, err);
-	g_object_unref(src);
+	lim = guard_limits(o);
+	if ((rc = clip_guard_open_buffer(data, len, &lim, &g, err)))
+		return rc;
+	rc = decode_source(g, o, out, width, height, err);
+	clip_guard_close(g);
 	return rc;
 }

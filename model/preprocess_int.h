@@ -32,6 +32,9 @@ typedef struct img_opts {
 	                      * decoded shrunk on load (libjpeg's DCT scaling by 2, 4
 	                      * or 8, the largest that keeps the short side >= this),
 	                      * then preprocessed as usual; 0: always the full decode */
+	int max_scans;       /* a JPEG of more scans is refused; <= 0: CLIP_DEFAULT_MAX_SCANS */
+	int timeout_ms;      /* the decode is cut off after this; <= 0: the default
+	                      * (clip_vips.h) */
 } img_opts;
 
 /* clip_image_limits.fast_decode: the short side a shrunk JPEG keeps, in
@@ -50,11 +53,15 @@ int img_init(clip_err *err);
 
 /* Decodes the image file at path and writes the preprocessed tensor into
  * out[3][o->size][o->size] (CHW, normalised). *width, *height (each may be
- * NULL) receive the decoded size after EXIF orientation.
+ * NULL) receive the decoded size after EXIF orientation. The decode is
+ * guarded (clip_vips.h): a JPEG's scans are counted first, and the whole
+ * decode has o->timeout_ms.
  * Errors: CLIP_EIO (cannot open or read the file), CLIP_EIMAGE (not an image
  * libvips can read, or a damaged or truncated one, or a side of 0),
  * CLIP_ETOOBIG (over o->max_pixels, checked from the header before any pixel
  * is decoded, or an aspect ratio whose resized long side overflows),
+ * CLIP_ELIMIT (a JPEG of more than o->max_scans scans, or a decode that
+ * ran past o->timeout_ms; the message names the limit),
  * CLIP_ENOMEM, CLIP_EINVAL (bad arguments). out is undefined on failure. */
 int img_preprocess_file(const char *path, const img_opts *o, float *out, int *width,
                         int *height, clip_err *err);
