@@ -43,6 +43,7 @@ static const struct status_row {
 	{ERR_CLIP, CLIP_EIMAGE, 422, "undecodable_image"},
 	{ERR_CLIP, CLIP_ETOOBIG, 413, "image_too_large"},
 	{ERR_CLIP, CLIP_ETEXT, 400, "bad_text"},
+	{ERR_CLIP, CLIP_ELIMIT, 422, "decode_limit"},
 	{ERR_CLIP, CLIP_ENOMEM, 500, "out_of_memory"},
 
 	{ERR_VIDX, VIDX_EINVAL, 400, "bad_request"},

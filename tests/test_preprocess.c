@@ -6,11 +6,14 @@
  * shapes and formats (1x1, 50000x1, 16-bit, RGBA, grey, GIF, EXIF
  * orientation) generated with libvips in a temporary directory, JPEG
  * shrink-on-load against the exact path, the resampler's own properties,
- * threads, and leaks of descriptors and libvips objects.
+ * threads, and leaks of descriptors and libvips objects; the decode-work
+ * limits (JPEG scans, the deadline) and the memory of an EXIF-turned
+ * decode.
  */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 
 #include <vips/vips.h>
 
+#include "jpeg_scans.h"
 #include "preprocess_int.h"
 #include "tap.h"
 
@@ -569,6 +573,256 @@ static void t_exif_orientation(void)
 	g_object_unref(dec);
 }
 
+/* Every EXIF orientation, against the same pixels turned by vips_autorot
+ * and stored as PNG: equal bit for bit (the oriented file is a TIFF, which
+ * keeps the pixels exact and carries the orientation tag). Shapes cover a resize in both
+ * directions, none horizontally after the turn, and alpha (premultiplied
+ * around the resize). */
+static void t_exif_all_orientations(void)
+{
+	static const int shapes[][3] = {{300, 200, 3}, {S, 400, 3}, {400, S, 3}, {257, 311, 4}};
+	clip_err err = {0};
+	char p[512], q[512];
+	int bad = 0;
+
+	for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+		int w = shapes[k][0], h = shapes[k][1], nb = shapes[k][2];
+		uint8_t *px = make_pattern(w, h, nb);
+		REQUIRE(px);
+		for (int o = 1; o <= 8; o++) {
+			VipsImage *im, *dec = NULL, *rot = NULL;
+			int gw = 0, gh = 0;
+			im = vips_image_new_from_memory(px, (size_t)w * h * nb, w, h, nb, VIPS_FORMAT_UCHAR);
+			REQUIRE(im);
+			im->Type = VIPS_INTERPRETATION_sRGB;
+			vips_image_set_int(im, VIPS_META_ORIENTATION, o);
+			/* TIFF keeps the pixels exact and carries the orientation. */
+			tmp_path(p, sizeof p, "orient.tif");
+			CHECK(vips_image_write_to_file(im, p, NULL) == 0);
+			g_object_unref(im);
+			CHECKF(img_preprocess_file(p, &OPTS, ta, &gw, &gh, &err) == CLIP_OK, "%s", err.msg);
+			CHECKF(gw == (o >= 5 ? h : w) && gh == (o >= 5 ? w : h), "orientation %d: %dx%d", o,
+			       gw, gh);
+
+			dec = vips_image_new_from_file(p, NULL);
+			REQUIRE(dec);
+			CHECK(vips_image_get_orientation(dec) == o);
+			CHECK(vips_autorot(dec, &rot, NULL) == 0);
+			if (rot) {
+				vips_image_remove(rot, VIPS_META_ORIENTATION);
+				vips_image_remove(rot, VIPS_META_EXIF_NAME);
+				tmp_path(q, sizeof q, "turned.png");
+				CHECK(vips_image_write_to_file(rot, q, NULL) == 0);
+				CHECK(img_preprocess_file(q, &OPTS, tb, NULL, NULL, &err) == CLIP_OK);
+				if (memcmp(ta, tb, NT * sizeof(float)) != 0) {
+					printf("# %dx%dx%d orientation %d differs from vips_autorot\n", w, h, nb, o);
+					bad++;
+				}
+				g_object_unref(rot);
+			}
+			g_object_unref(dec);
+		}
+		free(px);
+	}
+	CHECK(bad == 0);
+}
+
+/* The child's side of t_turned_decode_memory, in a fresh process
+ * (test_preprocess --peak-rss WARM FILE): decodes WARM, then FILE, and
+ * prints how much the peak RSS grew during the second decode, in KB. */
+static int peak_rss_child(const char *warm, const char *file)
+{
+	struct rusage ru;
+	clip_err e;
+	long before;
+	if (img_init(&e) != CLIP_OK || img_preprocess_file(warm, &OPTS, ta, NULL, NULL, &e) != CLIP_OK)
+		return 3;
+	getrusage(RUSAGE_SELF, &ru);
+	before = ru.ru_maxrss;
+	if (img_preprocess_file(file, &OPTS, ta, NULL, NULL, &e) != CLIP_OK)
+		return 3;
+	getrusage(RUSAGE_SELF, &ru);
+	printf("%ld\n", ru.ru_maxrss - before);
+	return 0;
+}
+
+/* The peak memory of decoding an EXIF-turned 3000x2000 JPEG, in a fresh
+ * process: the decoded image is held once (18 MB), not also as a turned
+ * copy. Measured as the growth of the peak RSS over a warm-up decode of
+ * the same pixels unturned, whose peak is one decoded image. */
+static void t_turned_decode_memory(void)
+{
+	int w = 3000, h = 2000;
+	size_t decoded = (size_t)w * h * 3;
+	uint8_t *px = make_pattern(w, h, 3);
+	char p1[512], p6[512], cmd[2048];
+	long grew = -1;
+	FILE *f;
+
+	REQUIRE(px);
+	tmp_path(p1, sizeof p1, "mem1.jpg");
+	tmp_path(p6, sizeof p6, "mem6.jpg");
+	for (int o = 1; o <= 6; o += 5) {
+		VipsImage *im = vips_image_new_from_memory(px, decoded, w, h, 3, VIPS_FORMAT_UCHAR);
+		REQUIRE(im);
+		if (o != 1)
+			vips_image_set_int(im, VIPS_META_ORIENTATION, o);
+		CHECK(vips_jpegsave(im, o == 1 ? p1 : p6, "Q", 90, NULL) == 0);
+		g_object_unref(im);
+	}
+	free(px);
+	snprintf(cmd, sizeof cmd, "/proc/%d/exe --peak-rss '%s' '%s'", (int)getpid(), p1, p6);
+	f = popen(cmd, "r");
+	REQUIRE(f);
+	CHECK(fscanf(f, "%ld", &grew) == 1);
+	CHECK(pclose(f) == 0);
+	printf("# peak RSS grew by %ld KB for a turned decode (decoded image %zu KB)\n", grew,
+	       decoded / 1024);
+	/* A turned copy would add the whole image again. */
+	CHECK(grew >= 0 && grew < (long)(decoded / 2 / 1024));
+}
+
+/* Writes the many-scan JPEG of jpeg_scans.h into dir. */
+static int save_scans(const char *name, int w, int h, int scans)
+{
+	char p[512];
+	size_t len = 0;
+	uint8_t *data = jpeg_scans_write(w, h, scans, &len);
+	int rc;
+	if (!data)
+		return -1;
+	tmp_path(p, sizeof p, name);
+	rc = spit(p, data, len);
+	free(data);
+	return rc;
+}
+
+/* A progressive JPEG of more scans than the limit is refused before it is
+ * decoded, with a message naming the limit; one at the limit decodes. */
+static void t_scan_limit(void)
+{
+	img_opts few = OPTS;
+	clip_err err = {0};
+	size_t len = 0;
+	char p[512];
+	void *data;
+
+	REQUIRE(save_scans("s500.jpg", 64, 64, CLIP_DEFAULT_MAX_SCANS) == 0);
+	REQUIRE(save_scans("s501.jpg", 64, 64, CLIP_DEFAULT_MAX_SCANS + 1) == 0);
+	CHECKF(pre_file("s500.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+	/* Mid grey, as written. */
+	CHECKF(fabs(unnorm(ta, PLANE / 2) - 128) < 1, "grey %f", unnorm(ta, PLANE / 2));
+	memset(&err, 0, sizeof err);
+	CHECK(pre_file("s501.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	printf("# %s\n", err.msg);
+	CHECKF(strstr(err.msg, "more than 500 scans") != NULL, "%s", err.msg);
+	CHECK(clean_msg(&err));
+
+	/* The buffer path counts the same way. */
+	tmp_path(p, sizeof p, "s501.jpg");
+	data = slurp(p, &len);
+	REQUIRE(data);
+	memset(&err, 0, sizeof err);
+	CHECK(img_preprocess_buffer(data, len, &OPTS, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	CHECKF(strstr(err.msg, "more than 500 scans") != NULL, "%s", err.msg);
+	free(data);
+
+	/* A lower limit of the caller's. */
+	few.max_scans = 20;
+	REQUIRE(save_scans("s21.jpg", 64, 64, 21) == 0);
+	CHECK(pre_file("s21.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	CHECK(pre_file("s21.jpg", &few, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	CHECKF(strstr(err.msg, "more than 20 scans") != NULL, "%s", err.msg);
+}
+
+/* What looks like scans but is not: 600 SOS markers inside a comment, an
+ * EXIF block and restart markers in the entropy-coded data of an
+ * ordinary JPEG are not counted. */
+static void t_scan_count_skips_segments(void)
+{
+	int w = 96, h = 64;
+	uint8_t *px = make_pattern(w, h, 3);
+	VipsImage *im;
+	void *data, *fat;
+	size_t len = 0, n = 0;
+	clip_err err = {0};
+	char p[512];
+
+	REQUIRE(px);
+	im = vips_image_new_from_memory(px, (size_t)w * h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
+	REQUIRE(im);
+	vips_image_set_int(im, VIPS_META_ORIENTATION, 3);
+	tmp_path(p, sizeof p, "restart.jpg");
+	CHECK(vips_jpegsave(im, p, "Q", 90, "restart_interval", 1, NULL) == 0);
+	g_object_unref(im);
+	free(px);
+	CHECKF(pre_file("restart.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+
+	/* A COM segment of FF DA pairs after SOI. */
+	data = slurp(p, &len);
+	REQUIRE(data);
+	fat = malloc(len + 4 + 1200);
+	REQUIRE(fat);
+	memcpy(fat, data, 2);
+	n = 2;
+	((uint8_t *)fat)[n++] = 0xff;
+	((uint8_t *)fat)[n++] = 0xfe;
+	((uint8_t *)fat)[n++] = (uint8_t)((1200 + 2) >> 8);
+	((uint8_t *)fat)[n++] = (uint8_t)((1200 + 2) & 0xff);
+	for (int i = 0; i < 600; i++) {
+		((uint8_t *)fat)[n++] = 0xff;
+		((uint8_t *)fat)[n++] = 0xda;
+	}
+	memcpy((uint8_t *)fat + n, (uint8_t *)data + 2, len - 2);
+	n += len - 2;
+	CHECKF(img_preprocess_buffer(data, len, &OPTS, tb, NULL, NULL, &err) == CLIP_OK, "%s",
+	       err.msg);
+	CHECKF(img_preprocess_buffer(fat, n, &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+	CHECK(memcmp(ta, tb, NT * sizeof(float)) == 0);
+	free(fat);
+	free(data);
+}
+
+/* A decode still running at the deadline is cut off with CLIP_ELIMIT
+ * naming the limit: a progressive JPEG under the scan limit (libjpeg
+ * absorbs its scans in one call, stopped by the guard's reads) and a PNG
+ * (loaded by libspng as it reads). With the default deadline both decode. */
+static void t_decode_deadline(void)
+{
+	img_opts quick = OPTS;
+	clip_err err = {0};
+	uint8_t *px;
+	size_t len = 0;
+	char p[512];
+	void *data;
+
+	REQUIRE(save_scans("slow.jpg", 2048, 2048, 400) == 0);
+	CHECKF(pre_file("slow.jpg", &OPTS, ta, NULL, NULL, &err) == CLIP_OK, "%s", err.msg);
+	quick.timeout_ms = 20;
+	memset(&err, 0, sizeof err);
+	CHECK(pre_file("slow.jpg", &quick, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	printf("# %s\n", err.msg);
+	CHECKF(strstr(err.msg, "limit of 20 ms") != NULL, "%s", err.msg);
+	CHECK(clean_msg(&err));
+	tmp_path(p, sizeof p, "slow.jpg");
+	data = slurp(p, &len);
+	REQUIRE(data);
+	memset(&err, 0, sizeof err);
+	CHECK(img_preprocess_buffer(data, len, &quick, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	free(data);
+
+	px = make_pattern(3000, 2000, 3);
+	REQUIRE(px);
+	CHECK(save_pixels("slow.png", px, 3000, 2000, 3, VIPS_FORMAT_UCHAR,
+	                  VIPS_INTERPRETATION_sRGB) == 0);
+	free(px);
+	CHECK(pre_file("slow.png", &OPTS, ta, NULL, NULL, &err) == CLIP_OK);
+	quick.timeout_ms = 1;
+	memset(&err, 0, sizeof err);
+	CHECK(pre_file("slow.png", &quick, ta, NULL, NULL, &err) == CLIP_ELIMIT);
+	CHECKF(strstr(err.msg, "limit of 1 ms") != NULL, "%s", err.msg);
+}
+
 /* ---- JPEG shrink-on-load (img_opts.shrink_min_side) ---- */
 
 /* Mean absolute difference, in grey levels, allowed between the fast and
@@ -857,18 +1111,28 @@ static void t_no_leaks(void)
 {
 	static const char *const tmp_names[] = {
 		"text.png", "truncated-rocket.jpg", "bomb.png", "orient6.jpg", "c4a.png", "p16.png",
-		"two.gif",  "long-50000x1.png",     "g.png",
+		"two.gif",  "long-50000x1.png",     "g.png",        "s501.jpg",    "orient.tif",
+		"restart.jpg",
 	};
 	char p[512];
 	clip_err err;
-	img_opts small = OPTS;
+	img_opts small = OPTS, quick = OPTS;
+	size_t len = 0;
 	int fds = count_fds(), objs = count_vips_objects();
 
 	small.max_pixels = 1000;
+	quick.timeout_ms = 5;
 	for (int i = 0; i < 5; i++) {
 		ref_path(p, sizeof p, "images", "rocket.jpg");
 		img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err);
 		img_preprocess_file(p, &small, ta, NULL, NULL, &err);
+		/* Cut off by the deadline, from a file and from memory. */
+		tmp_path(p, sizeof p, "slow.jpg");
+		img_preprocess_file(p, &quick, ta, NULL, NULL, &err);
+		void *data = slurp(p, &len);
+		if (data)
+			img_preprocess_buffer(data, len, &quick, ta, NULL, NULL, &err);
+		free(data);
 		for (size_t k = 0; k < sizeof tmp_names / sizeof tmp_names[0]; k++) {
 			tmp_path(p, sizeof p, tmp_names[k]);
 			img_preprocess_file(p, &OPTS, ta, NULL, NULL, &err);
@@ -896,11 +1160,15 @@ static void rm_dir(const char *d)
 	rmdir(d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const char *tmp = getenv("TMPDIR");
 	clip_err err = {0};
 
+	if (argc == 4 && strcmp(argv[1], "--peak-rss") == 0) {
+		ta = malloc(NT * sizeof(float));
+		return ta ? peak_rss_child(argv[2], argv[3]) : 3;
+	}
 	refdir = getenv("CLIPD_REFERENCE");
 	if (!refdir || !*refdir)
 		refdir = "../shared/reference";
@@ -931,6 +1199,11 @@ int main(void)
 	TAP_RUN(t_grey_replicated);
 	TAP_RUN(t_rgba);
 	TAP_RUN(t_exif_orientation);
+	TAP_RUN(t_exif_all_orientations);
+	TAP_RUN(t_turned_decode_memory);
+	TAP_RUN(t_scan_limit);
+	TAP_RUN(t_scan_count_skips_segments);
+	TAP_RUN(t_decode_deadline);
 	TAP_RUN(t_fast_decode);
 	TAP_RUN(t_gif_first_frame);
 	TAP_RUN(t_resampler_properties);
