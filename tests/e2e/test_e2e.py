@@ -2080,6 +2080,31 @@ def test_precisions(tmp, expected):
             ok(d.stop() == 0, "--precision %s daemon: SIGTERM exit 0" % prec)
 
 
+def run_tests(prefix, tests, need=(), need_msg="CLIPD_BIN or CLIPD_REFERENCE not set"):
+    """The main of an e2e file: each test(tmp) in a fresh temp directory
+    (kept when anything failed), a crash of one counted as a failure, the
+    TAP plan at the end. need: more paths that must exist. Exit status."""
+    if not BIN or not os.path.exists(BIN) or not os.path.isdir(MODEL) or \
+            not all(p and os.path.exists(p) for p in need):
+        print("1..0 # SKIP " + need_msg)
+        return 0
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        for test in tests:
+            try:
+                test(tmp)
+            except Exception:
+                import traceback
+                ok(False, "%s raised" % test.__name__, traceback.format_exc())
+    finally:
+        if _failed == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            diag("kept %s for inspection" % tmp)
+    print("1..%d" % _n)
+    return 1 if _failed else 0
+
+
 def main():
     if not BIN or not os.path.exists(BIN) or not os.path.isdir(MODEL):
         print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")

@@ -71,22 +71,7 @@ def test_not_utf8(tmp):
 
 
 def main():
-    if not e2e.BIN or not os.path.exists(e2e.BIN) or not os.path.isdir(e2e.MODEL):
-        print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-sec-fuzz-")
-    try:
-        test_not_utf8(tmp)
-    except Exception:  # a crash of the test itself is a failure
-        import traceback
-        e2e.ok(False, "test script raised", traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            e2e.diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-sec-fuzz-", [test_not_utf8])
 
 
 if __name__ == "__main__":

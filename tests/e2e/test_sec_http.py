@@ -293,25 +293,8 @@ def test_connections(tmp):
 
 
 def main():
-    if not e2e.BIN or not os.path.exists(e2e.BIN) or not os.path.isdir(e2e.MODEL):
-        print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-sec-http-")
-    try:
-        test_host_origin_ctype(tmp)
-        test_json_and_multipart_limits(tmp)
-        test_utf8(tmp)
-        test_connections(tmp)
-    except Exception:
-        import traceback
-        ok(False, "test script raised", traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            e2e.diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-sec-http-", [test_host_origin_ctype, test_json_and_multipart_limits,
+                                             test_utf8, test_connections])
 
 
 if __name__ == "__main__":

@@ -340,25 +340,8 @@ def test_watch_moved_out(tmp):
 
 
 def main():
-    if not e2e.BIN or not os.path.exists(e2e.BIN) or not os.path.isdir(e2e.MODEL):
-        print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-sec-paths-")
-    try:
-        for test in (test_ingest_paths, test_fifo_sigterm, test_growing_file,
-                     test_watch_moved_out):
-            try:
-                test(tmp)
-            except Exception:  # a crash of the test itself is a failure
-                import traceback
-                ok(False, "%s raised" % test.__name__, traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-sec-paths-", [test_ingest_paths, test_fifo_sigterm, test_growing_file,
+                                              test_watch_moved_out])
 
 
 if __name__ == "__main__":

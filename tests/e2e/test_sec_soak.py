@@ -109,23 +109,8 @@ def test_attach_and_kill(tmp):
 
 
 def main():
-    if not (SOAK and os.path.exists(SOAK) and e2e.BIN and os.path.isdir(e2e.MODEL)):
-        print("1..0 # SKIP CLIPD_SOAK, CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-soak-")
-    try:
-        test_own_daemon(tmp)
-        test_attach_and_kill(tmp)
-    except Exception:  # a crash of the test itself is a failure
-        import traceback
-        e2e.ok(False, "test script raised", traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            e2e.diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-soak-", [test_own_daemon, test_attach_and_kill], need=[SOAK],
+                         need_msg="CLIPD_SOAK, CLIPD_BIN or CLIPD_REFERENCE not set")
 
 
 if __name__ == "__main__":

@@ -427,27 +427,10 @@ def test_empty_api_key(tmp):
 
 
 def main():
-    if not e2e.BIN or not os.path.exists(e2e.BIN) or not os.path.isdir(e2e.MODEL):
-        print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-sec-store-")
-    try:
-        test_empty_api_key(tmp)
-        test_nosniff(tmp)
-        test_refused_uploads_leave_no_blob(tmp)
-        test_watch_keeps_uploads(tmp)
-        test_thumbnail_cache(tmp)
-        test_thumbnail_wait(tmp)
-    except Exception:  # a crash of the test itself is a failure
-        import traceback
-        ok(False, "test script raised", traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            e2e.diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-sec-store-", [test_empty_api_key, test_nosniff,
+                                              test_refused_uploads_leave_no_blob,
+                                              test_watch_keeps_uploads, test_thumbnail_cache,
+                                              test_thumbnail_wait])
 
 
 if __name__ == "__main__":

@@ -343,34 +343,22 @@ def test_filter_limits(d):
        "filter: fields and values at the limits are answered", r)
 
 
+def test_with_daemon(tmp):
+    d = e2e.Daemon("sec-text", os.path.join(tmp, "data"))
+    if ok(d.start(), "clipd starts"):
+        try:
+            test_prompt_cache_bytes(d)
+            test_classify_largest(d)
+            test_classify_limits(d)
+            test_classify_chunks_match(d)
+            test_text_limits(d)
+            test_filter_limits(d)
+        finally:
+            d.stop()
+
+
 def main():
-    if not e2e.BIN or not os.path.exists(e2e.BIN) or not os.path.isdir(e2e.MODEL):
-        print("1..0 # SKIP CLIPD_BIN or CLIPD_REFERENCE not set")
-        return 0
-    tmp = tempfile.mkdtemp(prefix="clipd-sec-text-")
-    try:
-        d = e2e.Daemon("sec-text", os.path.join(tmp, "data"))
-        if ok(d.start(), "clipd starts"):
-            try:
-                test_prompt_cache_bytes(d)
-                test_classify_largest(d)
-                test_classify_limits(d)
-                test_classify_chunks_match(d)
-                test_text_limits(d)
-                test_filter_limits(d)
-            finally:
-                d.stop()
-        test_encoder_turns(tmp)
-    except Exception:  # a crash of the test itself is a failure
-        import traceback
-        ok(False, "test script raised", traceback.format_exc())
-    finally:
-        if e2e._failed == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            e2e.diag("kept %s for inspection" % tmp)
-    print("1..%d" % e2e._n)
-    return 1 if e2e._failed else 0
+    return e2e.run_tests("clipd-sec-text-", [test_with_daemon, test_encoder_turns])
 
 
 if __name__ == "__main__":
