@@ -69,7 +69,7 @@ if [ "${CLIPD_SANITIZE:-1}" != 0 ]; then
 		# The daemon under ASan+UBSan: any report, and any leak at exit,
 		# aborts it, which the tests see as a crash or a non-zero exit status.
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-			run_suite "$sanitizedir" "end-to-end tests against clipd under ASan+UBSan" --suite e2e \
+			CLIPD_SANITIZED=1 run_suite "$sanitizedir" "end-to-end tests against clipd under ASan+UBSan" --suite e2e \
 			--timeout-multiplier 3
 	else
 		echo "sanitizer build failed"

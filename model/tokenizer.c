@@ -118,7 +118,8 @@ static void sb_put(sbuf *b, const char *s, size_t n)
 	sb_reserve(b, n);
 	if (b->oom)
 		return;
-	memcpy(b->p + b->n, s, n);
+	if (n) /* s may be NULL for an empty piece: memcpy's arguments may not */
+		memcpy(b->p + b->n, s, n);
 	b->n += n;
 	b->p[b->n] = '\0';
 }

@@ -45,6 +45,16 @@ MAX_FILTER_VALUE_BYTES = 1024
 PROMPT_CACHE_BYTES = 4 << 20
 
 
+def rss_ok(cond, name):
+    """A memory bound: a real check, except against a daemon built with ASan
+    (deploy/test.sh sets CLIPD_SANITIZED=1), whose quarantine and shadow
+    memory make VmRSS say nothing about clipd's own allocations."""
+    if os.environ.get("CLIPD_SANITIZED") == "1":
+        e2e.skip("%s: VmRSS is not clipd's under AddressSanitizer" % name)
+        return True
+    return ok(cond, name)
+
+
 def rss_kib(d):
     with open("/proc/%d/status" % d.proc.pid) as f:
         for line in f:
@@ -85,7 +95,7 @@ def test_classify_limits(d):
     ok(refused(r, 400, "templates[0]", str(MAX_TEMPLATE_BYTES)),
        "classify: a 16 KB template is refused with a 400 naming the limit", r)
     grew = max(grew, rss_kib(d) - before)
-    ok(grew < 16 * 1024, "classify: the 20 KB request grew the daemon by %d KiB (< 16 MiB)" % grew)
+    rss_ok(grew < 16 * 1024, "classify: the 20 KB request grew the daemon by %d KiB (< 16 MiB)" % grew)
     e2e.diag("classify, 20 KB request (4 KB label, 8,000 {}): VmRSS +%d KiB" % grew)
 
     r = d.post("/v1/classify", {"image_b64": img, "labels": ["cat"],
@@ -140,7 +150,7 @@ def test_classify_largest(d):
     grew = rss_kib(d) - before
     ok(r.status == 200 and len(r.json["labels"]) == MAX_LABELS,
        "classify: 1,000 labels x 8 templates at the size limits are answered", r)
-    ok(grew < PROMPT_CACHE_BYTES // 1024 + 4 * 1024, "classify: the largest request grew the "
+    rss_ok(grew < PROMPT_CACHE_BYTES // 1024 + 4 * 1024, "classify: the largest request grew the "
        "daemon by %d KiB (< the cache's 4 MiB + 4 MiB)" % grew)
     e2e.diag("classify, 8,000 prompts of 4,344 bytes: VmRSS +%d KiB" % grew)
 
@@ -276,7 +286,7 @@ def test_text_limits(d):
     grew = rss_kib(d) - before
     ok(refused(r, 400, "query text", str(1 << 20), str(MAX_QUERY_TEXT_BYTES)),
        "search: a 1 MB text is refused with a 400 naming the limit", r)
-    ok(grew < 16 * 1024, "search: the 1 MB one-word text grew the daemon by %d KiB (< 16 MiB)"
+    rss_ok(grew < 16 * 1024, "search: the 1 MB one-word text grew the daemon by %d KiB (< 16 MiB)"
        % grew)
     e2e.diag("search, 1 MB one-word text: VmRSS +%d KiB" % grew)
     r = d.post("/v1/search", {"text": "b" * MAX_QUERY_TEXT_BYTES, "k": 3})
@@ -298,7 +308,7 @@ def test_text_limits(d):
     grew = rss_kib(d) - before
     ok(r.status == 200 and len(r.json["texts"]) == 16, "embed: 16 one-word texts of %d bytes "
        "are answered" % MAX_EMBED_TEXT_BYTES, r)
-    ok(grew < 16 * 1024, "embed: 16 one-word texts of 64 KB grew the daemon by %d KiB" % grew)
+    rss_ok(grew < 16 * 1024, "embed: 16 one-word texts of 64 KB grew the daemon by %d KiB" % grew)
 
     r = d.post("/v1/texts", {"texts": ["fine", {"text": "g" * (MAX_TEXT_BYTES + 1)}]})
     ok(refused(r, 400, "texts[1]", str(MAX_TEXT_BYTES)),
