@@ -14,6 +14,7 @@
 #include "collections.h"
 #include "config.h"
 #include "encoder.h"
+#include "slots.h"
 #include "store.h"
 
 typedef struct worker_pool worker_pool;
@@ -29,6 +30,7 @@ typedef struct app {
 	encoder *enc;
 	worker_pool *workers;
 	clip_image_limits limits;
+	slots decodes;            /* cfg->max_decodes request-time decodes */
 	int *root_fds;            /* [cfg->n_allow_roots] the --allow-root directories,
 	                           * opened once (ingest_roots_open): every server
 	                           * file is opened beneath one (safepath.h) */

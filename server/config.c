@@ -58,6 +58,8 @@ static const struct opt {
 	{"allow-origin", OPT_STR, "ORIGINS", 0, 0, "comma-separated origins (scheme://host[:port]) allowed to send writes besides the page's own (default none)"},
 	{"thumb-cache-mb", OPT_INT, "N", 0, 0, "disk space for cached thumbnails in MiB; past it the oldest are removed (default 512)"},
 	{"thumb-wait-ms", OPT_INT, "MS", 0, 0, "longest wait for a free thumbnail maker before a 503 (default 10000)"},
+	{"max-decodes", OPT_INT, "N", 0, 0, "images decoded at once for requests (searches, classify, embed); more wait (default: the number of cores, at least 2)"},
+	{"decode-wait-ms", OPT_INT, "MS", 0, 0, "longest wait for a free request decode before a 503 (default 5000)"},
 	{"fast-decode", OPT_FLAG, NULL, 0, 0, "decode JPEGs much larger than the model's input shrunk on load (libjpeg's DCT scaling, to at least 3x the input side), then preprocess as usual: 2-3x faster for camera photos, embeddings slightly off the exact path (see README; default off)"},
 	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
@@ -646,6 +648,12 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	if (get_int(r, "thumb-wait-ms", 10000, 0, 600000, &v, msg, size))
 		return -1;
 	cfg->thumb_wait_ms = (int)v;
+	if (get_int(r, "max-decodes", cores > 2 ? cores : 2, 1, 1024, &v, msg, size))
+		return -1;
+	cfg->max_decodes = (int)v;
+	if (get_int(r, "decode-wait-ms", 5000, 0, 600000, &v, msg, size))
+		return -1;
+	cfg->decode_wait_ms = (int)v;
 
 	const char *factory = get_str(r, "index");
 	if (!(cfg->index_factory = strdup(factory ? factory : "exact")))

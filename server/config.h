@@ -50,6 +50,8 @@ typedef struct config {
 	int wait_max_s;        /* longest ?wait=true */
 	int64_t thumb_cache_bytes; /* DATA/thumbs past this: oldest removed */
 	int thumb_wait_ms;     /* longest wait for a thumbnail maker, then 503 */
+	int max_decodes;       /* request-time image decodes at once */
+	int decode_wait_ms;    /* longest wait for one of them, then 503 */
 	int log_level;
 } config;
 

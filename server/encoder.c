@@ -8,9 +8,12 @@
  * batcher, under its mu) and waits; whichever waiting thread finds no
  * leader becomes the leader, takes up to max_batch queued inputs, encodes
  * them as one batch on a borrowed context, hands each its vector, and
- * leads again while inputs are queued. Inputs that arrive while a batch
- * runs form the next batch, so under load batches grow by themselves and a
- * lone query waits for nobody. Each batcher has one leader at a time, so
+ * leads again while its own input is not done. Once it is, it stops
+ * leading and wakes the others: one still queued leads next, so a leader's
+ * reply waits for at most the batches queued ahead of it, never for inputs
+ * that come after. Inputs that arrive while a batch runs form the next
+ * batch, so under load batches grow by themselves and a lone query waits
+ * for nobody. Each batcher has one leader at a time, so
  * its batch buffers are allocated once. Lock order: a batcher's mu is never
  * held while taking the context pool's mu (borrow) or encoding.
  */
@@ -218,10 +221,11 @@ static int submit(encoder *e, batcher *b, const void *in, float *out, api_err *e
 			pthread_cond_wait(&b->cv, &b->mu);
 			continue;
 		}
-		/* Lead: encode batches until the queue is empty, which
-		 * includes our own input. */
+		/* Lead: encode batches, oldest first, until our own input
+		 * is done, then hand over: a waiter still queued becomes the
+		 * next leader, so no reply waits on others' later inputs. */
 		b->leader = 1;
-		while (b->head) {
+		while (b->head && !me.done) {
 			int n = 0;
 			while (b->head && n < e->max_batch) {
 				b->batch[n++] = b->head;

@@ -203,6 +203,7 @@ int main(int argc, char **argv)
 	}
 
 	memset(&a, 0, sizeof a);
+	slots_init(&a.decodes, cfg.max_decodes);
 	a.cfg = &cfg;
 	a.started_ms = route_now_ms();
 	atomic_init(&a.stopping, 0);
@@ -309,6 +310,7 @@ out:
 		log_error("snapshots not saved (they are rebuilt from the database at start-up)");
 	coll_close(a.coll);
 	encoder_close(a.enc);
+	slots_destroy(&a.decodes);
 	ingest_roots_close(&a);
 	blobs_close(a.blobs);
 	clip_model_close(a.model);

@@ -97,7 +97,10 @@ json_t *route_job_json(const store_job *j)
 }
 
 /* Sniffs (415 not an image, 413 header over the pixel limit), then decodes
- * and encodes (422 when it does not decode). */
+ * and encodes (422 when it does not decode), holding one of the
+ * --max-decodes slots: 503 when none is free within --decode-wait-ms, so
+ * that a flood of image queries queues for a bounded time instead of
+ * decoding without bound on the connection threads. */
 static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_err *err)
 {
 	sniff_info si;
@@ -107,7 +110,13 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 	if ((int64_t)si.width * si.height > a->cfg->max_pixels)
 		return api_fail(err, API_ETOOBIG, "image is %dx%d, over the limit of %lld pixels",
 		                si.width, si.height, (long long)a->cfg->max_pixels);
-	return encoder_image(a->enc, data, len, &a->limits, vec, NULL, NULL, err);
+	if (!slots_take(&a->decodes, a->cfg->decode_wait_ms))
+		return api_fail(err, API_EQUEUEFULL,
+		                "%d images are being decoded for other requests and none finished within "
+		                "%d ms: retry later", a->cfg->max_decodes, a->cfg->decode_wait_ms);
+	int rc = encoder_image(a->enc, data, len, &a->limits, vec, NULL, NULL, err);
+	slots_give(&a->decodes);
+	return rc;
 }
 
 int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err)

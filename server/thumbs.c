@@ -2,13 +2,13 @@
  * thumbs.c: making and caching thumbnails.
  *
  * DESIGN: state and threads.
- * - A thumbnail is made on the HTTP thread that asked for it. `mu` guards
- *   `busy`, the number being made right now: a request waits on `cv` while
- *   THUMBS_PARALLEL are, so a page full of new thumbnails cannot take every
- *   core from the indexing workers (libvips runs its own threads inside
- *   each). The wait is bounded by --thumb-wait-ms (then 503), so a flood of
- *   thumbnail requests cannot hold every connection thread. mu is a leaf
- *   lock, never held while making.
+ * - A thumbnail is made on the HTTP thread that asked for it, holding one
+ *   of the THUMBS_PARALLEL `makers` (slots.h): a request waits while all
+ *   are taken, so a page full of new thumbnails cannot take every core
+ *   from the indexing workers (libvips runs its own threads inside each).
+ *   The wait is bounded by --thumb-wait-ms (then 503), so a flood of
+ *   thumbnail requests cannot hold every connection thread. The slots'
+ *   lock is a leaf lock, never held while making.
  * - The cache index: `cache_mu` guards `cache_order` (every cached file,
  *   oldest first), `cache_names` (file name -> its link in cache_order) and
  *   `cache_total` (their bytes, each rounded up to a 4 KiB block). It is
@@ -50,6 +50,7 @@
 #include <vips/vips.h>
 
 #include "log.h"
+#include "slots.h"
 #include "thumbs.h"
 
 /* Thumbnails made at once; more wait (see DESIGN). */
@@ -63,9 +64,7 @@
 
 static const int sizes[] = THUMBS_SIZES;
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int busy;
+static slots makers = SLOTS_INITIALIZER(THUMBS_PARALLEL); /* see DESIGN */
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
 static int init_state;  /* 0: not tried, 1: up, -1: failed */
@@ -504,35 +503,11 @@ static int open_cached(const char *path, int *fd, uint64_t *bytes)
 /* Takes one of the THUMBS_PARALLEL makers, waiting at most wait_ms. */
 static int take_maker(int wait_ms, api_err *err)
 {
-	struct timespec until;
-	int rc = 0;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += wait_ms / 1000;
-	until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&mu);
-	while (busy >= THUMBS_PARALLEL && rc != ETIMEDOUT)
-		rc = pthread_cond_clockwait(&cv, &mu, CLOCK_MONOTONIC, &until);
-	int got = busy < THUMBS_PARALLEL;
-	if (got)
-		busy++;
-	pthread_mutex_unlock(&mu);
-	if (!got)
+	if (!slots_take(&makers, wait_ms))
 		return api_fail(err, API_EQUEUEFULL,
 		                "%d thumbnails are being made for other requests and none finished within "
 		                "%d ms: retry later", THUMBS_PARALLEL, wait_ms);
 	return 0;
-}
-
-static void give_maker(void)
-{
-	pthread_mutex_lock(&mu);
-	busy--;
-	pthread_cond_signal(&cv);
-	pthread_mutex_unlock(&mu);
 }
 
 int thumbs_open(app *a, const char *sha, int size, int *fd, uint64_t *bytes, int *cached,
@@ -560,7 +535,7 @@ int thumbs_open(app *a, const char *sha, int size, int *fd, uint64_t *bytes, int
 		*cached = 1;
 	else
 		rc = make(a, sha, size, path, fd, bytes, err);
-	give_maker();
+	slots_give(&makers);
 	return rc;
 }
 

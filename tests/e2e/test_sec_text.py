@@ -367,8 +367,61 @@ def test_with_daemon(tmp):
             d.stop()
 
 
+def test_decode_slots(tmp):
+    """Request-time decodes are bounded (issue 12, item 4): with one decode
+    slot and no wait, image searches sent together get 503 queue_full with
+    Retry-After for those that find it taken; with a wait, all are served."""
+    bad = e2e.Daemon("decodes0", os.path.join(tmp, "data-decodes0"), ["--max-decodes", "0"])
+    started = bad.start(expect_fail=True)
+    rc = bad.proc.wait(timeout=60) if not started else bad.stop()
+    ok(not started and rc == 2 and "max-decodes" in bad.log(),
+       "--max-decodes 0 is a usage error naming the option (exit 2)", (rc, bad.log()[-300:]))
+    img = e2e.png_bytes(800, 800, 9700)
+    for wait_ms, name in ((0, "decodes-nowait"), (20000, "decodes-wait")):
+        d = e2e.Daemon(name, os.path.join(tmp, "data-" + name),
+                       ["--max-decodes", "1", "--decode-wait-ms", str(wait_ms)])
+        if not ok(d.start(), "clipd starts with --max-decodes 1 --decode-wait-ms %d" % wait_ms):
+            continue
+        try:
+            for _ in range(4):
+                results = []
+                lock = threading.Lock()
+
+                def search():
+                    r = d.post("/v1/search?k=2", img, ctype="image/png", timeout=120)
+                    with lock:
+                        results.append(r)
+                threads = [threading.Thread(target=search) for _ in range(6)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                busy = [r for r in results if r.status == 503]
+                if busy or wait_ms:
+                    break
+            if wait_ms == 0:
+                ok(busy and all(r.err_code() == "queue_full" and r.headers.get("Retry-After") and
+                                "retry later" in r.err_msg() and "decoded" in r.err_msg()
+                                for r in busy),
+                   "with the one decode slot taken, an image search gets 503 queue_full with "
+                   "Retry-After at once (%d of 6)" % len(busy), busy[:1] or results[:1])
+                ok(all(r.status in (200, 503) for r in results), "the others are served",
+                   [r.status for r in results])
+                r = d.post("/v1/search?k=2", img, ctype="image/png")
+                ok(r.status == 200, "once the slot is free, the same search is served", r)
+            else:
+                ok(len(results) == 6 and all(r.status == 200 for r in results),
+                   "with a wait, six image searches sent together on one decode slot are all "
+                   "served", [r.status for r in results])
+            r = d.get("/v1/search?q=a+cat&k=1")
+            ok(r.status == 200, "text searches need no decode slot", r)
+        finally:
+            ok(d.stop() == 0, "%s daemon: SIGTERM exit 0" % name)
+
+
 def main():
-    return e2e.run_tests("clipd-sec-text-", [test_with_daemon, test_encoder_turns])
+    return e2e.run_tests("clipd-sec-text-", [test_with_daemon, test_encoder_turns,
+                                             test_decode_slots])
 
 
 if __name__ == "__main__":

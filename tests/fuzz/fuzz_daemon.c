@@ -421,6 +421,7 @@ void fuzz_daemon_start(void)
 	d.a.dim = clip_model_dim(d.a.model);
 	d.a.limits.max_pixels = d.cfg.max_pixels;
 	d.a.limits.fast_decode = d.cfg.fast_decode;
+	slots_init(&d.a.decodes, d.cfg.max_decodes);
 	char dim[16];
 	snprintf(dim, sizeof dim, "%d", d.a.dim);
 	if (store_kv_set(d.a.st, "model.id", d.a.model_id, &se) != STORE_OK ||
