@@ -169,6 +169,28 @@ def seeds_sniff():
     put("fuzz_sniff", "text", b"not an image at all")
 
 
+def seeds_safepath():
+    # Byte 0: bit 0 opens as a directory. Then the path, then optionally
+    # roots, one per line (fuzz_safepath.c builds the tree these name).
+    f, d = b"\x00", b"\x01"
+    put("fuzz_safepath", "file", f + b"a.png")
+    put("fuzz_safepath", "deep", f + b"sub/deep/c.jpg")
+    put("fuzz_safepath", "dir", d + b"sub/deep")
+    put("fuzz_safepath", "root", d + b"")
+    put("fuzz_safepath", "dots", f + b"./sub//deep/./c.jpg")
+    put("fuzz_safepath", "dotdot", f + b"sub/../a.png")
+    put("fuzz_safepath", "link-out", f + b"link_out")
+    put("fuzz_safepath", "dir-link", f + b"dir_out/secret")
+    put("fuzz_safepath", "up-link", f + b"sub/up/a.png")
+    put("fuzz_safepath", "etc", f + b"sub/etc/passwd")
+    put("fuzz_safepath", "fifo", f + b"sub/deep/pipe")
+    put("fuzz_safepath", "space", f + b"name with space.jpg")
+    put("fuzz_safepath", "through-file", f + b"a.png/x")
+    put("fuzz_safepath", "abs", f + b"/srv/photos/deep/x/../y.jpg")
+    put("fuzz_safepath", "roots", f + b"/home/u/pics/./a.jpg\n/home/u\n/home/u/pics\n/")
+    put("fuzz_safepath", "root-prefix", f + b"/srv/photosx/a\n/srv/photos\n/srv")
+
+
 def snap_recipe(kind, dim, main, pending, tail=b"", model=b"fuzz-model", factory=b"Flat"):
     """A fuzz_snapshot recipe: header with reserved bit 0 set (the harness
     fills in the payload length and CRC), then the choice of main and
@@ -318,13 +340,14 @@ def main():
     ap.add_argument("--mksnap", help="build-fuzz/tests/fuzz/mksnap, for fuzz_snapshot's seeds")
     args = ap.parse_args()
     for name in ["fuzz_safetensors", "fuzz_config", "fuzz_tok_load", "fuzz_tok_encode",
-                 "fuzz_sniff", "fuzz_http", "fuzz_multipart"]:
+                 "fuzz_sniff", "fuzz_safepath", "fuzz_http", "fuzz_multipart"]:
         shutil.rmtree(os.path.join(CORPUS, name), ignore_errors=True)
     seeds_safetensors()
     seeds_config()
     seeds_tok_load()
     seeds_tok_encode()
     seeds_sniff()
+    seeds_safepath()
     seeds_snapshot(args.mksnap)
     seeds_http()
     seeds_multipart()
