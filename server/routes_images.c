@@ -279,7 +279,8 @@ void route_image_thumbnail(http_req *r)
 		return;
 	}
 	if (thumbs_open(a, img.sha256, size, &fd, &bytes, &cached, &e)) {
-		if (e.domain == ERR_API && (e.code == API_EUNDECODABLE || e.code == API_ETOOBIG)) {
+		if ((e.domain == ERR_API && (e.code == API_EUNDECODABLE || e.code == API_ETOOBIG)) ||
+		    (e.domain == ERR_CLIP && e.code == CLIP_ELIMIT)) {
 			char msg[sizeof e.msg];
 			snprintf(msg, sizeof msg, "image %lld has no thumbnail: %.200s", (long long)img.id,
 			         e.msg);

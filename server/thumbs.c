@@ -49,6 +49,7 @@
 
 #include <vips/vips.h>
 
+#include "clip_vips.h"
 #include "log.h"
 #include "slots.h"
 #include "thumbs.h"
@@ -275,9 +276,13 @@ static void cache_init_locked(app *a)
 	cache_evict_locked(a, NULL);
 }
 
-/* A source on a new descriptor of path (an offset of its own). */
-static int open_source(const char *path, VipsSource **out, api_err *err)
+/* A decode guard (model/clip_vips.h) over the file at path: its source
+ * reads a descriptor of its own and fails once the decode deadline of
+ * limits has passed. */
+static int open_guard(const char *path, const clip_image_limits *limits, clip_guard **out,
+                      api_err *err)
 {
+	clip_err ce;
 	*out = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -285,23 +290,35 @@ static int open_source(const char *path, VipsSource **out, api_err *err)
 			return api_fail(err, API_ENOTFOUND, "the file of the image is gone");
 		return api_fail(err, API_EIO, "cannot open %s: %s", path, strerror(errno));
 	}
-	*out = vips_source_new_from_descriptor(fd); /* holds its own duplicate */
+	int rc = clip_guard_open_fd(fd, limits, out, &ce); /* holds its own duplicate */
 	close(fd);
-	if (!*out) {
+	if (rc != CLIP_OK) {
 		vips_error_clear();
-		return api_fail(err, API_ENOMEM, "out of memory");
+		return api_from_clip(err, &ce);
 	}
 	return 0;
 }
 
-/* Checks the format and the pixel count from the header alone. */
-static int check_header(app *a, const char *blob, api_err *err)
+/* The error of a failed libvips step: the guard's limit when its deadline
+ * passed (that is what stopped libvips), else msg as a 422. */
+static int decode_failed(clip_guard *g, api_err *err, const char *msg)
 {
-	VipsSource *src = NULL;
+	clip_err ce;
+	if (clip_guard_expired(g)) {
+		clip_guard_timeout_error(g, &ce);
+		return api_from_clip(err, &ce);
+	}
+	return api_fail(err, API_EUNDECODABLE, "%s", msg);
+}
+
+/* Checks the format, the pixel count from the header alone, and a JPEG's
+ * scans from its raw bytes, all before any pixel is decoded. */
+static int check_header(app *a, clip_guard *g, api_err *err)
+{
+	VipsSource *src = clip_guard_source(g);
 	VipsImage *hdr = NULL;
-	int rc;
-	if ((rc = open_source(blob, &src, err)))
-		return rc;
+	clip_err ce;
+	int rc = 0;
 	const char *loader = vips_foreign_find_load_source(src);
 	const char *nick = loader ? vips_nickname_find(g_type_from_name(loader)) : NULL;
 	int allowed = 0;
@@ -312,10 +329,14 @@ static int check_header(app *a, const char *blob, api_err *err)
 		rc = api_fail(err, API_EUNDECODABLE, "the image cannot be decoded (not a supported format)");
 		goto out;
 	}
+	if (clip_guard_check_scans(g, &ce) != CLIP_OK) {
+		rc = api_from_clip(err, &ce);
+		goto out;
+	}
 	hdr = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
 	                                 VIPS_FAIL_ON_ERROR, NULL);
 	if (!hdr) {
-		rc = api_fail(err, API_EUNDECODABLE, "the image cannot be decoded (damaged header)");
+		rc = decode_failed(g, err, "the image cannot be decoded (damaged header)");
 		goto out;
 	}
 	int64_t w = vips_image_get_width(hdr), h = vips_image_get_height(hdr);
@@ -325,36 +346,36 @@ static int check_header(app *a, const char *blob, api_err *err)
 out:
 	if (hdr)
 		g_object_unref(hdr);
-	g_object_unref(src);
 	vips_error_clear();
 	return rc;
 }
 
-/* Decodes blob and encodes its thumbnail: *jpg (g_free) of *len bytes. */
-static int render(const char *blob, int size, void **jpg, size_t *len, api_err *err)
+/* Decodes the guarded image and encodes its thumbnail: *jpg (g_free) of
+ * *len bytes. Every step is watched by the guard, so a decode past its
+ * deadline is killed and answered as decode_limit. */
+static int render(clip_guard *g, int size, void **jpg, size_t *len, api_err *err)
 {
-	VipsSource *src = NULL;
+	VipsSource *src = clip_guard_source(g);
 	VipsImage *t[4] = {NULL, NULL, NULL, NULL}, *img;
-	int rc;
+	int rc = 0;
 	*jpg = NULL;
-	if ((rc = open_source(blob, &src, err)))
-		return rc;
 	/* libvips 8.14's thumbnail_source drops its own fail_on on the way to
 	 * the loader: the option string carries it (a truncated file must fail,
 	 * not come out grey at the bottom). */
 	if (vips_thumbnail_source(src, &t[0], size, "height", size, "size", VIPS_SIZE_DOWN,
 	                          "option_string", "fail_on=error", NULL)) {
-		rc = api_fail(err, API_EUNDECODABLE, "the image cannot be decoded (damaged or truncated)");
+		rc = decode_failed(g, err, "the image cannot be decoded (damaged or truncated)");
 		goto out;
 	}
 	img = t[0];
+	clip_guard_watch(g, img);
 	/* 8-bit sRGB or grey, whatever the source was (CMYK, 16-bit, ...). */
 	VipsInterpretation in = vips_image_guess_interpretation(img);
 	int grey = in == VIPS_INTERPRETATION_B_W || in == VIPS_INTERPRETATION_GREY16;
 	if (vips_colourspace_issupported(img)) {
 		if (vips_colourspace(img, &t[1], grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB,
 		                     NULL)) {
-			rc = api_fail(err, API_EUNDECODABLE, "the image colours cannot be converted to sRGB");
+			rc = decode_failed(g, err, "the image colours cannot be converted to sRGB");
 			goto out;
 		}
 		img = t[1];
@@ -364,29 +385,29 @@ static int render(const char *blob, int size, void **jpg, size_t *len, api_err *
 		int frc = vips_flatten(img, &t[2], "background", white, NULL);
 		vips_area_unref(VIPS_AREA(white));
 		if (frc) {
-			rc = api_fail(err, API_EUNDECODABLE, "the image transparency cannot be flattened");
+			rc = decode_failed(g, err, "the image transparency cannot be flattened");
 			goto out;
 		}
 		img = t[2];
 	}
 	if (vips_image_get_format(img) != VIPS_FORMAT_UCHAR) {
 		if (vips_cast_uchar(img, &t[3], NULL)) {
-			rc = api_fail(err, API_EUNDECODABLE, "the image cannot be converted to 8 bits");
+			rc = decode_failed(g, err, "the image cannot be converted to 8 bits");
 			goto out;
 		}
 		img = t[3];
 	}
+	clip_guard_watch(g, img);
 	/* The pixels are decoded here: a truncated file fails now. */
 	if (vips_jpegsave_buffer(img, jpg, len, "Q", JPEG_QUALITY, "strip", TRUE, NULL)) {
 		*jpg = NULL;
-		rc = api_fail(err, API_EUNDECODABLE, "the image cannot be decoded (damaged or truncated)");
+		rc = decode_failed(g, err, "the image cannot be decoded (damaged or truncated)");
 		goto out;
 	}
 out:
 	for (int i = 3; i >= 0; i--)
 		if (t[i])
 			g_object_unref(t[i]);
-	g_object_unref(src);
 	vips_error_clear();
 	return rc;
 }
@@ -438,15 +459,19 @@ static int make(app *a, const char *sha, int size, const char *path, int *fd, ui
 	size_t len = 0;
 	store_image img;
 	store_err se;
+	clip_guard *g = NULL;
 	int rc, f = -1;
 	blobs_path(a->blobs, sha, blob, sizeof blob);
 	thumb_name(sha, size, name, sizeof name);
 	snprintf(dir, sizeof dir, "%s/thumbs", a->cfg->data_dir);
 	if (g_mkdir_with_parents(dir, 0755) != 0)
 		return api_fail(err, API_EIO, "cannot create %s: %s", dir, strerror(errno));
-	if ((rc = start_vips(a, err)) || (rc = check_header(a, blob, err)) ||
-	    (rc = render(blob, size, &jpg, &len, err)))
+	if ((rc = start_vips(a, err)) || (rc = open_guard(blob, &a->limits, &g, err)) ||
+	    (rc = check_header(a, g, err)) || (rc = render(g, size, &jpg, &len, err)))
 		goto out;
+	/* The decode is over: release its file and images before the write. */
+	clip_guard_close(g);
+	g = NULL;
 	if ((rc = write_tmp(dir, jpg, len, tmp, sizeof tmp, &f, err)))
 		goto out;
 	pthread_mutex_lock(&cache_mu);
@@ -480,6 +505,7 @@ out:
 	} else if (f >= 0) {
 		close(f);
 	}
+	clip_guard_close(g);
 	g_free(jpg);
 	return rc;
 }

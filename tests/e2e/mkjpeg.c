@@ -3,6 +3,11 @@
  * tests (Python's standard library cannot write JPEG).
  *
  *   mkjpeg SRC OUT WIDTH HEIGHT [ORIENTATION]
+ *   mkjpeg --scans N OUT WIDTH HEIGHT
+ *
+ * The second form writes the decode-work bomb of issue 12 instead: a grey
+ * progressive JPEG of N scans (tests/jpeg_scans.h), a few hundred KB that
+ * take a decoder seconds of a core.
  *
  * SRC (any image libvips reads) is scaled to cover WIDTH x HEIGHT and
  * cropped to it, then Gaussian luminance noise is added at every octave
@@ -13,7 +18,10 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <vips/vips.h>
+
+#include "../jpeg_scans.h"
 
 #define OCTAVES 7
 #define SIGMA 8.0
@@ -39,10 +47,26 @@ static VipsImage *add_noise(VipsImage *in, int s, int seed)
 	return out;
 }
 
+static int write_scans(int scans, const char *out, int w, int h)
+{
+	size_t len;
+	uint8_t *jpg = jpeg_scans_write(w, h, scans, &len);
+	FILE *f = jpg ? fopen(out, "wb") : NULL;
+	int ok = f && fwrite(jpg, 1, len, f) == len;
+	if (f && fclose(f) != 0)
+		ok = 0;
+	free(jpg);
+	if (!ok)
+		fprintf(stderr, "mkjpeg: cannot write %s\n", out);
+	return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	VipsImage *t[5] = {NULL}, *im = NULL;
 	int rc = 1;
+	if (argc == 6 && strcmp(argv[1], "--scans") == 0)
+		return write_scans(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]));
 	if (argc < 5 || argc > 6) {
 		fprintf(stderr, "usage: mkjpeg SRC OUT WIDTH HEIGHT [ORIENTATION]\n");
 		return 2;

@@ -362,6 +362,48 @@ def test_thumbnail_wait(tmp):
         ok(d.stop() == 0, "thumbwait daemon: SIGTERM exit 0")
 
 
+def test_thumbnail_decode_limit(tmp):
+    """Thumbnails decode through the same guard as the model (issue 12,
+    item 4): a progressive JPEG of 2,000 scans, stored because its header
+    is fine, gets 422 decode_limit for its thumbnail before any pixel is
+    decoded, as its indexing did, and the daemon answers as before."""
+    if not e2e.MKJPEG:
+        e2e.skip("CLIPD_MKJPEG is not set")
+        return
+    bomb = os.path.join(tmp, "scans.jpg")
+    p = subprocess.run([e2e.MKJPEG, "--scans", "2000", bomb, "8192", "8192"],
+                       capture_output=True, text=True)
+    if not ok(p.returncode == 0, "mkjpeg writes an 8192x8192 JPEG of 2,000 scans", p.stderr):
+        return
+    with open(bomb, "rb") as f:
+        data = f.read()
+    d = e2e.Daemon("thumbscans", os.path.join(tmp, "data-thumbscans"), ["--workers", "1"])
+    if not ok(d.start(), "clipd starts for the thumbnail decode limit"):
+        return
+    try:
+        r = d.post("/v1/images", data, ctype="image/jpeg")
+        iid = (r.json or {}).get("id")
+        if not ok(r.status == 202 and iid, "the upload is accepted (its header is within "
+                  "--max-pixels)", r):
+            return
+        d.wait_idle(timeout=120)
+        img = d.get("/v1/images/%d" % iid).json or {}
+        ok(img.get("status") == "failed" and "scans" in json.dumps(img),
+           "its indexing failed on the scan limit", img)
+        t0 = time.monotonic()
+        r = d.get("/v1/images/%d/thumbnail?size=128" % iid)
+        took = time.monotonic() - t0
+        ok(r.status == 422 and r.err_code() == "decode_limit" and "scans" in r.err_msg() and
+           ("image %d has no thumbnail" % iid) in r.err_msg(),
+           "its thumbnail: 422 decode_limit naming the scan limit (%.2f s)" % took, r)
+        ok(not thumbs_of(d), "no thumbnail file is left for it", thumbs_of(d))
+        r = d.post("/v1/images?wait=true", e2e.png_bytes(16, 16, 9800), ctype="image/png")
+        ok(r.status == 200 and d.get("/v1/images/%d/thumbnail" % r.json["id"]).status == 200,
+           "an ordinary image and its thumbnail are served after it", r)
+    finally:
+        ok(d.stop() == 0, "thumbscans daemon: SIGTERM exit 0")
+
+
 # ---- nosniff ----------------------------------------------------------------------
 
 def test_nosniff(tmp):
@@ -430,7 +472,7 @@ def main():
     return e2e.run_tests("clipd-sec-store-", [test_empty_api_key, test_nosniff,
                                               test_refused_uploads_leave_no_blob,
                                               test_watch_keeps_uploads, test_thumbnail_cache,
-                                              test_thumbnail_wait])
+                                              test_thumbnail_wait, test_thumbnail_decode_limit])
 
 
 if __name__ == "__main__":
