@@ -1239,6 +1239,78 @@ def dangling_refs(doc, node=None, where="#"):
     return bad
 
 
+def schema_at(doc, name, *path):
+    """components.schemas[name] followed down path (property names; "[]"
+    for an array's items, an int for oneOf's branch)."""
+    node = resolve(doc, {"$ref": "#/components/schemas/" + name}) or {}
+    for k in path:
+        node = resolve(doc, node) or {}
+        if k == "[]":
+            node = node.get("items", {})
+        elif isinstance(k, int):
+            node = node.get("oneOf", [{}] * (k + 1))[k]
+        else:
+            node = node.get("properties", {}).get(k, {})
+    return resolve(doc, node) or {}
+
+
+def test_openapi_limits(d, doc):
+    """The documented limits are the daemon's: at each maximum the request
+    is served, one past it is refused with a status the operation lists and
+    a message naming the number."""
+    img = d.post("/v1/images?wait=true", png_bytes(20, 20, 4343), ctype="image/png")
+    iid = img.json["id"] if img.status == 200 else 1
+    ops = doc["paths"]
+
+    def probe(name, method, path, make, n):
+        if not isinstance(n, int):
+            ok(False, "%s: the document gives a number" % name, n)
+            return
+        listed = ops[path][method.lower()]["responses"]
+        at = d.request(method, path, make(n))
+        over = d.request(method, path, make(n + 1))
+        ok(at.status < 300 and str(over.status) in listed and 400 <= over.status < 500 and
+           (str(n) in over.err_msg() or format(n, ",") in over.err_msg()),
+           "%s: %d is served, %d is refused (%d, listed) naming the limit" %
+           (name, n, n + 1, over.status), (at, over))
+
+    probe("search text maxLength", "POST", "/v1/search", lambda n: {"text": "a" * n, "k": 1},
+          schema_at(doc, "SearchRequest", "text").get("maxLength"))
+    probe("search filter maxProperties", "POST", "/v1/search",
+          lambda n: {"text": "a", "filter": {"k%d" % i: "v" for i in range(n)}},
+          schema_at(doc, "SearchRequest", "filter").get("maxProperties"))
+    n = next((p["schema"].get("maxLength") for p in ops["/v1/search"]["get"]["parameters"]
+              if p["name"] == "q"), None)
+    if isinstance(n, int):
+        at = d.get("/v1/search?k=1&q=" + "a" * n)
+        over = d.get("/v1/search?k=1&q=" + "a" * (n + 1))
+        ok(at.status == 200 and 400 <= over.status < 500 and
+           (format(n, ",") in over.err_msg() or str(n) in over.err_msg()), "GET /v1/search q maxLength %d: served at it, refused past it" % n,
+           (at, over))
+    else:
+        ok(False, "GET /v1/search q has a maxLength", n)
+    probe("classify labels maxItems", "POST", "/v1/classify",
+          lambda n: {"image_id": iid, "labels": ["l%d" % i for i in range(n)]},
+          schema_at(doc, "ClassifyRequest", "labels").get("maxItems"))
+    probe("classify label maxLength", "POST", "/v1/classify",
+          lambda n: {"image_id": iid, "labels": ["b" * n, "c"]},
+          schema_at(doc, "ClassifyRequest", "labels", "[]").get("maxLength"))
+    probe("classify templates maxItems", "POST", "/v1/classify",
+          lambda n: {"image_id": iid, "labels": ["x"], "templates": ["t%d {}" % i for i in range(n)]},
+          schema_at(doc, "ClassifyRequest", "templates").get("maxItems"))
+    probe("classify template maxLength", "POST", "/v1/classify",
+          lambda n: {"image_id": iid, "labels": ["x"], "templates": ["{}" + "t" * (n - 2)]},
+          schema_at(doc, "ClassifyRequest", "templates", "[]").get("maxLength"))
+    probe("embed texts maxItems", "POST", "/v1/embed", lambda n: {"texts": ["e"] * n},
+          schema_at(doc, "EmbedRequest", "texts").get("maxItems"))
+    probe("embed text maxLength", "POST", "/v1/embed", lambda n: {"texts": ["e" * n]},
+          schema_at(doc, "EmbedRequest", "texts", "[]").get("maxLength"))
+    probe("texts text maxLength", "POST", "/v1/texts", lambda n: {"texts": ["t" * n]},
+          schema_at(doc, "TextsRequest", "texts", "[]", 0).get("maxLength"))
+    probe("texts maxItems", "POST", "/v1/texts", lambda n: {"texts": ["s%d" % i for i in range(n)]},
+          schema_at(doc, "TextsRequest", "texts").get("maxItems"))
+
+
 def test_openapi(tmp):
     routes, odd = router_routes()
     ok(routes and not odd, "server/router.c: every line of the route table parses (%d routes)" %
@@ -1312,6 +1384,20 @@ def test_openapi(tmp):
                 problems.append("%s: no requestBody" % name)
         ok(not problems, "every operation: path parameters, 2xx and Error responses, security, bodies",
            "\n".join(problems))
+
+        # Every error code the daemon can send (server/errors.c's table) is
+        # named in the Error schema, and every route behind the Host check
+        # documents its 403.
+        with open(os.path.join(SRC, "server", "errors.c")) as fh:
+            codes = set(re.findall(r'^\s*\{ERR_\w+, \w+, \d+, "(\w+)"\}', fh.read(), re.M))
+        listed = set(re.findall(r"\w+", inner.get("properties", {}).get("code", {})
+                                .get("description", "")))
+        ok(codes and codes <= listed, "every code of server/errors.c is in the Error schema",
+           sorted(codes - listed))
+        no403 = ["%s %s" % k for k, (item, o) in sorted(documented.items())
+                 if k[1] not in ("/healthz", "/readyz") and "403" not in o.get("responses", {})]
+        ok(not no403, "every operation behind the Host check documents 403", no403)
+        test_openapi_limits(d, doc)
 
         # Live: every documented operation reaches a handler (never 404 for
         # the path or 405), with ids that exist; deletes go last.
