@@ -23,8 +23,8 @@
  *
  * Snapshots: vidx_save writes the whole index atomically (temporary file,
  * fsync, rename, fsync of the directory) with a header naming the model,
- * dimension, kind and the highest store sequence it contains, and a CRC of
- * the payload. vidx_load refuses a snapshot of another model or dimension,
+ * dimension, kind and the highest store sequence it contains, and a CRC-32
+ * of the whole file (header included, the CRC's own bytes taken as zero). vidx_load refuses a snapshot of another model or dimension,
  * and a damaged one, with a clear message. vidx_sync brings an index up to
  * date from the store, which stays the source of truth.
  *

@@ -14,10 +14,13 @@
  *
  * DESIGN: threads. OpenBLAS keeps its own pool (mm_set_threads). The
  * streaming kernel and the encoders' element-wise work (mm_parallel) use
- * the calling thread plus at most one helper thread of our own, which
- * sleeps on a condition variable between jobs: OpenMP's waiters spin, and
- * on two cores a spinning waiter made a 7-token text 10x slower next to
- * OpenBLAS's threads. One caller at a time owns the helper (pool.use, taken
+ * the calling thread plus at most one helper thread of our own. Between
+ * jobs the helper spins for at most SPIN_NS, and only once a layer runs on
+ * oneDNN (mm_spin_between_jobs), then sleeps on a condition variable: an
+ * unbounded spinning waiter (OpenMP's default) made a 7-token text 10x
+ * slower next to OpenBLAS's threads on two cores, while waking a sleeping
+ * helper for every job of an encode cost more than the bounded spin (see
+ * mm_parallel below). One caller at a time owns the helper (pool.use, taken
  * with trylock); any other caller meanwhile runs single-threaded instead of
  * waiting. Lock order: pool.use, then pool.mu.
  */

@@ -1,11 +1,13 @@
 /*
- * worker: the background indexing threads. Each worker claims batches of
- * queued items from the store (images first, then texts), decodes and
- * preprocesses them, encodes the batch, stores each embedding (which marks
- * the item ready), brings the index up to date (coll_sync) and completes
- * the items; the next batch is decoded on a second thread while one is
- * encoded. An item that cannot be decoded or encoded fails with its
- * reason.
+ * worker: the background indexing threads, the consumer of the queue that
+ * the producers (ingest.c, watch.c, the texts route) fill. Each worker
+ * claims batches of queued items from the store (images first, then
+ * texts), decodes and preprocesses them, encodes the batch, and in one
+ * transaction stores each embedding, marks its item ready and completes
+ * its job item; then it brings the index up to date (coll_sync) and wakes
+ * the ?wait=true waiters. The next batch is decoded on a second thread
+ * while one is encoded. An item that cannot be decoded or encoded fails
+ * with its reason.
  *
  * Thread-safety: start and stop from main only; kick and wait_job from any
  * thread.
