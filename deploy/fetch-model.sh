@@ -31,11 +31,14 @@ die() { say "error: $*"; exit 1; }
 default_repo=openai/clip-vit-base-patch32
 
 # The pinned revision of openai/clip-vit-base-patch32. The repository's main
-# branch (3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268) ships only
-# pytorch_model.bin; this commit, on a safetensors pull-request branch of the
-# same official repository, has main as its parent, adds model.safetensors
-# (converted from that pytorch_model.bin, same tensors) and keeps main's
-# configuration and tokenizer files unchanged.
+# branch (3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268) has no model.safetensors
+# (its weights are pytorch_model.bin, tf_model.h5 and flax_model.msgpack);
+# this commit, on a safetensors pull-request branch of the same official
+# repository, has main as its parent, adds model.safetensors (converted from
+# that pytorch_model.bin, same tensors) and keeps main's configuration and
+# tokenizer files unchanged. Every pinned value below was confirmed against
+# independent public sources except this revision id itself, which only the
+# one source below ties to model.safetensors.
 # Source: https://github.com/yangzhg/culvia/blob/57c6c15b8e089405cbcbd8fcc6dc5398faaedc4b/docs/en/developer/model-supply-chain.md
 #   (audited against https://huggingface.co/api/models/openai/clip-vit-base-patch32/revision/eaee4c876b93e66f7fac584b529025a96d71ad66?blobs=true
 #    and https://huggingface.co/openai/clip-vit-base-patch32/commit/eaee4c876b93e66f7fac584b529025a96d71ad66)
@@ -47,8 +50,8 @@ default_revision=eaee4c876b93e66f7fac584b529025a96d71ad66
 #   safetensors conversions of this repository (refs/pr/15, b33cedfd...).
 # The other four are main's (3d74acf...) files, which that commit keeps:
 #   https://github.com/tylermcm/ImageTriage/blob/1f6ebcc17d0df8cfbc8d17ab39797458a2132c08/image_triage/ai_manifest.py
-#   (MODEL_FILE_DIGESTS["clip"], revision 3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268,
-#   "from the Hugging Face metadata API"); config.json and
+#   (MODEL_FILE_DIGESTS["clip"], revision 3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268:
+#   digests of the files as downloaded at that revision); config.json and
 #   preprocessor_config.json agree with CLIP_MODEL_FILE_HASHES in
 #   RoamerFly/video-similarity-detector, desktop/src-tauri/src/main.rs.
 default_manifest() {
@@ -61,10 +64,18 @@ f526393189112391ce6f9795d4695f704121ce452c3aad1f5335cc41337eba85 524657 merges.t
 EOF
 }
 
-offline_hint="To run without downloading, copy a Hugging Face CLIP checkpoint directory
+if [ "${CLIPD_CONTAINER:-}" = 1 ]; then
+	# deploy/Containerfile sets CLIPD_CONTAINER: there the way in is a mount.
+	offline_hint="To run without downloading, mount a Hugging Face CLIP checkpoint directory
+(config.json, model.safetensors, vocab.json, merges.txt, optionally
+preprocessor_config.json) at /model and point clipd at it:
+    docker run ... -v /path/to/model:/model:ro -e CLIPD_MODEL=/model clipd"
+else
+	offline_hint="To run without downloading, copy a Hugging Face CLIP checkpoint directory
 (config.json, model.safetensors, vocab.json, merges.txt, optionally
 preprocessor_config.json) to this machine and start with:
     deploy/run.sh --model DIR"
+fi
 
 endpoint=${CLIPD_HF_ENDPOINT:-https://huggingface.co}
 endpoint=${endpoint%/}

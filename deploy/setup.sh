@@ -9,6 +9,10 @@
 #                     (default /var/cache/clipd as root, else ~/.cache/clipd)
 #   CLIPD_BUILD_DIR   meson build directory (default build/)
 #   CLIPD_MESON_ARGS  extra arguments for a first `meson setup`
+#   CLIPD_NO_TEST_TOOLS=1  build clipd only: skip the tools of the browser
+#                     and fuzz tests (chromium, node, npm, clang, the npm
+#                     registry) and configure without the web test. The
+#                     container build uses it; ./deploy/test.sh needs them.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,15 +34,18 @@ packages=(
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
 	libopenblas-dev libdnnl-dev
 	python3
-	chromium
-	clang libclang-rt-dev
 )
-# The web page's browser test runs node + npm (playwright-core) and Debian's
-# chromium. Node and npm come from Debian unless a node with npm is already
-# installed from elsewhere (NodeSource's nodejs ships npm and conflicts with
-# Debian's npm package).
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-	packages+=(nodejs npm)
+test_tools=1
+[ "${CLIPD_NO_TEST_TOOLS:-}" = 1 ] && test_tools=0
+if [ "$test_tools" = 1 ]; then
+	packages+=(chromium clang libclang-rt-dev)
+	# The web page's browser test runs node + npm (playwright-core) and
+	# Debian's chromium. Node and npm come from Debian unless a node with
+	# npm is already installed from elsewhere (NodeSource's nodejs ships npm
+	# and conflicts with Debian's npm package).
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		packages+=(nodejs npm)
+	fi
 fi
 
 missing=()
@@ -143,10 +150,18 @@ build_faiss() {
 say "FAISS: $faiss_prefix"
 
 if [ ! -f "$builddir/build.ninja" ]; then
+	web=enabled
+	[ "$test_tools" = 1 ] || web=disabled
+	setup_log=$(mktemp)
 	# shellcheck disable=SC2086
-	meson setup "$builddir" "$top" --buildtype=release \
-		-Dfaiss_dir="$faiss_prefix" -Ddnnl=enabled ${CLIPD_MESON_ARGS:-} >/dev/null ||
-		die "meson setup failed"
+	if ! meson setup "$builddir" "$top" --buildtype=release \
+		-Dfaiss_dir="$faiss_prefix" -Ddnnl=enabled -Dweb_test="$web" ${CLIPD_MESON_ARGS:-} \
+		>"$setup_log" 2>&1; then
+		tail -n 30 "$setup_log" >&2
+		rm -f "$setup_log"
+		die "meson setup failed (its output is above)"
+	fi
+	rm -f "$setup_log"
 else
 	cur=$(meson introspect "$builddir" --buildoptions |
 		python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="faiss_dir"))')
@@ -157,7 +172,7 @@ meson compile -C "$builddir" >/dev/null || { meson compile -C "$builddir"; die "
 # playwright-core for tests/web (pinned in tests/web/package-lock.json). It
 # drives Debian's /usr/bin/chromium; no browser is ever downloaded.
 webdir=$top/tests/web
-if [ ! -d "$webdir/node_modules/playwright-core" ]; then
+if [ "$test_tools" = 1 ] && [ ! -d "$webdir/node_modules/playwright-core" ]; then
 	say "installing playwright-core into tests/web/node_modules"
 	(cd "$webdir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null) ||
 		die "npm ci in tests/web failed"

@@ -110,6 +110,16 @@ check "offline without --model: run.sh fails" "$log" eval '[ $rc != 0 ] && [ $rc
 check "offline: the message says to supply a directory with --model DIR" "$log" grep -q -- "--model DIR" "$log"
 check "offline: clipd was not started" "$log" eval '! grep -q "listening on" "$log"'
 
+# 3b. the same in the container (deploy/Containerfile sets CLIPD_CONTAINER):
+# the way in there is a mount at /model, not run.sh --model.
+log=$tmp/run-offline-container.log
+CLIPD_CONTAINER=1 CLIPD_DATA=$tmp/data-offc CLIPD_MODELS=$tmp/models-offc \
+	CLIPD_HF_ENDPOINT=http://127.0.0.1:9 timeout 120 "$run" --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "offline in the container: run.sh fails" "$log" eval '[ $rc != 0 ] && [ $rc != 124 ]'
+check "offline in the container: the message says to mount a model at /model" "$log" \
+	grep -q -- "-v /path/to/model:/model:ro -e CLIPD_MODEL=/model" "$log"
+
 # A local hub: serves $tmp/hub/<repo>/resolve/<revision>/<file> and honours
 # "Range: bytes=N-", logging each request with its Range header.
 cat >"$tmp/hub.py" <<'EOF'
@@ -280,6 +290,18 @@ done
 echo "missing:$missing" >"$log"
 check "the Containerfile's runtime stage installs the package of every library clipd needs" \
 	"$log" [ -z "$missing" ]
+
+# The Containerfile as issue 14 found it built for real: the build stage
+# leaves the test tools out, podman is told to keep HEALTHCHECK, the health
+# check follows CLIPD_LISTEN, and the group is 10001 like the user.
+cf=$top/deploy/Containerfile
+check "the Containerfile's build stage runs setup.sh without the test tools" "$cf" \
+	grep -q 'CLIPD_NO_TEST_TOOLS=1' "$cf"
+check "the Containerfile's podman command has --format docker (OCI drops HEALTHCHECK)" "$cf" \
+	grep -q 'podman build --format docker' "$cf"
+check "the health check reads its port from CLIPD_LISTEN" "$cf" \
+	grep -qF 'CMD curl -fsS -o /dev/null "http://127.0.0.1:${CLIPD_LISTEN##*:}/healthz"' "$cf"
+check "the clipd group is made with gid 10001" "$cf" grep -q 'groupadd --system --gid 10001 clipd' "$cf"
 
 echo "1..$n"
 [ "$failed" = 0 ]
