@@ -305,24 +305,9 @@ out:
 	return rc;
 }
 
-int encoder_image(encoder *e, const void *data, size_t len, const clip_image_limits *limits,
-                  float *out, int *w, int *h, api_err *err)
+int encoder_pixels(encoder *e, const float *px, float *out, api_err *err)
 {
-	float *px = malloc((size_t)3 * (size_t)e->size * (size_t)e->size * sizeof *px);
-	clip_err ce;
-	int rc = 0;
-	if (!px)
-		return api_fail(err, API_ENOMEM, "out of memory");
-	if (clip_preprocess_buffer(e->m, data, len, limits, px, w, h, &ce) != CLIP_OK) {
-		rc = api_from_clip(err, &ce);
-		goto out;
-	}
-	/* Decoding ran in this thread, alongside others; the encode joins
-	 * whatever other images are waiting. */
-	rc = submit(e, &e->image, px, out, err);
-out:
-	free(px);
-	return rc;
+	return submit(e, &e->image, px, out, err);
 }
 
 int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *out, api_err *err)

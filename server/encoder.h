@@ -35,9 +35,10 @@ int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *
 size_t encoder_cache_size(encoder *e);
 size_t encoder_cache_bytes(encoder *e);
 
-/* Decodes, checks against limits (413 over, 422 undecodable), preprocesses
- * and encodes one image into out[dim]; *w, *h (optional) get its size. */
-int encoder_image(encoder *e, const void *data, size_t len, const clip_image_limits *limits,
-                  float *out, int *w, int *h, api_err *err);
+/* Encodes one preprocessed image px[3][S][S] (clip_preprocess_*, S the
+ * model's image size) into out[dim], normalised, batched with whatever
+ * other single images are waiting. The decode is the caller's: it runs on
+ * the caller's thread, under the caller's own bounds (--max-decodes). */
+int encoder_pixels(encoder *e, const float *px, float *out, api_err *err);
 
 #endif

@@ -97,10 +97,11 @@ json_t *route_job_json(const store_job *j)
 }
 
 /* Sniffs (415 not an image, 413 header over the pixel limit), then decodes
- * and encodes (422 when it does not decode), holding one of the
+ * and preprocesses (422 when it does not decode) holding one of the
  * --max-decodes slots: 503 when none is free within --decode-wait-ms, so
  * that a flood of image queries queues for a bounded time instead of
- * decoding without bound on the connection threads. */
+ * decoding without bound on the connection threads. The slot is given
+ * back before the encode, which waits its turn on the encoder pool. */
 static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_err *err)
 {
 	sniff_info si;
@@ -110,12 +111,22 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 	if ((int64_t)si.width * si.height > a->cfg->max_pixels)
 		return api_fail(err, API_ETOOBIG, "image is %dx%d, over the limit of %lld pixels",
 		                si.width, si.height, (long long)a->cfg->max_pixels);
-	if (!slots_take(&a->decodes, a->cfg->decode_wait_ms))
+	size_t S = (size_t)clip_model_image_size(a->model);
+	float *px = malloc(3 * S * S * sizeof *px);
+	clip_err ce;
+	int rc;
+	if (!px)
+		return api_fail(err, API_ENOMEM, "out of memory");
+	if (!slots_take(&a->decodes, a->cfg->decode_wait_ms)) {
+		free(px);
 		return api_fail(err, API_EQUEUEFULL,
 		                "%d images are being decoded for other requests and none finished within "
 		                "%d ms: retry later", a->cfg->max_decodes, a->cfg->decode_wait_ms);
-	int rc = encoder_image(a->enc, data, len, &a->limits, vec, NULL, NULL, err);
+	}
+	rc = clip_preprocess_buffer(a->model, data, len, &a->limits, px, NULL, NULL, &ce);
 	slots_give(&a->decodes);
+	rc = rc == CLIP_OK ? encoder_pixels(a->enc, px, vec, err) : api_from_clip(err, &ce);
+	free(px);
 	return rc;
 }
 
