@@ -51,9 +51,10 @@ int store_sqlite_fail(store_err *err, sqlite3 *db, int rc, const char *what);
  * it in error messages, its parameters as a table, and what to do with each
  * result row. store_run runs one on a connection the caller holds (the
  * writer, inside store_write); store_read runs one on a borrowed reader;
- * store_write wraps a function in one write transaction. No other code in
- * the module prepares, binds, steps or resets a statement, or takes a
- * connection's mutex.
+ * store_write wraps a function in one write transaction. Apart from
+ * store_open (pragmas, migrations and checks, before any other thread can
+ * see the handle), no other code in the module prepares, binds, steps or
+ * resets a statement, or takes a connection's mutex.
  */
 
 #define STORE_MAX_ARGS 10
