@@ -12,6 +12,9 @@
  *   writer. A multi-statement read runs inside one read transaction.
  * - A thread holds at most one of these mutexes at a time: there is no lock
  *   order to get wrong.
+ * - Only store_read and store_write (below) take these mutexes, and only
+ *   store_run steps a statement: the rest of the module describes each query
+ *   as a store_query (store_int.h) and each write as a store_tx_fn.
  * - Durability: journal_mode=WAL with synchronous=FULL, so a transaction that
  *   returned STORE_OK survives power loss. Connections are opened with
  *   SQLITE_OPEN_NOMUTEX because our mutexes already keep one thread per
@@ -92,7 +95,8 @@ char *store_col_strdup(sqlite3_stmt *st, int col, int *oom)
 	return d;
 }
 
-sqlite3_stmt *store_stmt(store_conn *c, const char *sql, store_err *err)
+/* The prepared statement for sql on c, reset and with bindings cleared. */
+static sqlite3_stmt *cached_stmt(store_conn *c, const char *sql, store_err *err)
 {
 	for (int i = 0; i < c->nstmt; i++) {
 		if (c->sql[i] == sql) {
@@ -117,7 +121,60 @@ sqlite3_stmt *store_stmt(store_conn *c, const char *sql, store_err *err)
 	return st;
 }
 
-int store_step_done(store_conn *c, sqlite3_stmt *st, const char *what, store_err *err)
+static int bind_args(store_conn *c, sqlite3_stmt *st, const store_query *q, store_err *err)
+{
+	for (int i = 0; i < STORE_MAX_ARGS; i++) {
+		const store_arg *a = &q->args[i];
+		int rc;
+		switch (a->type) {
+		case STORE_ARG_NONE:
+			continue;
+		case STORE_ARG_INT:
+			rc = sqlite3_bind_int64(st, i + 1, a->i);
+			break;
+		case STORE_ARG_TEXT:
+			rc = sqlite3_bind_text(st, i + 1, a->p, -1, SQLITE_STATIC);
+			break;
+		case STORE_ARG_BLOB:
+			rc = sqlite3_bind_blob(st, i + 1, a->p, a->n, SQLITE_STATIC);
+			break;
+		case STORE_ARG_NOW:
+			rc = sqlite3_bind_int64(st, i + 1, store_now_ms());
+			break;
+		default:
+			return store_fail(err, STORE_EINTERNAL, "%s: bad parameter %d", q->what, i + 1);
+		}
+		if (rc != SQLITE_OK)
+			return store_sqlite_fail(err, c->db, rc, q->what);
+	}
+	return STORE_OK;
+}
+
+int store_run(store_conn *c, store_query *q, store_err *err)
+{
+	q->rows = 0;
+	q->step_rc = 0;
+	sqlite3_stmt *st = cached_stmt(c, q->sql, err);
+	if (!st)
+		return err->code;
+	/* Bindings that fail leave the statement unstepped; the next
+	 * cached_stmt clears them. */
+	int rc = bind_args(c, st, q, err);
+	if (rc != STORE_OK)
+		return rc;
+	while ((q->step_rc = sqlite3_step(st)) == SQLITE_ROW) {
+		q->rows++;
+		if (q->row && (rc = q->row(st, q->ctx, err)) != 0)
+			break;
+	}
+	if (rc == 0 && q->step_rc != SQLITE_DONE)
+		rc = store_sqlite_fail(err, c->db, q->step_rc, q->what);
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* Steps BEGIN, COMMIT or ROLLBACK. */
+static int step_done(store_conn *c, sqlite3_stmt *st, const char *what, store_err *err)
 {
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
@@ -130,68 +187,85 @@ static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
 
-int store_write_begin(store *s, store_err *err)
+/* Takes the writer and begins an IMMEDIATE transaction. On success the
+ * caller must call write_end. */
+static int write_begin(store *s, store_err *err)
 {
 	pthread_mutex_lock(&s->writer.mu);
-	sqlite3_stmt *st = store_stmt(&s->writer, SQL_BEGIN, err);
-	int rc = st ? store_step_done(&s->writer, st, "starting a write", err) : (int)err->code;
+	sqlite3_stmt *st = cached_stmt(&s->writer, SQL_BEGIN, err);
+	int rc = st ? step_done(&s->writer, st, "starting a write", err) : (int)err->code;
 	if (rc != STORE_OK)
 		pthread_mutex_unlock(&s->writer.mu);
 	return rc;
 }
 
-int store_write_end(store *s, int rc, store_err *err)
+/* Commits (rc == STORE_OK) or rolls back, then releases the writer. Returns
+ * rc, or the commit's error. */
+static int write_end(store *s, int rc, store_err *err)
 {
 	store_conn *w = &s->writer;
 	if (rc == STORE_OK) {
-		sqlite3_stmt *st = store_stmt(w, SQL_COMMIT, err);
-		rc = st ? store_step_done(w, st, "committing", err) : STORE_EINTERNAL;
+		sqlite3_stmt *st = cached_stmt(w, SQL_COMMIT, err);
+		rc = st ? step_done(w, st, "committing", err) : STORE_EINTERNAL;
 	}
 	if (rc != STORE_OK && !sqlite3_get_autocommit(w->db)) {
 		/* The error is already in err; a failing rollback adds nothing
 		 * useful, and SQLite rolls back on close anyway. */
-		sqlite3_stmt *st = store_stmt(w, SQL_ROLLBACK, NULL);
+		sqlite3_stmt *st = cached_stmt(w, SQL_ROLLBACK, NULL);
 		if (st)
-			store_step_done(w, st, "rolling back", NULL);
+			step_done(w, st, "rolling back", NULL);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return rc;
 }
 
-store_conn *store_reader_get(store *s)
+int store_write(store *s, store_tx_fn *fn, void *ctx, store_err *err)
 {
-	unsigned start = s->next_reader++;
-	for (int i = 0; i < s->nreaders; i++) {
-		store_conn *c = &s->readers[(start + i) % s->nreaders];
-		if (pthread_mutex_trylock(&c->mu) == 0)
-			return c;
-	}
-	store_conn *c = &s->readers[start % s->nreaders];
-	pthread_mutex_lock(&c->mu);
-	return c;
+	int rc = write_begin(s, err);
+	if (rc != STORE_OK)
+		return rc;
+	return write_end(s, fn(s, ctx, err), err);
 }
 
-void store_reader_put(store_conn *c)
+int store_read(store *s, store_query *q, store_err *err)
 {
+	unsigned start = s->next_reader++;
+	store_conn *c = NULL;
+	for (int i = 0; i < s->nreaders && !c; i++) {
+		store_conn *r = &s->readers[(start + i) % s->nreaders];
+		if (pthread_mutex_trylock(&r->mu) == 0)
+			c = r;
+	}
+	if (!c) {
+		c = &s->readers[start % s->nreaders];
+		pthread_mutex_lock(&c->mu);
+	}
+	int rc = store_run(c, q, err);
 	pthread_mutex_unlock(&c->mu);
+	return rc;
 }
 
 static const char SQL_NEXT_SEQ[] = "UPDATE seq SET last = last + 1 WHERE id = 1 RETURNING last";
 
+int store_int64_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	(void)err;
+	*(int64_t *)ctx = sqlite3_column_int64(st, 0);
+	return 0;
+}
+
 int store_next_seq(store *s, uint64_t *seq, store_err *err)
 {
-	sqlite3_stmt *st = store_stmt(&s->writer, SQL_NEXT_SEQ, err);
-	if (!st)
-		return err->code;
-	int rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = store_sqlite_fail(err, s->writer.db, rc, "taking a sequence number");
-		sqlite3_reset(st);
-		return rc;
-	}
-	*seq = (uint64_t)sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	return STORE_OK;
+	int64_t last = 0;
+	store_query q = {
+		.sql = SQL_NEXT_SEQ, .what = "taking a sequence number", .row = store_int64_row, .ctx = &last,
+	};
+	int rc = store_run(&s->writer, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
+		rc = store_sqlite_fail(err, s->writer.db, SQLITE_DONE, "taking a sequence number");
+	if (rc == STORE_OK)
+		*seq = (uint64_t)last;
+	return rc;
 }
 
 static void conn_close(store_conn *c)
@@ -363,48 +437,41 @@ static const char SQL_KV_SET[] =
 	"ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 static const char SQL_KV_GET[] = "SELECT value FROM kv WHERE key = ?1";
 
+static int kv_set_tx(store *s, void *ctx, store_err *err)
+{
+	const char *const *kv = ctx;
+	return store_run(&s->writer, &(store_query){
+		.sql = SQL_KV_SET, .what = "setting a key", .args = {BIND_TEXT(kv[0]), BIND_TEXT(kv[1])},
+	}, err);
+}
+
 int store_kv_set(store *s, const char *key, const char *value, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	if (!key || !value)
 		return store_fail(err, STORE_EINVAL, "key and value are required");
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	sqlite3_stmt *st = store_stmt(&s->writer, SQL_KV_SET, err);
-	if (!st) {
-		rc = err->code;
-	} else {
-		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-		rc = store_step_done(&s->writer, st, "setting a key", err);
-	}
-	return store_write_end(s, rc, err);
+	const char *kv[2] = {key, value};
+	return store_write(s, kv_set_tx, kv, err);
+}
+
+/* A text column 0 into *(char **)ctx, which must be NULL on entry. */
+static int strdup_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	int oom = 0;
+	*(char **)ctx = store_col_strdup(st, 0, &oom);
+	return oom ? store_fail(err, STORE_ENOMEM, "out of memory") : 0;
 }
 
 int store_kv_get(store *s, const char *key, char **value, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	*value = NULL;
-	store_conn *c = store_reader_get(s);
-	int rc, oom = 0;
-	sqlite3_stmt *st = store_stmt(c, SQL_KV_GET, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*value = store_col_strdup(st, 0, &oom);
-		rc = oom ? store_fail(err, STORE_ENOMEM, "out of memory") : STORE_OK;
-	} else if (rc == SQLITE_DONE) {
+	store_query q = {
+		.sql = SQL_KV_GET, .what = "reading a key", .args = {BIND_TEXT(key)},
+		.row = strdup_row, .ctx = value,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
 		rc = store_fail(err, STORE_ENOTFOUND, "no value for key %s", key);
-	} else {
-		rc = store_sqlite_fail(err, c->db, rc, "reading a key");
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
 	return rc;
 }

@@ -34,6 +34,42 @@ static int check_kind(store_kind kind, store_err *err)
 	return STORE_OK;
 }
 
+struct embedding_put {
+	store_kind kind;
+	int64_t item_id;
+	const char *model;
+	const float *vec;
+	int dim;
+	uint64_t seq;
+};
+
+static int embedding_put_tx(store *s, void *ctx, store_err *err)
+{
+	struct embedding_put *a = ctx;
+	store_conn *w = &s->writer;
+
+	/* Mark the item ready first: it tells whether the item still exists. */
+	int rc = store_run(w, &(store_query){
+		.sql = a->kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE : SQL_ITEM_READY_TEXT,
+		.what = "marking an item ready",
+		.args = {BIND_INT(a->item_id), a->kind == STORE_IMAGE ? BIND_NOW : BIND_NONE},
+	}, err);
+	if (rc != STORE_OK)
+		return rc;
+	if (sqlite3_changes(w->db) == 0)
+		return store_fail(err, STORE_ENOTFOUND, "no %s %lld",
+		                  a->kind == STORE_IMAGE ? "image" : "text", (long long)a->item_id);
+	if ((rc = store_next_seq(s, &a->seq, err)) != STORE_OK)
+		return rc;
+	/* Stored as the machine's float32 bytes: little-endian on every
+	 * platform this server targets. */
+	return store_run(w, &(store_query){
+		.sql = SQL_EMB_PUT, .what = "storing an embedding",
+		.args = {BIND_INT(a->kind), BIND_INT(a->item_id), BIND_TEXT(a->model), BIND_INT(a->dim),
+		         BIND_BLOB(a->vec, (int)(sizeof(float) * (size_t)a->dim)), BIND_INT(a->seq)},
+	}, err);
+}
+
 int store_embedding_put(store *s, store_kind kind, int64_t item_id, const char *model,
                         const float *vec, int dim, uint64_t *seq_out, store_err *err)
 {
@@ -43,47 +79,10 @@ int store_embedding_put(store *s, store_kind kind, int64_t item_id, const char *
 		return rc;
 	if (!model || !*model || !vec || dim <= 0)
 		return store_fail(err, STORE_EINVAL, "an embedding needs a model, a vector and a dimension");
-	if ((rc = store_write_begin(s, err)) != STORE_OK)
-		return rc;
-	store_conn *w = &s->writer;
-	uint64_t seq = 0;
-
-	/* Mark the item ready first: it tells whether the item still exists. */
-	sqlite3_stmt *st = store_stmt(w, kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE : SQL_ITEM_READY_TEXT,
-	                              err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, item_id);
-	if (kind == STORE_IMAGE)
-		sqlite3_bind_int64(st, 2, store_now_ms());
-	if ((rc = store_step_done(w, st, "marking an item ready", err)) != STORE_OK)
-		goto out;
-	if (sqlite3_changes(w->db) == 0) {
-		rc = store_fail(err, STORE_ENOTFOUND, "no %s %lld", kind == STORE_IMAGE ? "image" : "text",
-		                (long long)item_id);
-		goto out;
-	}
-	if ((rc = store_next_seq(s, &seq, err)) != STORE_OK)
-		goto out;
-	if (!(st = store_stmt(w, SQL_EMB_PUT, err))) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_int64(st, 2, item_id);
-	sqlite3_bind_text(st, 3, model, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 4, dim);
-	/* Stored as the machine's float32 bytes: little-endian on every
-	 * platform this server targets. */
-	sqlite3_bind_blob(st, 5, vec, (int)(sizeof(float) * (size_t)dim), SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, (int64_t)seq);
-	rc = store_step_done(w, st, "storing an embedding", err);
-out:
-	rc = store_write_end(s, rc, err);
+	struct embedding_put a = {kind, item_id, model, vec, dim, 0};
+	rc = store_write(s, embedding_put_tx, &a, err);
 	if (rc == STORE_OK && seq_out)
-		*seq_out = seq;
+		*seq_out = a.seq;
 	return rc;
 }
 
@@ -93,33 +92,27 @@ static int put_one_locked(store *s, store_kind kind, const char *model, int dim,
 {
 	store_conn *w = &s->writer;
 	uint64_t seq;
-	int rc;
 	it->stored = 0;
-	sqlite3_stmt *st = store_stmt(w, kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE_SIZED
-	                                                     : SQL_ITEM_READY_TEXT, err);
-	if (!st)
-		return err->code;
-	sqlite3_bind_int64(st, 1, it->item_id);
-	if (kind == STORE_IMAGE) {
-		sqlite3_bind_int64(st, 2, now);
-		sqlite3_bind_int(st, 3, it->width);
-		sqlite3_bind_int(st, 4, it->height);
-	}
-	if ((rc = store_step_done(w, st, "marking an item ready", err)) != STORE_OK)
+	int rc = store_run(w, &(store_query){
+		.sql = kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE_SIZED : SQL_ITEM_READY_TEXT,
+		.what = "marking an item ready",
+		.args = {BIND_INT(it->item_id),
+		         kind == STORE_IMAGE ? BIND_INT(now) : BIND_NONE,
+		         kind == STORE_IMAGE ? BIND_INT(it->width) : BIND_NONE,
+		         kind == STORE_IMAGE ? BIND_INT(it->height) : BIND_NONE},
+	}, err);
+	if (rc != STORE_OK)
 		return rc;
 	if (sqlite3_changes(w->db) == 0)
 		return STORE_OK; /* deleted meanwhile */
 	if ((rc = store_next_seq(s, &seq, err)) != STORE_OK)
 		return rc;
-	if (!(st = store_stmt(w, SQL_EMB_PUT, err)))
-		return err->code;
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_int64(st, 2, it->item_id);
-	sqlite3_bind_text(st, 3, model, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 4, dim);
-	sqlite3_bind_blob(st, 5, it->vec, (int)(sizeof(float) * (size_t)dim), SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, (int64_t)seq);
-	if ((rc = store_step_done(w, st, "storing an embedding", err)) != STORE_OK)
+	rc = store_run(w, &(store_query){
+		.sql = SQL_EMB_PUT, .what = "storing an embedding",
+		.args = {BIND_INT(kind), BIND_INT(it->item_id), BIND_TEXT(model), BIND_INT(dim),
+		         BIND_BLOB(it->vec, (int)(sizeof(float) * (size_t)dim)), BIND_INT(seq)},
+	}, err);
+	if (rc != STORE_OK)
 		return rc;
 	if (it->work_id) {
 		int found; /* not claimed any more: nothing to count */
@@ -128,6 +121,24 @@ static int put_one_locked(store *s, store_kind kind, const char *model, int dim,
 	}
 	it->stored = 1;
 	return STORE_OK;
+}
+
+struct put_many {
+	store_kind kind;
+	const char *model;
+	int dim;
+	store_embedding_item *items;
+	size_t n;
+};
+
+static int put_many_tx(store *s, void *ctx, store_err *err)
+{
+	struct put_many *a = ctx;
+	int64_t now = store_now_ms();
+	int rc = STORE_OK;
+	for (size_t i = 0; i < a->n && rc == STORE_OK; i++)
+		rc = put_one_locked(s, a->kind, a->model, a->dim, &a->items[i], now, err);
+	return rc;
 }
 
 int store_embeddings_put_many(store *s, store_kind kind, const char *model, int dim,
@@ -146,16 +157,28 @@ int store_embeddings_put_many(store *s, store_kind kind, const char *model, int 
 	}
 	if (n == 0)
 		return STORE_OK;
-	if ((rc = store_write_begin(s, err)) != STORE_OK)
-		return rc;
-	int64_t now = store_now_ms();
-	for (size_t i = 0; i < n && rc == STORE_OK; i++)
-		rc = put_one_locked(s, kind, model, dim, &items[i], now, err);
-	rc = store_write_end(s, rc, err);
+	struct put_many a = {kind, model, dim, items, n};
+	rc = store_write(s, put_many_tx, &a, err);
 	if (rc != STORE_OK)
 		for (size_t i = 0; i < n; i++)
 			items[i].stored = 0;
 	return rc;
+}
+
+struct vec_out {
+	float *vec;
+	int dim;
+};
+
+static int vec_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct vec_out *v = ctx;
+	if (sqlite3_column_int(st, 0) != v->dim ||
+	    sqlite3_column_bytes(st, 1) != (int)(sizeof(float) * (size_t)v->dim))
+		return store_fail(err, STORE_EINVAL, "embedding has dimension %d, expected %d",
+		                  sqlite3_column_int(st, 0), v->dim);
+	memcpy(v->vec, sqlite3_column_blob(st, 1), sizeof(float) * (size_t)v->dim);
+	return 0;
 }
 
 int store_embedding_get(store *s, store_kind kind, int64_t item_id, const char *model, float *vec,
@@ -167,32 +190,37 @@ int store_embedding_get(store *s, store_kind kind, int64_t item_id, const char *
 		return rc;
 	if (!model)
 		return store_fail(err, STORE_EINVAL, "model is required");
-	store_conn *c = store_reader_get(s);
-	sqlite3_stmt *st = store_stmt(c, SQL_EMB_GET, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_int64(st, 2, item_id);
-	sqlite3_bind_text(st, 3, model, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
+	struct vec_out v = {vec, dim};
+	store_query q = {
+		.sql = SQL_EMB_GET, .what = "reading an embedding",
+		.args = {BIND_INT(kind), BIND_INT(item_id), BIND_TEXT(model)}, .row = vec_row, .ctx = &v,
+	};
+	rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
 		rc = store_fail(err, STORE_ENOTFOUND, "no embedding for item %lld", (long long)item_id);
-	} else if (rc != SQLITE_ROW) {
-		rc = store_sqlite_fail(err, c->db, rc, "reading an embedding");
-	} else if (sqlite3_column_int(st, 0) != dim ||
-	           sqlite3_column_bytes(st, 1) != (int)(sizeof(float) * (size_t)dim)) {
-		rc = store_fail(err, STORE_EINVAL, "embedding has dimension %d, expected %d",
-		                sqlite3_column_int(st, 0), dim);
-	} else {
-		memcpy(vec, sqlite3_column_blob(st, 1), sizeof(float) * (size_t)dim);
-		rc = STORE_OK;
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
 	return rc;
+}
+
+struct changes_walk {
+	int (*fn)(void *ctx, const store_change *c);
+	void *ctx;
+};
+
+static int change_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct changes_walk *cw = ctx;
+	store_change ch = {
+		.seq = (uint64_t)sqlite3_column_int64(st, 0),
+		.item_id = sqlite3_column_int64(st, 1),
+		.dim = sqlite3_column_int(st, 2),
+	};
+	if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+		ch.vec = sqlite3_column_blob(st, 3);
+		if (sqlite3_column_bytes(st, 3) != (int)(sizeof(float) * (size_t)ch.dim))
+			return store_fail(err, STORE_ECORRUPT, "embedding of item %lld has a wrong size",
+			                  (long long)ch.item_id);
+	}
+	return cw->fn(cw->ctx, &ch);
 }
 
 int store_changes_after(store *s, store_kind kind, const char *model, uint64_t after,
@@ -204,64 +232,25 @@ int store_changes_after(store *s, store_kind kind, const char *model, uint64_t a
 		return rc;
 	if (!model || !fn)
 		return store_fail(err, STORE_EINVAL, "model and callback are required");
-	store_conn *c = store_reader_get(s);
-	sqlite3_stmt *st = store_stmt(c, SQL_CHANGES, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_text(st, 2, model, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (int64_t)after);
 	/* A single statement reads one consistent snapshot in WAL mode. */
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		store_change ch = {
-			.seq = (uint64_t)sqlite3_column_int64(st, 0),
-			.item_id = sqlite3_column_int64(st, 1),
-			.dim = sqlite3_column_int(st, 2),
-		};
-		if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
-			ch.vec = sqlite3_column_blob(st, 3);
-			if (sqlite3_column_bytes(st, 3) != (int)(sizeof(float) * (size_t)ch.dim)) {
-				rc = store_fail(err, STORE_ECORRUPT, "embedding of item %lld has a wrong size",
-				                (long long)ch.item_id);
-				sqlite3_reset(st);
-				goto out;
-			}
-		}
-		int stop = fn(ctx, &ch);
-		if (stop) {
-			sqlite3_reset(st);
-			rc = stop;
-			goto out;
-		}
-	}
-	sqlite3_reset(st);
-	rc = rc == SQLITE_DONE ? STORE_OK : store_sqlite_fail(err, c->db, rc, "reading changes");
-out:
-	store_reader_put(c);
-	return rc;
+	struct changes_walk cw = {fn, ctx};
+	return store_read(s, &(store_query){
+		.sql = SQL_CHANGES, .what = "reading changes",
+		.args = {BIND_INT(kind), BIND_TEXT(model), BIND_INT(after)}, .row = change_row, .ctx = &cw,
+	}, err);
 }
 
 int store_last_seq(store *s, uint64_t *seq, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	store_conn *c = store_reader_get(s);
-	int rc;
-	sqlite3_stmt *st = store_stmt(c, SQL_LAST_SEQ, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*seq = (uint64_t)sqlite3_column_int64(st, 0);
-		rc = STORE_OK;
-	} else {
-		rc = store_sqlite_fail(err, c->db, rc, "reading the sequence");
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
+	int64_t last = 0;
+	store_query q = {
+		.sql = SQL_LAST_SEQ, .what = "reading the sequence", .row = store_int64_row, .ctx = &last,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
+		rc = store_sqlite_fail(err, NULL, SQLITE_DONE, "reading the sequence");
+	if (rc == STORE_OK)
+		*seq = (uint64_t)last;
 	return rc;
 }

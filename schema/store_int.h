@@ -45,23 +45,105 @@ int store_fail(store_err *err, store_code code, const char *fmt, ...)
  * what was being done (what), never the SQL. */
 int store_sqlite_fail(store_err *err, sqlite3 *db, int rc, const char *what);
 
-/* The prepared statement for sql on c, reset and with bindings cleared. */
-sqlite3_stmt *store_stmt(store_conn *c, const char *sql, store_err *err);
+/* ---- running statements --------------------------------------------------
+ *
+ * Every query of the module is a store_query: its SQL, a phrase that names
+ * it in error messages, its parameters as a table, and what to do with each
+ * result row. store_run runs one on a connection the caller holds (the
+ * writer, inside store_write); store_read runs one on a borrowed reader;
+ * store_write wraps a function in one write transaction. Apart from
+ * store_open (pragmas, migrations and checks, before any other thread can
+ * see the handle), no other code in the module prepares, binds, steps or
+ * resets a statement, or takes a connection's mutex.
+ */
 
-/* Takes the writer and begins an IMMEDIATE transaction. On success the
- * caller must call store_write_end. */
-int store_write_begin(store *s, store_err *err);
+#define STORE_MAX_ARGS 10
 
-/* Commits (rc == STORE_OK) or rolls back, then releases the writer. Returns
- * rc, or the commit's error. */
-int store_write_end(store *s, int rc, store_err *err);
+typedef enum store_arg_type {
+	STORE_ARG_NONE = 0, /* leaves the parameter unbound (SQL NULL) */
+	STORE_ARG_INT,
+	STORE_ARG_TEXT,
+	STORE_ARG_BLOB,
+	STORE_ARG_NOW, /* store_now_ms() when bound: the time of the write, taken
+	                * inside its transaction */
+} store_arg_type;
 
-/* Borrows a reader connection (locked); give it back with store_reader_put. */
-store_conn *store_reader_get(store *s);
-void store_reader_put(store_conn *c);
+/* One parameter value. Text and blobs are bound SQLITE_STATIC: they must
+ * stay valid until the store_run that binds them returns. */
+typedef struct store_arg {
+	store_arg_type type;
+	int64_t i;     /* STORE_ARG_INT */
+	const void *p; /* STORE_ARG_TEXT: NUL-terminated, NULL binds SQL NULL; STORE_ARG_BLOB */
+	int n;         /* STORE_ARG_BLOB: its size in bytes */
+} store_arg;
 
-/* Steps a statement that returns no rows. */
-int store_step_done(store_conn *c, sqlite3_stmt *st, const char *what, store_err *err);
+#define BIND_NONE ((store_arg){.type = STORE_ARG_NONE})
+#define BIND_INT(v) ((store_arg){.type = STORE_ARG_INT, .i = (int64_t)(v)})
+#define BIND_TEXT(s) ((store_arg){.type = STORE_ARG_TEXT, .p = (const char *)(s)})
+#define BIND_BLOB(b, len) ((store_arg){.type = STORE_ARG_BLOB, .p = (b), .n = (len)})
+#define BIND_NOW ((store_arg){.type = STORE_ARG_NOW})
+
+/* Called for each result row of a query, with the statement positioned on
+ * it (read its columns with sqlite3_column_*; text and blobs stay valid only
+ * until the callback returns). Returns 0 to go on; any other value stops the
+ * query and becomes store_run's result unchanged: a store_code after filling
+ * err (store_fail), or a caller's own stop value. */
+typedef int store_row_fn(sqlite3_stmt *st, void *ctx, store_err *err);
+
+/* A store_row_fn for one-integer queries: column 0 into *(int64_t *)ctx. */
+int store_int64_row(sqlite3_stmt *st, void *ctx, store_err *err);
+
+typedef struct store_query {
+	const char *sql;  /* a static string of this module: its address keys the
+	                   * connection's statement cache */
+	const char *what; /* "reading a job": names the query in error messages */
+	store_arg args[STORE_MAX_ARGS]; /* args[i] binds ?(i+1); entries left out
+	                                 * are BIND_NONE */
+	store_row_fn *row; /* NULL: result rows are stepped over */
+	void *ctx;         /* handed to row */
+	/* Set by store_run: */
+	int64_t rows; /* result rows stepped (all of them, unless row stopped) */
+	int step_rc;  /* SQLite's extended code of the last sqlite3_step: SQLITE_DONE
+	               * once the rows are out, the error when a step failed; 0 when
+	               * preparing or binding failed */
+} store_query;
+
+/* Runs q on connection c, which the calling thread holds (the writer inside
+ * store_write, or a reader in store_read): takes the cached statement for
+ * q->sql (preparing it on first use), binds q->args, steps it to the end
+ * handing each row to q->row, and resets it on every path, so that no
+ * statement stays open after the call.
+ * Returns STORE_OK; or q->row's non-zero value; or a failure with err filled
+ * (err must not be NULL): a full statement cache is STORE_EINTERNAL
+ * "statement cache full", and a failing prepare ("preparing a query"), bind
+ * or step (q->what) is mapped by store_sqlite_fail. A caller that gives some
+ * SQLite result a meaning of its own (a CHECK or FOREIGN KEY constraint)
+ * looks at q->step_rc and replaces the message with store_fail. */
+int store_run(store_conn *c, store_query *q, store_err *err);
+
+/* store_run on a reader connection: borrows one (trylock in round-robin
+ * order, then blocks on one), runs q and gives the reader back on every
+ * path. A single statement reads one consistent snapshot. q->row runs with
+ * the reader's mutex held, so it must not call into the store. Safe from any
+ * number of threads. Returns as store_run. */
+int store_read(store *s, store_query *q, store_err *err);
+
+/* The body of a write transaction: runs its statements with
+ * store_run(&s->writer, ...) and the *_locked functions, and returns
+ * STORE_OK to commit or a failure (err filled) to roll back. It holds the
+ * writer's mutex, so it must not call the public store functions (the mutex
+ * is not recursive) nor store_read (a thread holds one store mutex at a
+ * time, and a reader would not see the uncommitted rows). */
+typedef int store_tx_fn(store *s, void *ctx, store_err *err);
+
+/* One write transaction: takes the writer's mutex, BEGIN IMMEDIATE, calls
+ * fn(s, ctx, err), then COMMITs when it returned STORE_OK or ROLLBACKs
+ * otherwise, and releases the mutex on every path. Writes are serialised in
+ * the process; other processes wait up to the busy timeout, then the begin
+ * or the commit fails with STORE_EBUSY. Returns fn's code (a failed rollback
+ * leaves err as fn filled it), or the begin's or the commit's failure with
+ * err filled. err must not be NULL. Safe from any number of threads. */
+int store_write(store *s, store_tx_fn *fn, void *ctx, store_err *err);
 
 /* Takes the next store-wide sequence number (inside a write transaction). */
 int store_next_seq(store *s, uint64_t *seq, store_err *err);

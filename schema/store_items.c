@@ -102,53 +102,49 @@ int store_image_insert_locked(store *s, const store_image *img, int64_t *id, sto
 	if (img->bytes < 0 || img->width < 0 || img->height < 0)
 		return store_fail(err, STORE_EINVAL, "sizes must not be negative");
 
-	sqlite3_stmt *st = store_stmt(w, SQL_IMAGE_BY_SHA_ID, err);
-	if (!st)
-		return err->code;
-	sqlite3_bind_text(st, 1, img->sha256, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*id = sqlite3_column_int64(st, 0);
-		sqlite3_reset(st);
+	store_query q = {
+		.sql = SQL_IMAGE_BY_SHA_ID, .what = "looking up an image",
+		.args = {BIND_TEXT(img->sha256)}, .row = store_int64_row, .ctx = id,
+	};
+	int rc = store_run(w, &q, err);
+	if (rc != STORE_OK)
+		return rc;
+	if (q.rows > 0)
 		return store_fail(err, STORE_EEXISTS, "an image with the same content exists (id %lld)",
 		                  (long long)*id);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_fail(err, w->db, rc, "looking up an image");
 
-	if (!(st = store_stmt(w, SQL_IMAGE_INSERT, err)))
-		return err->code;
-	sqlite3_bind_text(st, 1, img->sha256, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, img->filename, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, img->mime, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 4, img->width);
-	sqlite3_bind_int(st, 5, img->height);
-	sqlite3_bind_int64(st, 6, img->bytes);
-	sqlite3_bind_text(st, 7, img->meta, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 8, store_now_ms());
-	sqlite3_bind_int(st, 9, img->pinned ? 1 : 0);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_CONSTRAINT_CHECK)
+	q = (store_query){
+		.sql = SQL_IMAGE_INSERT, .what = "inserting an image",
+		.args = {BIND_TEXT(img->sha256), BIND_TEXT(img->filename), BIND_TEXT(img->mime),
+		         BIND_INT(img->width), BIND_INT(img->height), BIND_INT(img->bytes),
+		         BIND_TEXT(img->meta), BIND_NOW, BIND_INT(img->pinned ? 1 : 0)},
+	};
+	rc = store_run(w, &q, err);
+	if (q.step_rc == SQLITE_CONSTRAINT_CHECK)
 		return json_meta_error(err);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_fail(err, w->db, rc, "inserting an image");
+	if (rc != STORE_OK)
+		return rc;
 	*id = sqlite3_last_insert_rowid(w->db);
 	return STORE_OK;
+}
+
+struct image_insert {
+	const store_image *img;
+	int64_t *id;
+};
+
+static int image_insert_tx(store *s, void *ctx, store_err *err)
+{
+	struct image_insert *a = ctx;
+	return store_image_insert_locked(s, a->img, a->id, err);
 }
 
 int store_image_insert(store *s, const store_image *img, int64_t *id, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	int64_t tmp;
-	if (!id)
-		id = &tmp;
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	rc = store_image_insert_locked(s, img, id, err);
-	return store_write_end(s, rc, err);
+	struct image_insert a = {img, id ? id : &tmp};
+	return store_write(s, image_insert_tx, &a, err);
 }
 
 /* An image row from column c0 on (the column order of SQL_IMAGE_COLS). */
@@ -180,92 +176,67 @@ static void fill_text(sqlite3_stmt *st, int c0, store_text *out, int *oom)
 	out->created_ms = sqlite3_column_int64(st, c0 + 4);
 }
 
-static int read_image(store *s, const char *sql, int64_t id, const char *sha, store_image *out,
-                      store_err *err)
+static int image_row(sqlite3_stmt *st, void *ctx, store_err *err)
 {
-	memset(out, 0, sizeof *out);
-	store_conn *c = store_reader_get(s);
-	int rc, oom = 0;
-	sqlite3_stmt *st = store_stmt(c, sql, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	if (sha)
-		sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = sha ? store_fail(err, STORE_ENOTFOUND, "no image with that content hash")
-		         : store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)id);
-	} else if (rc != SQLITE_ROW) {
-		rc = store_sqlite_fail(err, c->db, rc, "reading an image");
-	} else {
-		fill_image(st, 0, out, &oom);
-		rc = STORE_OK;
-		if (oom) {
-			store_image_clear(out);
-			rc = store_fail(err, STORE_ENOMEM, "out of memory");
-		}
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
-	return rc;
+	int oom = 0;
+	fill_image(st, 0, ctx, &oom);
+	if (!oom)
+		return 0;
+	store_image_clear(ctx);
+	return store_fail(err, STORE_ENOMEM, "out of memory");
+}
+
+static int text_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	int oom = 0;
+	fill_text(st, 0, ctx, &oom);
+	if (!oom)
+		return 0;
+	store_text_clear(ctx);
+	return store_fail(err, STORE_ENOMEM, "out of memory");
 }
 
 int store_image_get(store *s, int64_t id, store_image *out, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	return read_image(s, SQL_IMAGE_COLS, id, NULL, out, err);
+	memset(out, 0, sizeof *out);
+	store_query q = {
+		.sql = SQL_IMAGE_COLS, .what = "reading an image", .args = {BIND_INT(id)},
+		.row = image_row, .ctx = out,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
+		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)id);
+	return rc;
 }
 
 int store_image_find_sha(store *s, const char *sha256, store_image *out, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	if (!valid_sha(sha256)) {
-		memset(out, 0, sizeof *out);
+	memset(out, 0, sizeof *out);
+	if (!valid_sha(sha256))
 		return store_fail(err, STORE_EINVAL, "sha256 must be 64 lower-case hex digits");
-	}
-	return read_image(s, SQL_IMAGE_COLS_SHA, 0, sha256, out, err);
+	store_query q = {
+		.sql = SQL_IMAGE_COLS_SHA, .what = "reading an image", .args = {BIND_TEXT(sha256)},
+		.row = image_row, .ctx = out,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
+		rc = store_fail(err, STORE_ENOTFOUND, "no image with that content hash");
+	return rc;
 }
 
-/* Runs one UPDATE of a single image row in its own transaction.
- * Binds: ?1 id, then the text/ints given, then the time last. */
-static int update_image(store *s, const char *sql, int64_t id, const char *text, int a, int b,
-                        int nints, const char *what, store_err *err)
+/* The transaction of an UPDATE of one image row: ctx is the query, whose ?1
+ * is the image id. */
+static int update_image_tx(store *s, void *ctx, store_err *err)
 {
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	store_conn *w = &s->writer;
-	sqlite3_stmt *st = store_stmt(w, sql, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	int p = 1;
-	sqlite3_bind_int64(st, p++, id);
-	if (text)
-		sqlite3_bind_text(st, p++, text, -1, SQLITE_STATIC);
-	if (nints > 0)
-		sqlite3_bind_int(st, p++, a);
-	if (nints > 1)
-		sqlite3_bind_int(st, p++, b);
-	sqlite3_bind_int64(st, p, store_now_ms());
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_CONSTRAINT_CHECK)
-		rc = json_meta_error(err);
-	else if (rc != SQLITE_DONE)
-		rc = store_sqlite_fail(err, w->db, rc, what);
-	else if (sqlite3_changes(w->db) == 0)
-		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)id);
-	else
-		rc = STORE_OK;
-out:
-	return store_write_end(s, rc, err);
+	store_query *q = ctx;
+	int rc = store_run(&s->writer, q, err);
+	if (q->step_rc == SQLITE_CONSTRAINT_CHECK)
+		return json_meta_error(err);
+	if (rc == STORE_OK && sqlite3_changes(s->writer.db) == 0)
+		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)q->args[0].i);
+	return rc;
 }
 
 int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err *err)
@@ -273,27 +244,19 @@ int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err 
 	STORE_ERR_DEFAULT(err);
 	if (!meta_json)
 		return json_meta_error(err);
-	return update_image(s, SQL_IMAGE_SET_META, id, meta_json, 0, 0, 0, "updating metadata", err);
+	store_query q = {
+		.sql = SQL_IMAGE_SET_META, .what = "updating metadata",
+		.args = {BIND_INT(id), BIND_TEXT(meta_json), BIND_NOW},
+	};
+	return store_write(s, update_image_tx, &q, err);
 }
 
 int store_image_pin(store *s, int64_t id, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	store_conn *w = &s->writer;
-	sqlite3_stmt *st = store_stmt(w, SQL_IMAGE_PIN, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	if ((rc = store_step_done(w, st, "pinning an image", err)) == STORE_OK &&
-	    sqlite3_changes(w->db) == 0)
-		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)id);
-out:
-	return store_write_end(s, rc, err);
+	/* pinned = 1 always passes its CHECK: no metadata error can come. */
+	store_query q = {.sql = SQL_IMAGE_PIN, .what = "pinning an image", .args = {BIND_INT(id)}};
+	return store_write(s, update_image_tx, &q, err);
 }
 
 int store_image_set_size(store *s, int64_t id, int width, int height, store_err *err)
@@ -301,15 +264,37 @@ int store_image_set_size(store *s, int64_t id, int width, int height, store_err 
 	STORE_ERR_DEFAULT(err);
 	if (width < 0 || height < 0)
 		return store_fail(err, STORE_EINVAL, "sizes must not be negative");
-	return update_image(s, SQL_IMAGE_SET_SIZE, id, NULL, width, height, 2, "updating an image",
-	                    err);
+	store_query q = {
+		.sql = SQL_IMAGE_SET_SIZE, .what = "updating an image",
+		.args = {BIND_INT(id), BIND_INT(width), BIND_INT(height), BIND_NOW},
+	};
+	return store_write(s, update_image_tx, &q, err);
 }
 
 int store_image_set_failed(store *s, int64_t id, const char *why, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	return update_image(s, SQL_IMAGE_SET_FAILED, id, why ? why : "failed", 0, 0, 0,
-	                    "updating an image", err);
+	store_query q = {
+		.sql = SQL_IMAGE_SET_FAILED, .what = "updating an image",
+		.args = {BIND_INT(id), BIND_TEXT(why ? why : "failed"), BIND_NOW},
+	};
+	return store_write(s, update_image_tx, &q, err);
+}
+
+/* The jobs whose items SQL_WORK_DROP_ITEM failed; more than fit are not
+ * counted (an item is queued in few jobs). */
+struct job_ids {
+	int64_t id[64];
+	int n;
+};
+
+static int job_id_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct job_ids *j = ctx;
+	(void)err;
+	if (j->n < (int)(sizeof j->id / sizeof j->id[0]))
+		j->id[j->n++] = sqlite3_column_int64(st, 0);
+	return 0;
 }
 
 /* Inside a write transaction: drops an item's embedding (logging the
@@ -318,51 +303,37 @@ static int drop_item_locked(store *s, store_kind kind, int64_t id, store_err *er
 {
 	store_conn *w = &s->writer;
 	int64_t now = store_now_ms();
-	sqlite3_stmt *st = store_stmt(w, SQL_EMB_DELETE_ITEM, err);
-	if (!st)
-		return err->code;
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_int64(st, 2, id);
-	int rc = store_step_done(w, st, "deleting an embedding", err);
+	int rc = store_run(w, &(store_query){
+		.sql = SQL_EMB_DELETE_ITEM, .what = "deleting an embedding",
+		.args = {BIND_INT(kind), BIND_INT(id)},
+	}, err);
 	if (rc != STORE_OK)
 		return rc;
 	if (sqlite3_changes(w->db) > 0) {
 		uint64_t seq;
 		if ((rc = store_next_seq(s, &seq, err)) != STORE_OK)
 			return rc;
-		if (!(st = store_stmt(w, SQL_REMOVAL_PUT, err)))
-			return err->code;
-		sqlite3_bind_int(st, 1, kind);
-		sqlite3_bind_int64(st, 2, id);
-		sqlite3_bind_int64(st, 3, (int64_t)seq);
-		if ((rc = store_step_done(w, st, "logging a removal", err)) != STORE_OK)
+		rc = store_run(w, &(store_query){
+			.sql = SQL_REMOVAL_PUT, .what = "logging a removal",
+			.args = {BIND_INT(kind), BIND_INT(id), BIND_INT(seq)},
+		}, err);
+		if (rc != STORE_OK)
 			return rc;
 	}
 
 	/* Collect the jobs first: the RETURNING rows must be read to the end
 	 * before another statement changes the same tables. */
-	int64_t jobs[64];
-	int njobs = 0;
-	if (!(st = store_stmt(w, SQL_WORK_DROP_ITEM, err)))
-		return err->code;
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_int64(st, 2, id);
-	sqlite3_bind_int64(st, 3, now);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		if (njobs < (int)(sizeof jobs / sizeof jobs[0]))
-			jobs[njobs++] = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_fail(err, w->db, rc, "updating the queue");
-	for (int i = 0; i < njobs; i++) {
-		if (!(st = store_stmt(w, SQL_JOB_COUNT_FAILED, err)))
-			return err->code;
-		sqlite3_bind_int64(st, 1, jobs[i]);
-		sqlite3_bind_int64(st, 2, now);
-		if ((rc = store_step_done(w, st, "updating a job", err)) != STORE_OK)
-			return rc;
-	}
-	return STORE_OK;
+	struct job_ids jobs = {.n = 0};
+	rc = store_run(w, &(store_query){
+		.sql = SQL_WORK_DROP_ITEM, .what = "updating the queue",
+		.args = {BIND_INT(kind), BIND_INT(id), BIND_INT(now)}, .row = job_id_row, .ctx = &jobs,
+	}, err);
+	for (int i = 0; i < jobs.n && rc == STORE_OK; i++)
+		rc = store_run(w, &(store_query){
+			.sql = SQL_JOB_COUNT_FAILED, .what = "updating a job",
+			.args = {BIND_INT(jobs.id[i]), BIND_INT(now)},
+		}, err);
+	return rc;
 }
 
 /* Inside a write transaction: deletes an item with what goes with it;
@@ -370,14 +341,11 @@ static int drop_item_locked(store *s, store_kind kind, int64_t id, store_err *er
 static int delete_item_locked(store *s, store_kind kind, const char *sql, int64_t id, int *found,
                               store_err *err)
 {
-	store_conn *w = &s->writer;
-	sqlite3_stmt *st = store_stmt(w, sql, err);
 	*found = 0;
-	if (!st)
-		return err->code;
-	sqlite3_bind_int64(st, 1, id);
-	int rc = store_step_done(w, st, "deleting an item", err);
-	if (rc != STORE_OK || sqlite3_changes(w->db) == 0)
+	int rc = store_run(&s->writer, &(store_query){
+		.sql = sql, .what = "deleting an item", .args = {BIND_INT(id)},
+	}, err);
+	if (rc != STORE_OK || sqlite3_changes(s->writer.db) == 0)
 		return rc;
 	*found = 1;
 	return drop_item_locked(s, kind, id, err);
@@ -388,53 +356,55 @@ int store_image_delete_locked(store *s, int64_t id, int *found, store_err *err)
 	return delete_item_locked(s, STORE_IMAGE, SQL_IMAGE_DELETE, id, found, err);
 }
 
-static int delete_item(store *s, store_kind kind, const char *sql, int64_t id, store_err *err)
+struct item_delete {
+	store_kind kind;
+	const char *sql;
+	int64_t id;
+};
+
+static int delete_item_tx(store *s, void *ctx, store_err *err)
 {
-	int found, rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	rc = delete_item_locked(s, kind, sql, id, &found, err);
+	struct item_delete *d = ctx;
+	int found, rc = delete_item_locked(s, d->kind, d->sql, d->id, &found, err);
 	if (rc == STORE_OK && !found)
-		rc = store_fail(err, STORE_ENOTFOUND, "no %s %lld", kind == STORE_IMAGE ? "image" : "text",
-		                (long long)id);
-	return store_write_end(s, rc, err);
+		rc = store_fail(err, STORE_ENOTFOUND, "no %s %lld",
+		                d->kind == STORE_IMAGE ? "image" : "text", (long long)d->id);
+	return rc;
 }
 
 int store_image_delete(store *s, int64_t id, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	return delete_item(s, STORE_IMAGE, SQL_IMAGE_DELETE, id, err);
+	struct item_delete d = {STORE_IMAGE, SQL_IMAGE_DELETE, id};
+	return store_write(s, delete_item_tx, &d, err);
 }
 
 int store_text_delete(store *s, int64_t id, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	return delete_item(s, STORE_TEXT, SQL_TEXT_DELETE, id, err);
+	struct item_delete d = {STORE_TEXT, SQL_TEXT_DELETE, id};
+	return store_write(s, delete_item_tx, &d, err);
+}
+
+/* Columns 0 and 1 of a count query, into the non-NULL ones of ctx[0..1]. */
+static int counts_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	int64_t **out = ctx;
+	(void)err;
+	for (int i = 0; i < 2; i++)
+		if (out[i])
+			*out[i] = sqlite3_column_int64(st, i);
+	return 0;
 }
 
 /* One row of one or two integers from a reader. */
 static int read_counts(store *s, const char *sql, int64_t *a, int64_t *b, store_err *err)
 {
-	store_conn *c = store_reader_get(s);
-	int rc;
-	sqlite3_stmt *st = store_stmt(c, sql, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		if (a)
-			*a = sqlite3_column_int64(st, 0);
-		if (b)
-			*b = sqlite3_column_int64(st, 1);
-		rc = STORE_OK;
-	} else {
-		rc = store_sqlite_fail(err, c->db, rc, "counting");
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
+	int64_t *out[2] = {a, b};
+	store_query q = {.sql = sql, .what = "counting", .row = counts_row, .ctx = out};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
+		rc = store_sqlite_fail(err, NULL, SQLITE_DONE, "counting");
 	return rc;
 }
 
@@ -453,24 +423,31 @@ int store_text_count(store *s, int64_t *total, store_err *err)
 int store_text_insert_locked(store *s, const char *text, const char *meta_json, int64_t *id,
                              store_err *err)
 {
-	store_conn *w = &s->writer;
 	if (!text)
 		return store_fail(err, STORE_EINVAL, "text is required");
-	sqlite3_stmt *st = store_stmt(w, SQL_TEXT_INSERT, err);
-	if (!st)
-		return err->code;
-	sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, meta_json, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, store_now_ms());
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_CONSTRAINT_CHECK)
+	store_query q = {
+		.sql = SQL_TEXT_INSERT, .what = "inserting a text",
+		.args = {BIND_TEXT(text), BIND_TEXT(meta_json), BIND_NOW},
+	};
+	int rc = store_run(&s->writer, &q, err);
+	if (q.step_rc == SQLITE_CONSTRAINT_CHECK)
 		return json_meta_error(err);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_fail(err, w->db, rc, "inserting a text");
+	if (rc != STORE_OK)
+		return rc;
 	if (id)
-		*id = sqlite3_last_insert_rowid(w->db);
+		*id = sqlite3_last_insert_rowid(s->writer.db);
 	return STORE_OK;
+}
+
+struct text_insert {
+	const char *text, *meta_json;
+	int64_t *id;
+};
+
+static int text_insert_tx(store *s, void *ctx, store_err *err)
+{
+	struct text_insert *a = ctx;
+	return store_text_insert_locked(s, a->text, a->meta_json, a->id, err);
 }
 
 int store_text_insert(store *s, const char *text, const char *meta_json, int64_t *id,
@@ -479,41 +456,21 @@ int store_text_insert(store *s, const char *text, const char *meta_json, int64_t
 	STORE_ERR_DEFAULT(err);
 	if (!text)
 		return store_fail(err, STORE_EINVAL, "text is required");
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	rc = store_text_insert_locked(s, text, meta_json, id, err);
-	return store_write_end(s, rc, err);
+	struct text_insert a = {text, meta_json, id};
+	return store_write(s, text_insert_tx, &a, err);
 }
 
 int store_text_get(store *s, int64_t id, store_text *out, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	memset(out, 0, sizeof *out);
-	store_conn *c = store_reader_get(s);
-	int rc, oom = 0;
-	sqlite3_stmt *st = store_stmt(c, SQL_TEXT_GET, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
+	store_query q = {
+		.sql = SQL_TEXT_GET, .what = "reading a text", .args = {BIND_INT(id)},
+		.row = text_row, .ctx = out,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
 		rc = store_fail(err, STORE_ENOTFOUND, "no text %lld", (long long)id);
-	} else if (rc != SQLITE_ROW) {
-		rc = store_sqlite_fail(err, c->db, rc, "reading a text");
-	} else {
-		fill_text(st, 0, out, &oom);
-		rc = STORE_OK;
-		if (oom) {
-			store_text_clear(out);
-			rc = store_fail(err, STORE_ENOMEM, "out of memory");
-		}
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
 	return rc;
 }
 
@@ -531,6 +488,26 @@ char *store_ids_json(const int64_t *ids, size_t n)
 	return buf;
 }
 
+/* The rows of SQL_IMAGE_MANY or SQL_TEXT_MANY: each goes to fill with its
+ * position in the ids (column 0). Running out of memory is noted and the
+ * rows read on, as a failing step would still be the error to report. */
+struct many {
+	size_t n;
+	void (*fill)(sqlite3_stmt *st, size_t pos, void *out, int *oom);
+	void *out;
+	int oom;
+};
+
+static int many_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct many *m = ctx;
+	(void)err;
+	sqlite3_int64 pos = sqlite3_column_int64(st, 0);
+	if (pos >= 0 && (size_t)pos < m->n)
+		m->fill(st, (size_t)pos, m->out, &m->oom);
+	return 0;
+}
+
 /* Runs SQL_IMAGE_MANY or SQL_TEXT_MANY over ids and hands every row, with
  * its position in ids, to fill. */
 static int read_many(store *s, const char *sql, const int64_t *ids, size_t n,
@@ -540,28 +517,12 @@ static int read_many(store *s, const char *sql, const int64_t *ids, size_t n,
 	char *json = store_ids_json(ids, n);
 	if (!json)
 		return store_fail(err, STORE_ENOMEM, "out of memory");
-	store_conn *c = store_reader_get(s);
-	int rc, oom = 0;
-	sqlite3_stmt *st = store_stmt(c, sql, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		sqlite3_int64 pos = sqlite3_column_int64(st, 0);
-		if (pos >= 0 && (size_t)pos < n)
-			fill(st, (size_t)pos, out, &oom);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		rc = store_sqlite_fail(err, c->db, rc, what);
-	else if (oom)
+	struct many m = {n, fill, out, 0};
+	int rc = store_read(s, &(store_query){
+		.sql = sql, .what = what, .args = {BIND_TEXT(json)}, .row = many_row, .ctx = &m,
+	}, err);
+	if (rc == STORE_OK && m.oom)
 		rc = store_fail(err, STORE_ENOMEM, "out of memory");
-	else
-		rc = STORE_OK;
-out:
-	store_reader_put(c);
 	free(json);
 	return rc;
 }

@@ -45,39 +45,49 @@ void store_watched_clear(store_watched *w)
 	memset(w, 0, sizeof *w);
 }
 
+struct watch_walk {
+	int (*fn)(void *ctx, const store_watched *w);
+	void *ctx;
+};
+
+static int watch_walk_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct watch_walk *ww = ctx;
+	(void)err;
+	store_watched w = {
+		.path = (char *)sqlite3_column_text(st, 0),
+		.size = sqlite3_column_int64(st, 1),
+		.mtime_ns = sqlite3_column_int64(st, 2),
+		.image_id = sqlite3_column_int64(st, 3),
+	};
+	return ww->fn(ww->ctx, &w);
+}
+
 int store_watch_list(store *s, const char *dir, int (*fn)(void *ctx, const store_watched *w),
                      void *ctx, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	if (!dir || !fn)
 		return store_fail(err, STORE_EINVAL, "a directory and a callback are required");
-	store_conn *c = store_reader_get(s);
-	int rc;
-	sqlite3_stmt *st = store_stmt(c, SQL_WATCH_LIST, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		store_watched w = {
-			.path = (char *)sqlite3_column_text(st, 0),
-			.size = sqlite3_column_int64(st, 1),
-			.mtime_ns = sqlite3_column_int64(st, 2),
-			.image_id = sqlite3_column_int64(st, 3),
-		};
-		int stop = fn(ctx, &w);
-		if (stop) {
-			sqlite3_reset(st);
-			rc = stop;
-			goto out;
-		}
-	}
-	sqlite3_reset(st);
-	rc = rc == SQLITE_DONE ? STORE_OK : store_sqlite_fail(err, c->db, rc, "listing watched files");
-out:
-	store_reader_put(c);
-	return rc;
+	struct watch_walk ww = {fn, ctx};
+	return store_read(s, &(store_query){
+		.sql = SQL_WATCH_LIST, .what = "listing watched files", .args = {BIND_TEXT(dir)},
+		.row = watch_walk_row, .ctx = &ww,
+	}, err);
+}
+
+static int watched_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	store_watched *out = ctx;
+	int oom = 0;
+	out->path = store_col_strdup(st, 0, &oom);
+	out->size = sqlite3_column_int64(st, 1);
+	out->mtime_ns = sqlite3_column_int64(st, 2);
+	out->image_id = sqlite3_column_int64(st, 3);
+	if (!oom)
+		return 0;
+	store_watched_clear(out);
+	return store_fail(err, STORE_ENOMEM, "out of memory");
 }
 
 int store_watch_get(store *s, const char *path, store_watched *out, store_err *err)
@@ -86,58 +96,29 @@ int store_watch_get(store *s, const char *path, store_watched *out, store_err *e
 	memset(out, 0, sizeof *out);
 	if (!path)
 		return store_fail(err, STORE_EINVAL, "a path is required");
-	store_conn *c = store_reader_get(s);
-	int rc, oom = 0;
-	sqlite3_stmt *st = store_stmt(c, SQL_WATCH_GET_R, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		out->path = store_col_strdup(st, 0, &oom);
-		out->size = sqlite3_column_int64(st, 1);
-		out->mtime_ns = sqlite3_column_int64(st, 2);
-		out->image_id = sqlite3_column_int64(st, 3);
-		rc = oom ? store_fail(err, STORE_ENOMEM, "out of memory") : STORE_OK;
-		if (oom)
-			store_watched_clear(out);
-	} else if (rc == SQLITE_DONE) {
+	store_query q = {
+		.sql = SQL_WATCH_GET_R, .what = "reading a watched file", .args = {BIND_TEXT(path)},
+		.row = watched_row, .ctx = out,
+	};
+	int rc = store_read(s, &q, err);
+	if (rc == STORE_OK && q.rows == 0)
 		rc = store_fail(err, STORE_ENOTFOUND, "the file is not watched");
-	} else {
-		rc = store_sqlite_fail(err, c->db, rc, "reading a watched file");
-	}
-	sqlite3_reset(st);
-out:
-	store_reader_put(c);
 	return rc;
 }
 
-/* Inside a write transaction: one integer from a one-row query on path or
- * id; *found 0 when no row. */
+/* Inside a write transaction: one integer from a one-row query on path (or
+ * id, when path is NULL); *found 0 when no row. */
 static int query_int(store *s, const char *sql, const char *path, int64_t id, int64_t *v,
                      int *found, store_err *err)
 {
-	store_conn *w = &s->writer;
-	sqlite3_stmt *st = store_stmt(w, sql, err);
-	*found = 0;
+	store_query q = {
+		.sql = sql, .what = "reading watched files",
+		.args = {path ? BIND_TEXT(path) : BIND_INT(id)}, .row = store_int64_row, .ctx = v,
+	};
 	*v = 0;
-	if (!st)
-		return err->code;
-	if (path)
-		sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_int64(st, 1, id);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*found = 1;
-		*v = sqlite3_column_int64(st, 0);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return store_sqlite_fail(err, w->db, rc, "reading watched files");
-	return STORE_OK;
+	int rc = store_run(&s->writer, &q, err);
+	*found = rc == STORE_OK && q.rows > 0;
+	return rc;
 }
 
 /* Inside a write transaction, after path's row changed or went: deletes
@@ -160,75 +141,74 @@ static int drop_if_orphan(store *s, int64_t old, int64_t *dropped, store_err *er
 	return STORE_OK;
 }
 
+struct watch_change {
+	const char *path;
+	int64_t size, mtime_ns, image_id;
+	int64_t *dropped;
+};
+
+static int watch_set_tx(store *s, void *ctx, store_err *err)
+{
+	struct watch_change *a = ctx;
+	int64_t old;
+	int found;
+	int rc = query_int(s, SQL_WATCH_OLD, a->path, 0, &old, &found, err);
+	if (rc != STORE_OK)
+		return rc;
+	rc = store_run(&s->writer, &(store_query){
+		.sql = SQL_WATCH_PUT, .what = "recording a watched file",
+		.args = {BIND_TEXT(a->path), BIND_INT(a->size), BIND_INT(a->mtime_ns),
+		         BIND_INT(a->image_id), BIND_NOW},
+	}, err);
+	if (rc == STORE_OK && old != a->image_id)
+		rc = drop_if_orphan(s, old, a->dropped, err);
+	return rc;
+}
+
 int store_watch_set(store *s, const char *path, int64_t size, int64_t mtime_ns, int64_t image_id,
                     int64_t *dropped, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	int64_t tmp, old;
-	int found;
+	int64_t tmp;
 	if (!dropped)
 		dropped = &tmp;
 	*dropped = 0;
 	if (!path || !*path || size < 0 || image_id < 0)
 		return store_fail(err, STORE_EINVAL, "a watched file needs a path and a size");
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	store_conn *w = &s->writer;
-	if ((rc = query_int(s, SQL_WATCH_OLD, path, 0, &old, &found, err)) != STORE_OK)
-		goto out;
-	sqlite3_stmt *st = store_stmt(w, SQL_WATCH_PUT, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, size);
-	sqlite3_bind_int64(st, 3, mtime_ns);
-	sqlite3_bind_int64(st, 4, image_id);
-	sqlite3_bind_int64(st, 5, store_now_ms());
-	if ((rc = store_step_done(w, st, "recording a watched file", err)) != STORE_OK)
-		goto out;
-	if (old != image_id)
-		rc = drop_if_orphan(s, old, dropped, err);
-out:
-	rc = store_write_end(s, rc, err);
+	struct watch_change a = {path, size, mtime_ns, image_id, dropped};
+	int rc = store_write(s, watch_set_tx, &a, err);
 	if (rc != STORE_OK)
 		*dropped = 0;
 	return rc;
 }
 
+static int watch_remove_tx(store *s, void *ctx, store_err *err)
+{
+	struct watch_change *a = ctx;
+	int64_t old;
+	int found;
+	int rc = query_int(s, SQL_WATCH_OLD, a->path, 0, &old, &found, err);
+	if (rc != STORE_OK)
+		return rc;
+	if (!found)
+		return store_fail(err, STORE_ENOTFOUND, "the file is not watched");
+	rc = store_run(&s->writer, &(store_query){
+		.sql = SQL_WATCH_DEL, .what = "forgetting a watched file", .args = {BIND_TEXT(a->path)},
+	}, err);
+	return rc == STORE_OK ? drop_if_orphan(s, old, a->dropped, err) : rc;
+}
+
 int store_watch_remove(store *s, const char *path, int64_t *dropped, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	int64_t tmp, old;
-	int found;
+	int64_t tmp;
 	if (!dropped)
 		dropped = &tmp;
 	*dropped = 0;
 	if (!path)
 		return store_fail(err, STORE_EINVAL, "a path is required");
-	int rc = store_write_begin(s, err);
-	if (rc != STORE_OK)
-		return rc;
-	store_conn *w = &s->writer;
-	if ((rc = query_int(s, SQL_WATCH_OLD, path, 0, &old, &found, err)) != STORE_OK)
-		goto out;
-	if (!found) {
-		rc = store_fail(err, STORE_ENOTFOUND, "the file is not watched");
-		goto out;
-	}
-	sqlite3_stmt *st = store_stmt(w, SQL_WATCH_DEL, err);
-	if (!st) {
-		rc = err->code;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
-	if ((rc = store_step_done(w, st, "forgetting a watched file", err)) != STORE_OK)
-		goto out;
-	rc = drop_if_orphan(s, old, dropped, err);
-out:
-	rc = store_write_end(s, rc, err);
+	struct watch_change a = {.path = path, .dropped = dropped};
+	int rc = store_write(s, watch_remove_tx, &a, err);
 	if (rc != STORE_OK)
 		*dropped = 0;
 	return rc;

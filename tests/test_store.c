@@ -1302,6 +1302,266 @@ static void t_bad_arguments(void)
 	store_image_clear(NULL);
 }
 
+/* ---- the statement helpers of store_int.h: their error paths --------------
+ *
+ * After every call, failing or not, no connection's mutex may still be held
+ * and no statement may still be stepping (a statement left un-reset keeps a
+ * read snapshot open and pins the WAL). */
+
+/* 1 when every mutex of s is free and no statement of any connection is
+ * still busy; the writer is also outside any transaction. */
+static int all_given_back(store *s)
+{
+	store_conn *conns[STORE_NREADERS + 1];
+	int n = 0, ok = 1;
+	conns[n++] = &s->writer;
+	for (int i = 0; i < s->nreaders; i++)
+		conns[n++] = &s->readers[i];
+	for (int i = 0; i < n; i++) {
+		if (pthread_mutex_trylock(&conns[i]->mu) != 0) {
+			printf("# connection %d is still held\n", i);
+			ok = 0;
+			continue;
+		}
+		for (sqlite3_stmt *st = sqlite3_next_stmt(conns[i]->db, NULL); st;
+		     st = sqlite3_next_stmt(conns[i]->db, st))
+			if (sqlite3_stmt_busy(st)) {
+				printf("# connection %d has a statement still stepping\n", i);
+				ok = 0;
+			}
+		if (!sqlite3_get_autocommit(conns[i]->db)) {
+			printf("# connection %d is inside a transaction\n", i);
+			ok = 0;
+		}
+		pthread_mutex_unlock(&conns[i]->mu);
+	}
+	return ok;
+}
+
+static const char SQL_T_ONE_PARAM[] = "SELECT ?1";
+static const char SQL_T_ABS[] = "SELECT abs(value) FROM json_each(?1)";
+static const char SQL_T_COUNT_ROWS[] = "SELECT value FROM json_each(?1)";
+static const char SQL_T_KV_PUT[] = "INSERT INTO kv (key, value) VALUES (?1, ?2)";
+static const char SQL_T_DEFER_FK[] = "PRAGMA defer_foreign_keys = ON";
+static const char SQL_T_ORPHAN_ITEM[] =
+	"INSERT INTO job_items (job_id, kind, item_id, state, updated_ms) VALUES (?1, 0, 1, 0, 0)";
+
+static int stop_at_second(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	(void)err;
+	int *seen = ctx;
+	*seen = sqlite3_column_int(st, 0);
+	return *seen == 2 ? 42 : 0;
+}
+
+static int fail_at_second(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	(void)ctx;
+	if (sqlite3_column_int(st, 0) == 2)
+		return store_fail(err, STORE_ENOMEM, "out of memory at row %d", 2);
+	return 0;
+}
+
+static void t_helper_read_errors(void)
+{
+	store *s = open_fresh("helpers_read.db");
+	store_err err;
+	REQUIRE(s);
+
+	/* A bind failure: ?2 is past the statement's only parameter. */
+	store_query q = {
+		.sql = SQL_T_ONE_PARAM, .what = "testing a bind", .args = {BIND_INT(1), BIND_INT(2)},
+	};
+	CHECK(store_read(s, &q, &err) == STORE_EINTERNAL && err.code == STORE_EINTERNAL);
+	CHECKF(strncmp(err.msg, "testing a bind: ", 16) == 0, "message: %s", err.msg);
+	CHECK(q.step_rc == 0 && q.rows == 0);
+	CHECK(all_given_back(s));
+
+	/* A step that fails after two rows: the rows came, then the error. */
+	q = (store_query){
+		.sql = SQL_T_ABS, .what = "testing a step",
+		.args = {BIND_TEXT("[1, 2, -9223372036854775808, 4]")},
+	};
+	CHECK(store_read(s, &q, &err) == STORE_EINTERNAL);
+	CHECKF(strcmp(err.msg, "testing a step: integer overflow") == 0, "message: %s", err.msg);
+	CHECK(q.rows == 2 && q.step_rc == SQLITE_ERROR);
+	CHECK(all_given_back(s));
+
+	/* A row callback's own stop value comes back unchanged, err untouched. */
+	int seen = 0;
+	err.code = STORE_OK;
+	snprintf(err.msg, sizeof err.msg, "untouched");
+	q = (store_query){
+		.sql = SQL_T_COUNT_ROWS, .what = "testing a stop", .args = {BIND_TEXT("[1, 2, 3]")},
+		.row = stop_at_second, .ctx = &seen,
+	};
+	CHECK(store_read(s, &q, &err) == 42);
+	CHECK(seen == 2 && q.rows == 2 && q.step_rc == SQLITE_ROW);
+	CHECK(err.code == STORE_OK && strcmp(err.msg, "untouched") == 0);
+	CHECK(all_given_back(s));
+
+	/* A row callback's failure is the result, with its message. */
+	q = (store_query){
+		.sql = SQL_T_COUNT_ROWS, .what = "testing a failing row", .args = {BIND_TEXT("[1, 2, 3]")},
+		.row = fail_at_second,
+	};
+	CHECK(store_read(s, &q, &err) == STORE_ENOMEM && err.code == STORE_ENOMEM);
+	CHECKF(strcmp(err.msg, "out of memory at row 2") == 0, "message: %s", err.msg);
+	CHECK(all_given_back(s));
+
+	/* More failing reads than there are readers: each reader was given
+	 * back, or the last ones would block for ever. */
+	for (int i = 0; i < 3 * STORE_NREADERS; i++) {
+		q = (store_query){.sql = SQL_T_ONE_PARAM, .what = "again", .args = {BIND_NONE, BIND_INT(1)}};
+		CHECK(store_read(s, &q, &err) == STORE_EINTERNAL);
+	}
+	CHECK(all_given_back(s));
+
+	/* A public read whose bind fails: a key longer than the connections'
+	 * length limit. */
+	char key[300];
+	memset(key, 'k', sizeof key - 1);
+	key[sizeof key - 1] = 0;
+	for (int i = 0; i < s->nreaders; i++)
+		sqlite3_limit(s->readers[i].db, SQLITE_LIMIT_LENGTH, 100);
+	char *v = (char *)1;
+	CHECK(store_kv_get(s, key, &v, &err) == STORE_EINTERNAL && v == NULL);
+	CHECKF(strcmp(err.msg, "reading a key: string or blob too big") == 0, "message: %s", err.msg);
+	CHECK(all_given_back(s));
+	/* The same connections read normally afterwards. */
+	CHECK(store_kv_get(s, "k", &v, &err) == STORE_ENOTFOUND);
+	CHECK(all_given_back(s));
+	store_close(s);
+}
+
+struct kv_pair {
+	const char *key, *value;
+	int fail_after; /* 1: the body fails after its insert */
+};
+
+static int put_then_maybe_fail(store *s, void *ctx, store_err *err)
+{
+	struct kv_pair *p = ctx;
+	int rc = store_run(&s->writer, &(store_query){
+		.sql = SQL_T_KV_PUT, .what = "testing a write", .args = {BIND_TEXT(p->key), BIND_TEXT(p->value)},
+	}, err);
+	if (rc == STORE_OK && p->fail_after)
+		rc = store_fail(err, STORE_EINVAL, "refused after the insert");
+	return rc;
+}
+
+static int put_two_second_unbindable(store *s, void *ctx, store_err *err)
+{
+	(void)ctx;
+	int rc = store_run(&s->writer, &(store_query){
+		.sql = SQL_T_KV_PUT, .what = "testing a write", .args = {BIND_TEXT("a"), BIND_TEXT("1")},
+	}, err);
+	if (rc != STORE_OK)
+		return rc;
+	return store_run(&s->writer, &(store_query){
+		.sql = SQL_T_KV_PUT, .what = "testing a bind in a write",
+		.args = {BIND_TEXT("b"), BIND_TEXT("2"), BIND_INT(3)},
+	}, err);
+}
+
+static int orphan_item_at_commit(store *s, void *ctx, store_err *err)
+{
+	(void)ctx;
+	int rc = store_run(&s->writer, &(store_query){.sql = SQL_T_DEFER_FK, .what = "deferring"}, err);
+	if (rc == STORE_OK)
+		rc = store_run(&s->writer, &(store_query){
+			.sql = SQL_T_ORPHAN_ITEM, .what = "queueing an orphan", .args = {BIND_INT(9999)},
+		}, err);
+	return rc;
+}
+
+static int never_called(store *s, void *ctx, store_err *err)
+{
+	(void)s;
+	(void)err;
+	*(int *)ctx = 1;
+	return STORE_OK;
+}
+
+static void t_helper_write_errors(void)
+{
+	store *s = open_fresh("helpers_write.db");
+	store_err err;
+	char *v = NULL;
+	REQUIRE(s);
+
+	/* A body that fails after its insert: rolled back, its error kept. */
+	struct kv_pair p = {"x", "1", 1};
+	CHECK(store_write(s, put_then_maybe_fail, &p, &err) == STORE_EINVAL);
+	CHECKF(strcmp(err.msg, "refused after the insert") == 0, "message: %s", err.msg);
+	CHECK(store_kv_get(s, "x", &v, NULL) == STORE_ENOTFOUND && v == NULL);
+	CHECK(all_given_back(s));
+	p.fail_after = 0;
+	CHECK(store_write(s, put_then_maybe_fail, &p, &err) == STORE_OK);
+	REQUIRE(store_kv_get(s, "x", &v, &err) == STORE_OK);
+	CHECK(strcmp(v, "1") == 0);
+	free(v);
+	v = NULL;
+
+	/* A step failure inside a write (x exists: the primary key) is mapped
+	 * and rolls back. */
+	p.value = "2";
+	CHECK(store_write(s, put_then_maybe_fail, &p, &err) == STORE_EEXISTS);
+	CHECKF(strcmp(err.msg, "testing a write: already exists") == 0, "message: %s", err.msg);
+	REQUIRE(store_kv_get(s, "x", &v, &err) == STORE_OK);
+	CHECK(strcmp(v, "1") == 0);
+	free(v);
+	v = NULL;
+	CHECK(all_given_back(s));
+
+	/* The second statement's bind fails: the first one's row goes too. */
+	CHECK(store_write(s, put_two_second_unbindable, NULL, &err) == STORE_EINTERNAL);
+	CHECKF(strncmp(err.msg, "testing a bind in a write: ", 27) == 0, "message: %s", err.msg);
+	CHECK(store_kv_get(s, "a", &v, NULL) == STORE_ENOTFOUND);
+	CHECK(all_given_back(s));
+
+	/* A public write whose bind fails: a value past the length limit. */
+	char big[300];
+	memset(big, 'v', sizeof big - 1);
+	big[sizeof big - 1] = 0;
+	sqlite3_limit(s->writer.db, SQLITE_LIMIT_LENGTH, 100);
+	CHECK(store_kv_set(s, "big", big, &err) == STORE_EINTERNAL);
+	CHECKF(strcmp(err.msg, "setting a key: string or blob too big") == 0, "message: %s", err.msg);
+	CHECK(store_kv_get(s, "big", &v, NULL) == STORE_ENOTFOUND);
+	CHECK(all_given_back(s));
+	sqlite3_limit(s->writer.db, SQLITE_LIMIT_LENGTH, 1000000000);
+
+	/* The commit fails (a deferred foreign key): reported as the commit's
+	 * error, and the transaction is rolled back. */
+	int64_t depth = -1;
+	CHECK(store_write(s, orphan_item_at_commit, NULL, &err) == STORE_EINVAL);
+	CHECKF(strncmp(err.msg, "committing: ", 12) == 0, "message: %s", err.msg);
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK && depth == 0);
+	CHECK(all_given_back(s));
+
+	/* Another process holds the write lock: the begin fails with
+	 * STORE_EBUSY after the busy timeout (shortened here), the body never
+	 * runs, and the writer is released. */
+	char path[512];
+	path_of(path, sizeof path, "helpers_write.db");
+	sqlite3 *other = NULL;
+	REQUIRE(sqlite3_open(path, &other) == SQLITE_OK);
+	REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_busy_timeout(s->writer.db, 50);
+	int called = 0;
+	CHECK(store_write(s, never_called, &called, &err) == STORE_EBUSY && !called);
+	CHECKF(strcmp(err.msg, "starting a write: the database is locked by another process") == 0,
+	       "message: %s", err.msg);
+	CHECK(store_kv_set(s, "y", "1", &err) == STORE_EBUSY);
+	CHECK(all_given_back(s));
+	sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(other);
+	CHECK(store_kv_set(s, "y", "1", &err) == STORE_OK);
+	CHECK(store_write(s, never_called, &called, &err) == STORE_OK && called);
+	CHECK(all_given_back(s));
+	store_close(s);
+}
+
 static void rm_rf(const char *d)
 {
 	char cmd[600];
@@ -1342,6 +1602,8 @@ int main(void)
 	TAP_RUN(t_kv);
 	TAP_RUN(t_readers_alongside_writer);
 	TAP_RUN(t_bad_arguments);
+	TAP_RUN(t_helper_read_errors);
+	TAP_RUN(t_helper_write_errors);
 	rm_rf(dir);
 	return tap_done();
 }
