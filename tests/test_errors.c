@@ -16,7 +16,10 @@
 #include "errors.h"
 #include "tap.h"
 
-/* The table as the API documents it (server/openapi.json's Error codes). */
+/* Every code of every module and the status and code string a client
+ * must get for it. The rows errors.c does not list are its 500 "internal"
+ * fallback, written out here too: any change to the mapping fails this
+ * test until it is made here as well. */
 static const struct row {
 	api_domain domain;
 	int code;

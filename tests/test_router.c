@@ -61,7 +61,7 @@ static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DE
                                       "OPTIONS", "TRACE"};
 #define NMETHODS (sizeof methods / sizeof *methods)
 
-/* Whether want[] has a route of method on the pattern of path p. */
+/* Whether want[] has a route of method on pattern. */
 static int has_route(const char *method, const char *pattern)
 {
 	for (size_t i = 0; i < NWANT; i++)
