@@ -282,6 +282,7 @@ def softmax(xs):
     return [v / s for v in e]
 
 
+# ---- a daemon started from a config file or the environment ------------------------
 
 class ConfDaemon(Daemon):
     """A daemon started with exactly args: nothing added, so the model, data
@@ -377,7 +378,6 @@ def wait_until(pred, timeout=20):
     return pred()
 
 
-
 # ---- a daemon holding the reference kit ------------------------------------------
 
 class SetupError(Exception):
@@ -409,7 +409,8 @@ def reference_daemon(tmp, name):
     for f in ref_images:
         shutil.copy(os.path.join(REF, "images", f), os.path.join(root, "ref", f))
         with open(os.path.join(REF, "images", f), "rb") as fh:
-            files.append(("file", f, fh.read(), "image/jpeg" if f.endswith(".jpg") else "image/png"))
+            ctype = "image/jpeg" if f.endswith(".jpg") else "image/png"
+            files.append(("file", f, fh.read(), ctype))
     outside = os.path.join(base, "outside")
     os.makedirs(outside)
     with open(os.path.join(outside, "x.png"), "wb") as f:
