@@ -5,6 +5,8 @@
 # start the sanitized clipd), then each libFuzzer harness of tests/fuzz for
 # a short time (build-fuzz/). The last line it prints is
 # "N passed, N failed", counting every test case (each TAP "ok"/"not ok").
+# The first meson run has no --suite: every suite once, 'slow' included
+# (tests/meson.build; the README lists the suites).
 # Exit status is non-zero when anything failed.
 #
 # Environment: CLIPD_SANITIZE=0 skips the sanitizer run; CLIPD_FUZZ_SECONDS
