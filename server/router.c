@@ -46,9 +46,10 @@ static int match(const char *pattern, const char *path, int64_t *id)
 				return 0;
 			int64_t v = 0;
 			while (*s >= '0' && *s <= '9') {
-				if (v > (INT64_MAX - 9) / 10)
-					return 0;
-				v = v * 10 + (*s++ - '0');
+				int d = *s++ - '0';
+				if (v > (INT64_MAX - d) / 10)
+					return 0; /* past INT64_MAX */
+				v = v * 10 + d;
 			}
 			*id = v;
 			p += 4;

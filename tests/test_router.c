@@ -214,6 +214,7 @@ static void t_ids(void)
 	} good[] = {
 		{"1", 1}, {"9", 9}, {"10", 10}, {"123456789", 123456789},
 		{"2147483648", 2147483648LL}, {"9223372036854775799", 9223372036854775799LL},
+		{"9223372036854775800", 9223372036854775800LL}, {"9223372036854775807", INT64_MAX},
 	};
 	for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
 		snprintf(path, sizeof path, "/v1/images/%s/thumbnail", good[i].s);
