@@ -532,8 +532,8 @@ static int split_names(struct raw *r, const char *name, int origins, char ***out
 			return fail(msg, size, "%s: an empty or over-long name in '%s'", who, v);
 		for (size_t i = 0; i < len; i++)
 			if (!isalnum((unsigned char)p[i]) && !strchr(origins ? "-._:/[]" : "-._", p[i]))
-				return fail(msg, size, "%s: '%.*s' is not a %s", who, (int)len, p,
-				            origins ? "origin (scheme://host[:port])" : "host name");
+				return fail(msg, size, "%s: '%.*s' is not %s", who, (int)len, p,
+				            origins ? "an origin (scheme://host[:port])" : "a host name");
 		if (origins && strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0)
 			return fail(msg, size, "%s: '%.*s' is not an origin (http://host[:port])", who,
 			            (int)len, p);
