@@ -52,7 +52,9 @@ run_suite() { # builddir, label, meson test args...
 	local dir=$1 label=$2
 	shift 2
 	echo "== $label"
+	local start=$SECONDS
 	meson test -C "$dir" --print-errorlogs "$@"
+	echo "# $label: $((SECONDS - start)) s"
 	local p f s
 	read -r p f s < <(count "$dir/meson-logs/testlog.json")
 	total_pass=$((total_pass + p)) total_fail=$((total_fail + f)) total_skip=$((total_skip + s))
@@ -86,8 +88,10 @@ fi
 fuzz_seconds=${CLIPD_FUZZ_SECONDS:-10}
 if [ "$fuzz_seconds" != 0 ]; then
 	echo "== fuzz harnesses, ${fuzz_seconds} s each (libFuzzer, ASan+UBSan)"
+	fuzz_start=$SECONDS
 	fuzz_out=$("$top/tests/fuzz/run.sh" --tap --fresh --seconds "$fuzz_seconds")
 	printf '%s\n' "$fuzz_out"
+	echo "# fuzz step: $((SECONDS - fuzz_start)) s, the harnesses' build included"
 	p=$(grep -cE '^ok [0-9]+' <<<"$fuzz_out")
 	f=$(grep -cE '^not ok [0-9]+' <<<"$fuzz_out")
 	total_pass=$((total_pass + p)) total_fail=$((total_fail + f))
