@@ -13,7 +13,7 @@
 #include "clip.h"
 #include "collections.h"
 #include "config.h"
-#include "encoder.h"
+#include "encode_pool.h"
 #include "slots.h"
 #include "store.h"
 
@@ -27,7 +27,7 @@ typedef struct app {
 	int dim;
 	collections *coll;
 	blobs *blobs;
-	encoder *enc;
+	encode_pool *enc;
 	worker_pool *workers;
 	clip_image_limits limits;
 	slots decodes;            /* cfg->max_decodes request-time decodes */

@@ -6,7 +6,7 @@
  *   (MHD_USE_THREAD_PER_CONNECTION), at most --max-connections of them, and
  *   closes connections idle for --timeout seconds (slow clients). A handler
  *   runs on its connection's thread and may block: on the store, on an
- *   encoder context (encoder.c bounds concurrent encodes), or on ?wait=true.
+ *   encode pool context (encode_pool.c bounds concurrent encodes), or on ?wait=true.
  * - A http_req belongs to its connection's thread from the first call of
  *   on_request to on_completed; nothing else touches it.
  * - srv->mu guards nothing but the in-flight count's condition variable:

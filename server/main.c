@@ -10,7 +10,7 @@
  *   process half-way through saving. SIGPIPE is ignored.
  * - HTTP: libmicrohttpd's listening thread and one thread per connection
  *   (http.c). They parse, validate, store uploads, and run request-time
- *   encodes on the encoder pool (encoder.c, --encoders contexts).
+ *   encodes on the encode pool (encode_pool.c, --encoders contexts).
  * - Workers: --workers background workers (worker.c) that drain the queue,
  *   each an encoder thread and a decoder thread that prepares the next
  *   batch meanwhile.
@@ -26,7 +26,7 @@
  *   one thread per call) is passive, see passive_openmp.
  * - Shared state: the app struct is written only here before threads start;
  *   every handle in it is thread-safe (store, vidx via collections, blobs,
- *   encoder, workers). The only flag written later is app.stopping (atomic).
+ *   encode pool, workers). The only flag written later is app.stopping (atomic).
  *
  * Shutdown order: stop accepting and let requests in flight finish (30 s at
  * most), stop the workers after their current batch, save both index
@@ -265,7 +265,7 @@ int main(int argc, char **argv)
 		log_error("%s", ae.msg);
 		goto out;
 	}
-	if (encoder_open(a.model, cfg.encoders, cfg.batch, &a.enc, &ae)) {
+	if (encode_pool_open(a.model, cfg.encoders, cfg.batch, &a.enc, &ae)) {
 		log_error("cannot create the encoders: %s", ae.msg);
 		goto out;
 	}
@@ -309,7 +309,7 @@ out:
 	if (a.coll && status == 0 && coll_save(a.coll, &ae))
 		log_error("snapshots not saved (they are rebuilt from the database at start-up)");
 	coll_close(a.coll);
-	encoder_close(a.enc);
+	encode_pool_close(a.enc);
 	slots_destroy(&a.decodes);
 	ingest_roots_close(&a);
 	blobs_close(a.blobs);

@@ -2,7 +2,7 @@
 #include <stdatomic.h>
 
 #include "app.h"
-#include "encoder.h"
+#include "encode_pool.h"
 #include "routes.h"
 #include "worker.h"
 
@@ -55,7 +55,7 @@ void route_stats(http_req *r)
 	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
 	    (json_int_t)(route_now_ms() - a->started_ms), "prompt_cache",
-	    (json_int_t)encoder_cache_size(a->enc), "prompt_cache_bytes",
-	    (json_int_t)encoder_cache_bytes(a->enc));
+	    (json_int_t)encode_pool_cache_size(a->enc), "prompt_cache_bytes",
+	    (json_int_t)encode_pool_cache_bytes(a->enc));
 	http_reply_json(r, 200, o);
 }

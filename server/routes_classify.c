@@ -153,7 +153,7 @@ static int encode_prompts(app *a, json_t *labels, json_t *templates, size_t i0, 
 			rc = api_fail(err, API_ENOMEM, "out of memory");
 			goto out;
 		}
-	if ((rc = encoder_texts_cached(a->enc, n, (const char *const *)prompts, emb, err)))
+	if ((rc = encode_pool_texts_cached(a->enc, n, (const char *const *)prompts, emb, err)))
 		goto out;
 	for (size_t j = 0; j < n; j++) {
 		float *v = lab + (i0 + j) / nt * dim;
@@ -301,7 +301,7 @@ void route_embed(http_req *r)
 	if (texts) {
 		for (size_t i = 0; i < nt; i++)
 			tv[i] = json_string_value(json_array_get(texts, i));
-		if (nt && encoder_texts(a->enc, nt, tv, emb, &e))
+		if (nt && encode_pool_texts(a->enc, nt, tv, emb, &e))
 			goto fail;
 		json_t *arr = json_array();
 		for (size_t i = 0; i < nt; i++)

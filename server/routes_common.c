@@ -125,7 +125,7 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 	}
 	rc = clip_preprocess_buffer(a->model, data, len, &a->limits, px, NULL, NULL, &ce);
 	slots_give(&a->decodes);
-	rc = rc == CLIP_OK ? encoder_pixels(a->enc, px, vec, err) : api_from_clip(err, &ce);
+	rc = rc == CLIP_OK ? encode_pool_pixels(a->enc, px, vec, err) : api_from_clip(err, &ce);
 	free(px);
 	return rc;
 }

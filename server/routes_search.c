@@ -293,7 +293,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 		         "missing query: give 'text', 'image_id' or 'image_b64' (or q= in the URL)");
 		goto fail;
 	}
-	if (s.text && encoder_texts(a->enc, 1, &s.text, q, &e))
+	if (s.text && encode_pool_texts(a->enc, 1, &s.text, q, &e))
 		goto fail;
 
 	/* Without a filter the k + offset best are enough. With one, read a

@@ -84,7 +84,7 @@ def test_search(tmp):
         _worst[:] = [0.0, 0]
 
         # Concurrent single-text searches are encoded together in batches
-        # (server/encoder.c); each must still get its own text's ranking.
+        # (server/encode_pool.c); each must still get its own text's ranking.
         results = {}
 
         def search_one(t_i):

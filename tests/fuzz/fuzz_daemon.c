@@ -69,7 +69,7 @@ static void stop_daemon(void)
 	if (d.a.coll)
 		coll_save(d.a.coll, &ae);
 	coll_close(d.a.coll);
-	encoder_close(d.a.enc);
+	encode_pool_close(d.a.enc);
 	blobs_close(d.a.blobs);
 	clip_model_close(d.a.model);
 	store_close(d.a.st);
@@ -435,7 +435,7 @@ void fuzz_daemon_start(void)
 	snprintf(path, sizeof path, "%s/blobs", d.cfg.data_dir);
 	if (blobs_open(path, &d.a.blobs, &ae))
 		die("blobs", ae.msg);
-	if (encoder_open(d.a.model, d.cfg.encoders, d.cfg.batch, &d.a.enc, &ae))
+	if (encode_pool_open(d.a.model, d.cfg.encoders, d.cfg.batch, &d.a.enc, &ae))
 		die("encoders", ae.msg);
 	if (worker_pool_start(&d.a, d.cfg.workers, d.cfg.batch, &d.a.workers, &ae))
 		die("workers", ae.msg);

@@ -1,5 +1,5 @@
 /*
- * test_encoder: the request-time encoder pool (server/encoder.c) and the
+ * test_encode_pool: the request-time encode pool (server/encode_pool.c) and the
  * slot limit (server/slots.c), on the reference kit's tiny model.
  *
  * The batching leader must hand over once its own input is done: with
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "encoder.h"
+#include "encode_pool.h"
 #include "slots.h"
 #include "tap.h"
 
@@ -26,7 +26,7 @@
 #define ROUNDS 150
 
 static clip_model *model;
-static encoder *enc;
+static encode_pool *enc;
 static atomic_long answered;
 static atomic_long worst;      /* most batches one thread encoded in one call */
 static atomic_int failures;
@@ -35,7 +35,7 @@ static _Thread_local long batches_here;
 int __real_clip_encode_texts(clip_ctx *c, int n, const int32_t *ids, float *out, clip_err *err);
 int __wrap_clip_encode_texts(clip_ctx *c, int n, const int32_t *ids, float *out, clip_err *err);
 
-/* Every text batch the encoder runs, counted on the thread that runs it. */
+/* Every text batch the pool runs, counted on the thread that runs it. */
 int __wrap_clip_encode_texts(clip_ctx *c, int n, const int32_t *ids, float *out, clip_err *err)
 {
 	batches_here++;
@@ -52,7 +52,7 @@ static void *producer(void *arg)
 		snprintf(text, sizeof text, "producer %d text %d", id, i);
 		const char *t = text;
 		batches_here = 0;
-		if (encoder_texts(enc, 1, &t, v, &err) != 0)
+		if (encode_pool_texts(enc, 1, &t, v, &err) != 0)
 			atomic_fetch_add(&failures, 1);
 		atomic_fetch_add(&answered, 1);
 		long w = atomic_load(&worst);
@@ -65,7 +65,7 @@ static void *producer(void *arg)
 static void t_leader_hands_over(void)
 {
 	api_err err;
-	REQUIRE(encoder_open(model, 1, 1, &enc, &err) == 0);
+	REQUIRE(encode_pool_open(model, 1, 1, &enc, &err) == 0);
 	pthread_t th[PRODUCERS];
 	atomic_store(&answered, 0);
 	atomic_store(&worst, 0);
@@ -79,7 +79,7 @@ static void t_leader_hands_over(void)
 	       "one call encoded %ld batches itself before it returned (at most %d: those "
 	       "queued ahead of its own, and its own)", atomic_load(&worst), PRODUCERS);
 	CHECK(atomic_load(&worst) >= 1); /* the wrap counts: some thread led */
-	encoder_close(enc);
+	encode_pool_close(enc);
 	enc = NULL;
 }
 
@@ -90,19 +90,19 @@ static void t_batched_equals_single(void)
 	api_err err;
 	const char *texts[3] = {"a photo of a cat", "a red car", "a dog on a beach"};
 	float all[3][1024], one[1024];
-	REQUIRE(encoder_open(model, 1, 4, &enc, &err) == 0);
+	REQUIRE(encode_pool_open(model, 1, 4, &enc, &err) == 0);
 	int dim = clip_model_dim(model);
 	REQUIRE(dim <= 1024);
-	REQUIRE(encoder_texts(enc, 3, texts, &all[0][0], &err) == 0);
-	/* encoder_texts packs the rows: row i at i * dim. */
+	REQUIRE(encode_pool_texts(enc, 3, texts, &all[0][0], &err) == 0);
+	/* encode_pool_texts packs the rows: row i at i * dim. */
 	for (int i = 0; i < 3; i++) {
-		REQUIRE(encoder_texts(enc, 1, &texts[i], one, &err) == 0);
+		REQUIRE(encode_pool_texts(enc, 1, &texts[i], one, &err) == 0);
 		float d = 0;
 		for (int k = 0; k < dim; k++)
 			d += one[k] * (&all[0][0])[(size_t)i * dim + k];
 		CHECKF(d > 0.9999f, "text %d: cosine %f between batched and single", i, d);
 	}
-	encoder_close(enc);
+	encode_pool_close(enc);
 	enc = NULL;
 }
 

@@ -1,5 +1,6 @@
 /*
- * encoder.c: a pool of clip contexts for request-time encodes.
+ * encode_pool.c: a pool of clip contexts for request-time encodes, the
+ * cross-request batcher in front of it, and the prompt cache.
  *
  * DESIGN: batching single queries across requests. A search query is one
  * short text or one image; encoding queries one by one leaves the cores
@@ -24,7 +25,7 @@
 
 #include <glib.h>
 
-#include "encoder.h"
+#include "encode_pool.h"
 #include "metrics.h"
 
 /* The prompt cache's budget in bytes: prompt, embedding and table entry
@@ -55,7 +56,7 @@ typedef struct batcher {
 	float *out;            /* [max_batch][dim], the leader's */
 } batcher;
 
-struct encoder {
+struct encode_pool {
 	const clip_model *m;
 	/* cmu guards cache: prompt text -> normalised embedding [dim], both
 	 * owned by the table, and cache_bytes, their cost against
@@ -77,9 +78,9 @@ struct encoder {
 	uint64_t next_ticket, serving;
 };
 
-int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, api_err *err)
+int encode_pool_open(const clip_model *m, int nctx, int max_batch, encode_pool **out, api_err *err)
 {
-	encoder *e = calloc(1, sizeof *e);
+	encode_pool *e = calloc(1, sizeof *e);
 	int rc = 0;
 	*out = NULL;
 	if (!e || !(e->free_ctx = calloc((size_t)nctx, sizeof *e->free_ctx)) ||
@@ -124,11 +125,11 @@ int encoder_open(const clip_model *m, int nctx, int max_batch, encoder **out, ap
 	*out = e;
 	e = NULL;
 out:
-	encoder_close(e);
+	encode_pool_close(e);
 	return rc;
 }
 
-void encoder_close(encoder *e)
+void encode_pool_close(encode_pool *e)
 {
 	if (!e)
 		return;
@@ -157,7 +158,7 @@ void encoder_close(encoder *e)
 	free(e);
 }
 
-static clip_ctx *borrow(encoder *e)
+static clip_ctx *borrow(encode_pool *e)
 {
 	pthread_mutex_lock(&e->mu);
 	uint64_t me = e->next_ticket++;
@@ -171,7 +172,7 @@ static clip_ctx *borrow(encoder *e)
 	return c;
 }
 
-static void give_back(encoder *e, clip_ctx *c)
+static void give_back(encode_pool *e, clip_ctx *c)
 {
 	pthread_mutex_lock(&e->mu);
 	e->free_ctx[e->nfree++] = c;
@@ -181,7 +182,7 @@ static void give_back(encoder *e, clip_ctx *c)
 
 /* The leader's work: encodes b->batch[0..n) as one batch and records each
  * result. */
-static void run_batch(encoder *e, batcher *b, int n)
+static void run_batch(encode_pool *e, batcher *b, int n)
 {
 	clip_err ce;
 	for (int i = 0; i < n; i++)
@@ -207,7 +208,7 @@ static void run_batch(encoder *e, batcher *b, int n)
 
 /* Queues one input and returns once it is encoded, by a leader: maybe this
  * thread. */
-static int submit(encoder *e, batcher *b, const void *in, float *out, api_err *err)
+static int submit(encode_pool *e, batcher *b, const void *in, float *out, api_err *err)
 {
 	tq me = {.in = in, .out = out};
 	pthread_mutex_lock(&b->mu);
@@ -251,7 +252,7 @@ static int submit(encoder *e, batcher *b, const void *in, float *out, api_err *e
 }
 
 /* One text, batched with whatever other single texts are waiting. */
-static int encode_one(encoder *e, const char *text, float *out, api_err *err)
+static int encode_one(encode_pool *e, const char *text, float *out, api_err *err)
 {
 	clip_err ce;
 	int32_t *ids = malloc((size_t)e->ctxlen * sizeof *ids);
@@ -266,7 +267,7 @@ static int encode_one(encoder *e, const char *text, float *out, api_err *err)
 	return rc;
 }
 
-int encoder_texts(encoder *e, size_t n, const char *const *texts, float *out, api_err *err)
+int encode_pool_texts(encode_pool *e, size_t n, const char *const *texts, float *out, api_err *err)
 {
 	if (n == 1)
 		return encode_one(e, texts[0], out, err);
@@ -305,12 +306,12 @@ out:
 	return rc;
 }
 
-int encoder_pixels(encoder *e, const float *px, float *out, api_err *err)
+int encode_pool_pixels(encode_pool *e, const float *px, float *out, api_err *err)
 {
 	return submit(e, &e->image, px, out, err);
 }
 
-int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *out, api_err *err)
+int encode_pool_texts_cached(encode_pool *e, size_t n, const char *const *texts, float *out, api_err *err)
 {
 	size_t dimb = (size_t)e->dim * sizeof(float), nmiss = 0;
 	const char **miss = malloc((n ? n : 1) * sizeof *miss);
@@ -338,7 +339,7 @@ int encoder_texts_cached(encoder *e, size_t n, const char *const *texts, float *
 		rc = api_fail(err, API_ENOMEM, "out of memory");
 		goto out;
 	}
-	if ((rc = encoder_texts(e, nmiss, miss, emb, err)) != 0)
+	if ((rc = encode_pool_texts(e, nmiss, miss, emb, err)) != 0)
 		goto out;
 	pthread_mutex_lock(&e->cmu);
 	for (size_t j = 0; j < nmiss; j++) {
@@ -364,7 +365,7 @@ out:
 	return rc;
 }
 
-size_t encoder_cache_size(encoder *e)
+size_t encode_pool_cache_size(encode_pool *e)
 {
 	pthread_mutex_lock(&e->cmu);
 	size_t n = g_hash_table_size(e->cache);
@@ -372,7 +373,7 @@ size_t encoder_cache_size(encoder *e)
 	return n;
 }
 
-size_t encoder_cache_bytes(encoder *e)
+size_t encode_pool_cache_bytes(encode_pool *e)
 {
 	pthread_mutex_lock(&e->cmu);
 	size_t n = e->cache_bytes;
