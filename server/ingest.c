@@ -1,4 +1,6 @@
-/* ingest.c: validate, store, queue. */
+/* ingest.c: the producer side of the work queue. Uploads, bulk ingests and
+ * watched folders become stored, queued items here (validate, store,
+ * queue); worker.c is the consumer that encodes them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,5 +1,6 @@
 /*
- * ingest: the upload path shared by POST /v1/images and POST /v1/ingest.
+ * ingest: the producer side of the work queue (worker.h is the consumer):
+ * the upload path shared by POST /v1/images and POST /v1/ingest.
  * A file arrives in a blob_writer (streamed from the request or copied from
  * a server path); ingest_blob validates it (non-empty, an image type by its
  * magic bytes, the pixel size its header states), commits it to the blob

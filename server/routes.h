@@ -1,5 +1,6 @@
 /*
- * routes: the request handlers, one file per area (routes_*.c). Each
+ * routes: the request handlers, one file per area (routes_*.c), and the
+ * helpers they share (routes_common.c, query_image.c). Each
  * handler validates its request, does the work through the app's handles
  * and sends exactly one reply. Thread-safe: handlers run on connection
  * threads concurrently.
@@ -11,10 +12,16 @@
 
 #include "http.h"
 
-/* routes_admin.c */
+/* routes_health.c */
 void route_healthz(http_req *r);
 void route_readyz(http_req *r);
+
+/* routes_stats.c */
 void route_stats(http_req *r);
+void route_metrics(http_req *r);
+
+/* routes_openapi.c */
+void route_openapi(http_req *r);
 
 /* routes_search.c */
 void route_search_get(http_req *r);
@@ -44,14 +51,19 @@ void route_text_delete(http_req *r);
 void route_classify(http_req *r);
 void route_embed(http_req *r);
 
-/* routes_meta.c */
-void route_metrics(http_req *r);
-void route_openapi(http_req *r);
-
 /* routes_web.c: the demo page (web/) */
 void route_web_index(http_req *r);
 void route_web_app_js(http_req *r);
 void route_web_style_css(http_req *r);
+
+/* query_image.c */
+
+/* The query's image embedding from a JSON request: "image_id" (its stored
+ * embedding; 409 when not indexed yet) or "image_b64" (decoded and encoded
+ * now); or, when the request body is multipart with an "image" part or a
+ * raw image body, that image. *found is 0 when the request names no image.
+ * vec has dim floats. */
+int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err);
 
 /* Shared helpers (routes_common.c). */
 
@@ -69,11 +81,5 @@ json_t *route_job_json(const store_job *j);
 const char *route_status_name(store_status s);
 /* Milliseconds of a monotonic clock. */
 int64_t route_now_ms(void);
-/* The query's image embedding from a JSON request: "image_id" (its stored
- * embedding; 409 when not indexed yet) or "image_b64" (decoded and encoded
- * now); or, when the request body is multipart with an "image" part or a
- * raw image body, that image. *found is 0 when the request names no image.
- * vec has dim floats. */
-int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * worker.c: the background indexing threads.
+ * worker.c: the consumer side of the work queue: the background indexing
+ * threads that encode the items ingest.c (and POST /v1/texts) queued.
  *
  * DESIGN: threads and state.
  * - Each of the n workers is a pair of threads: a decoder, which claims a

@@ -1,27 +1,37 @@
-/* routes_admin.c: liveness, readiness, statistics. */
-#include <stdatomic.h>
-
+/* routes_stats.c: the daemon's counts and state: GET /v1/stats (JSON: items,
+ * model, indexes, queue, prompt cache) and GET /metrics (Prometheus: the
+ * same counts plus the request and encode counters of metrics.c). */
 #include "app.h"
 #include "encode_pool.h"
+#include "log.h"
+#include "metrics.h"
 #include "routes.h"
-#include "worker.h"
 
-void route_healthz(http_req *r)
-{
-	http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
-}
-
-void route_readyz(http_req *r)
+void route_metrics(http_req *r)
 {
 	app *a = http_req_app(r);
-	/* The server listens only once the model and both indexes are loaded. */
-	if (atomic_load(&a->stopping)) {
-		api_err e;
-		api_fail(&e, API_EUNAVAIL, "the server is shutting down");
+	metrics_gauges g = {.version = CLIPD_VERSION, .model_id = a->model_id};
+	store_err se;
+	api_err e;
+	coll_stats cs;
+	size_t len;
+
+	g.have_store = store_image_count(a->st, &g.images_total, &g.images_ready, &se) == STORE_OK &&
+	               store_text_count(a->st, &g.texts_total, &se) == STORE_OK &&
+	               store_work_depth(a->st, &g.queue_depth, &se) == STORE_OK;
+	if (!g.have_store)
+		log_warn("metrics: store counts left out: %s", se.msg);
+	for (int k = 0; k < 2; k++) {
+		coll_get_stats(a->coll, (store_kind)k, &cs);
+		g.index_vectors[k] = (int64_t)cs.count;
+	}
+	char *text = metrics_render(&g, &len);
+	if (!text) {
+		api_fail(&e, API_ENOMEM, "out of memory");
 		http_reply_error(r, &e);
 		return;
 	}
-	http_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+	http_reply_data(r, 200, text, len, 1, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 static json_t *index_json(app *a, store_kind kind)
