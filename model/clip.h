@@ -131,6 +131,26 @@ int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,
                            const clip_image_limits *limits, float *out, int *width, int *height,
                            clip_err *err);
 
+/* The image formats clipd accepts: JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF
+ * and JPEG XL, photographic formats only (libvips also reads matrices,
+ * CSV, PDF and more, which a text or document can pass for), each where
+ * this libvips has its loader and does not block it (Debian 12's libvips
+ * 8.14.1 flags jxlload untrusted, and the model blocks untrusted loaders:
+ * no JPEG XL there). This one list decides for the decoder above, the server's
+ * thumbnails and its upload sniffer. Both functions start libvips if it
+ * is not yet (as clip_images_init) and are thread-safe.
+ *
+ * clip_image_format_accepted: whether a libvips loader nickname
+ * ("jpegload_source", "jxlload") or a bare format name ("jpeg", "jxl") is
+ * an accepted format; 0 for NULL, and for every name when libvips cannot
+ * start. */
+int clip_image_format_accepted(const char *nickname);
+
+/* The accepted formats for people, "JPEG, PNG, ... or HEIF/AVIF", written
+ * into buf[n] (cut short, always terminated when n > 0; buf may be NULL
+ * when n is 0). Returns the length of the whole text, as snprintf does. */
+size_t clip_image_formats_text(char *buf, size_t n);
+
 /* Threads each matrix product may use, process-wide (OpenBLAS's pool and
  * oneDNN's OpenMP team); 0 leaves the libraries' defaults. */
 void clip_set_threads(int n);

@@ -23,14 +23,15 @@
  *
  * Decoding: libvips loads from the source of a decode guard (clip_vips.h)
  * with sequential access and fail_on=error, so a truncated file is an
- * error; only photographic formats are accepted (img_formats). A JPEG's
- * scans are counted from its bytes first (o->max_scans), and the whole
- * decode runs under the guard's deadline (o->timeout_ms). Width and height
- * are checked against the pixel limit from the header, before any pixel is
- * decoded. With o->shrink_min_side (clipd --fast-decode) a large JPEG is
- * then reopened shrunk on load (jpeg_shrink); the size reported stays the
- * file's. Then 8-bit sRGB (or 8-bit grey, replicated to RGB at the end),
- * and the first 3 colour bands plus alpha. 16-bit images keep their high
+ * error; only the formats of clip_image_format_accepted (clip.h) are
+ * decoded. A JPEG's scans are counted from its bytes first (o->max_scans),
+ * and the whole decode runs under the guard's deadline (o->timeout_ms).
+ * Width and height are checked against the pixel limit from the header,
+ * before any pixel is decoded. With o->shrink_min_side (clipd
+ * --fast-decode) a large JPEG is then reopened shrunk on load
+ * (jpeg_shrink); the size reported stays the file's. Then 8-bit sRGB (or
+ * 8-bit grey, replicated to RGB at the end), and the first 3 colour bands
+ * plus alpha. 16-bit images keep their high
  * byte, as PIL does for 16-bit RGB (PIL clips 16-bit grey to 255 instead,
  * which is not reproduced). Pixels are pulled through a VipsRegion in the
  * calling thread, top to bottom, into one buffer of ours, as stored. EXIF
@@ -512,13 +513,9 @@ static int finish(uint8_t *px, int w, int h, int nb, int orient, const img_plan 
 	return CLIP_OK;
 }
 
-/* Photographic formats only. libvips also reads matrices, CSV, PDF, FITS,
- * Radiance, its own format..., which a text or document file can pass for
- * (a text file "2 2\n1 2\n3 4" is a matrix). */
-static const char *const img_formats[] = {"jpeg", "png", "webp", "gif", "tiff", "heif", "jxl"};
-
-/* Whether the loader class libvips picked reads one of img_formats; name
- * receives the format's short name ("svg" for svgload_source). */
+/* Whether the loader class libvips picked reads one of the accepted
+ * formats (clip_image_format_accepted); name receives the format's short
+ * name ("svg" for svgload_source). */
 static int format_allowed(const char *loader, char *name, size_t n)
 {
 	const char *nick = vips_nickname_find(g_type_from_name(loader));
@@ -530,10 +527,7 @@ static int format_allowed(const char *loader, char *name, size_t n)
 	end = strstr(nick, "load");
 	len = end ? (size_t)(end - nick) : strlen(nick);
 	snprintf(name, n, "%.*s", (int)len, nick);
-	for (size_t i = 0; i < sizeof img_formats / sizeof img_formats[0]; i++)
-		if (strcmp(name, img_formats[i]) == 0)
-			return 1;
-	return 0;
+	return clip_image_format_accepted(nick);
 }
 
 /* The shrink-on-load factor for an image of format fmt whose short side is

@@ -87,8 +87,10 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 	if ((rc = blob_writer_data(bw, &data, &len, err)))
 		goto out;
 	if (!sniff_image(data, len, &si)) {
-		rc = api_fail(err, API_EUNSUPPORTED,
-		              "not a supported image: the content is not JPEG, PNG, WebP, GIF, TIFF or HEIF");
+		char formats[128];
+		clip_image_formats_text(formats, sizeof formats);
+		rc = api_fail(err, API_EUNSUPPORTED, "not a supported image: the content is not %s",
+		              formats);
 		goto out;
 	}
 	if (mime)

@@ -22,9 +22,12 @@
 static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_err *err)
 {
 	sniff_info si;
-	if (!sniff_image(data, len, &si))
-		return api_fail(err, API_EUNSUPPORTED,
-		                "not a supported image: the content is not JPEG, PNG, WebP, GIF, TIFF or HEIF");
+	if (!sniff_image(data, len, &si)) {
+		char formats[128];
+		clip_image_formats_text(formats, sizeof formats);
+		return api_fail(err, API_EUNSUPPORTED, "not a supported image: the content is not %s",
+		                formats);
+	}
 	if ((int64_t)si.width * si.height > a->cfg->max_pixels)
 		return api_fail(err, API_ETOOBIG, "image is %dx%d, over the limit of %lld pixels",
 		                si.width, si.height, (long long)a->cfg->max_pixels);

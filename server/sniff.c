@@ -1,6 +1,9 @@
-/* sniff.c: magic bytes and header sizes. */
+/* sniff.c: magic bytes and header sizes. Which formats are accepted is the
+ * model's list (clip_image_format_accepted); this file only recognises
+ * them. */
 #include <string.h>
 
+#include "clip.h"
 #include "sniff.h"
 
 static unsigned be16(const uint8_t *p)
@@ -71,10 +74,27 @@ static void webp_size(const uint8_t *b, size_t len, sniff_info *info)
 	}
 }
 
+/* JPEG XL (ISO/IEC 18181): a bare codestream starts FF 0A; the ISO BMFF
+ * container starts with its 12-byte signature box, size 12, type "JXL ",
+ * content 0D 0A 87 0A. These are the two signatures libjxl's decoder
+ * recognises (lib/jxl/decode.cc, ReadSignature, in github.com/libjxl/libjxl;
+ * the box is the JPEG XL Signature box of ISO/IEC 18181-2). The size is
+ * left unknown: the codestream's SizeHeader is bit-packed, and in the
+ * container it may follow other boxes or be split over several, so the
+ * decoder's header check applies the pixel limit instead. */
+static int is_jxl(const uint8_t *b, size_t len)
+{
+	static const uint8_t box[12] = {0x00, 0x00, 0x00, 0x0C, 'J', 'X', 'L', ' ',
+	                                0x0D, 0x0A, 0x87, 0x0A};
+	return (len >= 2 && b[0] == 0xFF && b[1] == 0x0A) || (len >= 12 && !memcmp(b, box, 12));
+}
+
 int sniff_image(const uint8_t *b, size_t len, sniff_info *info)
 {
+	const char *format = NULL;
 	memset(info, 0, sizeof *info);
 	if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) {
+		format = "png";
 		info->mime = "image/png";
 		if (len >= 24 && !memcmp(b + 12, "IHDR", 4)) {
 			uint32_t w = be32(b + 16), h = be32(b + 20);
@@ -83,17 +103,24 @@ int sniff_image(const uint8_t *b, size_t len, sniff_info *info)
 			info->height = h > 0x7fffffff ? 0x7fffffff : (int)h;
 		}
 	} else if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+		format = "jpeg";
 		info->mime = "image/jpeg";
 		jpeg_size(b, len, info);
 	} else if (len >= 10 && (!memcmp(b, "GIF87a", 6) || !memcmp(b, "GIF89a", 6))) {
+		format = "gif";
 		info->mime = "image/gif";
 		info->width = (int)le16(b + 6);
 		info->height = (int)le16(b + 8);
 	} else if (len >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) {
+		format = "webp";
 		info->mime = "image/webp";
 		webp_size(b, len, info);
 	} else if (len >= 4 && (!memcmp(b, "II*\0", 4) || !memcmp(b, "MM\0*", 4))) {
+		format = "tiff";
 		info->mime = "image/tiff";
+	} else if (is_jxl(b, len)) {
+		format = "jxl";
+		info->mime = "image/jxl";
 	} else if (len >= 12 && !memcmp(b + 4, "ftyp", 4)) {
 		static const char *const heif[] = {"heic", "heix", "heim", "heis", "hevc", "hevx",
 		                                   "mif1", "msf1"};
@@ -102,6 +129,13 @@ int sniff_image(const uint8_t *b, size_t len, sniff_info *info)
 				info->mime = "image/heif";
 		if (!memcmp(b + 8, "avif", 4) || !memcmp(b + 8, "avis", 4))
 			info->mime = "image/avif";
+		if (info->mime)
+			format = "heif"; /* libvips' heifload reads both */
+	}
+	info->format = format;
+	if (!clip_image_format_accepted(format)) {
+		info->mime = NULL;
+		info->width = info->height = 0;
 	}
 	return info->mime != NULL;
 }

@@ -84,10 +84,6 @@ static GQueue cache_order = G_QUEUE_INIT; /* struct centry *, oldest first */
 static GHashTable *cache_names;           /* name -> GList * in cache_order */
 static int64_t cache_total;
 
-/* The formats the model decodes (model/preprocess.c): a blob passed the
- * upload's sniffing, but a file must not reach a document or matrix loader. */
-static const char *const formats[] = {"jpeg", "png", "webp", "gif", "tiff", "heif", "jxl"};
-
 int thumbs_parse_size(const char *s, int *size, api_err *err)
 {
 	const char *p = s;
@@ -321,11 +317,9 @@ static int check_header(app *a, clip_guard *g, api_err *err)
 	int rc = 0;
 	const char *loader = vips_foreign_find_load_source(src);
 	const char *nick = loader ? vips_nickname_find(g_type_from_name(loader)) : NULL;
-	int allowed = 0;
-	for (size_t i = 0; nick && i < sizeof formats / sizeof *formats; i++)
-		allowed |= !strncmp(nick, formats[i], strlen(formats[i])) &&
-		           !strncmp(nick + strlen(formats[i]), "load", 4);
-	if (!allowed) {
+	/* The formats the model decodes: a blob passed the upload's sniffing,
+	 * but a file must not reach a document or matrix loader. */
+	if (!clip_image_format_accepted(nick)) {
 		rc = api_fail(err, API_EUNDECODABLE, "the image cannot be decoded (not a supported format)");
 		goto out;
 	}

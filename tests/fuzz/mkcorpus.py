@@ -166,6 +166,15 @@ def seeds_sniff():
     put("fuzz_sniff", "tiff-be", b"MM\x00*\x00\x00\x00\x08" + bytes(8))
     put("fuzz_sniff", "heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     put("fuzz_sniff", "avif", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf")
+    # JPEG XL: the bare codestream (FF 0A, then a SizeHeader read LSB first:
+    # div8 1, ysize/8-1 = 5, ratio 3 = 4:3, so 64x48) and the same inside
+    # the container (signature box, ftyp "jxl ", jxlc box).
+    jxl = b"\xff\x0a\xcb\x40" + bytes(12)
+    put("fuzz_sniff", "jxl", jxl)
+    put("fuzz_sniff", "jxl-container",
+        b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a" +
+        b"\x00\x00\x00\x14ftypjxl \x00\x00\x00\x00jxl " +
+        struct.pack(">I", 8 + len(jxl)) + b"jxlc" + jxl)
     put("fuzz_sniff", "text", b"not an image at all")
 
 
