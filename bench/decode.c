@@ -326,7 +326,7 @@ int main(int argc, char **argv)
 	if (VIPS_INIT(argv[0]))
 		return 1;
 	clip_err ce;
-	if (img_init(&ce) != CLIP_OK) { /* the model's own libvips set-up, as in clipd */
+	if (clip_images_init(&ce) != CLIP_OK) { /* the model's own libvips set-up, as in clipd */
 		fprintf(stderr, "bench/decode: %s\n", ce.msg);
 		return 1;
 	}

@@ -131,6 +131,17 @@ int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,
                            const clip_image_limits *limits, float *out, int *width, int *height,
                            clip_err *err);
 
+/* Starts libvips once per process, set up for untrusted input process-wide:
+ * the operation cache off (it could hand back a stale decode of a file or
+ * buffer that changed), the loaders libvips marks untrusted blocked, and
+ * libvips' warnings (domain "VIPS") dropped instead of printed on stderr.
+ * Every clip_ call that decodes calls it itself; a program that uses
+ * libvips directly besides (the server's thumbnails) calls it first, so
+ * that libvips runs with these settings whoever starts it. Idempotent and
+ * thread-safe: later and concurrent calls wait for and return the first
+ * result. CLIP_OK, or CLIP_EIO when libvips cannot start. */
+int clip_images_init(clip_err *err);
+
 /* The image formats clipd accepts: JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF
  * and JPEG XL, photographic formats only (libvips also reads matrices,
  * CSV, PDF and more, which a text or document can pass for), each where
@@ -138,7 +149,7 @@ int clip_preprocess_buffer(const clip_model *m, const void *data, size_t len,
  * 8.14.1 flags jxlload untrusted, and the model blocks untrusted loaders:
  * no JPEG XL there). This one list decides for the decoder above, the server's
  * thumbnails and its upload sniffer. Both functions start libvips if it
- * is not yet (as clip_images_init) and are thread-safe.
+ * is not yet (clip_images_init) and are thread-safe.
  *
  * clip_image_format_accepted: whether a libvips loader nickname
  * ("jpegload_source", "jxlload") or a bare format name ("jpeg", "jxl") is

@@ -6,7 +6,7 @@
  *
  * A format of the list counts only where this libvips can load it: it has
  * the loader, and the loader is not blocked. The model blocks the loaders
- * libvips flags untrusted (preprocess.c, img_init). Debian 12's
+ * libvips flags untrusted (preprocess.c, clip_images_init). Debian 12's
  * libvips (8.14.1) flags jxlload so, and there JPEG XL is refused at
  * upload, with the other formats named, rather than accepted and then
  * failed by the decoder.
@@ -40,7 +40,7 @@ static int usable[NFORMATS]; /* written once inside pthread_once, read after it 
 /* Whether libvips has the format's source loader and it is not blocked. */
 static void usable_init(void)
 {
-	if (img_init(NULL) != CLIP_OK)
+	if (clip_images_init(NULL) != CLIP_OK)
 		return;
 	for (size_t i = 0; i < NFORMATS; i++) {
 		char nick[32];

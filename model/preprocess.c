@@ -108,7 +108,7 @@ static void img_init_once(void)
 	g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING, drop_log, NULL);
 }
 
-int img_init(clip_err *err)
+int clip_images_init(clip_err *err)
 {
 	pthread_once(&img_once, img_init_once);
 	if (img_init_failed)
@@ -757,7 +757,7 @@ int img_preprocess_file(const char *path, const img_opts *o, float *out, int *wi
 		return rc;
 	if (!path)
 		return clip_fail(err, CLIP_EINVAL, "preprocess: no path");
-	if ((rc = img_init(err)))
+	if ((rc = clip_images_init(err)))
 		return rc;
 
 	/* Our own open: a clear I/O error, and no "[options]" parsing of the
@@ -803,7 +803,7 @@ int img_preprocess_buffer(const void *data, size_t len, const img_opts *o, float
 		return clip_fail(err, CLIP_EINVAL, "preprocess: no data");
 	if (len == 0)
 		return clip_fail(err, CLIP_EIMAGE, "empty image data");
-	if ((rc = img_init(err)))
+	if ((rc = clip_images_init(err)))
 		return rc;
 
 	lim = guard_limits(o);

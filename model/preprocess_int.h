@@ -10,7 +10,7 @@
  *
  * Ownership: every buffer is the caller's; nothing returned needs freeing.
  * Thread-safety: all functions are safe to call from any thread at once.
- * libvips is initialised once, on first use, by img_init.
+ * libvips is initialised once, on first use, by clip_images_init (clip.h).
  */
 #ifndef CLIPD_PREPROCESS_INT_H
 #define CLIPD_PREPROCESS_INT_H
@@ -41,15 +41,6 @@ typedef struct img_opts {
  * multiples of the model's input side (see preprocess.c for the
  * measurement behind it). */
 #define IMG_FAST_DECODE_MARGIN 3
-
-/* Initialises libvips once per process (thread-safe; later calls return the
- * first result) and sets it up for untrusted input, process-wide: the
- * operation cache off (it could hand back a stale decode of a file or buffer
- * that changed), loaders libvips marks untrusted blocked, and libvips'
- * warnings (domain "VIPS") dropped instead of printed on stderr. The
- * functions below call it themselves. CLIP_OK, or CLIP_EIO when libvips
- * cannot start. */
-int img_init(clip_err *err);
 
 /* Decodes the image file at path and writes the preprocessed tensor into
  * out[3][o->size][o->size] (CHW, normalised). *width, *height (each may be

@@ -223,6 +223,12 @@ int main(int argc, char **argv)
 		log_error("cannot load the model from %s: %s", cfg.model_dir, ce.msg);
 		goto out;
 	}
+	/* libvips with the model's settings before anything decodes, so that
+	 * a libvips that cannot start stops clipd here, not every decode. */
+	if (clip_images_init(&ce) != CLIP_OK) {
+		log_error("cannot decode images: %s", ce.msg);
+		goto out;
+	}
 	if (fingerprint_model(cfg.model_dir, a.model_id, sizeof a.model_id, &ae)) {
 		log_error("cannot fingerprint the model: %s", ae.msg);
 		goto out;

@@ -20,13 +20,10 @@
  *   descriptor it was written through, so an eviction right after cannot
  *   fail its request. cache_mu is a leaf lock too.
  * - libvips must be started once per process with the model's settings
- *   (operation cache off, untrusted loaders blocked, warnings silenced). The
- *   model does that inside its own pthread_once on its first decode and has
- *   no public init; vips_init itself is not safe against a concurrent first
- *   call. So start_vips, once (`init_mu` guards `init_state`), runs the
- *   model's decode on a path that cannot be opened, which starts libvips
- *   the model's way and does nothing else, then VIPS_INIT as a guard that
- *   returns at once when libvips is up. init_mu is a leaf lock too.
+ *   (operation cache off, untrusted loaders blocked, warnings silenced):
+ *   every make calls clip_images_init first, which does that under the
+ *   model's pthread_once (vips_init itself is not safe against a
+ *   concurrent first call) and returns at once when libvips is up.
  * - Two requests may make the same thumbnail at once: each writes its own
  *   temporary file and renames it into place; the contents are equal, and
  *   the index counts the name once.
@@ -66,9 +63,6 @@
 static const int sizes[] = THUMBS_SIZES;
 
 static slots makers = SLOTS_INITIALIZER(THUMBS_PARALLEL); /* see DESIGN */
-
-static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER; /* see DESIGN */
-static int init_state;  /* 0: not tried, 1: up, -1: failed */
 
 /* One cached file. */
 #define NAME_SIZE 80     /* "<sha256>-<size>.jpg" and its NUL, with room */
@@ -111,27 +105,13 @@ int thumbs_parse_size(const char *s, int *size, api_err *err)
 	return 0;
 }
 
-static int start_vips(app *a, api_err *err)
+/* libvips the model's way (see DESIGN). */
+static int start_vips(api_err *err)
 {
-	pthread_mutex_lock(&init_mu);
-	if (init_state == 0) {
-		int S = clip_model_image_size(a->model);
-		float *px = malloc((size_t)3 * (size_t)S * (size_t)S * sizeof *px);
-		clip_err ce;
-		init_state = -1;
-		if (px) {
-			/* Fails at open(""), after the model has started libvips. */
-			clip_preprocess_file(a->model, "", NULL, px, NULL, NULL, &ce);
-			free(px);
-			if (VIPS_INIT("clipd") == 0)
-				init_state = 1;
-			else
-				vips_error_clear();
-		}
-	}
-	int ok = init_state == 1;
-	pthread_mutex_unlock(&init_mu);
-	return ok ? 0 : api_fail(err, API_EINTERNAL, "libvips could not be started");
+	clip_err ce;
+	if (clip_images_init(&ce) != CLIP_OK)
+		return api_fail(err, API_EINTERNAL, "libvips could not be started");
+	return 0;
 }
 
 static int hex_ok(const char *s, size_t n)
@@ -460,7 +440,7 @@ static int make(app *a, const char *sha, int size, const char *path, int *fd, ui
 	snprintf(dir, sizeof dir, "%s/thumbs", a->cfg->data_dir);
 	if (g_mkdir_with_parents(dir, 0755) != 0)
 		return api_fail(err, API_EIO, "cannot create %s: %s", dir, strerror(errno));
-	if ((rc = start_vips(a, err)) || (rc = open_guard(blob, &a->limits, &g, err)) ||
+	if ((rc = start_vips(err)) || (rc = open_guard(blob, &a->limits, &g, err)) ||
 	    (rc = check_header(a, g, err)) || (rc = render(g, size, &jpg, &len, err)))
 		goto out;
 	/* The decode is over: release its file and images before the write. */

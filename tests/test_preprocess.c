@@ -635,7 +635,7 @@ static int peak_rss_child(const char *warm, const char *file)
 	struct rusage ru;
 	clip_err e;
 	long before;
-	if (img_init(&e) != CLIP_OK || img_preprocess_file(warm, &OPTS, ta, NULL, NULL, &e) != CLIP_OK)
+	if (clip_images_init(&e) != CLIP_OK || img_preprocess_file(warm, &OPTS, ta, NULL, NULL, &e) != CLIP_OK)
 		return 3;
 	getrusage(RUSAGE_SELF, &ru);
 	before = ru.ru_maxrss;
@@ -1177,7 +1177,7 @@ int main(int argc, char **argv)
 		perror("mkdtemp");
 		return 1;
 	}
-	if (img_init(&err) != CLIP_OK) {
+	if (clip_images_init(&err) != CLIP_OK) {
 		printf("Bail out! %s\n", err.msg);
 		return 1;
 	}
