@@ -35,7 +35,7 @@ typedef struct app {
 	                           * opened once (ingest_roots_open): every server
 	                           * file is opened beneath one (safepath.h) */
 	atomic_int stopping;      /* set at SIGTERM: /readyz turns 503 */
-	int64_t started_ms;
+	int64_t started_ms;       /* clock_ms() at start (monotonic): uptime_ms, "ready in" */
 } app;
 
 #endif

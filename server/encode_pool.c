@@ -25,6 +25,7 @@
 
 #include <glib.h>
 
+#include "clock.h"
 #include "encode_pool.h"
 #include "metrics.h"
 
@@ -188,12 +189,12 @@ static void run_batch(encode_pool *e, batcher *b, int n)
 	for (int i = 0; i < n; i++)
 		memcpy((char *)b->in + (size_t)i * b->in_bytes, b->batch[i]->in, b->in_bytes);
 	clip_ctx *c = borrow(e);
-	double t0 = metrics_now();
+	double t0 = clock_s();
 	int rc = b->tower == METRICS_TOWER_TEXT ? clip_encode_texts(c, n, b->in, b->out, &ce)
 	                                        : clip_encode_images(c, n, b->in, b->out, &ce);
 	give_back(e, c);
 	if (rc == CLIP_OK)
-		metrics_encode_done(b->tower, n, metrics_now() - t0);
+		metrics_encode_done(b->tower, n, clock_s() - t0);
 	for (int i = 0; i < n; i++) {
 		tq *q = b->batch[i];
 		if (rc != CLIP_OK) {
@@ -290,14 +291,14 @@ int encode_pool_texts(encode_pool *e, size_t n, const char *const *texts, float 
 		/* A context per batch, not per request: others' encodes
 		 * take their turn between our batches. */
 		clip_ctx *c = borrow(e);
-		double t0 = metrics_now();
+		double t0 = clock_s();
 		int crc = clip_encode_texts(c, (int)nb, ids, out + i0 * (size_t)e->dim, &ce);
 		give_back(e, c);
 		if (crc != CLIP_OK) {
 			rc = api_from_clip(err, &ce);
 			goto out;
 		}
-		metrics_encode_done(METRICS_TOWER_TEXT, (int)nb, metrics_now() - t0);
+		metrics_encode_done(METRICS_TOWER_TEXT, (int)nb, clock_s() - t0);
 	}
 	for (size_t i = 0; i < n; i++)
 		clip_normalize(out + i * (size_t)e->dim, e->dim);

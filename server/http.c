@@ -50,6 +50,7 @@
 
 #include <microhttpd.h>
 
+#include "clock.h"
 #include "http.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -99,8 +100,8 @@ struct http_req {
 	int64_t id;
 	char method[16];
 	char *url;
-	int64_t t0;
-	double t_start;             /* metrics_now() at the first call */
+	int64_t t0;                 /* clock_ms() at the first call: the access log */
+	double t_start;             /* clock_s() at the first call: the metrics */
 
 	enum body_mode mode;
 	uint64_t received;
@@ -118,13 +119,6 @@ struct http_req {
 	char *hname[MAX_EXTRA_HEADERS], *hval[MAX_EXTRA_HEADERS];
 	int nheaders;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- accessors ----------------------------------------------------------- */
 
@@ -235,7 +229,7 @@ static void send_response(http_req *r, int status, struct MHD_Response *resp, co
 	/* Counted when the reply is queued, before the client can read it: a
 	 * scrape that follows a request always sees that request. */
 	metrics_http_done(r->rt ? r->rt->pattern : NULL, r->method, status,
-	                  metrics_now() - r->t_start);
+	                  clock_s() - r->t_start);
 	if (!resp) {
 		log_error("%s %s: cannot create a response", r->method, r->url);
 		return;
@@ -636,7 +630,7 @@ static void slot_expect_head(http_server *srv, struct MHD_Connection *c, int whe
 	if (!sl)
 		return;
 	pthread_mutex_lock(&srv->conn_mu);
-	sl->deadline_ms = when ? mono_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000 : 0;
+	sl->deadline_ms = when ? clock_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000 : 0;
 	pthread_mutex_unlock(&srv->conn_mu);
 }
 
@@ -652,7 +646,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		if (!sl || !ci)
 			return; /* no deadline for this one: the idle timeout still holds */
 		sl->fd = ci->connect_fd;
-		sl->deadline_ms = mono_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000;
+		sl->deadline_ms = clock_ms() + (int64_t)srv->a->cfg->header_timeout_s * 1000;
 		pthread_mutex_lock(&srv->conn_mu);
 		sl->next = srv->conns;
 		if (srv->conns)
@@ -689,7 +683,7 @@ static void *watchdog_main(void *arg)
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_cond_timedwait(&srv->watchdog_cv, &srv->conn_mu, &ts);
-		int64_t now = mono_ms();
+		int64_t now = clock_ms();
 		for (struct conn_slot *sl = srv->conns; sl; sl = sl->next)
 			if (sl->deadline_ms && now > sl->deadline_ms) {
 				sl->deadline_ms = 0;
@@ -719,8 +713,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		r->srv = srv;
 		r->c = c;
-		r->t0 = mono_ms();
-		r->t_start = metrics_now();
+		r->t0 = clock_ms();
+		r->t_start = clock_s();
 		snprintf(r->method, sizeof r->method, "%s", method);
 		ju_utf8_fix(r->method, sizeof r->method);
 		r->url = ju_utf8_dup(url);
@@ -779,10 +773,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 	if (!r->replied) /* the client went away before a reply: code 0 */
 		metrics_http_done(r->rt ? r->rt->pattern : NULL, r->method, 0,
-		                  metrics_now() - r->t_start);
+		                  clock_s() - r->t_start);
 	if (log_enabled(LOG_LVL_DEBUG) || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		log_msg(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_LVL_DEBUG : LOG_LVL_INFO,
-		        "%s %s %d %lld ms%s", r->method, r->url, r->status, (long long)(mono_ms() - r->t0),
+		        "%s %s %d %lld ms%s", r->method, r->url, r->status, (long long)(clock_ms() - r->t0),
 		        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
 		        : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
 		                                                        : " (connection closed)");

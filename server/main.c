@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "fingerprint.h"
 #include "http.h"
@@ -205,7 +206,7 @@ int main(int argc, char **argv)
 	memset(&a, 0, sizeof a);
 	slots_init(&a.decodes, cfg.max_decodes);
 	a.cfg = &cfg;
-	a.started_ms = route_now_ms();
+	a.started_ms = clock_ms();
 	atomic_init(&a.stopping, 0);
 	const char *secrets[] = {cfg.data_dir, cfg.model_dir};
 	api_err_set_secrets(secrets, 2);
@@ -302,7 +303,7 @@ int main(int argc, char **argv)
 		log_error("%s", ae.msg);
 		goto out;
 	}
-	log_info("ready in %lld ms", (long long)(route_now_ms() - a.started_ms));
+	log_info("ready in %lld ms", (long long)(clock_ms() - a.started_ms));
 
 	int sig = wait_signal();
 	log_info("received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "metrics.h"
 
@@ -57,13 +56,6 @@ static struct route_series *routes;   /* [nroutes] */
 static size_t nroutes, routes_cap;
 static struct hist encode_hist[2];    /* [metrics_tower] */
 static uint64_t encoded_items[2];     /* [metrics_tower] */
-
-double metrics_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void hist_add(struct hist *h, double v)
 {

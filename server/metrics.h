@@ -26,8 +26,7 @@ typedef enum metrics_tower {
 	METRICS_TOWER_TEXT = 1,
 } metrics_tower;
 
-/* Seconds of a monotonic clock, for the durations passed below. */
-double metrics_now(void);
+/* Durations below are seconds of clock_s() (clock.h). */
 
 /* Counts one finished HTTP request. route is the matched pattern, a string
  * that lives as long as the process (the router's table), or NULL when no

@@ -79,7 +79,5 @@ json_t *route_text_json(const store_text *t);
 const char *route_shown_name(const char *name);
 json_t *route_job_json(const store_job *j);
 const char *route_status_name(store_status s);
-/* Milliseconds of a monotonic clock. */
-int64_t route_now_ms(void);
 
 #endif

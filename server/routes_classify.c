@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "clock.h"
 #include "jsonutil.h"
 #include "routes.h"
 
@@ -169,7 +170,7 @@ out:
 
 void route_classify(http_req *r)
 {
-	int64_t t0 = route_now_ms();
+	int64_t t0 = clock_ms();
 	app *a = http_req_app(r);
 	json_t *body = NULL, *labels, *templates, *def_templates = NULL;
 	api_err e;
@@ -247,7 +248,7 @@ void route_classify(http_req *r)
 		                                     json_string_value(json_array_get(labels, (size_t)rk[l].label)),
 		                                     "prob", rk[l].prob, "score", rk[l].cos));
 	http_reply_json(r, 200, json_pack("{s:o,s:f,s:I}", "labels", out, "logit_scale", scale,
-	                                  "took_ms", (json_int_t)(route_now_ms() - t0)));
+	                                  "took_ms", (json_int_t)(clock_ms() - t0)));
 	goto out;
 fail:
 	http_reply_error(r, &e);

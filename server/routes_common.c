@@ -2,18 +2,10 @@
  * names, the file name a client is shown. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "app.h"
 #include "jsonutil.h"
 #include "routes.h"
-
-int64_t route_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *route_status_name(store_status s)
 {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "clock.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
@@ -338,7 +339,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	http_reply_json(r, 200,
 	                json_pack("{s:o,s:s,s:I,s:I}", "results", results, "collection",
 	                          s.kind == STORE_IMAGE ? "images" : "texts", "offset",
-	                          (json_int_t)s.offset, "took_ms", (json_int_t)(route_now_ms() - t0)));
+	                          (json_int_t)s.offset, "took_ms", (json_int_t)(clock_ms() - t0)));
 	results = NULL;
 	goto out;
 fail:
@@ -352,7 +353,7 @@ out:
 
 void route_search_get(http_req *r)
 {
-	int64_t t0 = route_now_ms();
+	int64_t t0 = clock_ms();
 	json_t *params;
 	api_err e;
 	if (params_object(r, 0, &params, &e)) {
@@ -365,7 +366,7 @@ void route_search_get(http_req *r)
 
 void route_search_post(http_req *r)
 {
-	int64_t t0 = route_now_ms();
+	int64_t t0 = clock_ms();
 	json_t *params = NULL;
 	api_err e;
 	int json_body = !http_req_parts(r) && !http_req_content_is(r, "image/") &&

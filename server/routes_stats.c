@@ -2,6 +2,7 @@
  * model, indexes, queue, prompt cache) and GET /metrics (Prometheus: the
  * same counts plus the request and encode counters of metrics.c). */
 #include "app.h"
+#include "clock.h"
 #include "encode_pool.h"
 #include "log.h"
 #include "metrics.h"
@@ -64,7 +65,7 @@ void route_stats(http_req *r)
 	    clip_precision_name(clip_model_precision(a->model)), "index", "images",
 	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
-	    (json_int_t)(route_now_ms() - a->started_ms), "prompt_cache",
+	    (json_int_t)(clock_ms() - a->started_ms), "prompt_cache",
 	    (json_int_t)encode_pool_cache_size(a->enc), "prompt_cache_bytes",
 	    (json_int_t)encode_pool_cache_bytes(a->enc));
 	http_reply_json(r, 200, o);

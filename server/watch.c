@@ -42,9 +42,9 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ingest.h"
 #include "log.h"
 #include "safepath.h"
@@ -89,13 +89,6 @@ struct watcher {
 	int64_t next_rescan_ms;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int stopping(watcher *w)
 {
 	struct pollfd p = {.fd = w->stop_pipe[0], .events = POLLIN};
@@ -132,7 +125,7 @@ static void look(watcher *w, const char *path, struct pending *p)
 	            sp_lstat(w->root_fds[root], rel, &st, &e) == 0 && S_ISREG(st.st_mode);
 	p->size = p->exists ? (int64_t)st.st_size : 0;
 	p->mtime_ns = p->exists ? mtime_ns(&st) : 0;
-	p->due_ms = now_ms() + (p->exists ? DEBOUNCE_MS : GONE_MS);
+	p->due_ms = clock_ms() + (p->exists ? DEBOUNCE_MS : GONE_MS);
 }
 
 /* Puts path in the pending table, or restarts its wait when it changed
@@ -156,7 +149,7 @@ static void pend_later(watcher *w, const char *path, int delay_ms)
 {
 	struct pending *p = g_new(struct pending, 1);
 	look(w, path, p);
-	p->due_ms = now_ms() + delay_ms;
+	p->due_ms = clock_ms() + delay_ms;
 	g_hash_table_replace(w->pending, g_strdup(path), p);
 }
 
@@ -315,7 +308,7 @@ static gint cmp_str(gconstpointer a, gconstpointer b)
 /* Takes every pending path that has been stable for DEBOUNCE_MS. */
 static void take_due(watcher *w)
 {
-	int64_t now = now_ms();
+	int64_t now = clock_ms();
 	GHashTableIter it;
 	gpointer k, v;
 	GPtrArray *due = g_ptr_array_new_with_free_func(g_free);
@@ -507,7 +500,7 @@ static int load_record(void *ctx, const store_watched *r)
 /* The ground truth: compares every watched directory with the records. */
 static void rescan(watcher *w)
 {
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_ms();
 	guint before = g_hash_table_size(w->pending);
 	for (int i = 0; i < w->nroots && !stopping(w); i++) {
 		const char *root = w->roots[i];
@@ -543,7 +536,7 @@ static void rescan(watcher *w)
 		}
 		g_hash_table_destroy(recs);
 	}
-	log_debug("watch: rescan in %lld ms, %u paths pending", (long long)(now_ms() - t0),
+	log_debug("watch: rescan in %lld ms, %u paths pending", (long long)(clock_ms() - t0),
 	          g_hash_table_size(w->pending) - before);
 }
 
@@ -558,7 +551,7 @@ static void read_events(watcher *w)
 			const struct inotify_event *ev = (const struct inotify_event *)p;
 			p += sizeof *ev + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				w->next_rescan_ms = now_ms(); /* events were lost */
+				w->next_rescan_ms = clock_ms(); /* events were lost */
 				continue;
 			}
 			if (ev->mask & IN_IGNORED) {
@@ -571,8 +564,8 @@ static void read_events(watcher *w)
 				 * so (a root, or a parent unwatched): its name here is stale.
 				 * Drop it; a rescan soon finds what is where now. */
 				drop_watches_under(w, dir);
-				if (w->next_rescan_ms > now_ms() + DEBOUNCE_MS)
-					w->next_rescan_ms = now_ms() + DEBOUNCE_MS;
+				if (w->next_rescan_ms > clock_ms() + DEBOUNCE_MS)
+					w->next_rescan_ms = clock_ms() + DEBOUNCE_MS;
 				continue;
 			}
 			if (!dir || !ev->len || ev->name[0] == '.')
@@ -600,12 +593,12 @@ static void read_events(watcher *w)
 static void *watch_main(void *arg)
 {
 	watcher *w = arg;
-	w->next_rescan_ms = now_ms();
+	w->next_rescan_ms = clock_ms();
 	while (!stopping(w)) {
-		int64_t now = now_ms();
+		int64_t now = clock_ms();
 		if (now >= w->next_rescan_ms) {
 			rescan(w);
-			w->next_rescan_ms = now_ms() + w->rescan_ms;
+			w->next_rescan_ms = clock_ms() + w->rescan_ms;
 		}
 		take_due(w);
 
@@ -616,7 +609,7 @@ static void *watch_main(void *arg)
 		while (g_hash_table_iter_next(&it, NULL, &v))
 			if (((struct pending *)v)->due_ms < wake)
 				wake = ((struct pending *)v)->due_ms;
-		int64_t left = wake - now_ms();
+		int64_t left = wake - clock_ms();
 		struct pollfd p[2] = {{.fd = w->stop_pipe[0], .events = POLLIN},
 		                      {.fd = w->ino, .events = POLLIN}};
 		int np = poll(p, w->ino >= 0 ? 2 : 1, left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left);

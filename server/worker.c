@@ -67,6 +67,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -119,13 +120,6 @@ struct worker_pool {
 	int stop;
 	uint64_t kicks;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void deadline_in(struct timespec *ts, int ms)
 {
@@ -249,17 +243,17 @@ static void idle(struct worker *w, uint64_t seen, int64_t *last_sync, int64_t *l
 {
 	worker_pool *wp = w->wp;
 	app *a = wp->a;
-	if (now_ms() - *last_sync >= SYNC_EVERY_MS) {
+	if (clock_ms() - *last_sync >= SYNC_EVERY_MS) {
 		api_err ae;
 		for (int k = 0; k < 2; k++)
 			if (coll_sync(a->coll, (store_kind)k, &ae))
 				log_error("periodic index sync: %s", ae.msg);
-		*last_sync = now_ms();
+		*last_sync = clock_ms();
 	}
-	if (w == &wp->w[0] && now_ms() - *last_save >= SNAPSHOT_EVERY_MS) {
+	if (w == &wp->w[0] && clock_ms() - *last_save >= SNAPSHOT_EVERY_MS) {
 		api_err ae;
 		coll_save_changed(a->coll, &ae); /* failures are logged */
-		*last_save = now_ms();
+		*last_save = clock_ms();
 	}
 	struct timespec dl;
 	deadline_in(&dl, IDLE_MS);
@@ -274,7 +268,7 @@ static void *decoder_main(void *arg)
 {
 	struct worker *w = arg;
 	worker_pool *wp = w->wp;
-	int64_t last_sync = now_ms(), last_save = now_ms();
+	int64_t last_sync = clock_ms(), last_save = clock_ms();
 	int next = 0;
 
 	for (;;) {
@@ -292,7 +286,7 @@ static void *decoder_main(void *arg)
 		if (stop)
 			break;
 
-		int64_t t0 = now_ms();
+		int64_t t0 = clock_ms();
 		sl->n = claim(w, sl);
 		if (sl->n == 0) {
 			idle(w, seen, &last_sync, &last_save);
@@ -303,7 +297,7 @@ static void *decoder_main(void *arg)
 			prepare_images(w, sl);
 		else
 			prepare_texts(w, sl);
-		sl->decode_ms = now_ms() - t0;
+		sl->decode_ms = clock_ms() - t0;
 		pthread_mutex_lock(&w->mu);
 		sl->state = SLOT_FULL;
 		pthread_cond_signal(&w->cv);
@@ -361,8 +355,8 @@ static void encode_slot(struct worker *w, const struct slot *sl, int64_t waited_
 	clip_err ce;
 	if (sl->nkeep == 0)
 		return;
-	int64_t t1 = now_ms();
-	double e0 = metrics_now();
+	int64_t t1 = clock_ms();
+	double e0 = clock_s();
 	int rc = image ? clip_encode_images(w->ctx, sl->nkeep, sl->pixels, w->emb, &ce)
 	               : clip_encode_texts(w->ctx, sl->nkeep, sl->ids, w->emb, &ce);
 	if (rc != CLIP_OK) {
@@ -371,14 +365,14 @@ static void encode_slot(struct worker *w, const struct slot *sl, int64_t waited_
 		return;
 	}
 	metrics_encode_done(image ? METRICS_TOWER_IMAGE : METRICS_TOWER_TEXT, sl->nkeep,
-	                    metrics_now() - e0);
-	int64_t t2 = now_ms();
+	                    clock_s() - e0);
+	int64_t t2 = clock_ms();
 	commit_batch(w, sl);
 	/* waited: how long this encoder sat idle for the batch (0 when the
 	 * decoder kept ahead). */
 	log_debug("indexed %d %s: decode %lld ms (waited %lld ms), encode %lld ms, commit %lld ms",
 	          sl->nkeep, image ? "images" : "texts", (long long)sl->decode_ms,
-	          (long long)waited_ms, (long long)(t2 - t1), (long long)(now_ms() - t2));
+	          (long long)waited_ms, (long long)(t2 - t1), (long long)(clock_ms() - t2));
 }
 
 static void *encoder_main(void *arg)
@@ -389,7 +383,7 @@ static void *encoder_main(void *arg)
 
 	for (;;) {
 		struct slot *sl = &w->slot[next];
-		int64_t t0 = now_ms();
+		int64_t t0 = clock_ms();
 		pthread_mutex_lock(&w->mu);
 		while (sl->state != SLOT_FULL && !w->dec_done)
 			pthread_cond_wait(&w->cv, &w->mu);
@@ -398,7 +392,7 @@ static void *encoder_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		if (!full)
 			break;
-		encode_slot(w, sl, now_ms() - t0);
+		encode_slot(w, sl, clock_ms() - t0);
 
 		pthread_mutex_lock(&w->mu);
 		sl->state = SLOT_FREE;
@@ -529,7 +523,7 @@ void worker_pool_kick(worker_pool *wp)
 int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_job *job, int *done,
                          api_err *err)
 {
-	int64_t end = now_ms() + timeout_ms;
+	int64_t end = clock_ms() + timeout_ms;
 	store_err se;
 	*done = 0;
 	for (;;) {
@@ -545,7 +539,7 @@ int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_
 			*done = 1;
 			return 0;
 		}
-		int64_t left = end - now_ms();
+		int64_t left = end - clock_ms();
 		if (left <= 0 || atomic_load(&wp->a->stopping))
 			return 0; /* not done: the caller answers 202 */
 		store_job_clear(job);

@@ -23,6 +23,7 @@
 #include <zlib.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "fingerprint.h"
 #include "fuzz_daemon.h"
@@ -403,7 +404,7 @@ void fuzz_daemon_start(void)
 
 	memset(&d.a, 0, sizeof d.a);
 	d.a.cfg = &d.cfg;
-	d.a.started_ms = route_now_ms();
+	d.a.started_ms = clock_ms();
 	atomic_init(&d.a.stopping, 0);
 	const char *secrets[] = {d.cfg.data_dir, d.cfg.model_dir};
 	api_err_set_secrets(secrets, 2);
