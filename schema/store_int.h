@@ -12,7 +12,7 @@ struct store_migration {
 	const char *sql;
 };
 
-/* Generated from schema/NNN_*.sql by embed_sql at build time. */
+/* Generated from schema/NNN_*.sql by tools/embed_file --table at build time. */
 extern const struct store_migration store_migrations[];
 extern const int store_nmigrations;
 

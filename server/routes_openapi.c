@@ -2,7 +2,7 @@
  * compiled in by embed_file). */
 #include "routes.h"
 
-/* Generated from server/openapi.json (server/embed_file.c). */
+/* Generated from server/openapi.json (tools/embed_file.c). */
 extern const char clipd_openapi_json[];
 extern const size_t clipd_openapi_json_len;
 

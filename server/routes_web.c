@@ -9,7 +9,7 @@
 
 #include "routes.h"
 
-/* Generated from web/ (server/embed_file.c). */
+/* Generated from web/ (tools/embed_file.c). */
 extern const char clipd_web_index_html[];
 extern const size_t clipd_web_index_html_len;
 extern const char clipd_web_app_js[];
