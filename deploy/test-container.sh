@@ -17,6 +17,10 @@
 #                   machine's Debian mirror instead of pulling them
 #   --keep          leave the image and volume behind
 #
+# CLIPD_CONTAINER_BUILD_ARGS adds arguments to the build (e.g. "--isolation
+# chroot" where the OCI runtime cannot start containers, as inside some
+# sandboxes; the checks after the build then cannot run either).
+#
 # Checks: the image builds; the group and user are 10001; clipd becomes
 # ready; an upload is indexed and found by a search; the page is served;
 # the health check passes, also on a port other than 8080; `stop` exits 0;
@@ -123,7 +127,9 @@ fi
 if [ "$build" = 1 ]; then
 	fmt=()
 	[ "$engine" = podman ] && fmt=(--format docker) # keeps HEALTHCHECK
-	if E build "${fmt[@]}" -f "$top/deploy/Containerfile" -t "$tag" "$top" >"$tmp/build.log" 2>&1; then
+	# shellcheck disable=SC2086
+	if E build "${fmt[@]}" ${CLIPD_CONTAINER_BUILD_ARGS:-} -f "$top/deploy/Containerfile" -t "$tag" \
+		"$top" >"$tmp/build.log" 2>&1; then
 		ok "the image builds with $engine"
 	else
 		not_ok "the image builds with $engine" "$(cat "$tmp/build.log")"
