@@ -86,17 +86,6 @@ static void die(const char *what, const char *msg)
 	abort();
 }
 
-static int count_fds(void)
-{
-	int n = 0;
-	DIR *dir = opendir("/proc/self/fd");
-	FUZZ_CHECK(dir != NULL);
-	while (readdir(dir))
-		n++;
-	closedir(dir);
-	return n;
-}
-
 /* Threads of libmicrohttpd's connections still alive (it names them). */
 static int connection_threads(void)
 {
@@ -385,10 +374,10 @@ json_t *fuzz_daemon_send_json(const char *head, const void *body, size_t body_le
 	if (d.sent % FD_EVERY == 0) {
 		/* Connection threads close their sockets just after the reply:
 		 * let them, then compare with what was open after start-up. */
-		int fds = count_fds();
+		int fds = fuzz_count_fds();
 		for (int i = 0; i < 50 && fds > d.fd_base + FD_SLACK; i++) {
 			usleep(20000);
-			fds = count_fds();
+			fds = fuzz_count_fds();
 		}
 		if (fds > d.fd_base + FD_SLACK) {
 			fprintf(stderr, "fuzz_daemon: %d descriptors open, %d after start-up\n", fds,
@@ -496,6 +485,6 @@ void fuzz_daemon_start(void)
 	d.started = 1;
 	atexit(stop_daemon);
 	seed_data();
-	d.fd_base = count_fds();
+	d.fd_base = fuzz_count_fds();
 	d.conn_base = connection_threads();
 }

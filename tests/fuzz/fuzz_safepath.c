@@ -48,17 +48,6 @@ static struct stat outside_file;
 
 static const char *const default_roots[] = {"/srv/photos", "/srv/photos/deep", "/home/u", "/"};
 
-static int count_fds(void)
-{
-	int n = 0;
-	DIR *d = opendir("/proc/self/fd");
-	FUZZ_CHECK(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
-
 static int note_inside(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)path, (void)type, (void)ftw;
@@ -279,7 +268,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
 	if (root_fd < 0) {
 		build_tree();
-		fd_base = count_fds();
+		fd_base = fuzz_count_fds();
 	}
 	if (len < 1 || len > 3 * SP_PATH_MAX)
 		return 0;
@@ -321,6 +310,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	free(text);
 
 	if (++runs % 256 == 0)
-		FUZZ_CHECK(count_fds() <= fd_base + 2);
+		FUZZ_CHECK(fuzz_count_fds() <= fd_base + 2);
 	return 0;
 }

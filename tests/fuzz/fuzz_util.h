@@ -8,6 +8,7 @@
 #ifndef CLIPD_FUZZ_UTIL_H
 #define CLIPD_FUZZ_UTIL_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,20 @@
 			abort();                                                                   \
 		}                                                                                  \
 	} while (0)
+
+/* The descriptors this process has open (entries of /proc/self/fd, the
+ * directory's own included): harnesses compare it with a base to catch a
+ * leaked descriptor. */
+static inline int fuzz_count_fds(void)
+{
+	int n = 0;
+	DIR *dir = opendir("/proc/self/fd");
+	FUZZ_CHECK(dir != NULL);
+	while (readdir(dir))
+		n++;
+	closedir(dir);
+	return n;
+}
 
 /* An in-memory file holding a copy of data[len]; its path (the caller's
  * buffer, /proc/self/fd/N) goes in path. Returns the descriptor, which the
