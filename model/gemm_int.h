@@ -50,7 +50,7 @@ int mm_precision_supported(clip_precision p, const char **why);
 /* Whether oneDNN is built in (and so whether f32 layers can be packed). */
 int mm_have_dnnl(void);
 
-/* One head of attention over T positions (see gemm.c): out = softmax(scale
+/* One head of attention over T positions (attention.c): out = softmax(scale
  * * q . k^T, causal or not) . v; q, k, v rows ld floats apart, out rows ldo
  * apart, s scratch of mm_attention_scratch(T, dh) floats. */
 void mm_attention(int T, int dh, float scale, int causal, const float *q, const float *k,
@@ -67,12 +67,14 @@ static inline size_t mm_attention_scratch(int T, int dh)
  * Returns when every part is done. */
 void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
 
-/* Lets mm_parallel's helper spin briefly between jobs (gemm.c): called
+/* Lets mm_parallel's helper spin briefly between jobs (threadpool.c): called
  * once a layer is packed for oneDNN, whose products leave the cores to
  * our two threads. */
 void mm_spin_between_jobs(void);
 
 /* Threads one product may use (OpenBLAS's pool; our helper, at most 2). */
 void mm_set_threads(int n);
+/* The helper's share of that (threadpool.c; mm_set_threads calls it). */
+void mm_pool_set_threads(int n);
 
 #endif
