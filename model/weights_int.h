@@ -1,0 +1,42 @@
+/*
+ * weights_int.h: binding safetensors tensors to the model's weights, for
+ * the checkpoint-layout loaders (load_*.c). Private to the model module.
+ *
+ * Ownership: converted copies are recorded in the model (m->owned) and
+ * freed with it; mapped tensors stay in the model's st_file.
+ */
+#ifndef CLIPD_WEIGHTS_INT_H
+#define CLIPD_WEIGHTS_INT_H
+
+#include <stdint.h>
+
+#include "clip_int.h"
+#include "safetensors_int.h"
+
+/* The shape argument pair of w_bind: DIMS(768, 3, 32, 32). */
+#define DIMS(...) \
+	(int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]){__VA_ARGS__}
+
+/* Binds the tensor named by fmt (printf-style), which must have the shape
+ * want[ndim], as float32 into *out (in place when F32, else a converted
+ * copy). CLIP_EMODEL naming the tensor when it is missing, of another
+ * shape or of another dtype; CLIP_ENOMEM. */
+int w_bind(clip_model *m, const float **out, clip_err *err, int ndim, const int64_t *want,
+           const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Records p as owned by the model (freed at close); -1 when out of memory. */
+int w_keep_owned(clip_model *m, void *p);
+
+/* Frees p when it is one of the model's converted copies. */
+void w_drop_owned(clip_model *m, const void *p);
+
+/* Stacks a layer's q, k and v projections (w[3] of [d][d], b[3] of [d])
+ * into L->qkv, then lets the originals go (pre, l: the tensor name prefix
+ * and layer, to drop the mapped pages). */
+int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
+               const float *w[3], const float *b[3], clip_err *err);
+
+/* The Hugging Face layout (load_hf.c): every tensor of m->cfg bound. */
+int load_hf_bind(clip_model *m, clip_err *err);
+
+#endif
