@@ -14,7 +14,7 @@
 #include "clip_int.h"
 #include "preprocess_int.h"
 #include "safetensors_int.h"
-#include "tokenizer_int.h"
+#include "tok_bpe_int.h"
 #include "weights_int.h"
 
 int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
