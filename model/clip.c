@@ -57,7 +57,11 @@ static int pack_tower(clip_model *m, clip_tower *tw, clip_precision p, clip_err 
 		    (rc = pack_one(m, &L->fc1, p, err)) || (rc = pack_one(m, &L->fc2, p, err)))
 			return rc;
 	}
-	return pack_one(m, &tw->proj, p, err);
+	if (tw->has_map &&
+	    ((rc = pack_one(m, &tw->map.kv, p, err)) || (rc = pack_one(m, &tw->map.o, p, err)) ||
+	     (rc = pack_one(m, &tw->map.fc1, p, err)) || (rc = pack_one(m, &tw->map.fc2, p, err))))
+		return rc;
+	return tw->proj.w ? pack_one(m, &tw->proj, p, err) : CLIP_OK;
 }
 
 /* Resolves auto and converts every linear layer for oneDNN; float32 stays
@@ -161,6 +165,11 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 		goto out;
 	if ((rc = load_hf_bind(m, err)) != CLIP_OK || (rc = pack_all(m, precision, reference, err)))
 		goto out;
+	if (m->cfg.family == CLIP_FAMILY_SIGLIP) {
+		/* The SentencePiece tokenizer joins in the next step. */
+		*out = m;
+		return CLIP_OK;
+	}
 	if ((rc = tok_open(vocab, merges, &m->tok, err)) != CLIP_OK)
 		goto out;
 	if (tok_vocab_size(m->tok) != m->text.cfg.vocab) {
@@ -193,6 +202,10 @@ void clip_model_close(clip_model *m)
 		}
 		mm_unpack(&tw->patch);
 		mm_unpack(&tw->proj);
+		mm_unpack(&tw->map.kv);
+		mm_unpack(&tw->map.o);
+		mm_unpack(&tw->map.fc1);
+		mm_unpack(&tw->map.fc2);
 	}
 	free(m->vision.layers);
 	free(m->text.layers);
@@ -222,10 +235,27 @@ float clip_model_logit_scale(const clip_model *m)
 	return m->logit_scale;
 }
 
+float clip_model_logit_bias(const clip_model *m)
+{
+	return m->logit_bias;
+}
+
+clip_family clip_model_family(const clip_model *m)
+{
+	return m->cfg.family;
+}
+
+const char *clip_family_name(clip_family f)
+{
+	return f == CLIP_FAMILY_SIGLIP ? "siglip" : "clip";
+}
+
 int clip_tokenize(const clip_model *m, const char *text, int32_t *ids, int *len, clip_err *err)
 {
 	if (!text || !ids)
 		return clip_fail(err, CLIP_EINVAL, "text and output are required");
+	if (!m->tok)
+		return clip_fail(err, CLIP_EMODEL, "this model has no tokenizer");
 	return tok_encode(m->tok, text, ids, m->cfg.text.positions, len, err);
 }
 
@@ -233,6 +263,9 @@ static void image_opts(const clip_model *m, const clip_image_limits *limits, img
 {
 	memset(o, 0, sizeof *o);
 	o->size = m->cfg.vision.image_size;
+	o->fit = (img_fit)m->cfg.fit;
+	o->filter = m->cfg.filter;
+	o->alpha_dropped = m->cfg.alpha_dropped;
 	memcpy(o->mean, m->cfg.mean, sizeof o->mean);
 	memcpy(o->std, m->cfg.std, sizeof o->std);
 	o->max_pixels = limits && limits->max_pixels > 0 ? limits->max_pixels : 100000000;

@@ -107,12 +107,15 @@ static void activate_part(void *ctx, int c0, int c1)
 	} else if (j->flags & MM_GELU) {
 		for (size_t i = i0; i < i1; i++)
 			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+	} else if (j->flags & MM_GELU_TANH) {
+		for (size_t i = i0; i < i1; i++)
+			x[i] = mm_gelu_tanh(x[i]);
 	}
 }
 
 static void mm_activate(float *x, size_t n, int flags)
 {
-	if (!(flags & (MM_QUICK_GELU | MM_GELU)))
+	if (!(flags & (MM_QUICK_GELU | MM_GELU | MM_GELU_TANH)))
 		return;
 	/* In chunks of 4096 so that the part count fits an int. */
 	struct act_job j = {x, 4096, n, flags};

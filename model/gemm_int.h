@@ -13,6 +13,8 @@
 #ifndef CLIPD_GEMM_INT_H
 #define CLIPD_GEMM_INT_H
 
+#include <math.h>
+
 #include "clip.h"
 
 typedef struct mm_packed mm_packed;
@@ -30,7 +32,15 @@ enum {
 	MM_ACCUMULATE = 1,  /* y += the result (a residual connection) */
 	MM_QUICK_GELU = 2,  /* x * sigmoid(1.702 x) of the result */
 	MM_GELU = 4,        /* the exact (erf) GELU of the result */
+	MM_GELU_TANH = 8,   /* GELU's tanh approximation (PyTorch's approximate="tanh") */
 };
+
+/* 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): transformers'
+ * gelu_pytorch_tanh, which SigLIP uses. */
+static inline float mm_gelu_tanh(float x)
+{
+	return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
 
 /* y = act(x . W^T + b), or y += that with MM_ACCUMULATE. x and y must not
  * overlap. */

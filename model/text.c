@@ -1,14 +1,17 @@
 /*
  * text.c: the text tower's forward pass. Token and position embeddings are
- * added, attention is causal, and final_layer_norm is pooled at the
- * <|endoftext|> position, then projected. Attention being causal, a batch of
- * texts only runs as many positions as its longest text needs, not the
- * full context.
+ * added; then, for CLIP, attention is causal and final_layer_norm is pooled
+ * at the <|endoftext|> position, then projected (attention being causal, a
+ * batch of texts only runs as many positions as its longest text needs, not
+ * the full context). SigLIP attends over every position, pads included (no
+ * mask), and pools the last position, through its head (a Linear with
+ * bias): all of the context runs, always.
  */
 #include <string.h>
 
 #include "encoder_int.h"
 #include "gemm_int.h"
+#include "weights_int.h"
 
 int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_err *err)
 {
@@ -21,6 +24,7 @@ int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_e
 	if (!ids || !out)
 		return clip_fail(err, CLIP_EINVAL, "token ids and output are required");
 
+	int siglip = c->m->cfg.family == CLIP_FAMILY_SIGLIP;
 	/* The pooled position: transformers' rule. With the legacy
 	 * eos_token_id 2 it is the first occurrence of the highest id
 	 * (<|endoftext|> is the last token of the vocabulary). */
@@ -39,7 +43,7 @@ int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_e
 				pos = t;
 			}
 		}
-		if (pos < 0)
+		if (pos < 0 || siglip)
 			pos = ctx - 1;
 		c->eot[b] = pos;
 		if (pos + 1 > T)
@@ -49,14 +53,14 @@ int clip_encode_texts(clip_ctx *c, int B, const int32_t *ids, float *out, clip_e
 	 * change any pooled output, so the batch runs T positions only. */
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < T; t++) {
-			const float *te = tw->tok_emb + (size_t)ids[(size_t)b * ctx + t] * d;
 			const float *pe = tw->pos_emb + (size_t)t * d;
 			float *xi = c->x + ((size_t)b * T + t) * d;
+			w_row(tw->tok_emb, tw->tok_raw, tw->tok_dtype, ids[(size_t)b * ctx + t], d, xi);
 			for (int j = 0; j < d; j++)
-				xi[j] = te[j] + pe[j];
+				xi[j] += pe[j];
 		}
 	for (int l = 0; l < cfg->layers; l++)
-		enc_block(cfg, &tw->layers[l], c, B, T, 1);
+		enc_block(cfg, &tw->layers[l], c, B, T, !siglip);
 	for (int b = 0; b < B; b++)
 		enc_layernorm(c->x + ((size_t)b * T + c->eot[b]) * d, c->pooled + (size_t)b * d, 1, d,
 		          tw->post_ln_w, tw->post_ln_b, cfg->eps);

@@ -98,7 +98,9 @@ void enc_block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int 
 {
 	int d = cfg->hidden, H = cfg->heads, dh = d / H, N = B * T;
 
-	int act = cfg->act == CLIP_QUICK_GELU ? MM_QUICK_GELU : MM_GELU;
+	int act = cfg->act == CLIP_QUICK_GELU ? MM_QUICK_GELU
+	          : cfg->act == CLIP_GELU     ? MM_GELU
+	                                      : MM_GELU_TANH;
 
 	/* The residual adds, the biases and the activation happen inside the
 	 * products (mm_linear flags). */

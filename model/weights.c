@@ -148,3 +148,47 @@ int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
 	return CLIP_OK;
 }
 
+
+int w_bind_rows(clip_model *m, const float **f32, const unsigned char **raw, int *dtype,
+                clip_err *err, int64_t rows, int64_t d, const char *name)
+{
+	*f32 = NULL;
+	*raw = NULL;
+	const st_tensor *t = st_find(m->st, name);
+	if (t && (t->dtype == ST_F16 || t->dtype == ST_BF16) && t->ndim == 2 &&
+	    t->shape[0] == rows && t->shape[1] == d) {
+		*raw = t->data;
+		*dtype = t->dtype;
+		return CLIP_OK;
+	}
+	/* F32, or a tensor w_bind refuses with its message. */
+	return w_bind(m, f32, err, DIMS(rows, d), "%s", name);
+}
+
+void w_row(const float *f32, const unsigned char *raw, int dtype, int64_t r, int d, float *out)
+{
+	if (f32) {
+		memcpy(out, f32 + r * d, (size_t)d * sizeof *out);
+		return;
+	}
+	const unsigned char *src = raw + (size_t)r * d * 2;
+	for (int i = 0; i < d; i++) {
+		uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+		if (dtype == ST_BF16) {
+			uint32_t bits = (uint32_t)h << 16;
+			memcpy(&out[i], &bits, 4);
+		} else {
+			out[i] = f16_to_f32(h);
+		}
+	}
+}
+
+void w_release(clip_model *m, const void *p, size_t bytes)
+{
+	for (size_t i = 0; i < m->nowned; i++)
+		if (m->owned[i] == p) {
+			w_drop_owned(m, p);
+			return;
+		}
+	st_drop_range(p, bytes);
+}
