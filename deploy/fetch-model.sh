@@ -95,8 +95,8 @@ catalogue() {
 clip-vit-b-32|openai/clip-vit-base-patch32|CLIP|605 MB|pinned|the default: fastest and smallest, English, baseline quality
 clip-vit-b-16|openai/clip-vit-base-patch16|CLIP|599 MB|unconfirmed|finer detail than B/32 at about 4x its image cost, English
 clip-vit-l-14|openai/clip-vit-large-patch14|CLIP|1.71 GB|partial|the best OpenAI CLIP, about 18x B/32's image cost, English
-laion-vit-b-32|laion/CLIP-ViT-B-32-laion2B-s34B-b79K|CLIP (LAION)|605 MB|unconfirmed|B/32 speed with clearly better retrieval than OpenAI's B/32 (open data)
-siglip-b-16-224|google/siglip-base-patch16-224|SigLIP|813 MB|unconfirmed|much better retrieval than CLIP B/16 at the same image cost, English; sigmoid scores
+laion-vit-b-32|laion/CLIP-ViT-B-32-laion2B-s34B-b79K|CLIP|605 MB|unconfirmed|LAION's B/32 (open data): B/32 speed, clearly better retrieval than OpenAI's
+siglip-b-16-224|google/siglip-base-patch16-224|SigLIP|813 MB|pinned|much better retrieval than CLIP B/16 at the same image cost, English; sigmoid scores
 siglip2-b-16-256|google/siglip2-base-patch16-256|SigLIP2|1.5 GB|unconfirmed|the best quality here, multilingual; a 256k-token vocabulary (0.8 GB of it)
 siglip2-b-32-256|google/siglip2-base-patch32-256|SigLIP2|1.5 GB|unconfirmed|SigLIP2 quality at close to B/32 image cost, multilingual
 EOF2
@@ -136,6 +136,10 @@ entry_revision() {
 	# https://github.com/cloudbyday90/classifarr-image-embedding-service/blob/15a39337b272ef4db11eccdf58f1116f7bbea2cb/src/image_embedder/model_catalog.py
 	# (MODEL_CATALOG["ViT-L-14"]).
 	clip-vit-l-14) echo 32bd64288804d66eefd0ccbe215aa642df71cc41 ;;
+	# google/siglip-base-patch16-224, pinned with every file's digest and
+	# size in https://github.com/HappyQuQu/foliopath/blob/fdede8c99b3dcef52cc2d9851551521fc0340652/spikes/int001-ai/testdata/model-catalog.siglip-candidates.json
+	# ("google-siglip-base-patch16-224", version 7fd15f06...).
+	siglip-b-16-224) echo 7fd15f0689c79d79e38b1c2e2e2370a7bf2761ed ;;
 	esac
 }
 
@@ -160,6 +164,24 @@ entry_known() {
 a2bf730a0c7debf160f7a6b50b3aaf3703e7e88ac73de7a314903141db026dcb 1710540580 model.safetensors
 EOF2
 		;;
+	# siglip-b-16-224 at 7fd15f06...: the foliopath catalogue above (its
+	# tokenizer.json is left out: clipd reads spiece.model). Agreeing
+	# sources: the same model.safetensors digest is the LFS SHA256 on
+	# https://huggingface.co/google/siglip-base-patch16-224/blob/refs%2Fpr%2F4/model.safetensors,
+	# the spiece.model digest is the LFS SHA256 of Xenova's copy
+	# (https://huggingface.co/Xenova/siglip-base-patch16-224/blob/c235f088c013d46a72b7fd4a39ffb9af7f02abf8/spiece.model),
+	# and the sizes match the tree of the duplicate
+	# https://huggingface.co/pcuenq/siglip-base-patch16-224/tree/38367b1e64126edc8ca54af86594a2a81765598b.
+	siglip-b-16-224)
+		cat <<'EOF2'
+cd85b3d28829722820bcb89a2cfbb4160e55fd359249a3044da724166a8d9688 432 config.json
+d11ccb80f15d358a11bdb070e92e2d889005874b7db15823d5f10d9b2533b14a 368 preprocessor_config.json
+2b6a1ff67a27e0df9ac0c7d93250fc0d87431c7b366b3d5669217104f9088a26 409 special_tokens_map.json
+d6423dae508cc3a129d22ea443841c111832a1a73125b8f25ea8736951698bcb 711 tokenizer_config.json
+1e5036bed065526c3c212dfbe288752391797c4bb1a284aa18c9a0b23fcaf8ec 798330 spiece.model
+2c63cb7d1f2e95ba501893cbb8faeb4ea9a3af295498d35097126228659c2af8 812672320 model.safetensors
+EOF2
+		;;
 	esac
 }
 
@@ -169,12 +191,6 @@ EOF2
 #   safetensors conversion is on refs/pr/4, commit d815394 (short id only),
 #   model.safetensors LFS SHA256 5147d2a4e6211123df2534cabb78d22ba27166022a0110517277ca7415ecbd95,
 #   599 MB (https://huggingface.co/openai/clip-vit-base-patch16/blob/refs%2Fpr%2F4/model.safetensors).
-# - siglip-b-16-224: model.safetensors at 2c0865f67e8bb3f31deda831c7a5b27961181627
-#   has LFS SHA256 9ec7094b57c7c76a0688bfe84e5163fd0112d041737cb587cbf12921240500f9
-#   (https://huggingface.co/google/siglip-base-patch16-224/blob/2c0865f67e8bb3f31deda831c7a5b27961181627/model.safetensors),
-#   but the tokenizer and processor files were committed after it and
-#   refs/pr/4 carries another model.safetensors (2c63cb7d...): no one
-#   commit with every file's digest was confirmed.
 # - laion-vit-b-32, siglip2-b-16-256, siglip2-b-32-256: no revision or
 #   file digest found in a public source here. SigLIP2 sizes: the B/16-512
 #   sibling's model.safetensors is 1,503,344,520 bytes
@@ -185,7 +201,6 @@ entry_note() {
 	case $1 in
 	clip-vit-b-16) echo "its main branch has no model.safetensors and the full commit of the safetensors conversion (refs/pr/4) could not be confirmed here" ;;
 	clip-vit-l-14) echo "the revision and the digests of config.json, preprocessor_config.json and model.safetensors are confirmed, those of vocab.json and merges.txt are not" ;;
-	siglip-b-16-224) echo "no single commit with every file's digest could be confirmed here" ;;
 	*) echo "no revision or file digest could be confirmed from a public source here" ;;
 	esac
 }

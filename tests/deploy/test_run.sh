@@ -288,8 +288,23 @@ rc=$?
 check "run.sh --model-name of such an entry refuses the same way" "$log" \
 	eval '[ $rc = 2 ] && grep -q "CLIPD_MODEL_CHECKSUMS" "$log" && ! grep -q "listening on" "$log" && [ ! -e "$tmp/models-unc" ]'
 
+# Every pinned entry asks the hub for its repository at a full commit and
+# installs nothing it could not check (here the hub has none of them).
+pinned=$(awk 'NR > 1 && $5 == "pinned" { print $1 "|" $6 }' "$tmp/list.txt")
+bad=
+for p in $pinned; do
+	: >"$tmp/hub.log"
+	CLIPD_MODELS=$tmp/models-pin CLIPD_HF_ENDPOINT=$hub "$fetch" --name "${p%%|*}" >"$tmp/pin.log" 2>&1
+	rc=$?
+	[ "$rc" = 1 ] && grep -Eq "GET /${p#*|}/resolve/[0-9a-f]{40}/" "$tmp/hub.log" || bad="$bad ${p%%|*}"
+done
+names=$(awk 'NR > 1 && $5 == "pinned" { printf "%s ", $1 }' "$tmp/list.txt")
+check "each pinned entry (${names% }) fetches its repository at a full commit and fails cleanly without it (bad:${bad:- none})" \
+	"$tmp/pin.log" eval '[ -n "$pinned" ] && [ -z "$bad" ] && [ -z "$(find "$tmp/models-pin" -type f ! -name "*.part" 2>/dev/null)" ]'
+
 # clip-vit-l-14 pins its revision and some digests: the given checksums
 # must list every file it needs and agree with the known digests.
+: >"$tmp/hub.log"
 l14=$(cd "$tmp/model" && sha256sum -- *)
 printf '%s\n' "$l14" >"$tmp/l14-ours.sha256"
 log=$tmp/fetch-l14-disagree.log
