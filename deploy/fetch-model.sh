@@ -102,14 +102,16 @@ siglip2-b-32-256|google/siglip2-base-patch32-256|SigLIP2|1.5 GB|unconfirmed|SigL
 EOF2
 }
 
-# The files each family's checkpoint directory holds, the ones the daemon
-# needs first. Sources for the lists: CLIP, clipd's own loader (model/clip.c)
-# and the default entry's tree above; SigLIP, the tree of a duplicate of
-# google/siglip-base-patch16-224
+# The files a checkpoint directory of each family must have (required) and
+# the ones worth fetching with them (optional); a CLIPD_MODEL_CHECKSUMS file
+# for a catalogue entry must list the required ones. Sources: CLIP, clipd's
+# loader (model/clip.c) and the default entry's files above; SigLIP, the tree
+# of a duplicate of google/siglip-base-patch16-224
 # (https://huggingface.co/pcuenq/siglip-base-patch16-224/tree/38367b1e64126edc8ca54af86594a2a81765598b);
-# SigLIP2, the files transformers' SiglipModel and GemmaTokenizer read from
-# the google/siglip2-* repositories (config.json, preprocessor_config.json,
-# model.safetensors, tokenizer.model, tokenizer_config.json).
+# SigLIP2, the files pinned for google/siglip2-base-patch16-224 in
+# https://github.com/HappyQuQu/foliopath/blob/fdede8c99b3dcef52cc2d9851551521fc0340652/spikes/int001-ai/testdata/model-catalog.siglip-candidates.json
+# (config.json, model.safetensors, preprocessor_config.json, tokenizer.model,
+# tokenizer_config.json, special_tokens_map.json, tokenizer.json).
 family_required() {
 	case $1 in
 	CLIP*) echo "config.json model.safetensors vocab.json merges.txt" ;;
@@ -121,7 +123,7 @@ family_optional() {
 	case $1 in
 	CLIP*) echo "preprocessor_config.json" ;;
 	SigLIP) echo "tokenizer_config.json special_tokens_map.json" ;;
-	SigLIP2) echo "tokenizer_config.json" ;;
+	SigLIP2) echo "tokenizer_config.json special_tokens_map.json" ;;
 	esac
 }
 
@@ -165,7 +167,7 @@ a2bf730a0c7debf160f7a6b50b3aaf3703e7e88ac73de7a314903141db026dcb 1710540580 mode
 EOF2
 		;;
 	# siglip-b-16-224 at 7fd15f06...: the foliopath catalogue above (its
-	# tokenizer.json is left out: clipd reads spiece.model). Agreeing
+	# tokenizer.json is left out: the SigLIP tokenizer reads spiece.model). Agreeing
 	# sources: the same model.safetensors digest is the LFS SHA256 on
 	# https://huggingface.co/google/siglip-base-patch16-224/blob/refs%2Fpr%2F4/model.safetensors,
 	# the spiece.model digest is the LFS SHA256 of Xenova's copy
