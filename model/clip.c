@@ -245,6 +245,35 @@ clip_family clip_model_family(const clip_model *m)
 	return m->cfg.family;
 }
 
+/* Multiply-adds of `layers` pre-norm blocks over n tokens of width c. */
+static double tower_macs(const clip_tower_cfg *t, double n)
+{
+	double c = t->hidden, i = t->intermediate;
+	return t->layers * (4 * n * c * c + 2 * n * n * c + 2 * n * c * i);
+}
+
+double clip_model_image_gflop(const clip_model *m)
+{
+	const clip_tower_cfg *v = &m->vision.cfg;
+	double p = v->patch_size, g = v->image_size / v->patch_size, c = v->hidden;
+	double n = v->positions; /* patches, plus CLIP's class token */
+	double macs = g * g * 3 * p * p * c + tower_macs(v, n);
+	if (m->vision.has_map) /* k, v of every token; the probe's attention; out; MLP */
+		macs += 2 * n * c * c + 2 * n * c + c * c + 2 * c * v->intermediate;
+	else
+		macs += c * m->cfg.projection;
+	return 2 * macs / 1e9;
+}
+
+double clip_model_text_gflop(const clip_model *m, int tokens)
+{
+	const clip_tower_cfg *t = &m->text.cfg;
+	double n = m->cfg.family == CLIP_FAMILY_SIGLIP || tokens < 1 || tokens > t->positions
+	               ? t->positions
+	               : tokens;
+	return 2 * (tower_macs(t, n) + (double)t->hidden * m->cfg.projection) / 1e9;
+}
+
 const char *clip_family_name(clip_family f)
 {
 	return f == CLIP_FAMILY_SIGLIP ? "siglip" : "clip";

@@ -96,6 +96,14 @@ int clip_model_context(const clip_model *m);        /* text positions, 77 */
 float clip_model_logit_scale(const clip_model *m);  /* exp(logit_scale) */
 float clip_model_logit_bias(const clip_model *m);   /* SigLIP's logit_bias; 0 for CLIP */
 clip_family clip_model_family(const clip_model *m);
+
+/* The matrix-product work of one encode in GFLOP (1 multiply-add = 2
+ * FLOP; attention products counted dense, element-wise work left out, as
+ * ../shared/peers/flops.py counts ONNX Runtime's): one image, or one text
+ * of `tokens` positions (SigLIP always runs its whole context; tokens is
+ * then ignored). For figures of GFLOP/s in benchmarks. */
+double clip_model_image_gflop(const clip_model *m);
+double clip_model_text_gflop(const clip_model *m, int tokens);
 const char *clip_family_name(clip_family f);        /* "clip", "siglip" */
 
 /* Per-thread encoding context for batches of up to max_batch. */
