@@ -57,11 +57,13 @@ void route_stats(http_req *r)
 		return;
 	}
 	json_t *o = json_pack(
-	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:i,s:i,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
+	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:s,s:i,s:i,s:f,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
 	    "total",
 	    (json_int_t)total, "ready", (json_int_t)ready, "texts", "total", (json_int_t)texts,
-	    "model", "id", a->model_id, "dim", a->dim, "image_size", clip_model_image_size(a->model),
-	    "logit_scale", (double)clip_model_logit_scale(a->model), "precision",
+	    "model", "id", a->model_id, "family", clip_family_name(clip_model_family(a->model)), "dim",
+	    a->dim, "image_size", clip_model_image_size(a->model), "logit_scale",
+	    (double)clip_model_logit_scale(a->model), "logit_bias",
+	    (double)clip_model_logit_bias(a->model), "precision",
 	    clip_precision_name(clip_model_precision(a->model)), "index", "images",
 	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
