@@ -252,14 +252,15 @@ static void t_image_files(void)
 	clip_ctx_free(ctx);
 }
 
-/* bf16 layers against the f32 reference, by cosine. */
-static void t_bf16(void)
+/* bf16 and int8 layers against the f32 reference, by cosine (the bounds
+ * the README gives for CLIP: 0.999 and 0.995). */
+static void reduced(clip_precision p, float bound)
 {
-	if (!clip_precision_supported(CLIP_PRECISION_BF16, NULL)) {
-		printf("# bf16 cannot run here; skipped inside the case\n");
+	if (!clip_precision_supported(p, NULL)) {
+		printf("# %s cannot run here; not compared\n", clip_precision_name(p));
 		return;
 	}
-	clip_options o = {CLIP_PRECISION_BF16};
+	clip_options o = {p};
 	clip_model *m;
 	clip_err err;
 	REQUIRE(clip_model_open_opts(kit, &o, &m, &err) == CLIP_OK);
@@ -279,10 +280,16 @@ static void t_bf16(void)
 		float c = dot(ta + i * D, tb + i * D, D);
 		worst = c < worst ? c : worst;
 	}
-	printf("# bf16 vs f32: worst cosine %.5f\n", worst);
-	CHECK(worst >= 0.99f);
+	printf("# %s vs f32: worst cosine %.5f\n", clip_precision_name(p), worst);
+	CHECKF(worst >= bound, "%s: worst cosine %f", clip_precision_name(p), worst);
 	free(a), free(b), free(ta), free(tb);
 	clip_model_close(m);
+}
+
+static void t_reduced_precision(void)
+{
+	reduced(CLIP_PRECISION_BF16, 0.999f);
+	reduced(CLIP_PRECISION_INT8, 0.995f);
 }
 
 /* A copy of the kit in tmp/name whose config.json is `config` (NULL: the
@@ -379,7 +386,7 @@ int main(void)
 	TAP_RUN(t_text_embeddings);
 	TAP_RUN(t_image_embeddings_and_scores);
 	TAP_RUN(t_image_files);
-	TAP_RUN(t_bf16);
+	TAP_RUN(t_reduced_precision);
 	TAP_RUN(t_refusals);
 	clip_model_close(model);
 	json_decref(expected);
