@@ -361,6 +361,53 @@ static void t_refusals(void)
 	clip_model_close(m);
 }
 
+/* A side the patch size does not divide (so400m-patch14-384): the last
+ * pixels on the right and bottom are ignored, as a valid convolution
+ * does; the one before them is not. */
+static void t_valid_convolution(void)
+{
+	const char *mk = getenv("CLIP_MKMODEL");
+	REQUIRE(mk && *mk);
+	char dir[512], cmd[2048];
+	snprintf(dir, sizeof dir, "%s/side100", tmp);
+	snprintf(cmd, sizeof cmd, "'%s' --preset siglip-tiny --image-size 100 --out '%s' --spm '%s/spiece.model'",
+	         mk, dir, kit);
+	REQUIRE(system(cmd) == 0);
+	clip_model *m;
+	clip_err err;
+	REQUIRE(clip_model_open(dir, &m, &err) == CLIP_OK);
+	CHECK(clip_model_image_size(m) == 100);
+	clip_ctx *ctx;
+	REQUIRE(clip_ctx_new(m, 1, &ctx, NULL) == CLIP_OK);
+	size_t plane = 100 * 100;
+	float *px = malloc(3 * plane * sizeof *px), a[64], b[64], c[64];
+	REQUIRE(px);
+	for (size_t i = 0; i < 3 * plane; i++)
+		px[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+	CHECK(clip_encode_images(ctx, 1, px, a, NULL) == CLIP_OK);
+	for (int ch = 0; ch < 3; ch++)
+		for (int y = 0; y < 100; y++)
+			for (int x = 0; x < 100; x++)
+				if (x >= 96 || y >= 96)
+					px[ch * plane + (size_t)y * 100 + x] = 0.9f;
+	CHECK(clip_encode_images(ctx, 1, px, b, NULL) == CLIP_OK);
+	px[95] += 0.5f; /* row 0, column 95: inside the last patch */
+	CHECK(clip_encode_images(ctx, 1, px, c, NULL) == CLIP_OK);
+	float same = 0, diff = 0;
+	for (int k = 0; k < 64; k++) {
+		same = fmaxf(same, fabsf(a[k] - b[k]));
+		diff = fmaxf(diff, fabsf(b[k] - c[k]));
+	}
+	CHECKF(same == 0, "pixels past 96 changed the embedding by %g", same);
+	CHECKF(diff > 1e-4f, "a pixel of the last patch changed it by only %g", diff);
+	/* A file preprocesses to 100 x 100 too. */
+	snprintf(cmd, sizeof cmd, "%s/images/horse.png", ref);
+	CHECK(clip_preprocess_file(m, cmd, NULL, px, NULL, NULL, &err) == CLIP_OK);
+	free(px);
+	clip_ctx_free(ctx);
+	clip_model_close(m);
+}
+
 int main(void)
 {
 	const char *r = getenv("CLIPD_REFERENCE");
@@ -388,6 +435,7 @@ int main(void)
 	TAP_RUN(t_image_files);
 	TAP_RUN(t_reduced_precision);
 	TAP_RUN(t_refusals);
+	TAP_RUN(t_valid_convolution);
 	clip_model_close(model);
 	json_decref(expected);
 	snprintf(p, sizeof p, "rm -rf '%s'", tmp);

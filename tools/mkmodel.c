@@ -6,7 +6,7 @@
  * (speed does not depend on the values).
  *
  *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|
- *                siglip-b-16|siglip2-b-16-256] [--proj N]
+ *                siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
  *                [--act quick_gelu|gelu] [--spm FILE] [--seed N]
  *
@@ -15,7 +15,9 @@
  * patch16-256, Gemma's 256,000 tokens). A SentencePiece model cannot be
  * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
  * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
- * --proj N changes a CLIP preset's projection (embedding) size.
+ * --proj N changes a CLIP preset's projection (embedding) size;
+ * --image-size N the input side (for SigLIP also one the patch size does
+ * not divide, as google/siglip-so400m-patch14-384's 384 and 14 are).
  *
  * --round rounds every value to that precision before storing it in
  * --dtype (default: the storage dtype), so an f32 checkpoint written with
@@ -474,14 +476,14 @@ static int write_siglip(const char *out, const struct shape *s, const char *act,
 int main(int argc, char **argv)
 {
 	const char *out = NULL, *preset = "tiny", *act = NULL, *spm = NULL;
-	int proj = 0;
+	int proj = 0, image = 0;
 	enum dtype dt = DT_F32;
 	int round = -1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
 			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|"
-			     "siglip-b-16|siglip2-b-16-256] [--proj N] [--dtype f32|f16|bf16] "
+			     "siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
 			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
 			return 0;
 		}
@@ -502,6 +504,12 @@ int main(int argc, char **argv)
 			act = v;
 		} else if (!strcmp(a, "--spm")) {
 			spm = v;
+		} else if (!strcmp(a, "--image-size")) {
+			image = atoi(v);
+			if (image < 1 || image > 4096) {
+				fprintf(stderr, "clip-mkmodel: --image-size is 1..4096\n");
+				return 2;
+			}
 		} else if (!strcmp(a, "--proj")) {
 			proj = atoi(v);
 			if (proj < 1 || proj > 65536) {
@@ -545,6 +553,18 @@ int main(int argc, char **argv)
 	sh = *s;
 	if (proj)
 		sh.proj = proj;
+	if (image) {
+		if (!sh.siglip && image % sh.patch) {
+			fprintf(stderr, "clip-mkmodel: a CLIP image size must be a multiple of the patch "
+			        "size %d\n", sh.patch);
+			return 2;
+		}
+		if (image < sh.patch) {
+			fprintf(stderr, "clip-mkmodel: --image-size is below the patch size %d\n", sh.patch);
+			return 2;
+		}
+		sh.image = image;
+	}
 	s = &sh;
 	if (!act)
 		act = s->siglip ? "gelu_pytorch_tanh" : "quick_gelu";
