@@ -1,7 +1,7 @@
 /*
  * clip.c: the public model API (clip.h): opening a checkpoint directory
- * (its config, weights through the layout's loader, load_*.c, and its
- * tokenizer), converting the linear layers to the chosen precision, and the
+ * (its layout from the files present, layout.c; its config, config*.c;
+ * weights through the layout's loader, load_*.c; and its tokenizer), converting the linear layers to the chosen precision, and the
  * accessors.
  */
 #include <limits.h>
@@ -143,12 +143,13 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 	if (!err)
 		err = &local;
 	*out = NULL;
-	if (!dir || !*dir)
-		return clip_fail(err, CLIP_EINVAL, "no model directory given");
-	if (snprintf(cfg, sizeof cfg, "%s/config.json", dir) >= (int)sizeof cfg)
+	const clip_layout *layout;
+	if ((rc = clip_layout_detect(dir, &layout, err)) != CLIP_OK)
+		return rc;
+	if (snprintf(cfg, sizeof cfg, "%s/%s", dir, layout->config) >= (int)sizeof cfg)
 		return clip_fail(err, CLIP_EINVAL, "model directory path is too long");
 	snprintf(pp, sizeof pp, "%s/preprocessor_config.json", dir);
-	snprintf(st, sizeof st, "%s/model.safetensors", dir);
+	snprintf(st, sizeof st, "%s/%s", dir, layout->weights);
 	snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
 	snprintf(merges, sizeof merges, "%s/merges.txt", dir);
 
@@ -157,13 +158,17 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 		free(m);
 		return clip_fail(err, CLIP_ENOMEM, "out of memory");
 	}
-	if ((rc = clip_cfg_load(cfg, pp, &m->cfg, err)) != CLIP_OK)
+	m->layout = layout;
+	if ((rc = layout->kind == CLIP_LAYOUT_OPENCLIP ? clip_cfg_load_openclip(cfg, &m->cfg, err)
+	                                                : clip_cfg_load(cfg, pp, &m->cfg, err)))
 		goto out;
 	m->vision.cfg = m->cfg.vision;
 	m->text.cfg = m->cfg.text;
 	if ((rc = st_open(st, m->st, err)) != CLIP_OK)
 		goto out;
-	if ((rc = load_hf_bind(m, err)) != CLIP_OK || (rc = pack_all(m, precision, reference, err)))
+	if ((rc = layout->kind == CLIP_LAYOUT_OPENCLIP ? load_openclip_bind(m, err)
+	                                                : load_hf_bind(m, err)) ||
+	    (rc = pack_all(m, precision, reference, err)))
 		goto out;
 	if (m->cfg.family == CLIP_FAMILY_SIGLIP) {
 		/* The SentencePiece tokenizer joins in the next step. */
@@ -173,8 +178,8 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 	if ((rc = tok_open(vocab, merges, &m->tok, err)) != CLIP_OK)
 		goto out;
 	if (tok_vocab_size(m->tok) != m->text.cfg.vocab) {
-		rc = clip_fail(err, CLIP_EMODEL, "vocab.json has %d tokens, config.json says %d",
-		               tok_vocab_size(m->tok), m->text.cfg.vocab);
+		rc = clip_fail(err, CLIP_EMODEL, "vocab.json has %d tokens, %s says %d",
+		               tok_vocab_size(m->tok), layout->config, m->text.cfg.vocab);
 		goto out;
 	}
 	*out = m;

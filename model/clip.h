@@ -1,7 +1,9 @@
 /*
  * clip: CLIP inference in C. Loads a Hugging Face CLIP checkpoint directory
  * (config.json, model.safetensors, vocab.json, merges.txt, optionally
- * preprocessor_config.json), tokenizes text with CLIP's byte-level BPE,
+ * preprocessor_config.json) or the same model in open_clip's layout
+ * (open_clip_config.json, open_clip_model.safetensors, vocab.json,
+ * merges.txt), tokenizes text with CLIP's byte-level BPE,
  * decodes and preprocesses images with libvips exactly as the reference
  * (open_clip / CLIPImageProcessor) does, and runs the vision and text
  * transformers on OpenBLAS (float32, the reference) or, where built in,
@@ -77,6 +79,14 @@ typedef struct clip_options {
 int clip_model_open(const char *dir, clip_model **out, clip_err *err);
 int clip_model_open_opts(const char *dir, const clip_options *opts, clip_model **out,
                          clip_err *err);
+
+/* The config and weights file names (static strings) of the checkpoint
+ * layout found in dir: "config.json" and "model.safetensors" (Hugging
+ * Face), or "open_clip_config.json" and "open_clip_model.safetensors"
+ * (open_clip), as clip_model_open would read them. NULL and CLIP_EMODEL
+ * when dir holds neither (the message says what was looked for). */
+int clip_checkpoint_files(const char *dir, const char **config, const char **weights,
+                          clip_err *err);
 
 /* The precision the model runs in (never AUTO). */
 clip_precision clip_model_precision(const clip_model *m);

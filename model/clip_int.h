@@ -37,6 +37,28 @@ typedef struct clip_cfg {
 /* Parses config.json (and preprocessor_config.json when pp_path exists). */
 int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, clip_err *err);
 
+/* Parses open_clip's open_clip_config.json (config_openclip.c): model_cfg,
+ * its missing keys at open_clip's defaults, and preprocess_cfg's mean and
+ * std. A model or preprocessing clipd does not run (timm or Hugging Face
+ * towers, CoCa, LayerScale, other pooling, ...) is refused, CLIP_EMODEL
+ * naming the key. */
+int clip_cfg_load_openclip(const char *path, clip_cfg *c, clip_err *err);
+
+/* A checkpoint layout: its files in the model directory (layout.c). */
+typedef enum clip_layout_kind { CLIP_LAYOUT_HF, CLIP_LAYOUT_OPENCLIP } clip_layout_kind;
+
+typedef struct clip_layout {
+	clip_layout_kind kind;
+	const char *name;                 /* "Hugging Face", "open_clip" */
+	const char *config, *weights;     /* file names */
+} clip_layout;
+
+/* The layout of dir, from the files present; *out points at static data.
+ * CLIP_EMODEL when dir holds neither layout, the message listing what was
+ * looked for, or saying to use the safetensors file when there are only
+ * pickle (*.bin) checkpoints; CLIP_EINVAL without a directory. */
+int clip_layout_detect(const char *dir, const clip_layout **out, clip_err *err);
+
 /* Weights of one pre-norm transformer block. Linear weights are [out][in]. */
 typedef struct clip_layer {
 	const float *ln1_w, *ln1_b;       /* [d] */
@@ -87,6 +109,7 @@ struct clip_model {
 	float logit_scale;                /* exp of the stored value */
 	float logit_bias;                 /* SigLIP's; 0 for CLIP */
 	clip_precision precision;         /* what the linear layers run in */
+	const clip_layout *layout;        /* its file names, for messages */
 	struct st_file *st;
 	struct tok *tok;                  /* CLIP's BPE, or NULL */
 	struct tok_spm *spm;              /* SigLIP's SentencePiece, or NULL */

@@ -56,9 +56,11 @@ int w_bind(clip_model *m, const float **out, clip_err *err, int ndim, const int6
 	vsnprintf(name, sizeof name, fmt, ap);
 	va_end(ap);
 
+	const char *wf = m->layout ? m->layout->weights : "model.safetensors";
+	const char *cf = m->layout ? m->layout->config : "config.json";
 	const st_tensor *t = st_find(m->st, name);
 	if (!t)
-		return clip_fail(err, CLIP_EMODEL, "model.safetensors has no tensor %s", name);
+		return clip_fail(err, CLIP_EMODEL, "%s has no tensor %s", wf, name);
 	int ok = t->ndim == ndim;
 	for (int i = 0; ok && i < ndim; i++)
 		ok = t->shape[i] == want[i];
@@ -70,8 +72,8 @@ int w_bind(clip_model *m, const float **out, clip_err *err, int ndim, const int6
 		for (int i = 0; i < ndim; i++)
 			snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? "," : "",
 			         (long long)want[i]);
-		return clip_fail(err, CLIP_EMODEL, "tensor %s has shape [%s], config.json implies [%s]",
-		                 name, got, exp);
+		return clip_fail(err, CLIP_EMODEL, "tensor %s has shape [%s], %s implies [%s]",
+		                 name, got, cf, exp);
 	}
 	size_t n = (size_t)st_numel(t);
 	if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {

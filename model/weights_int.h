@@ -54,4 +54,9 @@ int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
  * a CLIPModel or a SiglipModel (m->cfg.family). */
 int load_hf_bind(clip_model *m, clip_err *err);
 
+/* open_clip's layout (load_openclip.c): every tensor of m->cfg bound; the
+ * stacked in_proj_weight is the fused qkv as is, the two projections are
+ * transposed copies owned by the model. */
+int load_openclip_bind(clip_model *m, clip_err *err);
+
 #endif
