@@ -69,9 +69,9 @@ int clip_layout_detect(const char *dir, const clip_layout **out, clip_err *err)
 		closedir(d);
 	if (*pickle)
 		return clip_fail(err, CLIP_EMODEL,
-		                 "%s holds a pickle checkpoint (%s), which clipd does not read: use the "
-		                 "checkpoint's safetensors file instead (model.safetensors with config.json, "
-		                 "or open_clip_model.safetensors with open_clip_config.json)", dir, pickle);
+		                 "%s: only a pickle checkpoint (%s), which clipd does not read: use the "
+		                 "checkpoint's safetensors file (model.safetensors or "
+		                 "open_clip_model.safetensors)", dir, pickle);
 	return clip_fail(err, CLIP_EMODEL,
 	                 "%s holds no checkpoint clipd reads: looked for config.json + model.safetensors "
 	                 "(Hugging Face) and open_clip_config.json + open_clip_model.safetensors "
