@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clip.h"
 #include "fingerprint.h"
 
 /* A safetensors header larger than this is not a checkpoint we load. */
@@ -58,13 +59,18 @@ out:
 
 int fingerprint_model(const char *dir, char *id, size_t id_size, api_err *err)
 {
+	const char *config, *weights;
+	clip_err ce;
+	/* The files the model loaded: the layout's (clip.h). */
+	if (clip_checkpoint_files(dir, &config, &weights, &ce) != CLIP_OK)
+		return api_fail(err, API_EIO, "%s", ce.msg);
 	GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
 	char path[4096];
 	int rc;
-	snprintf(path, sizeof path, "%s/config.json", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, config);
 	if ((rc = hash_file_part(sum, path, UINT64_MAX, 0, err)))
 		goto out;
-	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, weights);
 	if ((rc = hash_file_part(sum, path, 0, 1, err)))
 		goto out;
 	snprintf(id, id_size, "clip-%.16s", g_checksum_get_string(sum));
