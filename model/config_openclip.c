@@ -81,8 +81,8 @@ static const oc_key top_keys[] = {
 	{NULL, 0, NULL, NULL},
 };
 
-/* The custom attention block's switches, both towers (model.py:62-68 and
- * 132-138; transformer.py:500-504 picks CustomResidualAttentionBlock when
+/* The custom attention block's switches, both towers (model.py:62-67 and
+ * 114-119; transformer.py:500-504 picks CustomResidualAttentionBlock when
  * any is set). */
 #define OC_CUSTOM_BLOCK \
 	{"block_type", OC_ONE_OF, "default", "a custom attention block"}, \
@@ -116,7 +116,7 @@ static const oc_key vision_keys[] = {
 	{"attn_pooler_queries", OC_IGNORED, NULL, NULL},
 	{"attn_pooler_heads", OC_IGNORED, NULL, NULL},
 	{"n_queries", OC_IGNORED, NULL, NULL},  /* v2.20.0's name of attn_pooler_queries */
-	/* Only read with timm_model_name, which is refused (model.py:189-202). */
+	/* Only read with timm_model_name, which is refused (model.py:185-198). */
 	{"timm_model_pretrained", OC_IGNORED, NULL, NULL},
 	{"timm_pool", OC_IGNORED, NULL, NULL},
 	{"timm_proj", OC_IGNORED, NULL, NULL},
@@ -124,7 +124,7 @@ static const oc_key vision_keys[] = {
 	{"timm_drop", OC_IGNORED, NULL, NULL},
 	{"timm_drop_path", OC_IGNORED, NULL, NULL},
 	{"timm_model_kwargs", OC_IGNORED, NULL, NULL},
-	/* model.py:189: a timm image tower */
+	/* model.py:185: a timm image tower */
 	{"timm_model_name", OC_OFF, NULL, "a timm image tower"},
 	/* transformer.py:289, 300: LayerScale on both residual branches */
 	{"ls_init_value", OC_NULL, NULL, "LayerScale"},
@@ -139,11 +139,11 @@ static const oc_key vision_keys[] = {
 	 * state dict as visual.positional_embedding like a learned one, so the
 	 * forward pass is the same. */
 	{"pos_embed_type", OC_ONE_OF, "learnable|sin_cos_2d", "another position embedding"},
-	/* transformer.py:824-829: LayerNorm after pooling. It acts on each
+	/* transformer.py:826-828: LayerNorm after pooling. It acts on each
 	 * token alone, so with pool_type 'tok' (the only pooling accepted)
 	 * ln_post(x)[:, 0] == ln_post(x[:, 0]): the same computation. */
 	{"final_ln_after_pool", OC_IGNORED, NULL, NULL},
-	/* model.py:218: arguments to the activation (e.g. approximate='tanh') */
+	/* model.py:213: arguments to the activation (e.g. approximate='tanh') */
 	{"act_kwargs", OC_OFF, NULL, "a modified activation"},
 	/* v2.20.0 (model.py CLIPVisionCfg): a LayerNorm on each input patch,
 	 * and average pooling (now pool_type 'avg'). */
@@ -155,8 +155,8 @@ static const oc_key vision_keys[] = {
 
 /* text_cfg: CLIPTextCfg (model.py:80-150), as _build_text_tower
  * (model.py:251-315), TextTransformer (transformer.py:1578-) and CLIP's own
- * _encode_text (model.py:396-414) use it; the tokenizer keys as
- * factory.py's get_tokenizer reads them (factory.py:820-880). */
+ * _encode_text (model.py:396-411) use it; the tokenizer keys as
+ * factory.py's get_tokenizer reads them (factory.py:829-884). */
 static const oc_key text_keys[] = {
 	{"context_length", OC_USED, NULL, NULL},
 	{"vocab_size", OC_USED, NULL, NULL},
@@ -175,7 +175,7 @@ static const oc_key text_keys[] = {
 	{"pad_id", OC_IGNORED, NULL, NULL},
 	{"eos_id", OC_IGNORED, NULL, NULL},
 	{"bos_id", OC_IGNORED, NULL, NULL},
-	/* Not passed to TextTransformer by _build_text_tower (model.py:290-314);
+	/* Not passed to TextTransformer by _build_text_tower (model.py:287-313);
 	 * and LayerNorm per token commutes with pooling one token anyway. */
 	{"final_ln_after_pool", OC_IGNORED, NULL, NULL},
 	/* Only with hf_model_name or hf_tokenizer_name (refused). */
@@ -189,7 +189,7 @@ static const oc_key text_keys[] = {
 	/* Only with tokenizer_type 'tiktoken' (refused). */
 	{"tiktoken_name", OC_IGNORED, NULL, NULL},
 	/* Only read by ModernTextTransformer (text_arch 'modern', refused):
-	 * model.py:116-142. */
+	 * model.py:121-143. */
 	{"attention_mode", OC_IGNORED, NULL, NULL},
 	{"pos_embed", OC_IGNORED, NULL, NULL},
 	{"rope_temperature", OC_IGNORED, NULL, NULL},
@@ -205,14 +205,14 @@ static const oc_key text_keys[] = {
 	{"attention_bias", OC_IGNORED, NULL, NULL},
 	{"mlp_bias", OC_IGNORED, NULL, NULL},
 	{"gate_bias", OC_IGNORED, NULL, NULL},
-	/* model.py:266-273: another text tower */
+	/* model.py:265-268: another text tower */
 	{"text_arch", OC_ONE_OF, "clip", "another text tower (ModernTextTransformer)"},
 	/* factory.py:498, 526-534: present at all (even null), it makes the
 	 * model a CustomTextCLIP, its text weights under "text.*" */
 	{"hf_model_name", OC_ABSENT, NULL, "a Hugging Face text tower (CustomTextCLIP)"},
 	/* model.py:343: variable-length text, CustomTextCLIP only */
 	{"variable_text", OC_OFF, NULL, "variable-length text"},
-	/* factory.py:836-865: a tokenizer other than CLIP's BPE */
+	/* factory.py:833-865: a tokenizer other than CLIP's BPE */
 	{"hf_tokenizer_name", OC_OFF, NULL, "a Hugging Face tokenizer"},
 	{"tokenizer_type", OC_OFF, NULL, "another tokenizer"},
 	/* transformer.py:289, 300 */
@@ -234,19 +234,21 @@ static const oc_key text_keys[] = {
 
 /* preprocess_cfg: PreprocessCfg (transform.py:17-26). open_clip drops keys
  * that are not PreprocessCfg fields (merge_preprocess_dict,
- * transform.py:40-55), so unknown ones are ignored here too. */
+ * transform.py:41-55), so unknown ones are ignored here too. */
 static const oc_key pp_keys[] = {
 	{"mean", OC_USED, NULL, NULL},
 	{"std", OC_USED, NULL, NULL},
 	{"size", OC_USED, NULL, NULL},
-	/* transform.py:25: asserted to be 'RGB' */
+	/* transform.py:28: asserted to be 'RGB' */
 	{"mode", OC_ONE_OF, "RGB", "another colour mode"},
 	/* transform.py:385-388: bicubic unless 'bilinear' ('random' is
-	 * bicubic at inference) */
-	{"interpolation", OC_ONE_OF, "bicubic|random", "another resampling filter"},
-	/* transform.py:461-485: 'longest' pads, 'squash' stretches; clipd
-	 * resizes the shortest side and center-crops */
-	{"resize_mode", OC_ONE_OF, "shortest", "another resize mode"},
+	 * bicubic at inference); torchvision's Resize on a PIL image is PIL's
+	 * resize with that filter, which resample.c reproduces. */
+	{"interpolation", OC_ONE_OF, "bicubic|bilinear|random", "another resampling filter"},
+	/* transform.py:461-485: 'shortest' resizes the short side and
+	 * center-crops, 'squash' resizes straight to size x size (both run
+	 * here); 'longest' fits the long side and pads, which clipd does not. */
+	{"resize_mode", OC_ONE_OF, "shortest|squash", "another resize mode"},
 	/* transform.py:465: only the padding of resize_mode 'longest' */
 	{"fill_color", OC_IGNORED, NULL, NULL},
 	{NULL, 0, NULL, NULL},
@@ -343,7 +345,7 @@ static int get_side(json_t *o, const char *sec, const char *key, int *v, clip_er
 	return CLIP_OK;
 }
 
-/* mlp_ratio: the MLP is int(width * mlp_ratio) wide (transformer.py:292). */
+/* mlp_ratio: the MLP is int(width * mlp_ratio) wide (transformer.py:294). */
 static int get_mlp(json_t *o, const char *sec, int width, int *out, clip_err *err)
 {
 	double r = 4.0;
@@ -391,7 +393,7 @@ static int get_vision(json_t *o, clip_tower_cfg *t, clip_err *err)
 		return clip_fail(err, CLIP_EMODEL, OC_FILE ": model_cfg.vision_cfg is not an object");
 	if ((rc = check_keys(o, vision_keys, sec, 0, err)))
 		return rc;
-	/* model.py:203-211: a list of four stage depths is a ModifiedResNet. */
+	/* model.py:199-207: a list of four stage depths is a ModifiedResNet. */
 	if (json_is_array(json_object_get(o, "layers")))
 		return clip_fail(err, CLIP_EMODEL, OC_FILE ": %slayers is a list: a ModifiedResNet image "
 		                 "tower, which clipd does not run (a ViT's layers is an integer)", sec);
@@ -403,14 +405,17 @@ static int get_vision(json_t *o, clip_tower_cfg *t, clip_err *err)
 	    (rc = get_mlp(o, sec, t->hidden, &t->intermediate, err)) ||
 	    (rc = get_norm(o, sec, &t->eps, err)))
 		return rc;
-	/* model.py:212: heads = width // head_width */
+	/* model.py:209: heads = width // head_width */
 	if (t->hidden % head_width != 0)
 		return clip_fail(err, CLIP_EMODEL, OC_FILE ": %swidth %d is not a multiple of head_width %d",
 		                 sec, t->hidden, head_width);
 	t->heads = t->hidden / head_width;
-	if (t->image_size % t->patch_size != 0)
-		return clip_fail(err, CLIP_EMODEL, OC_FILE ": %simage_size %d is not a multiple of "
-		                 "patch_size %d", sec, t->image_size, t->patch_size);
+	/* transformer.py:628: grid = image_size // patch_size; the stride-p
+	 * convolution leaves out the last pixels of a side p does not divide
+	 * (as vision.c does). */
+	if (t->patch_size > t->image_size)
+		return clip_fail(err, CLIP_EMODEL, OC_FILE ": %spatch_size %d is larger than image_size %d",
+		                 sec, t->patch_size, t->image_size);
 	int grid = t->image_size / t->patch_size;
 	t->positions = grid * grid + 1;
 	return CLIP_OK;
@@ -494,6 +499,12 @@ static int get_pp(json_t *o, clip_cfg *c, clip_err *err)
 	for (int i = 0; i < 3; i++)
 		if (!(c->std[i] > 0))
 			return clip_fail(err, CLIP_EMODEL, OC_FILE ": preprocess_cfg.std must be > 0");
+	const char *rm = json_string_value(json_object_get(o, "resize_mode"));
+	const char *ip = json_string_value(json_object_get(o, "interpolation"));
+	if (rm && strcmp(rm, "squash") == 0)
+		c->fit = IMG_FIT_SQUASH;
+	if (ip && strcmp(ip, "bilinear") == 0)
+		c->filter = IMG_BILINEAR;
 	if (size != c->vision.image_size)
 		return clip_fail(err, CLIP_EMODEL, OC_FILE ": preprocess_cfg.size %d differs from the "
 		                 "model's image_size %d", size, c->vision.image_size);
@@ -552,7 +563,7 @@ int clip_cfg_load_openclip(const char *path, clip_cfg *c, clip_err *err)
 		rc = clip_fail(err, CLIP_EMODEL, OC_FILE ": model_cfg.quick_gelu must be true or false");
 		goto out;
 	}
-	/* model.py:187, 297: QuickGELU in both towers, else nn.GELU (erf) */
+	/* model.py:183, 280: QuickGELU in both towers, else nn.GELU (erf) */
 	if (json_is_true(qg))
 		c->vision.act = c->text.act = CLIP_QUICK_GELU;
 	if ((rc = get_int(mc, "model_cfg.", "embed_dim", &c->projection, 1, 1 << 16, err)) ||

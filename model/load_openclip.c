@@ -95,7 +95,7 @@ int load_openclip_bind(clip_model *m, clip_err *err)
 	    (rc = w_bind(m, &v->post_ln_w, err, DIMS(dv), "visual.ln_post.weight")) ||
 	    (rc = w_bind(m, &v->post_ln_b, err, DIMS(dv), "visual.ln_post.bias")) ||
 	    (rc = bind_proj(m, &v->proj, dv, P, "visual.proj", err)) ||
-	    (rc = w_bind(m, &t->tok_emb, err, DIMS(t->cfg.vocab, dt), "token_embedding.weight")) ||
+	    (rc = w_bind_rows(m, &t->tok_emb, &t->tok_raw, &t->tok_dtype, err, t->cfg.vocab, dt, "token_embedding.weight")) ||
 	    (rc = w_bind(m, &t->pos_emb, err, DIMS(t->cfg.positions, dt), "positional_embedding")) ||
 	    (rc = bind_layers(m, t, "", err)) ||
 	    (rc = w_bind(m, &t->post_ln_w, err, DIMS(dt), "ln_final.weight")) ||

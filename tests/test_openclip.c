@@ -352,10 +352,9 @@ static void t_refused_configs(void)
 	           "norm_kwargs.bias");
 	refuse_cfg("unknown", "model_cfg.vision_cfg.frobnicate", json_true(),
 	           "model_cfg.vision_cfg.frobnicate is not a setting");
-	refuse_cfg("bilinear", "preprocess_cfg.interpolation", json_string("bilinear"),
-	           "preprocess_cfg.interpolation is \"bilinear\"");
-	refuse_cfg("squash", "preprocess_cfg.resize_mode", json_string("squash"),
-	           "preprocess_cfg.resize_mode is \"squash\"");
+	refuse_cfg("nearest", "preprocess_cfg.interpolation", json_string("nearest"),
+	           "preprocess_cfg.interpolation is \"nearest\"");
+	refuse_cfg("mode", "preprocess_cfg.mode", json_string("L"), "preprocess_cfg.mode is \"L\"");
 	refuse_cfg("ppsize", "preprocess_cfg.size", json_integer(256), "preprocess_cfg.size 256");
 	refuse_cfg("headwidth", "model_cfg.vision_cfg.head_width", json_integer(48), "head_width 48");
 	refuse_cfg("noembed", "model_cfg.embed_dim", NULL, "embed_dim");
@@ -374,6 +373,48 @@ static void t_refused_configs(void)
 	snprintf(cmd, sizeof cmd, "echo '{\"embed_dim\": 32}' > '%s/open_clip_config.json'", d);
 	REQUIRE(run(cmd) == 0);
 	expect_refused(d, "no model_cfg", "config without model_cfg");
+}
+
+static float plane_diff(const float *a, const float *b)
+{
+	return max_diff(a, b, (size_t)3 * 224 * 224);
+}
+
+/* preprocess_cfg's resize_mode and interpolation reach the preprocessing:
+ * 'squash' resizes straight to 224 x 224 (the same as the crop on a square
+ * image, not on another), 'bilinear' is another filter; 'longest' (pad) is
+ * refused. */
+static void t_preprocess_modes(void)
+{
+	static float crop[2][3 * 224 * 224], squash[2][3 * 224 * 224], bil[3 * 224 * 224];
+	static const char *const files[2] = {"astronaut.png", "chelsea.png"}; /* 512x512, 451x300 */
+	char d[1024], img[1200];
+	clip_model *m;
+	clip_err err;
+	copy_kit("squash", 0, d, sizeof d);
+	edit_cfg(d, "preprocess_cfg.resize_mode", json_string("squash"));
+	REQUIRE(clip_model_open(d, &m, &err) == CLIP_OK);
+	for (int i = 0; i < 2; i++) {
+		snprintf(img, sizeof img, "%s/images/%s", ref, files[i]);
+		REQUIRE(clip_preprocess_file(oc, img, NULL, crop[i], NULL, NULL, NULL) == CLIP_OK);
+		REQUIRE(clip_preprocess_file(m, img, NULL, squash[i], NULL, NULL, NULL) == CLIP_OK);
+	}
+	clip_model_close(m);
+	CHECKF(plane_diff(crop[0], squash[0]) == 0, "square image: squash %g from crop",
+	       plane_diff(crop[0], squash[0]));
+	CHECKF(plane_diff(crop[1], squash[1]) > 0.1f, "451x300: squash %g from crop",
+	       plane_diff(crop[1], squash[1]));
+
+	copy_kit("bilinear", 0, d, sizeof d);
+	edit_cfg(d, "preprocess_cfg.interpolation", json_string("bilinear"));
+	REQUIRE(clip_model_open(d, &m, &err) == CLIP_OK);
+	REQUIRE(clip_preprocess_file(m, img, NULL, bil, NULL, NULL, NULL) == CLIP_OK);
+	clip_model_close(m);
+	float bd = plane_diff(crop[1], bil);
+	CHECKF(bd > 0.01f && bd < 1.0f, "bilinear vs bicubic: %g", bd);
+
+	refuse_cfg("longest", "preprocess_cfg.resize_mode", json_string("longest"),
+	           "preprocess_cfg.resize_mode is \"longest\": another resize mode");
 }
 
 /* Settings that do not change the computation at inference load, and the
@@ -492,9 +533,23 @@ static void t_tensors(void)
 	edit_cfg(d, "model_cfg.text_cfg.vocab_size", json_integer(49000));
 	expect_refused(d, "token_embedding.weight has shape [49408,64]", "vocab_size");
 
-	/* nonscalar_logit_scale: a [1] logit_scale loads. */
+	/* A side the patch does not divide: open_clip's grid is
+	 * image_size // patch_size (230 // 32 = 7, the tensors' 50 positions),
+	 * the last pixels left out. */
 	clip_model *m;
 	clip_err err;
+	copy_kit("side230", 0, d, sizeof d);
+	edit_cfg(d, "model_cfg.vision_cfg.image_size", json_integer(230));
+	CHECKF(clip_model_open(d, &m, &err) == CLIP_OK, "image_size 230: %s", err.msg);
+	if (m) {
+		CHECK(clip_model_image_size(m) == 230);
+		clip_model_close(m);
+	}
+	copy_kit("patchbig", 0, d, sizeof d);
+	edit_cfg(d, "model_cfg.vision_cfg.image_size", json_integer(16));
+	expect_refused(d, "patch_size 32 is larger than image_size 16", "patch larger than the image");
+
+	/* nonscalar_logit_scale: a [1] logit_scale loads. */
 	copy_kit("nonscalar", 0, d, sizeof d);
 	edit_cfg(d, "model_cfg.nonscalar_logit_scale", json_true());
 	REQUIRE(rewrite_st(d, "open_clip_model.safetensors", vector_logit_scale, 0) == 0);
@@ -626,6 +681,7 @@ int main(void)
 	TAP_RUN(t_packed_precision);
 	TAP_RUN(t_refused_configs);
 	TAP_RUN(t_accepted_configs);
+	TAP_RUN(t_preprocess_modes);
 	TAP_RUN(t_tensors);
 	TAP_RUN(t_bf16_twins);
 	TAP_RUN(t_layout_detection);
