@@ -56,7 +56,9 @@ typedef struct clip_layout {
 /* The layout of dir, from the files present; *out points at static data.
  * CLIP_EMODEL when dir holds neither layout, the message listing what was
  * looked for, or saying to use the safetensors file when there are only
- * pickle (*.bin) checkpoints; CLIP_EINVAL without a directory. */
+ * pickle (*.bin) checkpoints, or naming vocab.json and merges.txt when an
+ * open_clip checkpoint comes without them; CLIP_EINVAL without a
+ * directory. */
 int clip_layout_detect(const char *dir, const clip_layout **out, clip_err *err);
 
 /* Weights of one pre-norm transformer block. Linear weights are [out][in]. */

@@ -7,7 +7,10 @@
  *   the names open_clip.push_to_hf_hub writes (open_clip constants.py
  *   HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME) (config_openclip.c,
  *   load_openclip.c).
- * Many hub repositories hold both (transformers' and open_clip's copies of
+ * clipd reads CLIP's BPE tokenizer from vocab.json and merges.txt in both
+ * layouts; an open_clip repository need not ship them (open_clip bundles
+ * the same BPE), so their absence there is reported here, by name.
+ * Some hub repositories hold both (transformers' and open_clip's copies of
  * the same weights); the Hugging Face pair is then taken. A directory with
  * only pickle checkpoints (*.bin, *.pt, *.pth: pytorch_model.bin,
  * open_clip_pytorch_model.bin) is refused: unpickling runs code, and every
@@ -54,6 +57,15 @@ int clip_layout_detect(const char *dir, const clip_layout **out, clip_err *err)
 		                 stat(dir, &st) != 0 ? strerror(errno) : "not a directory");
 	for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++)
 		if (is_file(dir, layouts[i].config) && is_file(dir, layouts[i].weights)) {
+			/* An open_clip repository need not carry tokenizer
+			 * files (open_clip bundles its own copy of the BPE): say
+			 * which ones clipd needs. */
+			if (layouts[i].kind == CLIP_LAYOUT_OPENCLIP &&
+			    (!is_file(dir, "vocab.json") || !is_file(dir, "merges.txt")))
+				return clip_fail(err, CLIP_EMODEL,
+				                 "%s: an open_clip checkpoint without vocab.json and "
+				                 "merges.txt: copy CLIP's BPE tokenizer files beside it (those "
+				                 "of openai/clip-vit-base-patch32)", dir);
 			*out = &layouts[i];
 			return CLIP_OK;
 		}
