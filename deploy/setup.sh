@@ -28,17 +28,19 @@ die() { say "error: $*"; exit 1; }
 
 # Build and test dependencies, all from Debian 12's archive. clang and
 # libclang-rt-dev (libFuzzer and the sanitizer runtimes, which clang only
-# recommends) build tests/fuzz.
+# recommends) build tests/fuzz. libsentencepiece-dev is SigLIP's and
+# SigLIP2's tokenizer (model/spm_shim.cc); python3-sentencepiece, the same
+# library's Python binding, is the reference of tests/tok_spm_diff.py.
 packages=(
 	build-essential g++ pkg-config meson ninja-build cmake dpkg-dev
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
-	libopenblas-dev libdnnl-dev
+	libopenblas-dev libdnnl-dev libsentencepiece-dev
 	python3
 )
 test_tools=1
 [ "${CLIPD_NO_TEST_TOOLS:-}" = 1 ] && test_tools=0
 if [ "$test_tools" = 1 ]; then
-	packages+=(chromium clang libclang-rt-dev)
+	packages+=(chromium clang libclang-rt-dev python3-sentencepiece)
 	# The web page's browser test runs node + npm (playwright-core) and
 	# Debian's chromium. Node and npm come from Debian unless a node with
 	# npm is already installed from elsewhere (NodeSource's nodejs ships npm
