@@ -214,7 +214,8 @@ static void t_bad_model_files(void)
 	CHECK(tok_spm_open(p, TOK_SPM_SIGLIP, &t, &err) == CLIP_EMODEL);
 	CHECK(t == NULL && strstr(err.msg, "no-such.model") != NULL);
 
-	REQUIRE(write_tmp("garbage.model", "garbage\0\x01 not a model", 24, p, sizeof p) == 0);
+	static const char garbage[] = "garbage\0\x01 not a model";
+	REQUIRE(write_tmp("garbage.model", garbage, sizeof garbage - 1, p, sizeof p) == 0);
 	err.msg[0] = '\0';
 	CHECK(tok_spm_open(p, TOK_SPM_SIGLIP, &t, &err) == CLIP_EMODEL);
 	CHECK(t == NULL && strstr(err.msg, "not a SentencePiece model") != NULL);
