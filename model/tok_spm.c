@@ -31,8 +31,9 @@
  * The bound. Only a prefix of the text is lower-cased, cleaned and encoded:
  * first TOK_SPM_PREFIX_FIRST bytes, then twice as many while the prefix
  * gives too few ids, up to TOK_SPM_PREFIX_MAX. A prefix ends at a cut
- * point, an ASCII space (GEMMA: one after a character other than ' ' and
- * U+2581), the last one in the second half of the prefix. At such a cut
+ * point, an ASCII space (GEMMA: one after a character other than ' ',
+ * U+2581 and those a U+2581 follows inside a piece of the model), the last
+ * one in the second half of the prefix. At such a cut
  * the ids of the prefix are exactly the first ids of the whole text:
  *  - str.lower() reads context (Final_Sigma) only up to the next character
  *    that is neither cased nor case-ignorable, and a space is neither;
@@ -44,9 +45,10 @@
  *    and base + combining-mark sequences, builder.cc BuildNFKCMap, v0.1.97;
  *    identity has none), so the prefix normalises to a prefix of the
  *    whole, ending just before a U+2581 that follows another character;
- *  - no piece of the model contains U+2581 after another character than
- *    U+2581, nor a ' ' (checked at open: cuts_exact), so no piece can span
- *    the cut. Unigram's Viterbi pass computes the best path to a position
+ *  - no piece of the model contains a ' ', and none contains U+2581 right
+ *    after the character before the cut (checked at open: cuts_exact and
+ *    before[]; SIGLIP's pieces have no U+2581 after another character at
+ *    all), so no piece can span the cut. Unigram's Viterbi pass computes the best path to a position
  *    from the text before it only (unigram_model.cc EncodeOptimized), and
  *    every path of the whole text passes the cut, so the whole text's path
  *    up to the cut is the prefix's, float for float. BPE merges on either
@@ -62,8 +64,12 @@
  *  - the first TOK_SPM_PREFIX_MAX bytes give fewer than ctx-1 ids (256 KB
  *    of white space, punctuation or characters the normaliser deletes
  *    before the text): the rest is not read;
- *  - the model has a piece that fails the cuts_exact check (not the case
- *    for the kit's model nor for a model trained with split_by_whitespace).
+ *  - the model fails the cuts_exact check: a piece with a ' ', more than
+ *    BEFORE_MAX characters before a U+2581 inside pieces, or (SIGLIP) any
+ *    (not the case for the kit's model, nor for a model trained with
+ *    split_by_whitespace);
+ *  - GEMMA with a normaliser other than identity (Gemma's is identity)
+ *    that changes the characters around a cut.
  * tok_spm_stats.exact says which case a call was in.
  */
 #include <errno.h>
@@ -81,6 +87,7 @@
 
 #define MIDRUN_MARGIN 64
 #define SPECIALS_MAX 4
+#define BEFORE_MAX 64
 #define LOWER_ONE_EIGHTH "\xE2\x96\x81"   /* U+2581, SentencePiece's space */
 
 struct tok_spm {
@@ -95,6 +102,8 @@ struct tok_spm {
 		int32_t id;
 	} special[SPECIALS_MAX];  /* the strings split out of the text */
 	bool cuts_exact;          /* no piece can span a cut point (header) */
+	int nbefore;              /* GEMMA: characters that precede U+2581 in a piece */
+	gunichar before[BEFORE_MAX];
 };
 
 static const char *base_name(const char *path)
@@ -103,21 +112,58 @@ static const char *base_name(const char *path)
 	return s ? s + 1 : path;
 }
 
-/* Whether no piece has U+2581 after another character than U+2581, nor a
- * ' ': then no piece spans a cut point. */
-static bool check_cuts(const spm_model *sp, int n)
+/* Whether no piece has a ' ', and records in t->before the characters
+ * other than U+2581 that a U+2581 follows inside a piece: a cut after one of
+ * those could be spanned. SIGLIP has none of them (Unigram trained with
+ * split_by_whitespace) or is not exact: its normaliser changes characters,
+ * so the one before a cut in the text says little about the pieces. */
+static bool check_cuts(tok_spm *t)
 {
-	for (int32_t id = 0; id < n; id++) {
+	for (int32_t id = 0; id < t->nvocab; id++) {
 		size_t len;
-		const char *s = spm_piece(sp, id, &len);
-		if (!s || memchr(s, ' ', len))
+		const char *s = spm_piece(t->sp, id, &len);
+		if (!s || memchr(s, ' ', len) || !g_utf8_validate(s, (gssize)len, NULL))
 			return false;
-		for (size_t k = 3; k + 3 <= len; k++)
-			if (memcmp(s + k, LOWER_ONE_EIGHTH, 3) == 0 &&
-			    memcmp(s + k - 3, LOWER_ONE_EIGHTH, 3) != 0)
+		for (size_t k = 1; k + 3 <= len; k++) {
+			if (memcmp(s + k, LOWER_ONE_EIGHTH, 3) != 0)
+				continue;
+			gunichar c = g_utf8_get_char(g_utf8_prev_char(s + k));
+			bool seen = c == 0x2581;
+			for (int i = 0; i < t->nbefore && !seen; i++)
+				seen = t->before[i] == c;
+			if (seen)
+				continue;
+			if (t->style == TOK_SPM_SIGLIP || t->nbefore == BEFORE_MAX)
 				return false;
+			t->before[t->nbefore++] = c;
+		}
 	}
 	return true;
+}
+
+/* Whether a piece may have c, the character before a space in the text,
+ * followed by U+2581, once lower-cased as py_lower may (the space ends the
+ * Final_Sigma context, so a capital sigma there may become either sigma). */
+static bool before_space(const tok_spm *t, gunichar c)
+{
+	gunichar cand[4] = {c, c, c, c};
+	char u[8];
+	sbuf b = {0};
+	if (t->nbefore == 0)
+		return false;
+	py_lower(&b, u, (size_t)g_unichar_to_utf8(c, u));
+	if (!b.oom && b.n)
+		cand[1] = g_utf8_get_char(g_utf8_prev_char(b.p + b.n));
+	free(b.p);
+	if (c == 0x3A3) {
+		cand[2] = 0x3C2;
+		cand[3] = 0x3C3;
+	}
+	for (int i = 0; i < t->nbefore; i++)
+		for (int k = 0; k < 4; k++)
+			if (t->before[i] == cand[k])
+				return true;
+	return false;
 }
 
 static int add_special(tok_spm *t, const char *s, bool required, const char *file, clip_err *err)
@@ -178,7 +224,7 @@ int tok_spm_open(const char *model_file, tok_spm_style style, tok_spm **out, cli
 		t->pad = t->special[0].id;
 		t->eos = t->special[1].id;
 	}
-	t->cuts_exact = check_cuts(t->sp, t->nvocab);
+	t->cuts_exact = check_cuts(t);
 	*out = t;
 	t = NULL;
 	rc = CLIP_OK;
@@ -326,9 +372,11 @@ static size_t find_cut(const tok_spm *t, const char *s, size_t limit, bool *clea
 	for (size_t i = limit; i > limit / 2; i--) {
 		if (s[i] != ' ')
 			continue;
-		if (t->style == TOK_SPM_GEMMA &&
-		    (s[i - 1] == ' ' || (i >= 3 && memcmp(s + i - 3, LOWER_ONE_EIGHTH, 3) == 0)))
-			continue;
+		if (t->style == TOK_SPM_GEMMA) {
+			gunichar c = g_utf8_get_char(g_utf8_prev_char(s + i));
+			if (c == ' ' || c == 0x2581 || before_space(t, c))
+				continue;
+		}
 		*clean = true;
 		return i;
 	}

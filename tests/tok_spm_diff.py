@@ -20,7 +20,12 @@ tokenizer) conventions"):
 spiece.model (Unigram, nmt_nfkc); Gemma style on a BPE model with byte
 fallback trained here, seeded, with Gemma's options.
 
-Every id of every text must match; the script prints TAP.
+Every id of every text must match. Where the C side read only a prefix
+(cut at a space), the text is run again with ctx one more than the pieces of
+that prefix, so the pieces next to the cut are kept and compared too; where
+a bound cut it, its ids are compared with those of the prefix it kept (and
+the count of those that differ from the whole text's is printed). The
+script prints TAP.
 """
 import os
 import random
@@ -75,13 +80,18 @@ def split_specials(text, specials):
     return out
 
 
-def reference_ids(sp, style, text):
+def special_ids(sp, style):
+    """The special-token strings split out of a text, EOS, pad."""
     if style == "siglip":
         specials = {"</s>": sp.piece_to_id("</s>"), "<unk>": sp.piece_to_id("<unk>")}
-        eos = pad = specials["</s>"]
-    else:
-        specials = {s: sp.piece_to_id(s) for s in ("<pad>", "<eos>", "<bos>", "<unk>")}
-        eos, pad = specials["<eos>"], specials["<pad>"]
+        return specials, specials["</s>"], specials["</s>"]
+    specials = {s: sp.piece_to_id(s) for s in ("<pad>", "<eos>", "<bos>", "<unk>")}
+    return specials, specials["<eos>"], specials["<pad>"]
+
+
+def reference_pieces(sp, style, text):
+    """The ids of text by the README's rules, before truncation and EOS."""
+    specials = special_ids(sp, style)[0]
     ids = []
     for chunk, sid in split_specials(text.lower(), specials):
         if sid is not None:
@@ -91,8 +101,14 @@ def reference_ids(sp, style, text):
             chunk = siglip_canon(chunk)
         if chunk:
             ids += sp.encode(chunk)
-    ids = ids[:CTX - 1] + [eos]
-    return ids + [pad] * (CTX - len(ids))
+    return ids
+
+
+def reference_ids(sp, style, text, ctx=CTX):
+    """ids[ctx]: the pieces truncated to ctx-1, EOS, padding."""
+    _, eos, pad = special_ids(sp, style)
+    ids = reference_pieces(sp, style, text)[:ctx - 1] + [eos]
+    return ids + [pad] * (ctx - len(ids))
 
 
 # ---- the generated texts ------------------------------------------------
@@ -209,8 +225,10 @@ def gen_texts(seed, n):
         kind = r.randrange(8)
         if kind == 0:   # a long caption, truncated
             return words(r, r.randrange(40, 400), (" ", " ", ", ", "  ", "\n"))
-        if kind == 1:   # longer than the first prefix, cut at a space
-            return words(r, r.randrange(800, 3000))
+        if kind == 1:   # longer than the first prefix, cut at a space (not
+            # after '.' or '\n': the Gemma-style model has pieces ".\u2581"
+            # and "\n\u2581\u2581" that would span such a cut)
+            return words(r, r.randrange(800, 3000), (" ", " ", " ", ". ", "\n  ", ".  "))
         if kind == 2:   # white space before the words
             return r.choice(SPACES) * r.randrange(3000, 20000) + words(r, 100)
         if kind == 3:   # punctuation before the words
@@ -247,6 +265,15 @@ def gen_texts(seed, n):
     return texts
 
 
+def long_texts(seed):
+    """Texts longer than the C side's first prefix with a space after '.'
+    and after a newline, where the Gemma-style model's pieces would span a
+    cut."""
+    r = random.Random(seed)
+    return [words(r, r.randrange(500, 2500), (" ", " ", ". ", ".  ", "\n  ", "\n", ", "))
+            for _ in range(60)]
+
+
 INVALID = [b"\xff", b"a\xc0\xafb", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"abc\xe2\x82",
            b"\x80", b"\xf8\x88\x80\x80\x80", b"ok \xc3"]
 
@@ -256,7 +283,9 @@ INVALID = [b"\xff", b"a\xc0\xafb", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"abc\x
 def train_gemma_model(dirname):
     """A BPE model with Gemma's options (byte fallback, identity, no dummy
     prefix, spaces kept, digits split, Gemma's special pieces), trained on
-    generated lower-cased text: deterministic for a given seed."""
+    generated lower-cased text: deterministic for a given seed. Its
+    user-defined pieces include white-space runs, as Gemma's do, and two with
+    U+2581 after another character, which the C side's cuts must avoid."""
     r = random.Random(20240611)
     corpus = os.path.join(dirname, "corpus.txt")
     with open(corpus, "w", encoding="utf-8") as f:
@@ -276,41 +305,55 @@ def train_gemma_model(dirname):
         pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
         user_defined_symbols=["\u2581\u2581", "\u2581\u2581\u2581", "\u2581\u2581\u2581\u2581",
-                              "<start_of_turn>", "<end_of_turn>", "<table>"],
+                              "<start_of_turn>", "<end_of_turn>", "<table>",
+                              ".\u2581", "\n\u2581\u2581"],
         num_threads=1, shuffle_input_sentence=False, minloglevel=2)
     return prefix + ".model"
 
 
 # ---- the comparison -----------------------------------------------------
 
-def run_style(dump, model, style, texts, case_no):
-    sp = spm.SentencePieceProcessor(model_file=model)
-    blob = b"".join(t.encode("utf-8") + b"\0" for t in texts) + b"".join(b + b"\0" for b in INVALID)
-    res = subprocess.run([dump, model, style, str(CTX)], input=blob, stdout=subprocess.PIPE,
+def run_dump(dump, model, style, ctx, texts):
+    """tok_spm_dump's lines for texts (str or, for invalid UTF-8, bytes)."""
+    blob = b"".join((t if isinstance(t, bytes) else t.encode("utf-8")) + b"\0" for t in texts)
+    res = subprocess.run([dump, model, style, str(ctx)], input=blob, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, check=False)
     if res.returncode != 0:
-        print("not ok %d - %s: tok_spm_dump failed (%d): %s" %
-              (case_no, style, res.returncode, res.stderr.decode(errors="replace")))
-        return False
+        raise RuntimeError("tok_spm_dump failed (%d): %s" %
+                           (res.returncode, res.stderr.decode(errors="replace")))
     lines = res.stdout.decode().split("\n")[:-1]
-    if len(lines) != len(texts) + len(INVALID):
-        print("not ok %d - %s: %d lines for %d texts" %
-              (case_no, style, len(lines), len(texts) + len(INVALID)))
-        return False
+    if len(lines) != len(texts):
+        raise RuntimeError("tok_spm_dump: %d lines for %d texts" % (len(lines), len(texts)))
+    return lines
+
+
+def run_style(dump, model, style, texts, case_no):
+    """Every text, ctx 64: the ids of the whole text, or where the C side
+    says a bound cut it, those of the prefix it kept."""
+    sp = spm.SentencePieceProcessor(model_file=model)
+    try:
+        lines = run_dump(dump, model, style, CTX, texts + INVALID)
+    except RuntimeError as e:
+        print("not ok %d - %s: %s" % (case_no, style, e))
+        return False, []
     bad = cut = cut_differs = 0
+    prefixed = []
     for i, text in enumerate(texts):
         got = lines[i]
-        m = re.fullmatch(r"(.*) cut (\d+)", got)
-        if m:
+        m = re.fullmatch(r"(.*) (cut|prefix) (\d+)", got)
+        if m and m.group(2) == "prefix":
+            got = m.group(1)
+            prefixed.append((text, int(m.group(3))))
+        elif m:
             # A bound cut the text (tok_spm.c, "The bound"): the ids must be
             # those of the prefix it kept, and only a long text may be cut.
             cut += 1
-            got, n = m.group(1), int(m.group(2))
+            got, n = m.group(1), int(m.group(3))
             raw = text.encode("utf-8")
-            if len(raw) <= 4096 or n >= len(raw):
-                got = "a text of %d bytes cut at %d" % (len(raw), n)
             whole = " ".join(map(str, reference_ids(sp, style, text)))
             cut_differs += got != whole   # told, not failed: the bound's documented cases
+            if len(raw) <= 4096 or n >= len(raw):
+                got = "a text of %d bytes cut at %d" % (len(raw), n)
             text = raw[:n].decode("utf-8")
         want = " ".join(map(str, reference_ids(sp, style, text)))
         if got != want:
@@ -329,9 +372,39 @@ def run_style(dump, model, style, texts, case_no):
             bad += 1
             print("# %s invalid %r: got %s" % (style, b, lines[len(texts) + j]))
     ok = bad == 0
-    print("%s %d - %s: %d texts (%d cut by a bound and compared as cut, %d of them unlike the "
-          "whole text) and %d invalid ones, %d differ" %
-          ("ok" if ok else "not ok", case_no, style, len(texts), cut, cut_differs, len(INVALID), bad))
+    print("%s %d - %s: %d texts (%d read to a cut point only, %d cut by a bound and compared "
+          "as cut, %d of those unlike the whole text) and %d invalid ones, %d differ" %
+          ("ok" if ok else "not ok", case_no, style, len(texts), len(prefixed), cut, cut_differs,
+           len(INVALID), bad))
+    return ok, prefixed
+
+
+def run_cut_edges(dump, model, style, prefixed, case_no):
+    """The texts read to a cut point only, each again with ctx one more than
+    the pieces of its prefix: then the pieces right before the cut are kept,
+    and they too must be the whole text's (the point of tok_spm.c's
+    argument; with ctx 64 they lie hundreds of pieces past the ids kept)."""
+    sp = spm.SentencePieceProcessor(model_file=model)
+    bad = 0
+    for text, n in prefixed:
+        ctx = len(reference_pieces(sp, style, text.encode("utf-8")[:n].decode("utf-8"))) + 1
+        try:
+            got = run_dump(dump, model, style, ctx, [text])[0]
+        except RuntimeError as e:
+            print("not ok %d - %s cut edges: %s" % (case_no, style, e))
+            return False
+        got = re.sub(r" (cut|prefix) \d+$", "", got)
+        want = " ".join(map(str, reference_ids(sp, style, text, ctx)))
+        if got != want:
+            bad += 1
+            if bad <= 5:
+                print("# %s %r... (%d bytes, prefix %d, ctx %d)" % (style, text[:40], len(text.encode()), n, ctx))
+                w, g = want.split(), got.split()
+                d = next((i for i in range(min(len(w), len(g))) if w[i] != g[i]), -1)
+                print("#   first difference at %d: want %s, got %s" % (d, w[d:d + 4], g[d:d + 4]))
+    ok = bad == 0 and len(prefixed) >= 20
+    print("%s %d - %s: %d texts at the edge of their cut, %d differ" %
+          ("ok" if ok else "not ok", case_no, style, len(prefixed), bad))
     return ok
 
 
@@ -345,13 +418,18 @@ def main():
         tap_fail_all("no %s (set CLIPD_REFERENCE)" % siglip_model)
     tmp = tempfile.mkdtemp(prefix="tok_spm_diff.", dir=os.getcwd())
     try:
-        print("1..2")
+        print("1..4")
         gemma_model = train_gemma_model(tmp)
-        ok1 = run_style(dump, siglip_model, "siglip", gen_texts(1, 3000), 1)
-        ok2 = run_style(dump, gemma_model, "gemma", gen_texts(2, 3000), 2)
+        siglip_texts = gen_texts(1, 3000) + long_texts(3)
+        gemma_texts = gen_texts(2, 3000) + long_texts(4)
+        ok1, siglip_prefixed = run_style(dump, siglip_model, "siglip", siglip_texts, 1)
+        ok2, gemma_prefixed = run_style(dump, gemma_model, "gemma", gemma_texts, 2)
+        ok3 = run_cut_edges(dump, siglip_model, "siglip", siglip_prefixed, 3)
+        ok4 = run_cut_edges(dump, gemma_model, "gemma", gemma_prefixed, 4)
+        ok = ok1 and ok2 and ok3 and ok4
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(0 if ok1 and ok2 else 1)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

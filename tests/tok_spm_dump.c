@@ -4,7 +4,9 @@
  * Reads NUL-terminated texts from stdin and prints, for each, one line: its
  * ctx ids separated by spaces, or "error CODE" when tok_spm_encode fails.
  * When a bound cut the text (tok_spm_stats.exact is 0) the line ends with
- * " cut N": the ids are those of the text's first N bytes.
+ * " cut N": the ids are those of the text's first N bytes. When only a
+ * prefix was read but its ids are those of the whole text by tok_spm.c's
+ * argument, it ends with " prefix N".
  * Exit status 0, or 2 when the model does not open (message on stderr).
  */
 #include <stdio.h>
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
 			printf(i ? " %d" : "%d", (int)ids[i]);
 		if (!st.exact)
 			printf(" cut %zu", st.prefix_bytes);
+		else if (st.prefix_bytes < strlen(line))
+			printf(" prefix %zu", st.prefix_bytes);
 		printf("\n");
 	}
 	if (!ids)
