@@ -48,26 +48,29 @@
  *  - no piece of the model contains a ' ', and none contains U+2581 right
  *    after the character before the cut (checked at open: cuts_exact and
  *    before[]; SIGLIP's pieces have no U+2581 after another character at
- *    all), so no piece can span the cut. Unigram's Viterbi pass computes the best path to a position
- *    from the text before it only (unigram_model.cc EncodeOptimized), and
- *    every path of the whole text passes the cut, so the whole text's path
- *    up to the cut is the prefix's, float for float. BPE merges on either
- *    side of a boundary no piece spans are independent, so the left side
- *    ends as it does alone (bpe_model.cc Encode).
+ *    all), so no piece can span the cut; and U+2581 is a piece, so no run
+ *    of unknown pieces (merged into one id without byte fallback) crosses
+ *    it. Unigram's Viterbi pass computes the best path to a position from
+ *    the text before it only (unigram_model.cc EncodeOptimized), and every
+ *    path of the whole text passes the cut, so the whole text's path up to
+ *    the cut is the prefix's, float for float. BPE merges on either side
+ *    of a boundary no piece spans are independent, so the left side ends as
+ *    it does alone (bpe_model.cc Encode).
  * So the ids are those of the whole text except when:
  *  - the prefix holds no cut point in its second half (a run of more than
  *    TOK_SPM_PREFIX_FIRST/2 bytes without a space, as CJK text is): it is
  *    cut at a character boundary and must give ctx-1 + MIDRUN_MARGIN ids.
  *    The first ctx-1 can then differ only if the best segmentation of text
  *    more than MIDRUN_MARGIN pieces before the cut depends on text after it
- *    (possible in principle for Viterbi and BPE, not seen in practice);
+ *    (possible in principle for Viterbi and BPE; none of tok_spm_diff's
+ *    texts shows it);
  *  - the first TOK_SPM_PREFIX_MAX bytes give fewer than ctx-1 ids (256 KB
  *    of white space, punctuation or characters the normaliser deletes
  *    before the text): the rest is not read;
- *  - the model fails the cuts_exact check: a piece with a ' ', more than
- *    BEFORE_MAX characters before a U+2581 inside pieces, or (SIGLIP) any
- *    (not the case for the kit's model, nor for a model trained with
- *    split_by_whitespace);
+ *  - the model fails the cuts_exact check: no U+2581 piece, a piece with a
+ *    ' ', more than BEFORE_MAX characters before a U+2581 inside pieces,
+ *    or (SIGLIP) any (not the case for the kit's model, nor for a model
+ *    trained with split_by_whitespace);
  *  - GEMMA with a normaliser other than identity (Gemma's is identity)
  *    that changes the characters around a cut.
  * tok_spm_stats.exact says which case a call was in.
@@ -119,6 +122,8 @@ static const char *base_name(const char *path)
  * so the one before a cut in the text says little about the pieces. */
 static bool check_cuts(tok_spm *t)
 {
+	if (spm_piece_id(t->sp, LOWER_ONE_EIGHTH) < 0)
+		return false;
 	for (int32_t id = 0; id < t->nvocab; id++) {
 		size_t len;
 		const char *s = spm_piece(t->sp, id, &len);
