@@ -10,11 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clip_int.h"
 #include "preprocess_int.h"
 #include "safetensors_int.h"
 #include "tok_bpe_int.h"
+#include "tok_spm_int.h"
 #include "weights_int.h"
 
 int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
@@ -133,6 +135,35 @@ int clip_model_open_opts(const char *dir, const clip_options *opts, clip_model *
 	return open_model(dir, opts ? opts->precision : CLIP_PRECISION_AUTO, 0, out, err);
 }
 
+/* SigLIP's tokenizer, by the file the checkpoint ships: spiece.model
+ * (SigLIP: SentencePiece Unigram, SiglipTokenizer's rules) or
+ * tokenizer.model (the fixed-resolution SigLIP2 checkpoints: Gemma's BPE).
+ * Its pieces must fit the token table (the table may be larger). */
+static int open_spm(clip_model *m, const char *dir, clip_err *err)
+{
+	static const struct {
+		const char *file;
+		tok_spm_style style;
+	} kinds[] = {{"spiece.model", TOK_SPM_SIGLIP}, {"tokenizer.model", TOK_SPM_GEMMA}};
+	char path[PATH_MAX];
+	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+		if (snprintf(path, sizeof path, "%s/%s", dir, kinds[i].file) >= (int)sizeof path)
+			return clip_fail(err, CLIP_EINVAL, "model directory path is too long");
+		if (access(path, F_OK) != 0)
+			continue;
+		int rc = tok_spm_open(path, kinds[i].style, &m->spm, err);
+		if (rc != CLIP_OK)
+			return rc;
+		if (tok_spm_vocab_size(m->spm) > m->text.cfg.vocab)
+			return clip_fail(err, CLIP_EMODEL, "%s has %d pieces, more than the %d rows of the "
+			                 "token table", kinds[i].file, tok_spm_vocab_size(m->spm),
+			                 m->text.cfg.vocab);
+		return CLIP_OK;
+	}
+	return clip_fail(err, CLIP_EMODEL, "a SigLIP checkpoint needs its SentencePiece tokenizer: "
+	                 "spiece.model (SigLIP) or tokenizer.model (SigLIP2) is missing from %s", dir);
+}
+
 static int open_model(const char *dir, clip_precision precision, int reference, clip_model **out,
                       clip_err *err)
 {
@@ -171,7 +202,8 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 	    (rc = pack_all(m, precision, reference, err)))
 		goto out;
 	if (m->cfg.family == CLIP_FAMILY_SIGLIP) {
-		/* The SentencePiece tokenizer joins in the next step. */
+		if ((rc = open_spm(m, dir, err)) != CLIP_OK)
+			goto out;
 		*out = m;
 		return CLIP_OK;
 	}
@@ -194,6 +226,7 @@ void clip_model_close(clip_model *m)
 	if (!m)
 		return;
 	tok_close(m->tok);
+	tok_spm_close(m->spm);
 	if (m->st)
 		st_close(m->st);
 	free(m->st);
@@ -288,8 +321,8 @@ int clip_tokenize(const clip_model *m, const char *text, int32_t *ids, int *len,
 {
 	if (!text || !ids)
 		return clip_fail(err, CLIP_EINVAL, "text and output are required");
-	if (!m->tok)
-		return clip_fail(err, CLIP_EMODEL, "this model has no tokenizer");
+	if (m->spm)
+		return tok_spm_encode(m->spm, text, ids, m->cfg.text.positions, len, err);
 	return tok_encode(m->tok, text, ids, m->cfg.text.positions, len, err);
 }
 

@@ -377,8 +377,21 @@ static bool final_sigma(const char *s, const char *p, const char *end)
 	return true;
 }
 
-/* Python's str.lower() of s[0..n). */
+static void lower(sbuf *b, const char *s, size_t n, bool sigma_rule);
+
 void py_lower(sbuf *b, const char *s, size_t n)
+{
+	lower(b, s, n, true);
+}
+
+void py_lower_each(sbuf *b, const char *s, size_t n)
+{
+	lower(b, s, n, false);
+}
+
+/* Python's str.lower() of s[0..n); without sigma_rule, of each character
+ * alone (a capital sigma is always U+03C3). */
+static void lower(sbuf *b, const char *s, size_t n, bool sigma_rule)
 {
 	const char *end = s + n;
 	for (const char *p = s; p < end; p = g_utf8_next_char(p)) {
@@ -393,7 +406,7 @@ void py_lower(sbuf *b, const char *s, size_t n)
 			sb_putc(b, 'i');
 			sb_putc(b, 0x307);
 		} else if (c == 0x3A3) {
-			sb_putc(b, final_sigma(s, p, end) ? 0x3C2 : 0x3C3);
+			sb_putc(b, sigma_rule && final_sigma(s, p, end) ? 0x3C2 : 0x3C3);
 		} else if (c >= 0x2160 && c <= 0x216F) {   /* Roman numerals, Nl */
 			sb_putc(b, c + 0x10);
 		} else if (c >= 0x24B6 && c <= 0x24CF) {   /* circled letters, So */

@@ -54,4 +54,10 @@ void clean_feed(clean_state *cs, sbuf *out, const char *s);
  * cased non-letters), appended to b. */
 void py_lower(sbuf *b, const char *s, size_t n);
 
+/* The same one character at a time, as transformers' slow tokenizers
+ * lower-case (PreTrainedTokenizer.tokenize: re.sub over "(.+?)", each
+ * character's .lower() alone): equal to py_lower except that a word-final
+ * capital sigma becomes U+03C3, not U+03C2. */
+void py_lower_each(sbuf *b, const char *s, size_t n);
+
 #endif

@@ -4,7 +4,11 @@
  * rules of Hugging Face's tokenizers in front of it.
  *
  * TOK_SPM_SIGLIP, SiglipTokenizer v4.44.2 with the hub's spiece.model:
- *   1. Python's str.lower() (py_lower: full Unicode, U+0130, Final_Sigma);
+ *   1. lower-casing as transformers' slow tokenizers do it: Python's
+ *      .lower() of each character alone (py_lower_each: full Unicode,
+ *      U+0130 to two characters, but no Final_Sigma: a capital sigma is
+ *      always U+03C3, as PreTrainedTokenizer.tokenize's re.sub over "(.+?)"
+ *      gives it);
  *   2. the special-token strings </s> and <unk> are split out and become
  *      their ids (matched after lower-casing; the white space they absorb
  *      on both sides is white space step 3 removes anyway);
@@ -23,10 +27,8 @@
  * Both: the ids truncated to ctx-1, EOS appended (kept after truncation),
  * padded with the pad id. No BOS.
  *
- * Note: SiglipTokenizer itself lower-cases one character at a time
- * (PreTrainedTokenizer.tokenize's re.sub over "(.+?)"), so a word-final
- * capital sigma gives U+03C3 there, U+03C2 here. This follows the rule of
- * issue 10 and the reference kit (str.lower()); no other character differs.
+ * The two lower-casings differ only for a word-final capital sigma
+ * (U+03C3 for SigLIP, U+03C2 for SigLIP2's str.lower()).
  *
  * The bound. Only a prefix of the text is lower-cased, cleaned and encoded:
  * first TOK_SPM_PREFIX_FIRST bytes, then twice as many while the prefix
@@ -342,7 +344,10 @@ static int run_prefix(const tok_spm *t, const char *s, size_t p, sbuf *lower, sb
 	o->count = 0;
 	lower->n = 0;
 	sb_put(lower, "", 0);
-	py_lower(lower, s, p);
+	if (t->style == TOK_SPM_SIGLIP)
+		py_lower_each(lower, s, p);
+	else
+		py_lower(lower, s, p);
 	if (lower->oom)
 		return clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing a text");
 	st->bytes_read += p;

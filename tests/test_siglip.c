@@ -73,6 +73,26 @@ static void t_shape(void)
 	       clip_model_logit_bias(model), lb);
 }
 
+/* Through clip_tokenize: the kit's spiece.model with SiglipTokenizer's
+ * rules, 64 ids each (tok_spm's own tests cover the rules). */
+static void t_token_ids(void)
+{
+	json_t *texts = json_object_get(expected, "texts");
+	int32_t ids[64];
+	size_t i;
+	json_t *t;
+	REQUIRE(json_array_size(texts) == 23);
+	json_array_foreach(texts, i, t) {
+		clip_err err;
+		int rc = clip_tokenize(model, json_string_value(json_object_get(t, "text")), ids, NULL, &err);
+		CHECKF(rc == CLIP_OK, "text %zu: %s", i, err.msg);
+		int same = 1;
+		for (int k = 0; k < 64; k++)
+			same &= ids[k] == json_integer_value(json_array_get(json_object_get(t, "ids"), (size_t)k));
+		CHECKF(same, "text %zu: ids differ", i);
+	}
+}
+
 /* The one mistake the embeddings cannot show: erf GELU for the tanh one. */
 static void t_activation(void)
 {
@@ -344,8 +364,15 @@ static void t_refusals(void)
 	expect_refusal("act",
 	               "{\"model_type\": \"siglip\", \"text_config\": {\"hidden_act\": \"relu\"}}",
 	               "hidden_act");
-	/* A checkpoint without the MAP head: named. */
+	/* No tokenizer file: both names said. */
 	char dir[1400], cmd[4096];
+	kit_copy("nospm", NULL, "spiece.model", dir, sizeof dir);
+	clip_model *nm = NULL;
+	clip_err nerr = {0};
+	CHECK(clip_model_open(dir, &nm, &nerr) == CLIP_EMODEL && !nm);
+	CHECKF(strstr(nerr.msg, "spiece.model") && strstr(nerr.msg, "tokenizer.model"), "message: %s",
+	       nerr.msg);
+	/* A checkpoint without the MAP head: named. */
 	kit_copy("nohead", NULL, NULL, dir, sizeof dir);
 	/* Rename the probe tensor inside the header: same length, so the
 	 * offsets stay right. */
@@ -429,6 +456,7 @@ int main(void)
 		return 1;
 	}
 	TAP_RUN(t_shape);
+	TAP_RUN(t_token_ids);
 	TAP_RUN(t_activation);
 	TAP_RUN(t_text_embeddings);
 	TAP_RUN(t_image_embeddings_and_scores);

@@ -93,7 +93,10 @@ def reference_pieces(sp, style, text):
     """The ids of text by the README's rules, before truncation and EOS."""
     specials = special_ids(sp, style)[0]
     ids = []
-    for chunk, sid in split_specials(text.lower(), specials):
+    # SigLIP: transformers lower-cases each character alone (no final
+    # sigma); SigLIP2's convention is str.lower().
+    low = "".join(c.lower() for c in text) if style == "siglip" else text.lower()
+    for chunk, sid in split_specials(low, specials):
         if sid is not None:
             ids.append(sid)
             continue
