@@ -16,6 +16,10 @@
  *   batch meanwhile.
  * - Watcher: one thread for the --watch directories (watch.c), started
  *   after the workers and stopped before them.
+ * - Migration: with --model other than the data directory's, one thread
+ *   (migrate.c) embeds everything again with --model while the data
+ *   directory's model serves, then swaps the served space (space.h) and
+ *   retargets the workers. Started after the workers, stopped before them.
  * - Matrix products: an encode call runs its products on the calling
  *   thread plus the model's one helper thread (model/gemm.c; oneDNN layers
  *   split their rows between the two), or on OpenBLAS's threads for the
@@ -26,11 +30,14 @@
  *   one thread per call) is passive, see passive_openmp.
  * - Shared state: the app struct is written only here before threads start;
  *   every handle in it is thread-safe (store, vidx via collections, blobs,
- *   encode pool, workers). The only flag written later is app.stopping (atomic).
+ *   encode pool, workers). Written later: app.stopping (atomic) and app.sp
+ *   (the served space, under app.space_mu, by a switch of models).
  *
  * Shutdown order: stop accepting and let requests in flight finish (30 s at
- * most), stop the workers after their current batch, save both index
- * snapshots, close the store. Exit status 0.
+ * most), stop the watcher and the migration (saving its target's
+ * snapshots), stop the workers after their current batch, save both index
+ * snapshots, close the store. Exit status 0; 2 for a refused start-up
+ * (usage, or a data directory whose old model cannot be found).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -38,6 +38,7 @@
  *   and run on OpenBLAS's pool for the f32 path, which run at normal
  *   priority; small batches bound how long they take at a time.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,9 @@ static int try_switch(migration *m)
 	remove_index_dir(a, old);
 	log_info("model %s unloaded; its embeddings and index are gone", old->model_id);
 	space_close(old);
+	/* Its weights and buffers went back to the heap; give the free pages
+	 * back to the system, or the RSS of two models stays until exit. */
+	malloc_trim(0);
 	return 1;
 }
 

@@ -186,7 +186,7 @@ def test_migration(tmp):
                    ctype="image/png")
         late = r.json.get("id") if r.json else None
         ok(r.status in (200, 201, 202) and late, "an upload during the migration is accepted", r)
-        gone = ids["img005.png"]
+        gone = ids["img%03d.png" % (N_IMAGES - 1)]  # not re-embedded yet: ids go in order
         ok(d.delete("/v1/images/%d" % gone).status == 200, "a delete during the migration")
         # kill -9 in the middle.
         end = time.time() + 120
@@ -202,12 +202,16 @@ def test_migration(tmp):
     if killed_at is None:
         return
 
+    stored = db_models(data)
+    ok(stored.get(b_id, 0) >= killed_at and stored.get(a_id) == N_IMAGES - 1 + 1 + len(TEXTS),  # - deleted + late
+       "after kill -9 the store holds both models' embeddings (%s of model B)" %
+       stored.get(b_id), stored)
     if not ok(d.start(), "restart with model B after kill -9"):
         return
     try:
         s = stats(d)
         mig = migrating(s)
-        ok(mig and mig[0]["done"] >= killed_at and s["model"]["id"] == a_id,
+        ok(mig and mig[0]["done"] >= stored.get(b_id, 0) > 0 and s["model"]["id"] == a_id,
            "the migration resumes where it was (%s done at the kill, %s now)" %
            (killed_at, mig[0]["done"] if mig else None), s)
         s = wait_switched(d, b_id)
