@@ -188,6 +188,12 @@ static int check_model(app *a, space *cur, space **old, int64_t *job_id)
 	}
 	store_kv_get(a->st, "migration.model.id", &target, NULL);
 	if (strcmp(have, cur->model_id) == 0) {
+		/* Where the model is now, for a later switch of models (data
+		 * directories of older versions lack it). */
+		if (store_kv_get(a->st, "model.dir", &have_dir, NULL) != STORE_OK ||
+		    strcmp(have_dir, cur->model_dir) != 0)
+			if (kv_set3(a->st, "model", cur, &se))
+				log_warn("cannot record the model's directory: %s", se.msg);
 		rc = target && drop_migration(a, target) ? START_FAIL : START_NORMAL;
 		goto out;
 	}
@@ -228,7 +234,9 @@ static int check_model(app *a, space *cur, space **old, int64_t *job_id)
 	}
 	if (target && strcmp(target, cur->model_id) != 0 && drop_migration(a, target))
 		goto out;
-	if (target && strcmp(target, cur->model_id) == 0 &&
+	/* The job of this migration when it resumes (also after a crash
+	 * before its target was recorded). */
+	if ((!target || strcmp(target, cur->model_id) == 0) &&
 	    store_kv_get(a->st, "migration.job", &job, NULL) == STORE_OK)
 		*job_id = atoll(job);
 	if (!*job_id) {

@@ -28,8 +28,12 @@ int space_load(const char *dir, clip_precision p, space **out, api_err *err)
 	clip_err ce;
 	int rc = 0;
 	*out = NULL;
-	if (!sp || !(sp->model_dir = strdup(dir))) {
+	/* Absolute: the data directory records it for a later switch of
+	 * models, which may start from another working directory. */
+	char *abs = realpath(dir, NULL);
+	if (!sp || !(sp->model_dir = abs ? abs : strdup(dir))) {
 		free(sp);
+		free(abs);
 		return api_fail(err, API_ENOMEM, "out of memory");
 	}
 	if (clip_model_open_opts(dir, &mo, &sp->model, &ce) != CLIP_OK) {
