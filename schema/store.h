@@ -408,17 +408,23 @@ int store_item_set_failed(store *s, store_kind kind, int64_t id, const char *why
 
 /* The switch, in one transaction: when every ready item has an embedding
  * for model to, records to as the model (model.id, model.dir, model.dim),
- * forgets the migration keys, deletes every other model's embeddings
- * (without removal entries: their index goes with them) and marks job
- * job_id (0: none) done with the coverage as its counts; *missing is 0.
- * Otherwise nothing changes and *missing counts the items that still lack
- * an embedding for to. */
+ * forgets the migration keys, marks the model it replaces for pruning (kv
+ * prune.<id>: its embeddings are unused from then on, and
+ * store_embeddings_prune deletes them) and marks job job_id (0: none) done
+ * with the coverage as its counts; *missing is 0. Otherwise nothing
+ * changes and *missing counts the items that still lack an embedding for
+ * to. */
 int store_model_switch(store *s, const char *to, const char *to_dir, int to_dim, int64_t job_id,
                        int64_t *missing, store_err *err);
 
-/* Deletes every embedding of model (a migration given up) in one
- * transaction, without removal entries; *n (optional) counts them. */
-int store_embeddings_drop_model(store *s, const char *model, int64_t *n, store_err *err);
+/* Deletes up to max embeddings of a model marked for pruning (kv
+ * prune.<id>, set by store_model_switch, or by whoever gives a migration
+ * up), in one transaction and without
+ * removal entries (its indexes are gone): the old model's embeddings,
+ * removed a batch at a time in the background. Never touches the model or
+ * the migration's target. *n (optional) counts the rows deleted; *done is
+ * 1 when nothing is left to prune. */
+int store_embeddings_prune(store *s, int64_t max, int64_t *n, int *done, store_err *err);
 
 /* A job whose counts its owner sets (store_job_set_counts) rather than
  * items of the queue: created running, sealed. */

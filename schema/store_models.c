@@ -4,6 +4,7 @@
  * its progress, the switch transaction, and the counted job that shows it.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store_int.h"
@@ -38,8 +39,16 @@ static const char SQL_KV_PUT[] =
 	"ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 static const char SQL_KV_DROP_MIGRATION[] = "DELETE FROM kv WHERE key LIKE 'migration.%'";
 static const char SQL_KV_DELETE[] = "DELETE FROM kv WHERE key = ?1";
-static const char SQL_EMB_DROP_OTHERS[] = "DELETE FROM embeddings WHERE model <> ?1";
-static const char SQL_EMB_DROP_MODEL[] = "DELETE FROM embeddings WHERE model = ?1";
+static const char SQL_MODEL_ID[] = "SELECT value FROM kv WHERE key = 'model.id'";
+static const char SQL_PRUNE_NEXT[] =
+	"SELECT substr(key, 7) FROM kv WHERE key LIKE 'prune.%' ORDER BY key LIMIT 1";
+/* Through embeddings_by_seq (kind, model, seq): a batch costs its own rows,
+ * not a scan past the kept model's. */
+static const char SQL_PRUNE_BATCH[] =
+	"DELETE FROM embeddings WHERE (kind, item_id, model) IN "
+	"(SELECT kind, item_id, model FROM embeddings WHERE kind IN (0, 1) AND model = ?1 AND "
+	"model NOT IN (SELECT value FROM kv WHERE key IN ('model.id', 'migration.model.id')) "
+	"LIMIT ?2)";
 static const char SQL_JOB_COUNTED[] =
 	"INSERT INTO jobs (kind, state, sealed, created_ms, updated_ms) VALUES (?1, 1, 1, ?2, ?2)";
 static const char SQL_JOB_COUNTS[] =
@@ -53,6 +62,14 @@ static int check_args(store_kind kind, const char *model, store_err *err)
 	if (!model || !*model)
 		return store_fail(err, STORE_EINVAL, "a model is required");
 	return STORE_OK;
+}
+
+/* A text column 0 into *(char **)ctx (NULL on entry). */
+static int strdup_col0(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	int oom = 0;
+	*(char **)ctx = store_col_strdup(st, 0, &oom);
+	return oom ? store_fail(err, STORE_ENOMEM, "out of memory") : 0;
 }
 
 struct id_list {
@@ -176,6 +193,17 @@ static int switch_tx(store *s, void *ctx, store_err *err)
 	if (missing)
 		return STORE_OK; /* nothing written: an empty transaction */
 	snprintf(dim, sizeof dim, "%d", a->dim);
+	char *was = NULL, key[96];
+	rc = store_run(w, &(store_query){
+		.sql = SQL_MODEL_ID, .what = "reading the model", .row = strdup_col0, .ctx = &was,
+	}, err);
+	if (rc == STORE_OK && was && strcmp(was, a->to) != 0) {
+		snprintf(key, sizeof key, "prune.%s", was);
+		rc = put_kv(s, key, "1", err);
+	}
+	free(was);
+	if (rc != STORE_OK)
+		return rc;
 	if ((rc = put_kv(s, "model.id", a->to, err)) != STORE_OK ||
 	    (rc = put_kv(s, "model.dir", a->dir, err)) != STORE_OK ||
 	    (rc = put_kv(s, "model.dim", dim, err)) != STORE_OK)
@@ -185,11 +213,8 @@ static int switch_tx(store *s, void *ctx, store_err *err)
 	}, err);
 	if (rc != STORE_OK)
 		return rc;
-	rc = store_run(w, &(store_query){
-		.sql = SQL_EMB_DROP_OTHERS, .what = "deleting the old embeddings", .args = {BIND_TEXT(a->to)},
-	}, err);
-	if (rc != STORE_OK || !a->job_id)
-		return rc;
+	if (!a->job_id)
+		return STORE_OK;
 	struct two_ints t = {0, 0};
 	rc = store_run(w, &(store_query){
 		.sql = SQL_COVERAGE, .what = "counting embeddings", .args = {BIND_TEXT(a->to)},
@@ -217,33 +242,50 @@ int store_model_switch(store *s, const char *to, const char *to_dir, int to_dim,
 	return store_write(s, switch_tx, &a, err);
 }
 
-struct drop_model {
-	const char *model;
-	int64_t n;
+struct prune {
+	int64_t max, n;
+	int done;
 };
 
-static int drop_model_tx(store *s, void *ctx, store_err *err)
+static int prune_tx(store *s, void *ctx, store_err *err)
 {
-	struct drop_model *a = ctx;
-	int rc = store_run(&s->writer, &(store_query){
-		.sql = SQL_EMB_DROP_MODEL, .what = "deleting a model's embeddings",
-		.args = {BIND_TEXT(a->model)},
+	struct prune *a = ctx;
+	store_conn *w = &s->writer;
+	char *model = NULL, key[96];
+	int rc = store_run(w, &(store_query){
+		.sql = SQL_PRUNE_NEXT, .what = "reading what to prune", .row = strdup_col0, .ctx = &model,
 	}, err);
-	if (rc == STORE_OK)
-		a->n = sqlite3_changes(s->writer.db);
+	if (rc != STORE_OK || !model) {
+		a->done = rc == STORE_OK;
+		free(model);
+		return rc;
+	}
+	rc = store_run(w, &(store_query){
+		.sql = SQL_PRUNE_BATCH, .what = "deleting unused embeddings",
+		.args = {BIND_TEXT(model), BIND_INT(a->max)},
+	}, err);
+	if (rc == STORE_OK && (a->n = sqlite3_changes(w->db)) == 0) {
+		/* That model is gone: unmark it (the next call looks further). */
+		snprintf(key, sizeof key, "prune.%s", model);
+		rc = store_run(w, &(store_query){
+			.sql = SQL_KV_DELETE, .what = "deleting a key", .args = {BIND_TEXT(key)},
+		}, err);
+	}
+	free(model);
 	return rc;
 }
 
-int store_embeddings_drop_model(store *s, const char *model, int64_t *n, store_err *err)
+int store_embeddings_prune(store *s, int64_t max, int64_t *n, int *done, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
-	int rc;
-	if ((rc = check_args(STORE_IMAGE, model, err)) != STORE_OK)
-		return rc;
-	struct drop_model a = {model, 0};
-	rc = store_write(s, drop_model_tx, &a, err);
-	if (rc == STORE_OK && n)
-		*n = a.n;
+	if (max <= 0)
+		return store_fail(err, STORE_EINVAL, "max must be positive");
+	struct prune a = {max, 0, 0};
+	int rc = store_write(s, prune_tx, &a, err);
+	if (n)
+		*n = rc == STORE_OK ? a.n : 0;
+	if (done)
+		*done = rc == STORE_OK && a.done;
 	return rc;
 }
 

@@ -130,14 +130,15 @@ static int kv_set3(store *st, const char *prefix, const space *sp, store_err *se
 }
 
 /* Gives up a migration to model id recorded by an earlier run (the user
- * started with the old model again, or with a third one): its embeddings
- * and keys go, its job is finished. */
+ * started with the old model again, or with a third one): its keys go, its
+ * job is finished, its embeddings are marked for pruning. */
 static int drop_migration(app *a, const char *id)
 {
 	store_err se;
-	int64_t n = 0;
-	char *job = NULL;
-	if (store_embeddings_drop_model(a->st, id, &n, &se) != STORE_OK) {
+	char *job = NULL, key[96];
+	/* Its embeddings go in the background (store_embeddings_prune). */
+	snprintf(key, sizeof key, "prune.%s", id);
+	if (store_kv_set(a->st, key, "1", &se) != STORE_OK) {
 		log_error("cannot give up the migration to model %s: %s", id, se.msg);
 		return -1;
 	}
@@ -156,8 +157,8 @@ static int drop_migration(app *a, const char *id)
 			log_error("cannot give up the migration to model %s: %s", id, se.msg);
 			return -1;
 		}
-	log_info("gave up the unfinished migration to model %s (%lld embeddings deleted)", id,
-	         (long long)n);
+	log_info("gave up the unfinished migration to model %s (its embeddings are deleted in "
+	         "the background)", id);
 	return 0;
 }
 

@@ -20,7 +20,9 @@
  *      half-done) and its indexes synced;
  *   2. store_model_switch: in one transaction, when still no ready item
  *      lacks a target embedding, kv model.* names the target, the
- *      migration keys go and every other model's embeddings are deleted.
+ *      migration keys go and the old model is marked for pruning (its
+ *      embeddings are deleted in the background by worker 0, a batch per
+ *      idle moment: one big DELETE would hold the store's writer).
  *      Otherwise (an item got ready in between) the loop goes on. A crash
  *      after this commit starts on the target as a normal start;
  *   3. space_swap: new requests get the target; requests in flight finish

@@ -6,7 +6,8 @@
  * and keeping NEW's own indexes (DATA/index/<NEW id>/) in step; the work is
  * "ready items without an embedding for NEW", so a kill -9 resumes where it
  * was. Once nothing lacks one, one store transaction makes NEW the data
- * directory's model and deletes OLD's embeddings (store_model_switch), the
+ * directory's model (store_model_switch; OLD's embeddings are then deleted
+ * in the background, worker.c), the
  * served space is swapped (space.h), the workers move to NEW
  * (worker_pool_retarget), and OLD's space is freed when its last request
  * ends. Progress is a job of kind "model_migration" (GET /v1/jobs) and

@@ -54,7 +54,9 @@
  *   indexes, which heals an index whose sync failed after a store write.
  *   Worker 0's decoder, when idle, also writes the snapshots of changed
  *   indexes every SNAPSHOT_EVERY_MS, so a kill -9 leaves little to catch up
- *   at start-up.
+ *   at start-up, and deletes the embeddings of a model switched away from
+ *   (migrate.c), PRUNE_BATCH rows per transaction for PRUNE_SLICE_MS per
+ *   idle wake-up: the bulk delete never holds the store's writer for long.
  * - Stop: `stop` is set and everyone is woken. A decoder claims nothing
  *   more: it finishes the batch it is preparing, marks itself done and
  *   exits; its encoder drains every full slot (at most two batches: the one
@@ -77,6 +79,10 @@
 #define SYNC_EVERY_MS 5000
 /* Snapshots while running bound the catch-up after a crash. */
 #define SNAPSHOT_EVERY_MS (10 * 60 * 1000)
+/* Pruning a switched-away model's embeddings: rows per transaction, and
+ * the most time one idle tick gives it. */
+#define PRUNE_BATCH 1000
+#define PRUNE_SLICE_MS 200
 
 enum slot_state { SLOT_FREE, SLOT_FULL };
 
@@ -124,6 +130,10 @@ struct worker_pool {
 	pthread_cond_t idle, progress;
 	int stop;
 	uint64_t kicks;
+	int prune_pending;  /* worker 0's decoder's: embeddings of an old model
+	                     * may be left (store_embeddings_prune); set before
+	                     * the threads start */
+	int64_t pruned;
 };
 
 static void deadline_in(struct timespec *ts, int ms)
@@ -243,6 +253,28 @@ static size_t claim(struct worker *w, struct slot *sl)
 	return n;
 }
 
+/* Deletes embeddings of a model the data directory switched away from, for
+ * at most PRUNE_SLICE_MS: the workers' lowest-priority work, done only
+ * when they have nothing else. */
+static void prune_some(worker_pool *wp)
+{
+	int64_t t0 = clock_ms(), n = 0;
+	int done = 0;
+	store_err se;
+	while (!done && clock_ms() - t0 < PRUNE_SLICE_MS) {
+		if (store_embeddings_prune(wp->a->st, PRUNE_BATCH, &n, &done, &se) != STORE_OK) {
+			log_error("deleting unused embeddings (retried): %s", se.msg);
+			return;
+		}
+		wp->pruned += n;
+	}
+	if (done) {
+		wp->prune_pending = 0;
+		if (wp->pruned)
+			log_info("deleted %lld embeddings of models no longer used", (long long)wp->pruned);
+	}
+}
+
 /* Nothing to claim: periodic upkeep, then a wait for a kick, a stop or
  * IDLE_MS. */
 static void idle(struct worker *w, uint64_t seen, int64_t *last_sync, int64_t *last_save)
@@ -255,6 +287,8 @@ static void idle(struct worker *w, uint64_t seen, int64_t *last_sync, int64_t *l
 				log_error("periodic index sync: %s", ae.msg);
 		*last_sync = clock_ms();
 	}
+	if (w == &wp->w[0] && wp->prune_pending)
+		prune_some(wp);
 	if (w == &wp->w[0] && clock_ms() - *last_save >= SNAPSHOT_EVERY_MS) {
 		api_err ae;
 		coll_save_changed(wp->sp->coll, &ae); /* failures are logged */
@@ -494,6 +528,8 @@ static int start_threads(worker_pool *wp, api_err *err)
 {
 	int rc = 0;
 	wp->stop = 0;
+	wp->prune_pending = 1; /* cheap to find there is nothing */
+	wp->pruned = 0;
 	for (int i = 0; i < wp->n; i++) {
 		wp->w[i].wp = wp;
 		if ((rc = init_worker(wp, &wp->w[i], err)))

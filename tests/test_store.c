@@ -1301,8 +1301,18 @@ static void t_model_switch(void)
 	v = NULL;
 	CHECK(store_kv_get(s, "migration.model.id", &v, &err) == STORE_ENOTFOUND);
 	float back[6];
+	/* A's embeddings are unused now, and pruned a batch at a time. */
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "A", back, 4, &err) == STORE_OK);
+	int64_t pruned = 0, np;
+	int done = 0, calls = 0;
+	while (!done && calls++ < 10) {
+		CHECK(store_embeddings_prune(s, 2, &np, &done, &err) == STORE_OK && np <= 2);
+		pruned += np;
+	}
+	CHECK(done && pruned == 5); /* 4 images and the text; the deleted image had none left */
 	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "A", back, 4, &err) == STORE_ENOTFOUND);
 	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "B", back, 6, &err) == STORE_OK);
+	CHECK(store_embeddings_prune(s, 2, &np, &done, &err) == STORE_OK && done && np == 0);
 	CHECK(store_model_coverage(s, "B", &ready, &have, &err) == STORE_OK && ready == 5 &&
 	      have == 5);
 	store_job j;
@@ -1329,9 +1339,11 @@ static void t_model_switch(void)
 	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 2, &n, &err) == STORE_OK && n == 1);
 	CHECK(w[0].attempts == 1);
 
-	/* A given-up migration's embeddings go. */
-	int64_t dropped = -1;
-	CHECK(store_embeddings_drop_model(s, "B", &dropped, &err) == STORE_OK && dropped == 5);
+	/* The model itself is never pruned, even when marked. */
+	CHECK(store_kv_set(s, "prune.B", "1", &err) == STORE_OK);
+	CHECK(store_embeddings_prune(s, 100, &np, &done, &err) == STORE_OK && np == 0);
+	CHECK(store_embeddings_prune(s, 100, &np, &done, &err) == STORE_OK && done);
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "B", back, 6, &err) == STORE_OK);
 	CHECK(store_kv_delete(s, "model.dir", &err) == STORE_OK &&
 	      store_kv_get(s, "model.dir", &v, &err) == STORE_ENOTFOUND);
 	store_close(s);

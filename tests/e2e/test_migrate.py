@@ -242,8 +242,12 @@ def test_migration(tmp):
            "texts collection searchable with model B")
     finally:
         d.stop(signal.SIGKILL)  # soon after the switch: it holds
-    models = db_models(data)
-    ok(list(models) == [b_id], "the store holds model B's embeddings only", models)
+    con = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "clipd.db"), uri=True)
+    kv = dict(con.execute("SELECT key, value FROM kv"))
+    con.close()
+    ok(kv.get("model.id") == b_id and kv.get("model.dim") == str(B_DIM) and
+       not any(k.startswith("migration.") for k in kv),
+       "after kill -9 the data directory's model is B (the switch was one commit)", kv)
 
     # A further restart with B is a normal start.
     if not ok(d.start(), "restart with model B after kill -9"):
@@ -257,6 +261,8 @@ def test_migration(tmp):
         ok(not os.path.exists(os.path.join(data, "index", a_id)) and
            os.path.exists(os.path.join(data, "index", b_id)), "model A's index directory is gone",
            os.listdir(os.path.join(data, "index")))
+        ok(e2e.wait_until(lambda: list(db_models(data)) == [b_id], 60),
+           "model A's embeddings are deleted from the store (in the background)", db_models(data))
     finally:
         rc = d.stop()
     ok(rc == 0, "SIGTERM on model B: exit 0")
@@ -301,12 +307,12 @@ def test_migration(tmp):
         want = {i: sc for i, sc in before}
         ok(again and all(abs(sc - want[i]) < 1e-5 for i, sc in again if i in want),
            "model A's scores are back as before", (again or [])[:3])
+        ok(e2e.wait_until(lambda: list(db_models(back.data)) == [a_id], 60),
+           "the store holds model A's embeddings only", db_models(back.data))
     finally:
         rc = back.stop()
     ok(rc == 0, "SIGTERM after a switch in the same process: exit 0 (nothing leaked under ASan)",
        back.log()[-1500:])
-    ok(list(db_models(data)) == [a_id], "the store holds model A's embeddings only",
-       db_models(data))
 
 
 if __name__ == "__main__":
