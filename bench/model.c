@@ -23,10 +23,9 @@
 #include "gemm_int.h"
 #include "timing.h"
 
-/* FLOPs per item of CLIP ViT-B/32, from ../shared/peers/flops.py (1 MAC =
- * 2 FLOP): 8.818 GFLOP per 224x224 image, 5.960 GFLOP per 77-token text. */
-#define VITB32_IMAGE_GFLOP 8.818
-#define VITB32_TEXT77_GFLOP 5.960
+/* FLOPs per item come from clip_model_image_gflop / _text_gflop, counted
+ * as ../shared/peers/flops.py counts them (for ViT-B/32: 8.818 GFLOP per
+ * 224x224 image, 5.960 GFLOP per 77-token text). */
 
 static long peak_rss_mb(void)
 {
@@ -142,8 +141,10 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)maxb * plane; i++)
 		pix[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
 	const char *pname = reference ? "openblas" : clip_precision_name(clip_model_precision(m));
-	printf("# model %s, %d threads, precision %s, open %.0f ms\n", model, threads, pname,
-	       t_open * 1e3);
+	double img_gflop = clip_model_image_gflop(m);
+	printf("# model %s (%s, %dx%d, dim %d, context %d), %d threads, precision %s, open %.0f ms, "
+	       "%.3f GFLOP per image\n", model, clip_family_name(clip_model_family(m)), S, S, D, C,
+	       threads, pname, t_open * 1e3, img_gflop);
 
 	/* Several encoders at once, each with threads / streams threads per
 	 * product: the other way to use the cores. Images per second of all
@@ -193,26 +194,33 @@ int main(int argc, char **argv)
 		qsort(runs, (size_t)n, sizeof runs[0], bench_cmp_double);
 		double med = runs[n / 2], ips = b / med;
 		printf("image batch %-3d %7.1f images/s  %7.2f ms/image  %6.1f GFLOP/s  (%d runs)\n", b, ips,
-		       med / b * 1e3, ips * VITB32_IMAGE_GFLOP, n);
+		       med / b * 1e3, ips * img_gflop, n);
 		if (json)
 			printf("{\"runtime\":\"clipd-%s\",\"tower\":\"image\",\"batch\":%d,\"items_per_s\":%.2f,"
 			       "\"ms_per_item\":%.3f,\"gflops_per_s\":%.1f,\"peak_rss_mb\":%ld}\n",
-			       pname, b, ips, med / b * 1e3, ips * VITB32_IMAGE_GFLOP, peak_rss_mb());
+			       pname, b, ips, med / b * 1e3, ips * img_gflop, peak_rss_mb());
 	}
 
 	/* Texts: a 7-token query (<|startoftext|>, 5 words, <|endoftext|>, as
-	 * "a dog on a beach" is in CLIP's vocabulary) and a full 77-token one.
+	 * "a dog on a beach" is in CLIP's vocabulary) and a full-context one.
 	 * The ids are built directly: a clip-mkmodel vocabulary splits words
-	 * differently, and speed depends only on the length. */
+	 * differently, and speed depends only on the length (for CLIP; SigLIP
+	 * runs its whole context whatever the text). */
 	int32_t *ids = malloc((size_t)C * sizeof *ids);
-	const int lens[2] = {7, C};
+	int siglip = clip_model_family(m) == CLIP_FAMILY_SIGLIP;
+	const int lens[2] = {siglip ? 6 : 7, C};
 	for (int k = 0; k < 2; k++) {
 		int len = lens[k];
 		memset(ids, 0, (size_t)C * sizeof *ids);
-		ids[0] = 49406;
-		for (int i = 1; i < len - 1; i++)
-			ids[i] = 320 + i;
-		ids[len - 1] = 49407;
+		if (siglip) { /* five pieces, </s> (1), pads (1: SigLIP's pad is </s>) */
+			for (int i = 0; i < C; i++)
+				ids[i] = i < len - 1 ? 300 + i : 1;
+		} else {
+			ids[0] = 49406;
+			for (int i = 1; i < len - 1; i++)
+				ids[i] = 320 + i;
+			ids[len - 1] = 49407;
+		}
 		double runs[5000];
 		int n = 0;
 		clip_encode_texts(c, 1, ids, out, NULL);
@@ -229,8 +237,8 @@ int main(int argc, char **argv)
 		if (json)
 			printf("{\"runtime\":\"clipd-%s\",\"tower\":\"text\",\"batch\":1,\"tokens\":%d,"
 			       "\"items_per_s\":%.2f,\"ms_per_item\":%.3f}\n", pname, len, 1 / med, med * 1e3);
-		if (len == 77)
-			printf("                 %6.1f GFLOP/s\n", VITB32_TEXT77_GFLOP / med);
+		printf("                 %6.1f GFLOP/s (%.3f GFLOP)\n",
+		       clip_model_text_gflop(m, len) / med, clip_model_text_gflop(m, len));
 	}
 	printf("peak RSS %ld MB\n", peak_rss_mb());
 	free(ids);

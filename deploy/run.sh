@@ -2,19 +2,23 @@
 # The README's main command: builds clipd when the build is missing or stale
 # (deploy/setup.sh), downloads the default model unless one is given
 # (deploy/fetch-model.sh: openai/clip-vit-base-patch32 at a pinned revision,
-# every file sha256-checked), and runs clipd in the foreground with a data
-# directory. Extra arguments go to clipd unchanged (see build/clipd --help).
+# every file sha256-checked; --model-name NAME picks another entry of its
+# catalogue), and runs clipd in the foreground with a data directory. Extra arguments go to clipd unchanged (see build/clipd --help).
 set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: deploy/run.sh [--model DIR] [--data DIR] [--listen HOST:PORT] [clipd options...]
+usage: deploy/run.sh [--model DIR | --model-name NAME] [--data DIR] [--listen HOST:PORT] [clipd options...]
 
 Builds clipd if needed, downloads the default CLIP model (openai/clip-vit-base-patch32,
 pinned revision, sha256-checked, resumable) unless --model DIR is given, and runs
 clipd in the foreground. Every other option is passed to clipd (build/clipd --help).
 
   --model DIR    a Hugging Face CLIP checkpoint directory: no download
+  --model-name NAME
+                 download that model of deploy/fetch-model.sh's catalogue instead
+                 of the default (deploy/fetch-model.sh --list shows the names, and
+                 which need CLIPD_MODEL_CHECKSUMS)
   --data DIR     data directory (default $CLIPD_DATA, else /var/lib/clipd as root,
                  else ~/.local/share/clipd)
   --listen H:P   address to listen on (default 127.0.0.1:8080)
@@ -25,7 +29,8 @@ Environment:
                         as root, else ~/.cache/clipd/models)
   CLIPD_HF_ENDPOINT     Hugging Face hub address (default https://huggingface.co)
   CLIPD_MODEL_REPO, CLIPD_MODEL_REVISION, CLIPD_MODEL_CHECKSUMS
-                        another checkpoint to download (see deploy/fetch-model.sh)
+                        another checkpoint to download, or the checksums a --model-name
+                        entry without pinned ones needs (see deploy/fetch-model.sh)
   CLIPD_BIN             run this clipd binary instead of building build/clipd
   CLIPD_BUILD_DIR       meson build directory (default build/)
 
@@ -41,6 +46,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
 
 model=${CLIPD_MODEL:-}
+model_name=
 data=${CLIPD_DATA:-}
 listen=${CLIPD_LISTEN:-}
 conf=${CLIPD_CONFIG:-}
@@ -50,6 +56,8 @@ while [ $# -gt 0 ]; do
 	-h | --help) usage; exit 0 ;;
 	--model) [ $# -ge 2 ] || die "--model needs a directory"; model=$2; shift 2 ;;
 	--model=*) model=${1#--model=}; shift ;;
+	--model-name) [ $# -ge 2 ] || die "--model-name needs a name (deploy/fetch-model.sh --list)"; model_name=$2; shift 2 ;;
+	--model-name=*) model_name=${1#--model-name=}; shift ;;
 	--data) [ $# -ge 2 ] || die "--data needs a directory"; data=$2; shift 2 ;;
 	--data=*) data=${1#--data=}; shift ;;
 	--listen) [ $# -ge 2 ] || die "--listen needs HOST:PORT"; listen=$2; shift 2 ;;
@@ -59,6 +67,16 @@ while [ $# -gt 0 ]; do
 	*) pass+=("$1"); shift ;;
 	esac
 done
+
+if [ -n "$model_name" ] && [ -n "$model" ]; then
+	die "--model-name $model_name and --model $model (or CLIPD_MODEL) both name a model: give one"
+fi
+# A name that is not in the catalogue fails before anything is built:
+# fetch-model.sh explains it (exit 2) and lists the names.
+if [ -n "$model_name" ] && ! "$here/fetch-model.sh" --list | awk -v n="$model_name" 'NR > 1 && $1 == n { found = 1 } END { exit !found }'; then
+	"$here/fetch-model.sh" --name "$model_name" >/dev/null || exit $?
+	die "fetch-model.sh does not list '$model_name' but accepted it"
+fi
 
 # A key set in the config file is left to the file unless given here.
 conf_has() { [ -n "$conf" ] && [ -r "$conf" ] && grep -Eq "^[[:space:]]*$1[[:space:]]*=" "$conf"; }
@@ -94,9 +112,19 @@ fi
 
 # 3. The model.
 model_note=
-if [ -z "$model" ] && ! conf_has model; then
-	model=$("$here/fetch-model.sh") || die "no model: the default model could not be downloaded (see above)"
-	model_note=" (${CLIPD_MODEL_REPO:-openai/clip-vit-base-patch32}, downloaded and checked)"
+if [ -n "$model_name" ] || { [ -z "$model" ] && ! conf_has model; }; then
+	fetch_args=()
+	[ -n "$model_name" ] && fetch_args=(--name "$model_name")
+	rc=0
+	model=$("$here/fetch-model.sh" ${fetch_args[@]+"${fetch_args[@]}"}) || rc=$?
+	# 2: a usage error (checksums needed, ...), which fetch-model.sh explained.
+	[ "$rc" = 2 ] && exit 2
+	[ "$rc" = 0 ] || die "no model: ${model_name:-the default model} could not be downloaded (see above)"
+	if [ -n "$model_name" ]; then
+		model_note=" ($model_name, downloaded and checked)"
+	else
+		model_note=" (${CLIPD_MODEL_REPO:-openai/clip-vit-base-patch32}, downloaded and checked)"
+	fi
 fi
 
 args=()

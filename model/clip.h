@@ -42,6 +42,14 @@ typedef struct clip_err {
 } clip_err;
 
 typedef struct clip_model clip_model;
+
+/* What a checkpoint is, which decides how its scores read. */
+typedef enum clip_family {
+	CLIP_FAMILY_CLIP = 0,   /* CLIP (OpenAI, LAION, open_clip): logits = scale * cos,
+	                         * label probabilities a softmax over the labels */
+	CLIP_FAMILY_SIGLIP,     /* SigLIP, SigLIP2: logits = scale * cos + bias, each
+	                         * label's probability its own sigmoid */
+} clip_family;
 typedef struct clip_ctx clip_ctx;
 
 /* The number format of the linear layers' products. Embeddings,
@@ -86,6 +94,17 @@ int clip_model_dim(const clip_model *m);            /* projection (embedding) si
 int clip_model_image_size(const clip_model *m);     /* input side in pixels */
 int clip_model_context(const clip_model *m);        /* text positions, 77 */
 float clip_model_logit_scale(const clip_model *m);  /* exp(logit_scale) */
+float clip_model_logit_bias(const clip_model *m);   /* SigLIP's logit_bias; 0 for CLIP */
+clip_family clip_model_family(const clip_model *m);
+
+/* The matrix-product work of one encode in GFLOP (1 multiply-add = 2
+ * FLOP; attention products counted dense, element-wise work left out, as
+ * ../shared/peers/flops.py counts ONNX Runtime's): one image, or one text
+ * of `tokens` positions (SigLIP always runs its whole context; tokens is
+ * then ignored). For figures of GFLOP/s in benchmarks. */
+double clip_model_image_gflop(const clip_model *m);
+double clip_model_text_gflop(const clip_model *m, int tokens);
+const char *clip_family_name(clip_family f);        /* "clip", "siglip" */
 
 /* Per-thread encoding context for batches of up to max_batch. */
 int clip_ctx_new(const clip_model *m, int max_batch, clip_ctx **out, clip_err *err);

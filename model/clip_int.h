@@ -5,7 +5,7 @@
 #include "clip.h"
 #include "gemm_int.h"
 
-typedef enum clip_act { CLIP_QUICK_GELU, CLIP_GELU } clip_act;
+typedef enum clip_act { CLIP_QUICK_GELU, CLIP_GELU, CLIP_GELU_TANH } clip_act;
 
 /* One tower's shape, from config.json. */
 typedef struct clip_tower_cfg {
@@ -24,10 +24,14 @@ typedef struct clip_tower_cfg {
 } clip_tower_cfg;
 
 typedef struct clip_cfg {
+	clip_family family;
 	clip_tower_cfg vision, text;
-	int projection;
+	int projection;         /* the embedding size */
 	float mean[3], std[3];  /* preprocessor_config.json, OpenAI's by default */
 	int crop;               /* preprocessed side */
+	int fit;                /* img_fit (preprocess_int.h) */
+	int filter;             /* img_filter (resample_int.h) */
+	int alpha_dropped;      /* img_opts.alpha_dropped */
 } clip_cfg;
 
 /* Parses config.json (and preprocessor_config.json when pp_path exists). */
@@ -51,23 +55,41 @@ typedef struct clip_tower {
 	mm_weight patch;                  /* [d][3*p*p] (conv weight, flattened c,y,x), no bias */
 	const float *pre_ln_w, *pre_ln_b; /* [d] */
 	/* text */
-	const float *tok_emb;             /* [vocab][d] */
+	const float *tok_emb;             /* [vocab][d] float32 (mapped in place), or NULL: */
+	const unsigned char *tok_raw;     /* [vocab][d] F16 or BF16 as stored, each row a
+	                                   * query uses widened when it is used (a 256k-row
+	                                   * table is never copied) */
+	int tok_dtype;                    /* st_dtype of tok_raw */
 	/* both */
 	const float *pos_emb;             /* [positions][d] */
 	const float *post_ln_w, *post_ln_b; /* vision post_layernorm / text final_layer_norm */
-	mm_weight proj;                   /* [projection][d], no bias */
+	mm_weight proj;                   /* [projection][d]: CLIP's projections (no bias),
+	                                   * SigLIP's text head (bias); w NULL: none */
+	/* SigLIP's vision head (multihead attention pooling): the learned probe
+	 * is the one query; probe_q is its projection, computed at load. */
+	struct {
+		const float *probe_q;     /* [d], owned */
+		mm_weight kv;             /* [2d][d]: in_proj's k and v rows */
+		mm_weight o;              /* out_proj */
+		const float *ln_w, *ln_b; /* layernorm */
+		mm_weight fc1, fc2;       /* mlp */
+	} map;
+	int has_map;
 } clip_tower;
 
 struct tok;
+struct tok_spm;
 struct st_file;
 
 struct clip_model {
 	clip_cfg cfg;
 	clip_tower vision, text;
 	float logit_scale;                /* exp of the stored value */
+	float logit_bias;                 /* SigLIP's; 0 for CLIP */
 	clip_precision precision;         /* what the linear layers run in */
 	struct st_file *st;
-	struct tok *tok;
+	struct tok *tok;                  /* CLIP's BPE, or NULL */
+	struct tok_spm *spm;              /* SigLIP's SentencePiece, or NULL */
 	/* F16/BF16 tensors converted to float32, freed at close */
 	void **owned;
 	size_t nowned;

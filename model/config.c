@@ -1,8 +1,11 @@
 /*
- * config.c: config.json and preprocessor_config.json of a Hugging Face CLIP
- * checkpoint. Missing fields take the defaults of transformers' CLIPConfig
- * (CLIPTextConfig, CLIPVisionConfig), as the hub's checkpoints rely on them;
- * present fields are checked for type and range.
+ * config.c: config.json and preprocessor_config.json of a Hugging Face
+ * checkpoint, CLIP (model_type "clip") or SigLIP ("siglip", which the
+ * fixed-resolution SigLIP2 checkpoints use too). Missing fields take the
+ * defaults of transformers' CLIPConfig (CLIPTextConfig, CLIPVisionConfig) or
+ * SiglipConfig (v4.44.2: SiglipTextConfig, SiglipVisionConfig), as the hub's
+ * checkpoints rely on them (the SigLIP ones list only a few keys); present
+ * fields are checked for type and range.
  */
 #include <jansson.h>
 #include <math.h>
@@ -11,6 +14,8 @@
 #include <unistd.h>
 
 #include "clip_int.h"
+#include "preprocess_int.h"
+#include "resample_int.h"
 
 /* Reads an optional positive integer field; 0 on success. */
 static int get_int(json_t *o, const char *tower, const char *key, int *v, int min, int max,
@@ -49,9 +54,12 @@ static int get_tower(json_t *o, const char *tower, clip_tower_cfg *t, clip_err *
 			t->act = CLIP_QUICK_GELU;
 		else if (a && strcmp(a, "gelu") == 0)
 			t->act = CLIP_GELU;
+		else if (a && (strcmp(a, "gelu_pytorch_tanh") == 0 || strcmp(a, "gelu_new") == 0))
+			t->act = CLIP_GELU_TANH; /* both are the tanh approximation in transformers */
 		else
 			return clip_fail(err, CLIP_EMODEL,
-			                 "config.json: %shidden_act must be \"quick_gelu\" or \"gelu\"", tower);
+			                 "config.json: %shidden_act must be \"quick_gelu\", \"gelu\" or "
+			                 "\"gelu_pytorch_tanh\"", tower);
 	}
 	json_t *eps = json_object_get(o, "layer_norm_eps");
 	if (eps) {
@@ -105,17 +113,94 @@ static int load_pp(const char *path, clip_cfg *c, clip_err *err)
 			rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: image_std must be > 0");
 			goto out;
 		}
-	json_t *crop = json_object_get(root, "crop_size");
+	json_t *rs = json_object_get(root, "resample");
+	if (rs && !json_is_null(rs)) {
+		/* PIL's numbers: 2 BILINEAR, 3 BICUBIC; nearest, Lanczos, box and
+		 * Hamming are not reproduced. */
+		if (!json_is_integer(rs) || (json_integer_value(rs) != 2 && json_integer_value(rs) != 3)) {
+			rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: resample must be 2 "
+			               "(bilinear) or 3 (bicubic); other filters are not supported");
+			goto out;
+		}
+		c->filter = (int)json_integer_value(rs);
+	}
+	json_t *dr = json_object_get(root, "do_resize"), *dsc = json_object_get(root, "do_rescale");
+	if (json_is_false(dr) || json_is_false(dsc)) {
+		rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: do_resize and do_rescale "
+		               "false are not supported");
+		goto out;
+	}
+	json_t *rf = json_object_get(root, "rescale_factor");
+	if (rf && !(json_is_number(rf) && fabs(json_number_value(rf) * 255.0 - 1.0) < 1e-6)) {
+		rc = clip_fail(err, CLIP_EMODEL, "preprocessor_config.json: rescale_factor must be 1/255");
+		goto out;
+	}
+	if (json_is_false(json_object_get(root, "do_normalize"))) {
+		for (int i = 0; i < 3; i++)
+			c->mean[i] = 0.0f, c->std[i] = 1.0f;
+	}
+	/* The side the processor produces: crop_size for CLIP (after the
+	 * shortest-side resize), size for SigLIP (a straight resize). */
+	const char *key = c->fit == IMG_FIT_SQUASH ? "size" : "crop_size";
+	json_t *crop = json_object_get(root, key);
 	json_t *h = json_is_object(crop) ? json_object_get(crop, "height") : crop;
-	if (h && json_is_integer(h) && json_integer_value(h) != c->crop) {
+	json_t *w = json_is_object(crop) ? json_object_get(crop, "width") : crop;
+	if ((h && json_is_integer(h) && json_integer_value(h) != c->crop) ||
+	    (w && json_is_integer(w) && json_integer_value(w) != c->crop)) {
 		rc = clip_fail(err, CLIP_EMODEL,
-		               "preprocessor_config.json: crop_size %lld differs from the model's image_size %d",
-		               (long long)json_integer_value(h), c->crop);
+		               "preprocessor_config.json: %s %lldx%lld differs from the model's image_size %d",
+		               key, w && json_is_integer(w) ? (long long)json_integer_value(w) : 0LL,
+		               h && json_is_integer(h) ? (long long)json_integer_value(h) : 0LL, c->crop);
 		goto out;
 	}
 out:
 	json_decref(root);
 	return rc;
+}
+
+/* SiglipTextConfig / SiglipVisionConfig defaults, transformers v4.44.2. */
+static const clip_tower_cfg siglip_vdef = {
+	.hidden = 768, .intermediate = 3072, .heads = 12, .layers = 12, .act = CLIP_GELU_TANH,
+	.eps = 1e-6f, .image_size = 224, .patch_size = 16, .channels = 3,
+};
+static const clip_tower_cfg siglip_tdef = {
+	.hidden = 768, .intermediate = 3072, .heads = 12, .layers = 12, .act = CLIP_GELU_TANH,
+	.eps = 1e-6f, .positions = 64, .vocab = 32000, .eos_token_id = 1,
+};
+
+static int load_siglip(json_t *root, clip_cfg *c, clip_err *err)
+{
+	int rc;
+	c->family = CLIP_FAMILY_SIGLIP;
+	c->vision = siglip_vdef;
+	c->text = siglip_tdef;
+	/* IMAGENET_STANDARD_MEAN / _STD, SiglipImageProcessor's defaults. */
+	for (int i = 0; i < 3; i++)
+		c->mean[i] = c->std[i] = 0.5f;
+	c->fit = IMG_FIT_SQUASH;
+	c->filter = IMG_BICUBIC;
+	c->alpha_dropped = 1;
+	json_t *vc = json_object_get(root, "vision_config"), *tc = json_object_get(root, "text_config");
+	if ((rc = get_tower(vc, "vision_config.", &c->vision, err)) ||
+	    (rc = get_tower(tc, "text_config.", &c->text, err)))
+		return rc;
+	/* The text head is Linear(hidden, projection_size) (v4.49+; before,
+	 * Linear(hidden, hidden)); the image embedding is the vision width. */
+	c->projection = c->text.hidden;
+	if ((rc = get_int(tc, "text_config.", "projection_size", &c->projection, 1, 1 << 16, err)))
+		return rc;
+	if (c->projection != c->vision.hidden)
+		return clip_fail(err, CLIP_EMODEL, "config.json: the text head's output (%d) differs from "
+		                 "the vision width (%d): the two embeddings would not share a space",
+		                 c->projection, c->vision.hidden);
+	if (c->vision.patch_size > c->vision.image_size)
+		return clip_fail(err, CLIP_EMODEL, "config.json: vision_config.patch_size %d is larger "
+		                 "than image_size %d", c->vision.patch_size, c->vision.image_size);
+	/* A valid convolution: a side that patch_size does not divide leaves
+	 * its last pixels out (so400m-patch14-384: 27 patches of 14 = 378). */
+	int grid = c->vision.image_size / c->vision.patch_size;
+	c->vision.positions = grid * grid;
+	return CLIP_OK;
 }
 
 int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, clip_err *err)
@@ -134,6 +219,8 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 	c->vision = vdef;
 	c->text = tdef;
 	c->projection = 512;
+	c->fit = IMG_FIT_CROP;
+	c->filter = IMG_BICUBIC;
 	/* OpenAI's normalisation, which CLIPImageProcessor also defaults to. */
 	const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 	const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -149,9 +236,21 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 		goto out;
 	}
 	const char *mt = json_string_value(json_object_get(root, "model_type"));
+	if (mt && strcmp(mt, "siglip2") == 0) {
+		rc = clip_fail(err, CLIP_EMODEL, "config.json: model_type \"siglip2\" is a NaFlex "
+		               "(variable-resolution) SigLIP2 checkpoint, which clipd does not run yet; "
+		               "use a fixed-resolution one (model_type \"siglip\", e.g. "
+		               "google/siglip2-base-patch16-256)");
+		goto out;
+	}
+	if (mt && strcmp(mt, "siglip") == 0) {
+		if ((rc = load_siglip(root, c, err)))
+			goto out;
+		goto loaded;
+	}
 	if (!mt || strcmp(mt, "clip") != 0) {
-		rc = clip_fail(err, CLIP_EMODEL, "config.json: model_type is \"%s\", not \"clip\": "
-		               "this is not a CLIP checkpoint", mt ? mt : "(missing)");
+		rc = clip_fail(err, CLIP_EMODEL, "config.json: model_type is \"%s\"; clipd runs "
+		               "\"clip\" and \"siglip\" checkpoints", mt ? mt : "(missing)");
 		goto out;
 	}
 	json_t *vc = json_object_get(root, "vision_config"), *tc = json_object_get(root, "text_config");
@@ -171,6 +270,7 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 	}
 	int grid = c->vision.image_size / c->vision.patch_size;
 	c->vision.positions = grid * grid + 1;
+loaded:
 	c->crop = c->vision.image_size;
 	if (pp_path && access(pp_path, F_OK) == 0)
 		rc = load_pp(pp_path, c, err);

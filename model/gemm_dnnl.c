@@ -261,6 +261,9 @@ static dnnl_status_t make_prim(mm_packed *P, const mm_weight *W, int n, int flag
 	if ((flags & MM_GELU) &&
 	    (s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f)))
 		goto out;
+	if ((flags & MM_GELU_TANH) &&
+	    (s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f)))
+		goto out;
 	if ((flags & MM_ACCUMULATE) && (s = dnnl_post_ops_append_sum(po, 1.0f)))
 		goto out;
 	if ((s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
@@ -433,10 +436,11 @@ static void int8_epilogue(const float *a, float sc, const float *b, float *y, in
 {
 	int o = 0;
 	int add = (flags & MM_ACCUMULATE) != 0, qg = (flags & MM_QUICK_GELU) != 0;
-	if (flags & MM_GELU) { /* no vector erf: the exact GELU one value at a time */
+	if (flags & (MM_GELU | MM_GELU_TANH)) { /* no vector erf or tanh: one value at a time */
 		for (; o < out; o++) {
 			float v = a[o] * sc + (b ? b[o] : 0.0f);
-			v = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
+			v = flags & MM_GELU ? 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2))
+			                    : mm_gelu_tanh(v);
 			y[o] = add ? y[o] + v : v;
 		}
 		return;

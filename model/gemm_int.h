@@ -13,6 +13,8 @@
 #ifndef CLIPD_GEMM_INT_H
 #define CLIPD_GEMM_INT_H
 
+#include <math.h>
+
 #include "clip.h"
 
 typedef struct mm_packed mm_packed;
@@ -30,7 +32,15 @@ enum {
 	MM_ACCUMULATE = 1,  /* y += the result (a residual connection) */
 	MM_QUICK_GELU = 2,  /* x * sigmoid(1.702 x) of the result */
 	MM_GELU = 4,        /* the exact (erf) GELU of the result */
+	MM_GELU_TANH = 8,   /* GELU's tanh approximation (PyTorch's approximate="tanh") */
 };
+
+/* 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): transformers'
+ * gelu_pytorch_tanh, which SigLIP uses. */
+static inline float mm_gelu_tanh(float x)
+{
+	return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
 
 /* y = act(x . W^T + b), or y += that with MM_ACCUMULATE. x and y must not
  * overlap. */
@@ -50,7 +60,7 @@ int mm_precision_supported(clip_precision p, const char **why);
 /* Whether oneDNN is built in (and so whether f32 layers can be packed). */
 int mm_have_dnnl(void);
 
-/* One head of attention over T positions (see gemm.c): out = softmax(scale
+/* One head of attention over T positions (attention.c): out = softmax(scale
  * * q . k^T, causal or not) . v; q, k, v rows ld floats apart, out rows ldo
  * apart, s scratch of mm_attention_scratch(T, dh) floats. */
 void mm_attention(int T, int dh, float scale, int causal, const float *q, const float *k,
@@ -67,12 +77,14 @@ static inline size_t mm_attention_scratch(int T, int dh)
  * Returns when every part is done. */
 void mm_parallel(int n, int work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
 
-/* Lets mm_parallel's helper spin briefly between jobs (gemm.c): called
+/* Lets mm_parallel's helper spin briefly between jobs (threadpool.c): called
  * once a layer is packed for oneDNN, whose products leave the cores to
  * our two threads. */
 void mm_spin_between_jobs(void);
 
 /* Threads one product may use (OpenBLAS's pool; our helper, at most 2). */
 void mm_set_threads(int n);
+/* The helper's share of that (threadpool.c; mm_set_threads calls it). */
+void mm_pool_set_threads(int n);
 
 #endif

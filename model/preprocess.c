@@ -1,25 +1,20 @@
 /*
- * preprocess.c: image decoding (libvips) and CLIP preprocessing.
+ * preprocess.c: image decoding (libvips) and the models' preprocessing.
  *
  * The reference is open_clip's transform on PIL: Resize(S, BICUBIC) of the
- * shortest side, CenterCrop(S), convert('RGB'), ToTensor, Normalize. To land
- * within a fraction of a grey level of it, the resize is PIL's own
- * algorithm, reimplemented here on 8-bit pixels (libvips' resizers use other
- * kernels and pixel centres):
- * - separable, horizontal pass first; the intermediate is 8-bit;
- * - bicubic kernel, a = -0.5, support 2, widened by the scale factor when
- *   shrinking (antialiasing); source pixel centres at (i + 0.5) * scale;
- * - weights normalised per output pixel, then fixed point with 22 fractional
- *   bits, rounded half away from zero; each sum starts at 0.5 and the result
- *   is floored and clipped to 0..255;
- * - a pass is skipped when that dimension keeps its size;
- * - RGBA and LA images are resized with premultiplied alpha (PIL's
- *   Image.resize converts to RGBa / La and back), then alpha is dropped.
- * Resized size: the short side becomes S, the long side
- * int(S * long / short); crop offsets are round((len - S) / 2) with Python's
- * half-to-even rounding. Only the S x S window that survives the crop is
- * ever computed, so an extreme aspect ratio (50000 x 1) costs no more
- * memory than the decoded image.
+ * shortest side, CenterCrop(S), convert('RGB'), ToTensor, Normalize; for
+ * SigLIP (IMG_FIT_SQUASH) transformers' load_image and SiglipImageProcessor:
+ * convert('RGB'), then a resize straight to S x S with the filter the
+ * preprocessor config names, rescale, normalise. To land within a fraction
+ * of a grey level of it, the resize is PIL's own algorithm (resample.c).
+ * - CLIP: RGBA and LA images are resized with premultiplied alpha (PIL's
+ *   Image.resize converts to RGBa / La and back), then alpha is dropped;
+ *   SigLIP drops alpha first.
+ * - CLIP's resized size: the short side becomes S, the long side
+ *   int(S * long / short); crop offsets are round((len - S) / 2) with
+ *   Python's half-to-even rounding. Only the S x S window that survives the
+ *   crop is ever computed, so an extreme aspect ratio (50000 x 1) costs no
+ *   more memory than the decoded image.
  *
  * Decoding: libvips loads from the source of a decode guard (clip_vips.h)
  * with sequential access and fail_on=error, so a truncated file is an
@@ -67,11 +62,7 @@
 #include "clip_int.h"
 #include "clip_vips.h"
 #include "preprocess_int.h"
-
-/* Pillow's fixed point for 8-bit resampling: 8 bits of result, 2 bits of
- * headroom for the filter's negative lobes and overshoot. */
-#define PRECISION_BITS (32 - 8 - 2)
-#define BICUBIC_SUPPORT 2.0
+#include "resample_int.h"
 
 /* Rows pulled from libvips per request (about 1 MB per strip). */
 #define STRIP_BYTES ((size_t)1 << 20)
@@ -116,258 +107,6 @@ int clip_images_init(clip_err *err)
 	return CLIP_OK;
 }
 
-/* ---- PIL's resampler ---- */
-
-static double bicubic(double x)
-{
-	const double a = -0.5;
-	if (x < 0.0)
-		x = -x;
-	if (x < 1.0)
-		return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-	if (x < 2.0)
-		return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
-	return 0.0;
-}
-
-static inline uint8_t clip8(int32_t v)
-{
-	if (v < 0)
-		return 0;
-	v >>= PRECISION_BITS;
-	return v > 255 ? 255 : (uint8_t)v;
-}
-
-/* Taps per output pixel of a 1-D resize from in_size to out_size. */
-static int taps_ksize(int in_size, int out_size)
-{
-	double fs = (double)in_size / out_size;
-	if (fs < 1.0)
-		fs = 1.0;
-	return (int)ceil(BICUBIC_SUPPORT * fs) * 2 + 1;
-}
-
-/* The taps of outputs first .. first+n-1 of a 1-D resize from in_size to
- * out_size: bounds[i][0] is the first input index, bounds[i][1] the number
- * of taps, k[i][ksize] the fixed-point weights. wk: ksize doubles of
- * scratch. */
-static void taps_fill(int in_size, int out_size, int first, int n, int ksize, int *bounds,
-                      int32_t *k, double *wk)
-{
-	double scale = (double)in_size / out_size;
-	double fs = scale < 1.0 ? 1.0 : scale;
-	double support = BICUBIC_SUPPORT * fs;
-	double ss = 1.0 / fs;
-
-	for (int i = 0; i < n; i++) {
-		double center = (first + i + 0.5) * scale;
-		/* (int) truncates toward zero, as in Pillow; clamped after. */
-		int xmin = (int)(center - support + 0.5);
-		int xmax = (int)(center + support + 0.5);
-		double ww = 0.0;
-		int32_t *kr = k + (size_t)i * ksize;
-		int x;
-
-		if (xmin < 0)
-			xmin = 0;
-		if (xmax > in_size)
-			xmax = in_size;
-		xmax -= xmin;
-		for (x = 0; x < xmax; x++) {
-			wk[x] = bicubic((x + xmin - center + 0.5) * ss);
-			ww += wk[x];
-		}
-		for (x = 0; x < xmax; x++) {
-			double w = ww != 0.0 ? wk[x] / ww : wk[x];
-			w *= (double)(1 << PRECISION_BITS);
-			kr[x] = (int32_t)(w < 0 ? w - 0.5 : w + 0.5);
-		}
-		for (; x < ksize; x++)
-			kr[x] = 0;
-		bounds[2 * i] = xmin;
-		bounds[2 * i + 1] = xmax;
-	}
-}
-
-static size_t align8(size_t n)
-{
-	return (n + 7) & ~(size_t)7;
-}
-
-/* An sw x sh image of nb interleaved bands seen through strides: pixel
- * (x, y) is at org + x * xs + y * ys. A packed buffer is xs = nb,
- * ys = sw * nb; an EXIF orientation is other strides over the same bytes
- * (view_oriented), so the image is never turned in memory. */
-typedef struct img_view {
-	const uint8_t *org;
-	ptrdiff_t xs, ys;  /* bytes */
-	int sw, sh, nb;
-} img_view;
-
-/* Resizes the image of v to dw x dh as PIL does, but computes only the
- * window [x0, x0+cw) x [y0, y0+ch) of the result, into dst[ch][cw][nb].
- * Equal to cropping PIL's full output: every output pixel depends only on
- * its own position; and, for a view, equal to resizing the turned image
- * itself, since the same source values meet the same weights in the same
- * order. 0, or -1 when out of memory. */
-static int resample_window(const img_view *v, int dw, int dh, int x0, int y0, int cw, int ch,
-                           uint8_t *dst)
-{
-	int sw = v->sw, sh = v->sh, nb = v->nb;
-	int need_h = dw != sw, need_v = dh != sh;
-	/* Rows can be read in place only when they are packed. */
-	int gather = need_h || v->xs != nb;
-	int kh = need_h ? taps_ksize(sw, dw) : 0;
-	int kv = need_v ? taps_ksize(sh, dh) : 0;
-	size_t row = (size_t)cw * nb;
-	size_t off_bh, off_kh, off_bv, off_kv, off_acc, total;
-	char *block;
-	double *wk;
-	int *bh, *bv;
-	int32_t *kkh, *kkv, *acc;
-	uint8_t *tmp = NULL;
-	const uint8_t *mid; /* rows mid_row0.. of the horizontally resized window */
-	ptrdiff_t mid_stride;
-	int mid_row0, r0 = y0, r1 = y0 + ch;
-
-	/* Scratch weights, both passes' taps and the row accumulators. */
-	off_bh = align8(sizeof(double) * (size_t)(kh > kv ? kh : kv));
-	off_kh = off_bh + align8(sizeof(int) * 2 * (size_t)cw);
-	off_bv = off_kh + align8(sizeof(int32_t) * (size_t)cw * kh);
-	off_kv = off_bv + align8(sizeof(int) * 2 * (size_t)ch);
-	off_acc = off_kv + align8(sizeof(int32_t) * (size_t)ch * kv);
-	total = off_acc + align8(sizeof(int32_t) * row);
-	block = malloc(total);
-	if (!block)
-		return -1;
-	wk = (double *)block;
-	bh = (int *)(block + off_bh);
-	kkh = (int32_t *)(block + off_kh);
-	bv = (int *)(block + off_bv);
-	kkv = (int32_t *)(block + off_kv);
-	acc = (int32_t *)(block + off_acc);
-
-	if (need_v) {
-		taps_fill(sh, dh, y0, ch, kv, bv, kkv, wk);
-		/* The source rows the vertical pass reads. */
-		r0 = bv[0];
-		r1 = 0;
-		for (int i = 0; i < ch; i++) {
-			if (bv[2 * i] < r0)
-				r0 = bv[2 * i];
-			if (bv[2 * i] + bv[2 * i + 1] > r1)
-				r1 = bv[2 * i] + bv[2 * i + 1];
-		}
-	}
-
-	/* Horizontal pass over those rows, window columns only; the result is
-	 * 8-bit, as in PIL. Without a horizontal resize, a copy of the
-	 * window's columns when the rows are not packed. */
-	if (gather) {
-		tmp = malloc(row * (size_t)(r1 - r0));
-		if (!tmp) {
-			free(block);
-			return -1;
-		}
-		if (need_h)
-			taps_fill(sw, dw, x0, cw, kh, bh, kkh, wk);
-		for (int r = r0; r < r1; r++) {
-			const uint8_t *srow = v->org + (ptrdiff_t)r * v->ys;
-			uint8_t *trow = tmp + (size_t)(r - r0) * row;
-			if (!need_h) {
-				const uint8_t *p = srow + (ptrdiff_t)x0 * v->xs;
-				for (int xx = 0; xx < cw; xx++, p += v->xs)
-					memcpy(trow + (size_t)xx * nb, p, (size_t)nb);
-				continue;
-			}
-			for (int xx = 0; xx < cw; xx++) {
-				const int32_t *k = kkh + (size_t)xx * kh;
-				const uint8_t *p = srow + (ptrdiff_t)bh[2 * xx] * v->xs;
-				int n = bh[2 * xx + 1];
-				int32_t s[4];
-				for (int b = 0; b < 4; b++)
-					s[b] = 1 << (PRECISION_BITS - 1);
-				for (int x = 0; x < n; x++, p += v->xs)
-					for (int b = 0; b < nb; b++)
-						s[b] += p[b] * k[x];
-				for (int b = 0; b < nb; b++)
-					trow[(size_t)xx * nb + b] = clip8(s[b]);
-			}
-		}
-		mid = tmp;
-		mid_stride = (ptrdiff_t)row;
-		mid_row0 = r0;
-	} else {
-		mid = v->org + (ptrdiff_t)x0 * nb;
-		mid_stride = v->ys;
-		mid_row0 = 0;
-	}
-
-	/* Vertical pass, one output row at a time. */
-	for (int yy = 0; yy < ch; yy++) {
-		uint8_t *drow = dst + (size_t)yy * row;
-		const int32_t *k = kkv + (size_t)yy * kv;
-		int ymin, n;
-
-		if (!need_v) {
-			memcpy(drow, mid + (ptrdiff_t)(y0 + yy - mid_row0) * mid_stride, row);
-			continue;
-		}
-		ymin = bv[2 * yy];
-		n = bv[2 * yy + 1];
-		for (size_t i = 0; i < row; i++)
-			acc[i] = 1 << (PRECISION_BITS - 1);
-		for (int y = 0; y < n; y++) {
-			const uint8_t *mrow = mid + (ptrdiff_t)(ymin + y - mid_row0) * mid_stride;
-			int32_t w = k[y];
-			for (size_t i = 0; i < row; i++)
-				acc[i] += mrow[i] * w;
-		}
-		for (size_t i = 0; i < row; i++)
-			drow[i] = clip8(acc[i]);
-	}
-	free(tmp);
-	free(block);
-	return 0;
-}
-
-int img_resample_u8(const uint8_t *src, int sw, int sh, int bands, uint8_t *dst, int dw, int dh)
-{
-	img_view v = {src, bands, (ptrdiff_t)sw * bands, sw, sh, bands};
-	if (!src || !dst || sw <= 0 || sh <= 0 || dw <= 0 || dh <= 0 || bands < 1 || bands > 4)
-		return CLIP_EINVAL;
-	if (resample_window(&v, dw, dh, 0, 0, dw, dh, dst))
-		return CLIP_ENOMEM;
-	return CLIP_OK;
-}
-
-/* PIL's RGBA -> RGBa: c * a / 255, rounded the way its MULDIV255 does. */
-static void premultiply(uint8_t *px, size_t n, int nb)
-{
-	for (size_t i = 0; i < n; i++, px += nb) {
-		unsigned a = px[nb - 1];
-		for (int c = 0; c < nb - 1; c++) {
-			unsigned t = px[c] * a + 128;
-			px[c] = (uint8_t)(((t >> 8) + t) >> 8);
-		}
-	}
-}
-
-/* PIL's RGBa -> RGBA: 255 * c / a, truncated and clipped; a of 0 or 255
- * leaves the colour as it is. */
-static void unpremultiply(uint8_t *px, size_t n, int nb)
-{
-	for (size_t i = 0; i < n; i++, px += nb) {
-		unsigned a = px[nb - 1];
-		if (a == 0 || a == 255)
-			continue;
-		for (int c = 0; c < nb - 1; c++) {
-			unsigned v = 255u * px[c] / a;
-			px[c] = (uint8_t)(v > 255 ? 255 : v);
-		}
-	}
-}
-
 /* ---- geometry ---- */
 
 typedef struct img_plan {
@@ -384,10 +123,14 @@ static int half_round_even(int d)
 	return q;
 }
 
-/* torchvision Resize(int) then CenterCrop. -1 when the resized long side
- * would not fit an int. */
-static int plan_make(int w, int h, int size, img_plan *p)
+/* torchvision Resize(int) then CenterCrop, or (IMG_FIT_SQUASH) a resize
+ * to size x size. -1 when the resized long side would not fit an int. */
+static int plan_make(int w, int h, int size, img_fit fit, img_plan *p)
 {
+	if (fit == IMG_FIT_SQUASH) {
+		*p = (img_plan){size, size, 0, 0};
+		return 0;
+	}
 	int shorter = w <= h ? w : h, longer = w <= h ? h : w;
 	/* Python: int(size * long / short), a correctly rounded double
 	 * division of two exact integers, then truncation. */
@@ -486,7 +229,7 @@ static int finish(uint8_t *px, int w, int h, int nb, int orient, const img_plan 
 {
 	int s = o->size;
 	size_t plane = (size_t)s * s;
-	int alpha = nb == 2 || nb == 4;
+	int alpha = (nb == 2 || nb == 4) && !o->alpha_dropped;
 	img_view v = view_oriented(px, w, h, nb, orient);
 	int resized = p->rw != v.sw || p->rh != v.sh;
 	uint8_t *crop = malloc(plane * nb);
@@ -495,13 +238,14 @@ static int finish(uint8_t *px, int w, int h, int nb, int orient, const img_plan 
 		return clip_fail(err, CLIP_ENOMEM, "out of memory preprocessing a %dx%d image", w, h);
 	/* PIL leaves a same-size resize alone, alpha untouched. */
 	if (alpha && resized)
-		premultiply(px, (size_t)w * h, nb);
-	if (resample_window(&v, p->rw, p->rh, p->left, p->top, s, s, crop)) {
+		img_premultiply(px, (size_t)w * h, nb);
+	img_filter f = o->filter ? (img_filter)o->filter : IMG_BICUBIC;
+	if (img_resample_window(&v, f, p->rw, p->rh, p->left, p->top, s, s, crop)) {
 		free(crop);
 		return clip_fail(err, CLIP_ENOMEM, "out of memory resizing a %dx%d image", w, h);
 	}
 	if (alpha && resized)
-		unpremultiply(crop, plane, nb);
+		img_unpremultiply(crop, plane, nb);
 	/* ToTensor then Normalize, in float32 as torchvision does. */
 	for (int c = 0; c < 3; c++) {
 		int band = nb >= 3 ? c : 0;
@@ -627,7 +371,7 @@ static int decode_source(clip_guard *g, const img_opts *o, float *out, int *widt
 	clip_guard_watch(g, in);
 	ow = orient >= 5 ? h : w;
 	oh = orient >= 5 ? w : h;
-	if (plan_make(ow, oh, o->size, &plan)) {
+	if (plan_make(ow, oh, o->size, o->fit, &plan)) {
 		rc = clip_fail(err, CLIP_ETOOBIG,
 		              "image is %dx%d: too elongated to resize its short side to %d", ow, oh,
 		              o->size);

@@ -3,10 +3,11 @@
  * module (clip.c wraps it as clip_preprocess_file / clip_preprocess_buffer).
  *
  * An image is decoded with libvips and turned into the CLIP input tensor
- * exactly as the reference does it (open_clip on PIL): EXIF orientation
- * applied, 8-bit sRGB, bicubic resize of the shortest side to `size` with
- * PIL's own resampler (reimplemented in preprocess.c), centre crop, alpha
- * dropped, grayscale replicated, then (x / 255 - mean) / std per channel.
+ * exactly as the reference does it (open_clip or transformers on PIL): EXIF
+ * orientation applied, 8-bit sRGB, a resize with PIL's own resampler
+ * (resample.c) of the shortest side to `size` and a centre crop (CLIP), or
+ * straight to size x size (SigLIP), alpha dropped, grayscale replicated,
+ * then (x / 255 - mean) / std per channel.
  *
  * Ownership: every buffer is the caller's; nothing returned needs freeing.
  * Thread-safety: all functions are safe to call from any thread at once.
@@ -23,8 +24,20 @@
 /* Default for img_opts.max_pixels (and clip_image_limits.max_pixels = 0). */
 #define IMG_DEFAULT_MAX_PIXELS ((int64_t)100 * 1000 * 1000)
 
+/* How the image becomes S x S. */
+typedef enum img_fit {
+	IMG_FIT_CROP = 0,    /* CLIP: the short side to S, then the centre S x S */
+	IMG_FIT_SQUASH,      /* SigLIP: straight to S x S, the aspect ratio not kept */
+} img_fit;
+
 typedef struct img_opts {
 	int size;            /* output side S in pixels (224) */
+	img_fit fit;
+	int filter;          /* img_filter (resample_int.h); 0: bicubic */
+	int alpha_dropped;   /* non-zero: alpha is dropped before the resize
+	                      * (load_image's convert("RGB"), SigLIP); 0: the resize
+	                      * runs on premultiplied alpha, as PIL resizes RGBA
+	                      * (open_clip's transform, which converts after) */
 	float mean[3];       /* per channel, on the 0..1 scale */
 	float std[3];
 	int64_t max_pixels;  /* decoded width * height refused above this; <= 0: the default */

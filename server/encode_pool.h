@@ -1,6 +1,6 @@
 /*
  * encode_pool: request-time encoding (search queries, classify, embed) for
- * the HTTP threads, not the transformer itself (that is model/encoder.c,
+ * the HTTP threads, not the transformer itself (that is model/vision.c and text.c,
  * behind clip_encode_texts and clip_encode_images). Three parts:
  *
  * - A pool of `nctx` clip_ctx, so HTTP threads never allocate activations

@@ -21,7 +21,7 @@
  *   directory's model serves, then swaps the served space (space.h) and
  *   retargets the workers. Started after the workers, stopped before them.
  * - Matrix products: an encode call runs its products on the calling
- *   thread plus the model's one helper thread (model/gemm.c; oneDNN layers
+ *   thread plus the model's one helper thread (model/threadpool.c; oneDNN layers
  *   split their rows between the two), or on OpenBLAS's threads for the
  *   f32 reference path. The machine's cores are split between the workers:
  *   threads per call = cores / workers (at least 1), so the background work

@@ -235,11 +235,21 @@ void route_classify(http_req *r)
 		if (scale * c > maxlogit)
 			maxlogit = scale * c;
 	}
+	/* CLIP: one softmax over the labels (they compete: the probabilities
+	 * sum to 1). SigLIP was trained on each pair's own sigmoid: every
+	 * label's probability stands alone (none, one or several can be
+	 * high), as transformers' zero-shot pipeline gives it. */
+	int sigmoid = clip_model_family(sp->model) == CLIP_FAMILY_SIGLIP;
+	double bias = clip_model_logit_bias(sp->model);
 	for (size_t l = 0; l < nl; l++) {
-		rk[l].prob = exp(scale * rk[l].cos - maxlogit);
-		sum += rk[l].prob;
+		if (sigmoid) {
+			rk[l].prob = 1.0 / (1.0 + exp(-(scale * rk[l].cos + bias)));
+		} else {
+			rk[l].prob = exp(scale * rk[l].cos - maxlogit);
+			sum += rk[l].prob;
+		}
 	}
-	for (size_t l = 0; l < nl; l++)
+	for (size_t l = 0; !sigmoid && l < nl; l++)
 		rk[l].prob /= sum;
 	qsort(rk, nl, sizeof *rk, by_prob);
 	json_t *out = json_array();
@@ -247,8 +257,10 @@ void route_classify(http_req *r)
 		json_array_append_new(out, json_pack("{s:s,s:f,s:f}", "label",
 		                                     json_string_value(json_array_get(labels, (size_t)rk[l].label)),
 		                                     "prob", rk[l].prob, "score", rk[l].cos));
-	http_reply_json(r, 200, json_pack("{s:o,s:f,s:I}", "labels", out, "logit_scale", scale,
-	                                  "took_ms", (json_int_t)(clock_ms() - t0)));
+	http_reply_json(r, 200, json_pack("{s:o,s:s,s:f,s:f,s:I}", "labels", out, "probabilities",
+	                                  sigmoid ? "sigmoid" : "softmax", "logit_scale", scale,
+	                                  "logit_bias", bias, "took_ms",
+	                                  (json_int_t)(clock_ms() - t0)));
 	goto out;
 fail:
 	http_reply_error(r, &e);

@@ -88,11 +88,13 @@ void route_stats(http_req *r)
 		return;
 	}
 	json_t *o = json_pack(
-	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:i,s:i,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
+	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:s,s:i,s:i,s:f,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
 	    "total",
 	    (json_int_t)total, "ready", (json_int_t)ready, "texts", "total", (json_int_t)texts,
-	    "model", "id", sp->model_id, "dim", sp->dim, "image_size", clip_model_image_size(sp->model),
-	    "logit_scale", (double)clip_model_logit_scale(sp->model), "precision",
+	    "model", "id", sp->model_id, "family", clip_family_name(clip_model_family(sp->model)),
+	    "dim", sp->dim, "image_size", clip_model_image_size(sp->model), "logit_scale",
+	    (double)clip_model_logit_scale(sp->model), "logit_bias",
+	    (double)clip_model_logit_bias(sp->model), "precision",
 	    clip_precision_name(clip_model_precision(sp->model)), "index", "images",
 	    index_json(sp, STORE_IMAGE), "texts", index_json(sp, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "tap.h"
-#include "tokenizer_int.h"
+#include "tok_bpe_int.h"
 
 #define CTX 77
 

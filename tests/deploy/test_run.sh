@@ -247,6 +247,121 @@ else
 	fail "run.sh downloads a model with given checksums and starts clipd" "$log"
 fi
 
+# 6b. The catalogue (fetch-model.sh --list / --name, run.sh --model-name).
+out=$tmp/list.txt
+"$fetch" --list >"$out" 2>&1
+rc=$?
+check "fetch-model.sh --list exits 0" "$out" [ "$rc" = 0 ]
+missing=
+for e in clip-vit-b-32:CLIP clip-vit-b-16:CLIP clip-vit-l-14:CLIP laion-vit-b-32:CLIP \
+	siglip-b-16-224:SigLIP siglip2-b-16-256:SigLIP2 siglip2-b-32-256:SigLIP2; do
+	grep -Eq "^${e%%:*} +${e#*:}[ (].* [0-9.]+ (MB|GB) " "$out" || missing="$missing ${e%%:*}"
+done
+check "--list shows every entry with its family and size (missing:${missing:- none})" "$out" [ -z "$missing" ]
+check "--list says which entry is the default and which are pinned" "$out" \
+	eval 'grep -Eq "^clip-vit-b-32 .* pinned .*default" "$out" && grep -Eq "^siglip2-b-16-256 .* unconfirmed " "$out"'
+
+log=$tmp/fetch-unknown.log
+CLIPD_MODELS=$tmp/models-unk CLIPD_HF_ENDPOINT=$hub "$fetch" --name clip-vit-z-99 >"$log" 2>&1
+rc=$?
+check "--name with an unknown name exits 2, names the name and lists the known ones" "$log" \
+	eval '[ $rc = 2 ] && grep -q "unknown model name '"'"'clip-vit-z-99'"'"'" "$log" && grep -q "siglip2-b-32-256" "$log" && [ ! -e "$tmp/models-unk" ]'
+log=$tmp/run-unknown.log
+CLIPD_DATA=$tmp/data-unk CLIPD_MODELS=$tmp/models-unk CLIPD_HF_ENDPOINT=$hub \
+	timeout 60 "$run" --model-name clip-vit-z-99 --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "run.sh --model-name with an unknown name exits 2 with the same message, clipd not started" "$log" \
+	eval '[ $rc = 2 ] && grep -q "unknown model name" "$log" && ! grep -q "listening on" "$log"'
+
+: >"$tmp/hub.log"
+log=$tmp/fetch-unconfirmed.log
+CLIPD_MODELS=$tmp/models-unc CLIPD_HF_ENDPOINT=$hub "$fetch" --name siglip2-b-16-256 >"$log" 2>&1
+rc=$?
+check "an entry without confirmed checksums refuses without CLIPD_MODEL_CHECKSUMS (exit 2)" "$log" \
+	eval '[ $rc = 2 ] && grep -q "CLIPD_MODEL_CHECKSUMS" "$log" && grep -q "CLIPD_MODEL_REVISION" "$log"'
+check "the refusal names the files the entry needs, and nothing was fetched" "$log" \
+	eval 'grep -q "tokenizer.model" "$log" && [ ! -e "$tmp/models-unc" ] && [ ! -s "$tmp/hub.log" ]'
+log=$tmp/run-unconfirmed.log
+CLIPD_DATA=$tmp/data-unc CLIPD_MODELS=$tmp/models-unc CLIPD_HF_ENDPOINT=$hub \
+	timeout 60 "$run" --model-name clip-vit-b-16 --listen 127.0.0.1:0 >"$log" 2>&1
+rc=$?
+check "run.sh --model-name of such an entry refuses the same way" "$log" \
+	eval '[ $rc = 2 ] && grep -q "CLIPD_MODEL_CHECKSUMS" "$log" && ! grep -q "listening on" "$log" && [ ! -e "$tmp/models-unc" ]'
+
+# Every pinned entry asks the hub for its repository at a full commit and
+# installs nothing it could not check (here the hub has none of them).
+pinned=$(awk 'NR > 1 && $5 == "pinned" { print $1 "|" $6 }' "$tmp/list.txt")
+bad=
+for p in $pinned; do
+	: >"$tmp/hub.log"
+	CLIPD_MODELS=$tmp/models-pin CLIPD_HF_ENDPOINT=$hub "$fetch" --name "${p%%|*}" >"$tmp/pin.log" 2>&1
+	rc=$?
+	[ "$rc" = 1 ] && grep -Eq "GET /${p#*|}/resolve/[0-9a-f]{40}/" "$tmp/hub.log" || bad="$bad ${p%%|*}"
+done
+names=$(awk 'NR > 1 && $5 == "pinned" { printf "%s ", $1 }' "$tmp/list.txt")
+check "each pinned entry (${names% }) fetches its repository at a full commit and fails cleanly without it (bad:${bad:- none})" \
+	"$tmp/pin.log" eval '[ -n "$pinned" ] && [ -z "$bad" ] && [ -z "$(find "$tmp/models-pin" -type f ! -name "*.part" 2>/dev/null)" ]'
+
+# clip-vit-l-14 pins its revision and some digests: the given checksums
+# must list every file it needs and agree with the known digests.
+: >"$tmp/hub.log"
+l14=$(cd "$tmp/model" && sha256sum -- *)
+printf '%s\n' "$l14" >"$tmp/l14-ours.sha256"
+log=$tmp/fetch-l14-disagree.log
+CLIPD_MODELS=$tmp/models-l14 CLIPD_HF_ENDPOINT=$hub CLIPD_MODEL_CHECKSUMS=$tmp/l14-ours.sha256 \
+	"$fetch" --name clip-vit-l-14 >"$log" 2>&1
+rc=$?
+check "a partial entry: checksums that disagree with the confirmed ones are refused before any download" "$log" \
+	eval '[ $rc = 2 ] && grep -q "disagrees with the one confirmed for clip-vit-l-14" "$log" && [ ! -e "$tmp/models-l14" ] && [ ! -s "$tmp/hub.log" ]'
+grep -v ' vocab.json$' "$tmp/l14-ours.sha256" >"$tmp/l14-short.sha256"
+log=$tmp/fetch-l14-short.log
+CLIPD_MODELS=$tmp/models-l14 CLIPD_HF_ENDPOINT=$hub CLIPD_MODEL_CHECKSUMS=$tmp/l14-short.sha256 \
+	"$fetch" --name clip-vit-l-14 >"$log" 2>&1
+rc=$?
+check "checksums that leave out a file the model needs are refused" "$log" \
+	eval '[ $rc = 2 ] && grep -q "do not list vocab.json" "$log" && [ ! -e "$tmp/models-l14" ]'
+
+# An unconfirmed entry with the user's revision and checksums, through
+# run.sh --model-name: downloaded from the hub, checked, clipd starts.
+lrev=89abcdef0123456789abcdef0123456789abcdef
+ldir=$tmp/hub/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/$lrev
+mkdir -p "$ldir"
+cp "$tmp/model"/* "$ldir/"
+ldest=$tmp/models-laion/CLIP-ViT-B-32-laion2B-s34B-b79K-${lrev:0:12}
+log=$tmp/run-laion.log
+CLIPD_DATA=$tmp/data-laion CLIPD_MODELS=$tmp/models-laion CLIPD_HF_ENDPOINT=$hub \
+	CLIPD_MODEL_REVISION=$lrev CLIPD_MODEL_CHECKSUMS=$tmp/tiny.sha256 \
+	"$run" --model-name laion-vit-b-32 --listen 127.0.0.1:0 --workers 1 >"$log" 2>&1 &
+pid=$!
+pids+=("$pid")
+if port=$(wait_listen "$log" "$pid"); then
+	pass "run.sh --model-name downloads the entry with given checksums and starts clipd"
+	check "the files came from the entry's repository at the given revision and are the served ones" "$log" \
+		eval 'grep -q "GET /laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/$lrev/model.safetensors" "$tmp/hub.log" && (cd "$ldest" && sha256sum -c --quiet "$tmp/tiny.sha256")'
+	check "run.sh names the catalogue entry it downloaded" "$log" grep -qF "model: $ldest (laion-vit-b-32, downloaded and checked)" "$log"
+	stop "$pid"
+	check "SIGTERM stops it with exit status 0" "$log" [ "$rc" = 0 ]
+else
+	fail "run.sh --model-name downloads the entry with given checksums and starts clipd" "$log"
+fi
+
+# The same entry at another revision whose model.safetensors is corrupted
+# on the hub: the checksum check rejects it and installs nothing.
+crev=fedcba9876543210fedcba9876543210fedcba98
+cdir=$tmp/hub/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/$crev
+mkdir -p "$cdir"
+cp "$tmp/model"/* "$cdir/"
+printf '\377' | dd of="$cdir/model.safetensors" bs=1 seek=100 conv=notrunc status=none
+log=$tmp/fetch-corrupt.log
+CLIPD_MODELS=$tmp/models-corrupt CLIPD_HF_ENDPOINT=$hub CLIPD_MODEL_REVISION=$crev \
+	CLIPD_MODEL_CHECKSUMS=$tmp/tiny.sha256 "$fetch" --name laion-vit-b-32 >"$log" 2>&1
+rc=$?
+cdest=$tmp/models-corrupt/CLIP-ViT-B-32-laion2B-s34B-b79K-${crev:0:12}
+check "a corrupted file from the hub is rejected (exit 1, checksum mismatch)" "$log" \
+	eval '[ $rc = 1 ] && grep -q "checksum mismatch for model.safetensors" "$log"'
+check "the corrupted file is neither in place nor kept as .part, and the directory is not marked verified" "$log" \
+	eval '[ ! -e "$cdest/model.safetensors" ] && [ ! -e "$cdest/model.safetensors.part" ] && [ ! -e "$cdest/.clipd-verified" ]'
+
 # 7. model and data from a --config file: no download, the file's listen is used
 conf=$tmp/clipd.conf
 printf '# test\nmodel = model\ndata = data-conf\nlisten = 127.0.0.1:0\nworkers = 1\n' >"$conf"

@@ -1,5 +1,5 @@
 /*
- * fuzz_tok_encode: the tokenizer's encode (model/tokenizer.c, tok_encode)
+ * fuzz_tok_encode: the tokenizer's encode (model/tok_bpe.c, tok_encode)
  * on any bytes as text, with the reference vocabulary
  * ($CLIPD_REFERENCE/tiny-clip-a, read once at start). The first byte picks
  * the context length (77, CLIP's, for half the inputs; 2..81 otherwise),
@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "fuzz_util.h"
-#include "tokenizer_int.h"
+#include "tok_bpe_int.h"
 
 #define CTX_MAX 81
 

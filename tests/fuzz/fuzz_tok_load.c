@@ -1,5 +1,5 @@
 /*
- * fuzz_tok_load: loading vocab.json and merges.txt (model/tokenizer.c,
+ * fuzz_tok_load: loading vocab.json and merges.txt (model/tok_bpe.c,
  * tok_open). The input is vocab.json, the separator line below, then
  * merges.txt. A tokenizer that opens is then used: a few texts (every byte
  * value among them) are encoded and every id must be inside the vocabulary,
@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "fuzz_util.h"
-#include "tokenizer_int.h"
+#include "tok_bpe_int.h"
 
 #define SEP "\n--- merges.txt ---\n"
 #define CTX 77

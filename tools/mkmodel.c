@@ -1,13 +1,23 @@
 /*
- * clip-mkmodel: writes a CLIP checkpoint directory with random weights in
- * the Hugging Face layout (config.json, preprocessor_config.json,
- * model.safetensors, vocab.json, merges.txt), for tests of shapes and dtypes
- * the reference kit does not cover, and for benchmarks (speed does not
- * depend on the values).
+ * clip-mkmodel: writes a CLIP or SigLIP checkpoint directory with random
+ * weights in the Hugging Face layout (config.json, preprocessor_config.json,
+ * model.safetensors, and for CLIP vocab.json and merges.txt), for tests of
+ * shapes and dtypes the reference kits do not cover, and for benchmarks
+ * (speed does not depend on the values).
  *
- *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16]
+ *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|
+ *                siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
- *                [--act quick_gelu|gelu] [--seed N]
+ *                [--act quick_gelu|gelu] [--spm FILE] [--seed N]
+ *
+ * SigLIP presets have the real shapes (siglip-b-16: google/siglip-base-
+ * patch16-224, 32,000 tokens; siglip2-b-16-256: google/siglip2-base-
+ * patch16-256, Gemma's 256,000 tokens). A SentencePiece model cannot be
+ * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
+ * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
+ * --proj N changes a CLIP preset's projection (embedding) size;
+ * --image-size N the input side (for SigLIP also one the patch size does
+ * not divide, as google/siglip-so400m-patch14-384's 384 and 14 are).
  *
  * --round rounds every value to that precision before storing it in
  * --dtype (default: the storage dtype), so an f32 checkpoint written with
@@ -33,15 +43,19 @@ struct shape {
 	int vh, vi, vheads, vlayers, image, patch;
 	int th, ti, theads, tlayers, ctx, vocab;
 	int proj;
+	int siglip;   /* 0 CLIP, 1 SigLIP, 2 SigLIP2 (a Gemma tokenizer, bilinear) */
 };
 
 static const struct {
 	const char *name;
 	struct shape s;
 } presets[] = {
-	{"tiny", {64, 256, 2, 2, 224, 32, 64, 256, 2, 2, 77, 49408, 32}},
-	{"vit-b-32", {768, 3072, 12, 12, 224, 32, 512, 2048, 8, 12, 77, 49408, 512}},
-	{"vit-b-16", {768, 3072, 12, 12, 224, 16, 512, 2048, 8, 12, 77, 49408, 512}},
+	{"tiny", {64, 256, 2, 2, 224, 32, 64, 256, 2, 2, 77, 49408, 32, 0}},
+	{"vit-b-32", {768, 3072, 12, 12, 224, 32, 512, 2048, 8, 12, 77, 49408, 512, 0}},
+	{"vit-b-16", {768, 3072, 12, 12, 224, 16, 512, 2048, 8, 12, 77, 49408, 512, 0}},
+	{"siglip-tiny", {64, 256, 2, 2, 96, 16, 64, 256, 2, 2, 64, 2000, 64, 1}},
+	{"siglip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 64, 32000, 768, 1}},
+	{"siglip2-b-16-256", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 256000, 768, 2}},
 };
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -124,7 +138,8 @@ struct tensor {
 	int ndim;
 	int64_t shape[4];
 	int i64;          /* position_ids buffer */
-	int kind;         /* 0 weight, 1 bias, 2 layernorm weight, 3 embedding */
+	int kind;         /* 0 weight, 1 bias, 2 layernorm weight, 3 embedding,
+	                   * 4 position_ids, 5 logit_scale, 6 logit_bias */
 };
 
 static struct tensor *tensors;
@@ -291,16 +306,185 @@ static json_t *tower_json(int d, int inter, int heads, int layers, const char *a
 	return o;
 }
 
+/* model.safetensors: the tensors added so far, random values of the
+ * scales that keep activations of order 1 through the layers. */
+static int write_tensors(const char *out, enum dtype dt, int round)
+{
+	size_t esize = dt == DT_F32 ? 4 : 2;
+	json_t *hdr = json_object();
+	uint64_t off = 0;
+	for (size_t i = 0; i < ntensors; i++) {
+		struct tensor *t = &tensors[i];
+		uint64_t n = (uint64_t)numel(t) * (t->i64 ? 8 : esize);
+		json_t *shape = json_array();
+		for (int d = 0; d < t->ndim; d++)
+			json_array_append_new(shape, json_integer(t->shape[d]));
+		json_object_set_new(hdr, t->name,
+		                    json_pack("{s:s,s:o,s:[I,I]}", "dtype",
+		                              t->i64 ? "I64" : dt == DT_F32 ? "F32" : dt == DT_F16 ? "F16" : "BF16",
+		                              "shape", shape, "data_offsets", (json_int_t)off, (json_int_t)(off + n)));
+		off += n;
+	}
+	json_object_set_new(hdr, "__metadata__", json_pack("{s:s}", "format", "pt"));
+	char *h = json_dumps(hdr, JSON_COMPACT);
+	json_decref(hdr);
+	size_t hl = strlen(h), padded = (hl + 7) / 8 * 8;
+
+	char path[4096];
+	snprintf(path, sizeof path, "%s/model.safetensors", out);
+	FILE *f = fopen(path, "wb");
+	if (!f) {
+		fprintf(stderr, "clip-mkmodel: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	unsigned char len8[8];
+	for (int i = 0; i < 8; i++)
+		len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+	fwrite(len8, 1, 8, f);
+	fwrite(h, 1, hl, f);
+	for (size_t i = hl; i < padded; i++)
+		fputc(' ', f);
+	free(h);
+
+	for (size_t i = 0; i < ntensors; i++) {
+		struct tensor *t = &tensors[i];
+		int64_t n = numel(t);
+		if (t->i64) {
+			for (int64_t j = 0; j < n; j++) {
+				int64_t v = j;
+				fwrite(&v, 8, 1, f);
+			}
+			continue;
+		}
+		/* Scales that keep activations of order 1 through the layers. */
+		int64_t fan_in = t->ndim >= 2 ? n / t->shape[0] : 1;
+		for (int64_t j = 0; j < n; j++) {
+			float v;
+			switch (t->kind) {
+			case 0: v = uniform() * sqrtf(3.0f / (float)fan_in); break;
+			case 1: v = 0.02f * uniform(); break;
+			case 2: v = 1.0f + 0.1f * uniform(); break;
+			case 3: v = 0.5f * uniform(); break;
+			case 6: v = -10.0f; break; /* logit_bias, of the order SigLIP learns */
+			default: v = logf(100.0f); break; /* logit_scale */
+			}
+			if (round == DT_BF16)
+				v = bf16_to_f32(f32_to_bf16(v));
+			else if (round == DT_F16)
+				v = f16_to_f32(f32_to_f16(v));
+			if (dt == DT_F32) {
+				fwrite(&v, 4, 1, f);
+			} else {
+				uint16_t b = dt == DT_BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+				fwrite(&b, 2, 1, f);
+			}
+		}
+	}
+	if (fclose(f) != 0) {
+		fprintf(stderr, "clip-mkmodel: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+	FILE *a = fopen(from, "rb"), *b = a ? fopen(to, "wb") : NULL;
+	char buf[65536];
+	size_t n;
+	int rc = a && b ? 0 : -1;
+	while (rc == 0 && (n = fread(buf, 1, sizeof buf, a)) > 0)
+		if (fwrite(buf, 1, n, b) != n)
+			rc = -1;
+	if (a && ferror(a))
+		rc = -1;
+	if (a)
+		fclose(a);
+	if (b && fclose(b) != 0)
+		rc = -1;
+	if (rc)
+		fprintf(stderr, "clip-mkmodel: cannot copy %s to %s\n", from, to);
+	return rc;
+}
+
+/* A SiglipModel checkpoint (transformers' names; see model/load_hf.c). */
+static int write_siglip(const char *out, const struct shape *s, const char *act, enum dtype dt,
+                        int round, const char *spm)
+{
+	json_t *cfg = json_object(), *tc = tower_json(s->th, s->ti, s->theads, s->tlayers, act);
+	json_t *vc = tower_json(s->vh, s->vi, s->vheads, s->vlayers, act);
+	json_object_set_new(tc, "layer_norm_eps", json_real(1e-6));
+	json_object_set_new(vc, "layer_norm_eps", json_real(1e-6));
+	json_object_set_new(cfg, "architectures", json_pack("[s]", "SiglipModel"));
+	json_object_set_new(cfg, "model_type", json_string("siglip"));
+	json_object_set_new(tc, "max_position_embeddings", json_integer(s->ctx));
+	json_object_set_new(tc, "vocab_size", json_integer(s->vocab));
+	json_object_set_new(vc, "image_size", json_integer(s->image));
+	json_object_set_new(vc, "patch_size", json_integer(s->patch));
+	json_object_set_new(vc, "num_channels", json_integer(3));
+	json_object_set_new(cfg, "text_config", tc);
+	json_object_set_new(cfg, "vision_config", vc);
+	if (write_json(out, "config.json", cfg) != 0)
+		return 1;
+	/* SigLIP's processors resize bicubic, SigLIP2's bilinear. */
+	json_t *pp = json_pack("{s:{s:i,s:i},s:b,s:b,s:b,s:[f,f,f],s:[f,f,f],s:i,s:f,s:s}", "size",
+	                       "height", s->image, "width", s->image, "do_normalize", 1, "do_resize", 1,
+	                       "do_rescale", 1, "image_mean", 0.5, 0.5, 0.5, "image_std", 0.5, 0.5, 0.5,
+	                       "resample", s->siglip == 2 ? 2 : 3, "rescale_factor", 1.0 / 255.0,
+	                       "image_processor_type", "SiglipImageProcessor");
+	if (write_json(out, "preprocessor_config.json", pp) != 0)
+		return 1;
+	if (spm) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", out, s->siglip == 2 ? "tokenizer.model" : "spiece.model");
+		if (copy_file(spm, path) != 0)
+			return 1;
+	}
+	int g = s->image / s->patch, d = s->vh;
+	add(6, 1, 1, 0, 0, 0, "logit_bias");
+	add(5, 1, 1, 0, 0, 0, "logit_scale");
+	add(3, 2, s->ctx, s->th, 0, 0, "text_model.embeddings.position_embedding.weight");
+	add(3, 2, s->vocab, s->th, 0, 0, "text_model.embeddings.token_embedding.weight");
+	add_tower("text_model", s->th, s->ti, s->tlayers);
+	add(1, 1, s->th, 0, 0, 0, "text_model.final_layer_norm.bias");
+	add(2, 1, s->th, 0, 0, 0, "text_model.final_layer_norm.weight");
+	add(1, 1, s->proj, 0, 0, 0, "text_model.head.bias");
+	add(0, 2, s->proj, s->th, 0, 0, "text_model.head.weight");
+	add(1, 1, d, 0, 0, 0, "vision_model.embeddings.patch_embedding.bias");
+	add(0, 4, d, 3, s->patch, s->patch, "vision_model.embeddings.patch_embedding.weight");
+	add(3, 2, g * g, d, 0, 0, "vision_model.embeddings.position_embedding.weight");
+	add_tower("vision_model", d, s->vi, s->vlayers);
+	add(1, 1, 3 * d, 0, 0, 0, "vision_model.head.attention.in_proj_bias");
+	add(0, 2, 3 * d, d, 0, 0, "vision_model.head.attention.in_proj_weight");
+	add(1, 1, d, 0, 0, 0, "vision_model.head.attention.out_proj.bias");
+	add(0, 2, d, d, 0, 0, "vision_model.head.attention.out_proj.weight");
+	add(1, 1, d, 0, 0, 0, "vision_model.head.layernorm.bias");
+	add(2, 1, d, 0, 0, 0, "vision_model.head.layernorm.weight");
+	add(1, 1, s->vi, 0, 0, 0, "vision_model.head.mlp.fc1.bias");
+	add(0, 2, s->vi, d, 0, 0, "vision_model.head.mlp.fc1.weight");
+	add(1, 1, d, 0, 0, 0, "vision_model.head.mlp.fc2.bias");
+	add(0, 2, d, s->vi, 0, 0, "vision_model.head.mlp.fc2.weight");
+	add(3, 3, 1, 1, d, 0, "vision_model.head.probe");
+	add(1, 1, d, 0, 0, 0, "vision_model.post_layernorm.bias");
+	add(2, 1, d, 0, 0, 0, "vision_model.post_layernorm.weight");
+	if (write_tensors(out, dt, round) != 0)
+		return 1;
+	free(tensors);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *out = NULL, *preset = "tiny", *act = "quick_gelu";
+	const char *out = NULL, *preset = "tiny", *act = NULL, *spm = NULL;
+	int proj = 0, image = 0;
 	enum dtype dt = DT_F32;
 	int round = -1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
-			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16] "
-			     "[--dtype f32|f16|bf16] [--round f32|f16|bf16] [--act quick_gelu|gelu] [--seed N]");
+			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|"
+			     "siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
+			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
 			return 0;
 		}
 		if (!v) {
@@ -313,11 +497,25 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--preset")) {
 			preset = v;
 		} else if (!strcmp(a, "--act")) {
-			if (strcmp(v, "quick_gelu") && strcmp(v, "gelu")) {
-				fprintf(stderr, "clip-mkmodel: --act is quick_gelu or gelu\n");
+			if (strcmp(v, "quick_gelu") && strcmp(v, "gelu") && strcmp(v, "gelu_pytorch_tanh")) {
+				fprintf(stderr, "clip-mkmodel: --act is quick_gelu, gelu or gelu_pytorch_tanh\n");
 				return 2;
 			}
 			act = v;
+		} else if (!strcmp(a, "--spm")) {
+			spm = v;
+		} else if (!strcmp(a, "--image-size")) {
+			image = atoi(v);
+			if (image < 1 || image > 4096) {
+				fprintf(stderr, "clip-mkmodel: --image-size is 1..4096\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--proj")) {
+			proj = atoi(v);
+			if (proj < 1 || proj > 65536) {
+				fprintf(stderr, "clip-mkmodel: --proj is 1..65536\n");
+				return 2;
+			}
 		} else if (!strcmp(a, "--seed")) {
 			rng = strtoull(v, NULL, 10) * 0x9e3779b97f4a7c15ULL + 1;
 		} else if (!strcmp(a, "--dtype") || !strcmp(a, "--round")) {
@@ -337,18 +535,45 @@ int main(int argc, char **argv)
 	}
 	if (round < 0)
 		round = (int)dt;
+	struct shape sh;
 	const struct shape *s = NULL;
 	for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
 		if (!strcmp(presets[i].name, preset))
 			s = &presets[i].s;
 	if (!out || !s) {
-		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32 or vit-b-16\n");
+		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32, "
+		        "vit-b-16, siglip-tiny, siglip-b-16 or siglip2-b-16-256\n");
 		return 2;
 	}
+	if (proj && s->siglip) {
+		fprintf(stderr, "clip-mkmodel: --proj is for CLIP presets (SigLIP's embedding is the "
+		        "vision width)\n");
+		return 2;
+	}
+	sh = *s;
+	if (proj)
+		sh.proj = proj;
+	if (image) {
+		if (!sh.siglip && image % sh.patch) {
+			fprintf(stderr, "clip-mkmodel: a CLIP image size must be a multiple of the patch "
+			        "size %d\n", sh.patch);
+			return 2;
+		}
+		if (image < sh.patch) {
+			fprintf(stderr, "clip-mkmodel: --image-size is below the patch size %d\n", sh.patch);
+			return 2;
+		}
+		sh.image = image;
+	}
+	s = &sh;
+	if (!act)
+		act = s->siglip ? "gelu_pytorch_tanh" : "quick_gelu";
 	if (mkdir(out, 0755) != 0 && errno != EEXIST) {
 		fprintf(stderr, "clip-mkmodel: %s: %s\n", out, strerror(errno));
 		return 1;
 	}
+	if (s->siglip)
+		return write_siglip(out, s, act, dt, round, spm);
 
 	/* config.json, as transformers writes it for CLIPModel. */
 	json_t *cfg = json_object(), *tc = tower_json(s->th, s->ti, s->theads, s->tlayers, act);
@@ -402,79 +627,8 @@ int main(int argc, char **argv)
 	add(2, 1, s->vh, 0, 0, 0, "vision_model.pre_layrnorm.weight");
 	add(0, 2, s->proj, s->vh, 0, 0, "visual_projection.weight");
 
-	size_t esize = dt == DT_F32 ? 4 : 2;
-	json_t *hdr = json_object();
-	uint64_t off = 0;
-	for (size_t i = 0; i < ntensors; i++) {
-		struct tensor *t = &tensors[i];
-		uint64_t n = (uint64_t)numel(t) * (t->i64 ? 8 : esize);
-		json_t *shape = json_array();
-		for (int d = 0; d < t->ndim; d++)
-			json_array_append_new(shape, json_integer(t->shape[d]));
-		json_object_set_new(hdr, t->name,
-		                    json_pack("{s:s,s:o,s:[I,I]}", "dtype",
-		                              t->i64 ? "I64" : dt == DT_F32 ? "F32" : dt == DT_F16 ? "F16" : "BF16",
-		                              "shape", shape, "data_offsets", (json_int_t)off, (json_int_t)(off + n)));
-		off += n;
-	}
-	json_object_set_new(hdr, "__metadata__", json_pack("{s:s}", "format", "pt"));
-	char *h = json_dumps(hdr, JSON_COMPACT);
-	json_decref(hdr);
-	size_t hl = strlen(h), padded = (hl + 7) / 8 * 8;
-
-	char path[4096];
-	snprintf(path, sizeof path, "%s/model.safetensors", out);
-	FILE *f = fopen(path, "wb");
-	if (!f) {
-		fprintf(stderr, "clip-mkmodel: %s: %s\n", path, strerror(errno));
+	if (write_tensors(out, dt, round) != 0)
 		return 1;
-	}
-	unsigned char len8[8];
-	for (int i = 0; i < 8; i++)
-		len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-	fwrite(len8, 1, 8, f);
-	fwrite(h, 1, hl, f);
-	for (size_t i = hl; i < padded; i++)
-		fputc(' ', f);
-	free(h);
-
-	for (size_t i = 0; i < ntensors; i++) {
-		struct tensor *t = &tensors[i];
-		int64_t n = numel(t);
-		if (t->i64) {
-			for (int64_t j = 0; j < n; j++) {
-				int64_t v = j;
-				fwrite(&v, 8, 1, f);
-			}
-			continue;
-		}
-		/* Scales that keep activations of order 1 through the layers. */
-		int64_t fan_in = t->ndim >= 2 ? n / t->shape[0] : 1;
-		for (int64_t j = 0; j < n; j++) {
-			float v;
-			switch (t->kind) {
-			case 0: v = uniform() * sqrtf(3.0f / (float)fan_in); break;
-			case 1: v = 0.02f * uniform(); break;
-			case 2: v = 1.0f + 0.1f * uniform(); break;
-			case 3: v = 0.5f * uniform(); break;
-			default: v = logf(100.0f); break; /* logit_scale */
-			}
-			if (round == DT_BF16)
-				v = bf16_to_f32(f32_to_bf16(v));
-			else if (round == DT_F16)
-				v = f16_to_f32(f32_to_f16(v));
-			if (dt == DT_F32) {
-				fwrite(&v, 4, 1, f);
-			} else {
-				uint16_t b = dt == DT_BF16 ? f32_to_bf16(v) : f32_to_f16(v);
-				fwrite(&b, 2, 1, f);
-			}
-		}
-	}
-	if (fclose(f) != 0) {
-		fprintf(stderr, "clip-mkmodel: %s: %s\n", path, strerror(errno));
-		return 1;
-	}
 	free(tensors);
 	return 0;
 }

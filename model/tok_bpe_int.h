@@ -1,12 +1,12 @@
 /*
- * tokenizer_int.h: CLIP's byte-level BPE tokenizer, private to the model
+ * tok_bpe_int.h: CLIP's byte-level BPE tokenizer, private to the model
  * module (clip_tokenize in clip.h is the public entry point).
  *
  * Reproduces open_clip v2.20's SimpleTokenizer id for id from the Hugging
  * Face vocab.json and merges.txt: HTML unescaping (twice), whitespace
  * cleaning, Python's str.lower(), the pre-tokenisation regex, byte symbols
  * and BPE merges. The one step left out is ftfy.fix_text, which has no C
- * port; see the header of tokenizer.c for what that changes.
+ * port; see the header of tok_bpe.c for what that changes.
  *
  * Ownership: tok_open returns a tok that the caller frees with tok_close.
  * Output arrays belong to the caller.
@@ -50,7 +50,7 @@ void tok_close(tok *t);
  * text is normalised and encoded a few KB at a time and reading stops once
  * ctx is full, whatever the length of the text (only the UTF-8 check reads
  * it all). The ids are those of the whole text normalised at once except
- * past bounds no written text reaches (see tokenizer.c). */
+ * past bounds no written text reaches (see tok_bpe.c). */
 int tok_encode(tok *t, const char *text, int32_t *ids, int ctx, int *len, clip_err *err);
 
 /* The id of <|startoftext|>. */
