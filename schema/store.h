@@ -41,6 +41,8 @@ typedef enum store_code {
 	STORE_EBUSY,      /* locked by another process past the busy timeout */
 	STORE_ENOMEM,
 	STORE_EINTERNAL,  /* anything else from SQLite */
+	STORE_ESTALE,     /* an embedding of a model the data directory no longer
+	                   * uses (a switch of models committed meanwhile) */
 } store_code;
 
 typedef struct store_err {
@@ -179,7 +181,10 @@ int store_texts_insert_queued(store *s, size_t n, const char *const *texts,
 /* ---- embeddings ---------------------------------------------------------- */
 
 /* Stores the embedding of an item for a model, replacing any earlier one,
- * and marks the item ready, in one transaction. Takes the next sequence
+ * and marks the item ready, in one transaction. When the key-value table
+ * names a model (model.id, and migration.model.id during a switch of
+ * models), model must be one of them, else STORE_ESTALE and nothing is
+ * written; the same holds for store_embeddings_put_many. Takes the next sequence
  * number, returned in *seq when seq is non-NULL. STORE_ENOTFOUND when the
  * item does not exist (it may have been deleted meanwhile). */
 int store_embedding_put(store *s, store_kind kind, int64_t item_id, const char *model,
@@ -241,7 +246,8 @@ typedef enum store_job_state {
 
 typedef struct store_job {
 	int64_t id;
-	char *kind;              /* "upload", "batch", "folder", "texts", "watch" */
+	char *kind;              /* "upload", "batch", "folder", "texts", "watch",
+	                          * "model_migration" */
 	store_job_state state;
 	int sealed;
 	int64_t total, done, failed;
@@ -373,10 +379,68 @@ int store_watch_set(store *s, const char *path, int64_t size, int64_t mtime_ns, 
  * store_watch_set. STORE_ENOTFOUND when path has no record. */
 int store_watch_remove(store *s, const char *path, int64_t *dropped, store_err *err);
 
+/* Returns n claimed items to the queue, as if never claimed (their attempt
+ * is not counted): a worker that could not commit them for a reason that
+ * is not theirs (STORE_ESTALE). Items no longer claimed are left alone. */
+int store_work_release(store *s, const int64_t *work_ids, size_t n, store_err *err);
+
+/* ---- switching models (store_models.c) ------------------------------------
+ *
+ * A data directory serves one model: kv model.id (with model.dir and
+ * model.dim). While it migrates to another, kv migration.model.id (.dir,
+ * .dim, .job) names the target; both models' embeddings live in the
+ * embeddings table side by side, and the one transaction of
+ * store_model_switch makes the target the model and drops the others. */
+
+/* Up to max ready items of one collection with no embedding for model and
+ * an id above after, in id order, into ids[0..*n): a migration's work. It
+ * needs no state of its own, so a migration resumes where it was. */
+int store_missing_embeddings(store *s, store_kind kind, const char *model, int64_t after,
+                             int64_t *ids, size_t max, size_t *n, store_err *err);
+
+/* Ready items (images and texts) and, of them, those with an embedding for
+ * model, read together. */
+int store_model_coverage(store *s, const char *model, int64_t *ready, int64_t *have,
+                         store_err *err);
+
+/* Marks an item failed with a reason (a migration could not embed it). */
+int store_item_set_failed(store *s, store_kind kind, int64_t id, const char *why, store_err *err);
+
+/* The switch, in one transaction: when every ready item has an embedding
+ * for model to, records to as the model (model.id, model.dir, model.dim),
+ * forgets the migration keys, marks the model it replaces for pruning (kv
+ * prune.<id>: its embeddings are unused from then on, and
+ * store_embeddings_prune deletes them) and marks job job_id (0: none) done
+ * with the coverage as its counts; *missing is 0. Otherwise nothing
+ * changes and *missing counts the items that still lack an embedding for
+ * to. */
+int store_model_switch(store *s, const char *to, const char *to_dir, int to_dim, int64_t job_id,
+                       int64_t *missing, store_err *err);
+
+/* Deletes up to max embeddings of a model marked for pruning (kv
+ * prune.<id>, set by store_model_switch, or by whoever gives a migration
+ * up), in one transaction and without
+ * removal entries (its indexes are gone): the old model's embeddings,
+ * removed a batch at a time in the background. Never touches the model or
+ * the migration's target. *n (optional) counts the rows deleted; *done is
+ * 1 when nothing is left to prune. */
+int store_embeddings_prune(store *s, int64_t max, int64_t *n, int *done, store_err *err);
+
+/* A job whose counts its owner sets (store_job_set_counts) rather than
+ * items of the queue: created running, sealed. */
+int store_job_create_counted(store *s, const char *kind, int64_t *job_id, store_err *err);
+
+/* Sets a counted job's total, done and failed; finished marks it done. */
+int store_job_set_counts(store *s, int64_t job_id, int64_t total, int64_t done, int64_t failed,
+                         int finished, store_err *err);
+
 /* ---- key-value ----------------------------------------------------------- */
 
 /* Sets key to value (replacing). */
 int store_kv_set(store *s, const char *key, const char *value, store_err *err);
+
+/* Deletes key; absent is not an error. */
+int store_kv_delete(store *s, const char *key, store_err *err);
 
 /* *value is malloc'ed; STORE_ENOTFOUND when absent. */
 int store_kv_get(store *s, const char *key, char **value, store_err *err);

@@ -26,6 +26,26 @@ static const char SQL_CHANGES[] =
 	"SELECT seq, item_id, 0, NULL FROM removals WHERE kind = ?1 AND seq > ?3 "
 	"ORDER BY 1";
 static const char SQL_LAST_SEQ[] = "SELECT last FROM seq WHERE id = 1";
+/* 1 when the data directory takes embeddings of model ?1: it names no
+ * model yet (a bare store), or ?1 is its model or its migration's target. */
+static const char SQL_MODEL_CURRENT[] =
+	"SELECT NOT EXISTS (SELECT 1 FROM kv WHERE key = 'model.id') OR "
+	"EXISTS (SELECT 1 FROM kv WHERE key IN ('model.id', 'migration.model.id') AND value = ?1)";
+
+/* Inside a write transaction: STORE_ESTALE when model is not (or no
+ * longer) one the data directory uses; read in the transaction that
+ * writes, so a switch of models cannot come between. */
+static int check_model_locked(store *s, const char *model, store_err *err)
+{
+	int64_t current = 0;
+	int rc = store_run(&s->writer, &(store_query){
+		.sql = SQL_MODEL_CURRENT, .what = "reading the model", .args = {BIND_TEXT(model)},
+		.row = store_int64_row, .ctx = &current,
+	}, err);
+	if (rc == STORE_OK && !current)
+		rc = store_fail(err, STORE_ESTALE, "model %s is no longer the data directory's", model);
+	return rc;
+}
 
 static int check_kind(store_kind kind, store_err *err)
 {
@@ -48,8 +68,11 @@ static int embedding_put_tx(store *s, void *ctx, store_err *err)
 	struct embedding_put *a = ctx;
 	store_conn *w = &s->writer;
 
+	int rc = check_model_locked(s, a->model, err);
+	if (rc != STORE_OK)
+		return rc;
 	/* Mark the item ready first: it tells whether the item still exists. */
-	int rc = store_run(w, &(store_query){
+	rc = store_run(w, &(store_query){
 		.sql = a->kind == STORE_IMAGE ? SQL_ITEM_READY_IMAGE : SQL_ITEM_READY_TEXT,
 		.what = "marking an item ready",
 		.args = {BIND_INT(a->item_id), a->kind == STORE_IMAGE ? BIND_NOW : BIND_NONE},
@@ -135,7 +158,7 @@ static int put_many_tx(store *s, void *ctx, store_err *err)
 {
 	struct put_many *a = ctx;
 	int64_t now = store_now_ms();
-	int rc = STORE_OK;
+	int rc = check_model_locked(s, a->model, err);
 	for (size_t i = 0; i < a->n && rc == STORE_OK; i++)
 		rc = put_one_locked(s, a->kind, a->model, a->dim, &a->items[i], now, err);
 	return rc;

@@ -44,6 +44,9 @@ static const char SQL_GIVE_UP[] =
 	"WHERE state = 1 AND attempts >= ?1 RETURNING id, job_id, kind, item_id";
 static const char SQL_REQUEUE[] =
 	"UPDATE job_items SET state = 0, updated_ms = ?1 WHERE state = 1";
+static const char SQL_RELEASE[] =
+	"UPDATE job_items SET state = 0, attempts = max(attempts - 1, 0), updated_ms = ?2 "
+	"WHERE state = 1 AND id IN (SELECT value FROM json_each(?1))";
 static const char SQL_DEPTH[] = "SELECT count(*) FROM job_items WHERE state IN (0, 1)";
 
 static int cmp_work(const void *a, const void *b)
@@ -306,5 +309,26 @@ int store_work_depth(store *s, int64_t *n, store_err *err)
 	int rc = store_read(s, &q, err);
 	if (rc == STORE_OK && q.rows == 0)
 		rc = store_sqlite_fail(err, NULL, SQLITE_DONE, "reading the queue depth");
+	return rc;
+}
+
+static int release_tx(store *s, void *ctx, store_err *err)
+{
+	return store_run(&s->writer, &(store_query){
+		.sql = SQL_RELEASE, .what = "returning items to the queue",
+		.args = {BIND_TEXT((const char *)ctx), BIND_NOW},
+	}, err);
+}
+
+int store_work_release(store *s, const int64_t *work_ids, size_t n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	if (n == 0)
+		return STORE_OK;
+	char *json = store_ids_json(work_ids, n);
+	if (!json)
+		return store_fail(err, STORE_ENOMEM, "out of memory");
+	int rc = store_write(s, release_tx, json, err);
+	free(json);
 	return rc;
 }

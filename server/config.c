@@ -36,6 +36,7 @@ static const struct opt {
 	{"config", OPT_STR, "FILE", 1, 0, "read settings from FILE: \"key = value\" lines, keys are these option names (see deploy/clipd.conf.example)"},
 	{"model", OPT_STR, "DIR", 1, 0, "Hugging Face CLIP checkpoint directory (required)"},
 	{"data", OPT_STR, "DIR", 1, 0, "data directory: database, blobs, index snapshots (required)"},
+	{"old-model", OPT_STR, "DIR", 1, 0, "when --data was built with another model: that model's checkpoint directory, loaded to serve searches while everything is embedded again with --model (default: the directory recorded in the data directory)"},
 	{"listen", OPT_STR, "HOST:PORT", 0, 0, "address to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
 	{"api-key", OPT_STR, "KEY", 0, 0, "require Authorization: Bearer KEY on requests that change data (visible in ps: prefer --api-key-file)"},
 	{"api-key-file", OPT_STR, "FILE", 1, 0, "read the API key from the first line of FILE"},
@@ -60,6 +61,7 @@ static const struct opt {
 	{"thumb-wait-ms", OPT_INT, "MS", 0, 0, "longest wait for a free thumbnail maker before a 503 (default 10000)"},
 	{"max-decodes", OPT_INT, "N", 0, 0, "images decoded at once for requests (searches, classify, embed); more wait (default: the number of cores, at least 2)"},
 	{"decode-wait-ms", OPT_INT, "MS", 0, 0, "longest wait for a free request decode before a 503 (default 5000)"},
+	{"migration-pause-ms", OPT_INT, "MS", 0, 0, "while switching to another model (--old-model): pause after every batch of 8 items re-embedded, to leave the cores to requests and ingest (default 0: only its lower priority)"},
 	{"fast-decode", OPT_FLAG, NULL, 0, 0, "decode JPEGs much larger than the model's input shrunk on load (libjpeg's DCT scaling, to at least 3x the input side), then preprocess as usual: 2-3x faster for camera photos, embeddings slightly off the exact path (see README; default off)"},
 	{"precision", OPT_STR, "P", 0, 0, "number format of the model's products: auto, f32, bf16 or int8 (default auto: bf16 where the CPU has AVX512-BF16 or AMX, else f32)"},
 	{"log-level", OPT_STR, "LEVEL", 0, 0, "error, warn, info or debug (default info)"},
@@ -563,6 +565,9 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 		            "CLIPD_MODEL and CLIPD_DATA, or in a --config file (see --help)");
 	cfg->model_dir = strdup(model);
 	cfg->data_dir = strdup(data);
+	const char *old_model = get_str(r, "old-model");
+	if (old_model && !(cfg->old_model_dir = strdup(old_model)))
+		return fail(msg, size, "out of memory");
 	const char *listen = get_str(r, "listen");
 	cfg->listen = strdup(listen ? listen : "127.0.0.1:8080");
 	if (!cfg->model_dir || !cfg->data_dir || !cfg->listen)
@@ -651,6 +656,9 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	if (get_int(r, "max-decodes", cores > 2 ? cores : 2, 1, 1024, &v, msg, size))
 		return -1;
 	cfg->max_decodes = (int)v;
+	if (get_int(r, "migration-pause-ms", 0, 0, 60000, &v, msg, size))
+		return -1;
+	cfg->migration_pause_ms = (int)v;
 	if (get_int(r, "decode-wait-ms", 5000, 0, 600000, &v, msg, size))
 		return -1;
 	cfg->decode_wait_ms = (int)v;
@@ -702,6 +710,7 @@ out:
 void config_free(config *cfg)
 {
 	free(cfg->model_dir);
+	free(cfg->old_model_dir);
 	free(cfg->data_dir);
 	free(cfg->listen);
 	free(cfg->api_key);

@@ -17,6 +17,7 @@
 
 typedef struct config {
 	char *model_dir;
+	char *old_model_dir;   /* --old-model: NULL to use the recorded one */
 	char *data_dir;
 	char *listen;          /* "host:port" as given */
 	char listen_host[64];  /* numeric address */
@@ -52,6 +53,7 @@ typedef struct config {
 	int thumb_wait_ms;     /* longest wait for a thumbnail maker, then 503 */
 	int max_decodes;       /* request-time image decodes at once */
 	int decode_wait_ms;    /* longest wait for one of them, then 503 */
+	int migration_pause_ms; /* after each migration batch (migrate.c) */
 	int log_level;
 } config;
 

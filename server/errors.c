@@ -37,6 +37,7 @@ static const struct status_row {
 	{ERR_STORE, STORE_EEXISTS, 409, "conflict"},
 	{ERR_STORE, STORE_EINVAL, 400, "bad_request"},
 	{ERR_STORE, STORE_EBUSY, 503, "busy"},
+	{ERR_STORE, STORE_ESTALE, 503, "busy"},
 	{ERR_STORE, STORE_ENOMEM, 500, "out_of_memory"},
 
 	{ERR_CLIP, CLIP_EINVAL, 400, "bad_request"},

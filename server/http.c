@@ -56,6 +56,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
+#include "space.h"
 
 #define DRAIN_MAX ((uint64_t)64 << 20)
 #define MAX_EXTRA_HEADERS 4
@@ -118,6 +119,7 @@ struct http_req {
 	int replied, status;
 	char *hname[MAX_EXTRA_HEADERS], *hval[MAX_EXTRA_HEADERS];
 	int nheaders;
+	space *sp;                  /* held from the first http_req_space to the end */
 };
 
 /* ---- accessors ----------------------------------------------------------- */
@@ -125,6 +127,13 @@ struct http_req {
 app *http_req_app(http_req *r)
 {
 	return r->srv->a;
+}
+
+space *http_req_space(http_req *r)
+{
+	if (!r->sp)
+		r->sp = space_hold(r->srv->a);
+	return r->sp;
 }
 
 const char *http_req_method(const http_req *r)
@@ -780,6 +789,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
 		        : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
 		                                                        : " (connection closed)");
+	space_release(srv->a, r->sp);
 	if (r->pp)
 		MHD_destroy_post_processor(r->pp);
 	free_parts(r);

@@ -47,6 +47,9 @@ void http_stop(http_server *s, int grace_ms);
 /* ---- inside a handler ---------------------------------------------------- */
 
 app *http_req_app(http_req *r);
+/* The served model (space.h), held for the rest of the request: a request
+ * that began before a switch of models finishes on the old one. */
+space *http_req_space(http_req *r);
 const char *http_req_method(const http_req *r);
 /* The {id} of the route pattern; 0 when the route has none. */
 int64_t http_req_id(const http_req *r);

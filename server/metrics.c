@@ -200,6 +200,24 @@ static void put_gauges(FILE *f, const metrics_gauges *g)
 	fputs("\",model=\"", f);
 	put_label(f, g->model_id ? g->model_id : "");
 	fputs("\"} 1\n", f);
+	header(f, "clipd_migration_active", "gauge",
+	       "1 while the data directory switches to another model (label: the target).");
+	fputs("clipd_migration_active{model=\"", f);
+	put_label(f, g->migration_model ? g->migration_model : "");
+	fprintf(f, "\"} %d\n", g->migrating ? 1 : 0);
+	if (g->migration_model && *g->migration_model) {
+		header(f, "clipd_migration_items", "gauge",
+		       "A switch of models: ready items, those with the target's embedding, and those "
+		       "the target could not embed.");
+		fprintf(f, "clipd_migration_items{state=\"total\"} %lld\n", (long long)g->migration_total);
+		fprintf(f, "clipd_migration_items{state=\"done\"} %lld\n", (long long)g->migration_done);
+		fprintf(f, "clipd_migration_items{state=\"failed\"} %lld\n",
+		        (long long)g->migration_failed);
+		header(f, "clipd_migration_embedded_total", "counter",
+		       "Items embedded with the target model by this process.");
+		fprintf(f, "clipd_migration_embedded_total %llu\n",
+		        (unsigned long long)g->migration_embedded);
+	}
 	if (!g->have_store)
 		return;
 	header(f, "clipd_queue_depth", "gauge", "Items queued for indexing or being indexed.");

@@ -46,6 +46,10 @@ typedef struct metrics_gauges {
 	int64_t index_vectors[2];    /* [images, texts] */
 	const char *version;
 	const char *model_id;
+	int migrating;               /* a switch of models is under way (migrate.h) */
+	const char *migration_model; /* its target */
+	int64_t migration_total, migration_done, migration_failed;
+	uint64_t migration_embedded; /* counter: embedded with the target */
 } metrics_gauges;
 
 /* Writes every metric as exposition text. Returns a malloc'ed,

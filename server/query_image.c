@@ -19,7 +19,8 @@
  * that a flood of image queries queues for a bounded time instead of
  * decoding without bound on the connection threads. The slot is given
  * back before the encode, which waits its turn on the encode pool. */
-static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_err *err)
+static int encode_bytes(app *a, space *sp, const void *data, size_t len, float *vec,
+                        api_err *err)
 {
 	sniff_info si;
 	if (!sniff_image(data, len, &si)) {
@@ -31,7 +32,7 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 	if ((int64_t)si.width * si.height > a->cfg->max_pixels)
 		return api_fail(err, API_ETOOBIG, "image is %dx%d, over the limit of %lld pixels",
 		                si.width, si.height, (long long)a->cfg->max_pixels);
-	size_t S = (size_t)clip_model_image_size(a->model);
+	size_t S = (size_t)clip_model_image_size(sp->model);
 	float *px = malloc(3 * S * S * sizeof *px);
 	clip_err ce;
 	int rc;
@@ -43,9 +44,9 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 		                "%d images are being decoded for other requests and none finished within "
 		                "%d ms: retry later", a->cfg->max_decodes, a->cfg->decode_wait_ms);
 	}
-	rc = clip_preprocess_buffer(a->model, data, len, &a->limits, px, NULL, NULL, &ce);
+	rc = clip_preprocess_buffer(sp->model, data, len, &a->limits, px, NULL, NULL, &ce);
 	slots_give(&a->decodes);
-	rc = rc == CLIP_OK ? encode_pool_pixels(a->enc, px, vec, err) : api_from_clip(err, &ce);
+	rc = rc == CLIP_OK ? encode_pool_pixels(sp->enc, px, vec, err) : api_from_clip(err, &ce);
 	free(px);
 	return rc;
 }
@@ -53,6 +54,7 @@ static int encode_bytes(app *a, const void *data, size_t len, float *vec, api_er
 int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err *err)
 {
 	app *a = http_req_app(r);
+	space *sp = http_req_space(r);
 	int64_t image_id;
 	const char *b64;
 	int rc;
@@ -65,13 +67,13 @@ int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err
 			*found = 1;
 			if (p->len == 0)
 				return api_fail(err, API_EBADREQ, "the 'image' part is empty");
-			return encode_bytes(a, p->data, p->len, vec, err);
+			return encode_bytes(a, sp, p->data, p->len, vec, err);
 		}
 		size_t len;
 		const char *data = http_req_body(r, &len);
 		if (http_req_content_is(r, "image/") && data) {
 			*found = 1;
-			return encode_bytes(a, data, len, vec, err);
+			return encode_bytes(a, sp, data, len, vec, err);
 		}
 		return 0;
 	}
@@ -84,7 +86,7 @@ int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err
 	if (image_id) {
 		store_err se;
 		*found = 1;
-		rc = store_embedding_get(a->st, STORE_IMAGE, image_id, a->model_id, vec, a->dim, &se);
+		rc = store_embedding_get(a->st, STORE_IMAGE, image_id, sp->model_id, vec, sp->dim, &se);
 		if (rc == STORE_ENOTFOUND) {
 			store_image img;
 			if (store_image_get(a->st, image_id, &img, &se) == STORE_ENOTFOUND)
@@ -108,7 +110,7 @@ int route_query_image(http_req *r, json_t *body, float *vec, int *found, api_err
 			free(bytes);
 			return api_fail(err, API_EBADREQ, "field 'image_b64' is empty");
 		}
-		rc = encode_bytes(a, bytes, n, vec, err);
+		rc = encode_bytes(a, sp, bytes, n, vec, err);
 		free(bytes);
 		return rc;
 	}

@@ -137,10 +137,10 @@ static int check_prompts(json_t *labels, json_t *templates, api_err *err)
 
 /* Adds the embeddings of prompts [i0, i0 + n) (prompt i is label i / nt
  * in template i % nt) to the label sums lab[nl][dim], in prompt order. */
-static int encode_prompts(app *a, json_t *labels, json_t *templates, size_t i0, size_t n,
+static int encode_prompts(space *sp, json_t *labels, json_t *templates, size_t i0, size_t n,
                           float *lab, api_err *err)
 {
-	size_t nt = json_array_size(templates), dim = (size_t)a->dim;
+	size_t nt = json_array_size(templates), dim = (size_t)sp->dim;
 	char *prompts[CLASSIFY_CHUNK] = {0};
 	float *emb = malloc(n * dim * sizeof *emb);
 	int rc = 0;
@@ -154,7 +154,7 @@ static int encode_prompts(app *a, json_t *labels, json_t *templates, size_t i0, 
 			rc = api_fail(err, API_ENOMEM, "out of memory");
 			goto out;
 		}
-	if ((rc = encode_pool_texts_cached(a->enc, n, (const char *const *)prompts, emb, err)))
+	if ((rc = encode_pool_texts_cached(sp->enc, n, (const char *const *)prompts, emb, err)))
 		goto out;
 	for (size_t j = 0; j < n; j++) {
 		float *v = lab + (i0 + j) / nt * dim;
@@ -171,7 +171,7 @@ out:
 void route_classify(http_req *r)
 {
 	int64_t t0 = clock_ms();
-	app *a = http_req_app(r);
+	space *sp = http_req_space(r);
 	json_t *body = NULL, *labels, *templates, *def_templates = NULL;
 	api_err e;
 	float *img = NULL, *lab = NULL;
@@ -180,7 +180,7 @@ void route_classify(http_req *r)
 	int found;
 	int json_body = !http_req_parts(r) && !http_req_content_is(r, "image/") &&
 	                !http_req_content_is(r, "multipart/");
-	int dim = a->dim;
+	int dim = sp->dim;
 
 	if (json_body ? http_req_json(r, &body, &e) : classify_params(r, &body, &e))
 		goto fail;
@@ -218,12 +218,12 @@ void route_classify(http_req *r)
 	/* A chunk at a time: the prompts of a request are never all in
 	 * memory, and other requests' encodes run between chunks. */
 	for (size_t i0 = 0; i0 < np; i0 += CLASSIFY_CHUNK)
-		if (encode_prompts(a, labels, templates, i0, np - i0 < CLASSIFY_CHUNK ? np - i0 : CLASSIFY_CHUNK,
+		if (encode_prompts(sp, labels, templates, i0, np - i0 < CLASSIFY_CHUNK ? np - i0 : CLASSIFY_CHUNK,
 		                   lab, &e))
 			goto fail;
 	/* Prompt ensembling (CLIP paper): mean of the normalised template
 	 * embeddings of a label, normalised again. */
-	double scale = clip_model_logit_scale(a->model), maxlogit = -INFINITY, sum = 0;
+	double scale = clip_model_logit_scale(sp->model), maxlogit = -INFINITY, sum = 0;
 	for (size_t l = 0; l < nl; l++) {
 		float *v = lab + l * (size_t)dim;
 		clip_normalize(v, dim);
@@ -239,8 +239,8 @@ void route_classify(http_req *r)
 	 * sum to 1). SigLIP was trained on each pair's own sigmoid: every
 	 * label's probability stands alone (none, one or several can be
 	 * high), as transformers' zero-shot pipeline gives it. */
-	int sigmoid = clip_model_family(a->model) == CLIP_FAMILY_SIGLIP;
-	double bias = clip_model_logit_bias(a->model);
+	int sigmoid = clip_model_family(sp->model) == CLIP_FAMILY_SIGLIP;
+	double bias = clip_model_logit_bias(sp->model);
 	for (size_t l = 0; l < nl; l++) {
 		if (sigmoid) {
 			rk[l].prob = 1.0 / (1.0 + exp(-(scale * rk[l].cos + bias)));
@@ -282,12 +282,12 @@ static json_t *vec_json(const float *v, int dim)
 
 void route_embed(http_req *r)
 {
-	app *a = http_req_app(r);
+	space *sp = http_req_space(r);
 	json_t *body = NULL, *texts, *images, *out = json_object();
 	api_err e;
 	float *emb = NULL;
 	const char **tv = NULL;
-	int dim = a->dim;
+	int dim = sp->dim;
 
 	if (http_req_json(r, &body, &e) ||
 	    ju_str_array(body, "texts", 0, MAX_EMBED_TEXTS, &texts, &e) ||
@@ -314,7 +314,7 @@ void route_embed(http_req *r)
 	if (texts) {
 		for (size_t i = 0; i < nt; i++)
 			tv[i] = json_string_value(json_array_get(texts, i));
-		if (nt && encode_pool_texts(a->enc, nt, tv, emb, &e))
+		if (nt && encode_pool_texts(sp->enc, nt, tv, emb, &e))
 			goto fail;
 		json_t *arr = json_array();
 		for (size_t i = 0; i < nt; i++)
@@ -339,7 +339,7 @@ void route_embed(http_req *r)
 			json_array_append_new(arr, vec_json(v, dim));
 		}
 	}
-	json_object_set_new(out, "model", json_string(a->model_id));
+	json_object_set_new(out, "model", json_string(sp->model_id));
 	json_object_set_new(out, "dim", json_integer(dim));
 	http_reply_json(r, 200, out);
 	out = NULL;

@@ -11,6 +11,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
+#include "space.h"
 #include "thumbs.h"
 #include "worker.h"
 
@@ -211,8 +212,7 @@ void route_image_delete(http_req *r)
 		http_reply_error(r, &e);
 		return;
 	}
-	if (coll_sync(a->coll, STORE_IMAGE, &e))
-		log_error("images index sync after delete (retried later): %s", e.msg);
+	space_sync(a, STORE_IMAGE);
 	http_reply_json(r, 200, json_pack("{s:I,s:b}", "id", (json_int_t)id, "deleted", 1));
 }
 

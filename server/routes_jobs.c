@@ -3,6 +3,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
+#include "space.h"
 
 /* Failed items shown by GET /v1/jobs/{id}; more set "errors_truncated". */
 #define MAX_ERRORS 100
@@ -50,8 +51,7 @@ void route_job_get(http_req *r)
 		 * then update the index: bring the index up to date before telling
 		 * a client that the job's items can be searched. */
 		for (int k = 0; k < 2; k++)
-			if (coll_sync(a->coll, (store_kind)k, &e))
-				log_error("index sync for a finished job (retried later): %s", e.msg);
+			space_sync(a, (store_kind)k);
 	}
 	json_t *o = job_json(&j);
 	json_t *arr = json_array();

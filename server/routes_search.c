@@ -265,9 +265,10 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 {
 	app *a = http_req_app(r);
+	space *sp = http_req_space(r);
 	struct search_args s;
 	api_err e;
-	float *q = malloc((size_t)a->dim * sizeof *q);
+	float *q = malloc((size_t)sp->dim * sizeof *q);
 	float *scores = NULL;
 	int64_t *ids = NULL;
 	json_t *results = NULL;
@@ -294,14 +295,14 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 		         "missing query: give 'text', 'image_id' or 'image_b64' (or q= in the URL)");
 		goto fail;
 	}
-	if (s.text && encode_pool_texts(a->enc, 1, &s.text, q, &e))
+	if (s.text && encode_pool_texts(sp->enc, 1, &s.text, q, &e))
 		goto fail;
 
 	/* Without a filter the k + offset best are enough. With one, read a
 	 * wider window and widen it until enough match or every vector was
 	 * seen. */
 	coll_stats cs;
-	coll_get_stats(a->coll, s.kind, &cs);
+	coll_get_stats(sp->coll, s.kind, &cs);
 	int64_t want = s.k + s.offset, total = (int64_t)cs.count;
 	int64_t n = want;
 	if (s.filter) {
@@ -320,7 +321,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 			api_fail(&e, API_ENOMEM, "out of memory");
 			goto fail;
 		}
-		if (coll_search(a->coll, s.kind, q, (int)n, scores, ids, &e))
+		if (coll_search(sp->coll, s.kind, q, (int)n, scores, ids, &e))
 			goto fail;
 		/* The usable prefix: the index pads with -1, min_score cuts below. */
 		int m = 0;

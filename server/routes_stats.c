@@ -1,17 +1,21 @@
 /* routes_stats.c: the daemon's counts and state: GET /v1/stats (JSON: items,
- * model, indexes, queue, prompt cache) and GET /metrics (Prometheus: the
+ * model, indexes, queue, prompt cache, the models held and a migration's
+ * progress) and GET /metrics (Prometheus: the
  * same counts plus the request and encode counters of metrics.c). */
 #include "app.h"
 #include "clock.h"
 #include "encode_pool.h"
 #include "log.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "routes.h"
 
 void route_metrics(http_req *r)
 {
 	app *a = http_req_app(r);
-	metrics_gauges g = {.version = CLIPD_VERSION, .model_id = a->model_id};
+	space *sp = http_req_space(r);
+	metrics_gauges g = {.version = CLIPD_VERSION, .model_id = sp->model_id};
+	migrate_stats ms;
 	store_err se;
 	api_err e;
 	coll_stats cs;
@@ -23,9 +27,16 @@ void route_metrics(http_req *r)
 	if (!g.have_store)
 		log_warn("metrics: store counts left out: %s", se.msg);
 	for (int k = 0; k < 2; k++) {
-		coll_get_stats(a->coll, (store_kind)k, &cs);
+		coll_get_stats(sp->coll, (store_kind)k, &cs);
 		g.index_vectors[k] = (int64_t)cs.count;
 	}
+	migrate_get(a->mig, &ms);
+	g.migrating = ms.active;
+	g.migration_model = ms.to_id;
+	g.migration_total = ms.total;
+	g.migration_done = ms.done;
+	g.migration_failed = ms.failed;
+	g.migration_embedded = ms.embedded;
 	char *text = metrics_render(&g, &len);
 	if (!text) {
 		api_fail(&e, API_ENOMEM, "out of memory");
@@ -35,17 +46,37 @@ void route_metrics(http_req *r)
 	http_reply_data(r, 200, text, len, 1, "text/plain; version=0.0.4; charset=utf-8");
 }
 
-static json_t *index_json(app *a, store_kind kind)
+static json_t *index_json(space *sp, store_kind kind)
 {
 	coll_stats cs;
-	coll_get_stats(a->coll, kind, &cs);
+	coll_get_stats(sp->coll, kind, &cs);
 	return json_pack("{s:s,s:s,s:I,s:I,s:I}", "kind", cs.kind, "factory", cs.factory, "count",
 	                 (json_int_t)cs.count, "dead", (json_int_t)cs.dead, "seq", (json_int_t)cs.seq);
+}
+
+/* Every model the process holds: the served one, and during a switch of
+ * models the target with its progress. */
+static json_t *models_json(app *a, space *sp)
+{
+	migrate_stats ms;
+	json_t *arr = json_array();
+	migrate_get(a->mig, &ms);
+	json_array_append_new(arr, json_pack("{s:s,s:i,s:s}", "id", sp->model_id, "dim", sp->dim,
+	                                     "state", "serving"));
+	if (ms.active)
+		json_array_append_new(
+		    arr, json_pack("{s:s,s:i,s:s,s:f,s:I,s:I,s:I,s:I}", "id", ms.to_id, "dim", ms.to_dim,
+		                   "state", "migrating", "progress",
+		                   ms.total ? (double)ms.done / (double)ms.total : 0.0, "done",
+		                   (json_int_t)ms.done, "total", (json_int_t)ms.total, "failed",
+		                   (json_int_t)ms.failed, "job", (json_int_t)ms.job_id));
+	return arr;
 }
 
 void route_stats(http_req *r)
 {
 	app *a = http_req_app(r);
+	space *sp = http_req_space(r);
 	store_err se;
 	api_err e;
 	int64_t total, ready, texts, depth;
@@ -60,15 +91,16 @@ void route_stats(http_req *r)
 	    "{s:{s:I,s:I},s:{s:I},s:{s:s,s:s,s:i,s:i,s:f,s:f,s:s},s:{s:o,s:o},s:I,s:i,s:I,s:I,s:I}", "images",
 	    "total",
 	    (json_int_t)total, "ready", (json_int_t)ready, "texts", "total", (json_int_t)texts,
-	    "model", "id", a->model_id, "family", clip_family_name(clip_model_family(a->model)), "dim",
-	    a->dim, "image_size", clip_model_image_size(a->model), "logit_scale",
-	    (double)clip_model_logit_scale(a->model), "logit_bias",
-	    (double)clip_model_logit_bias(a->model), "precision",
-	    clip_precision_name(clip_model_precision(a->model)), "index", "images",
-	    index_json(a, STORE_IMAGE), "texts", index_json(a, STORE_TEXT), "queue_depth",
+	    "model", "id", sp->model_id, "family", clip_family_name(clip_model_family(sp->model)),
+	    "dim", sp->dim, "image_size", clip_model_image_size(sp->model), "logit_scale",
+	    (double)clip_model_logit_scale(sp->model), "logit_bias",
+	    (double)clip_model_logit_bias(sp->model), "precision",
+	    clip_precision_name(clip_model_precision(sp->model)), "index", "images",
+	    index_json(sp, STORE_IMAGE), "texts", index_json(sp, STORE_TEXT), "queue_depth",
 	    (json_int_t)depth, "workers", a->cfg->workers, "uptime_ms",
 	    (json_int_t)(clock_ms() - a->started_ms), "prompt_cache",
-	    (json_int_t)encode_pool_cache_size(a->enc), "prompt_cache_bytes",
-	    (json_int_t)encode_pool_cache_bytes(a->enc));
+	    (json_int_t)encode_pool_cache_size(sp->enc), "prompt_cache_bytes",
+	    (json_int_t)encode_pool_cache_bytes(sp->enc));
+	json_object_set_new(o, "models", models_json(a, sp));
 	http_reply_json(r, 200, o);
 }

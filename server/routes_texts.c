@@ -8,6 +8,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
+#include "space.h"
 #include "worker.h"
 
 #define MAX_TEXTS 10000
@@ -137,7 +138,6 @@ void route_text_delete(http_req *r)
 		http_reply_error(r, &e);
 		return;
 	}
-	if (coll_sync(a->coll, STORE_TEXT, &e))
-		log_error("texts index sync after delete (retried later): %s", e.msg);
+	space_sync(a, STORE_TEXT);
 	http_reply_json(r, 200, json_pack("{s:I,s:b}", "id", (json_int_t)http_req_id(r), "deleted", 1));
 }

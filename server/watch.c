@@ -49,6 +49,7 @@
 #include "log.h"
 #include "safepath.h"
 #include "thumbs.h"
+#include "space.h"
 #include "watch.h"
 
 #define DEBOUNCE_MS 1000
@@ -203,8 +204,7 @@ static int record(watcher *w, const char *path, const struct pending *seen, int6
 	if (dropped) {
 		log_info("watch: image %lld removed (%s %s)", (long long)dropped, path,
 		         seen ? "changed" : "is gone");
-		if (coll_sync(a->coll, STORE_IMAGE, &ae))
-			log_error("images index sync after a watched file went (retried later): %s", ae.msg);
+		space_sync(a, STORE_IMAGE);
 	}
 	return 0;
 }

@@ -54,7 +54,9 @@
  *   indexes, which heals an index whose sync failed after a store write.
  *   Worker 0's decoder, when idle, also writes the snapshots of changed
  *   indexes every SNAPSHOT_EVERY_MS, so a kill -9 leaves little to catch up
- *   at start-up.
+ *   at start-up, and deletes the embeddings of a model switched away from
+ *   (migrate.c), PRUNE_BATCH rows per transaction for PRUNE_SLICE_MS per
+ *   idle wake-up: the bulk delete never holds the store's writer for long.
  * - Stop: `stop` is set and everyone is woken. A decoder claims nothing
  *   more: it finishes the batch it is preparing, marks itself done and
  *   exits; its encoder drains every full slot (at most two batches: the one
@@ -70,12 +72,17 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "space.h"
 #include "worker.h"
 
 #define IDLE_MS 1000
 #define SYNC_EVERY_MS 5000
 /* Snapshots while running bound the catch-up after a crash. */
 #define SNAPSHOT_EVERY_MS (10 * 60 * 1000)
+/* Pruning a switched-away model's embeddings: rows per transaction, and
+ * the most time one idle tick gives it. */
+#define PRUNE_BATCH 1000
+#define PRUNE_SLICE_MS 200
 
 enum slot_state { SLOT_FREE, SLOT_FULL };
 
@@ -109,16 +116,24 @@ struct worker {
 	clip_ctx *ctx;
 	float *emb;         /* [batch][dim] */
 	store_embedding_item *put; /* [batch] */
+	int64_t *release;   /* [batch] work ids to give back (ESTALE) */
 };
 
 struct worker_pool {
 	app *a;
+	space *sp;          /* the model the workers embed with: read by their
+	                     * threads, written only while none runs
+	                     * (worker_pool_retarget) */
 	int n, batch;
 	struct worker *w;   /* [n] */
 	pthread_mutex_t mu; /* see DESIGN */
 	pthread_cond_t idle, progress;
 	int stop;
 	uint64_t kicks;
+	int prune_pending;  /* worker 0's decoder's: embeddings of an old model
+	                     * may be left (store_embeddings_prune); set before
+	                     * the threads start */
+	int64_t pruned;
 };
 
 static void deadline_in(struct timespec *ts, int ms)
@@ -167,8 +182,8 @@ static int read_rows(struct worker *w, struct slot *sl)
 static void prepare_images(struct worker *w, struct slot *sl)
 {
 	app *a = w->wp->a;
-	size_t S3 = (size_t)3 * (size_t)clip_model_image_size(a->model) *
-	            (size_t)clip_model_image_size(a->model);
+	const clip_model *m = w->wp->sp->model;
+	size_t S3 = (size_t)3 * (size_t)clip_model_image_size(m) * (size_t)clip_model_image_size(m);
 	if (read_rows(w, sl))
 		return;
 	for (size_t i = 0; i < sl->n; i++) {
@@ -180,7 +195,7 @@ static void prepare_images(struct worker *w, struct slot *sl)
 			continue; /* deleted: its job item is failed already */
 		blobs_path(a->blobs, img->sha256, path, sizeof path);
 		int wd = 0, ht = 0;
-		int rc = clip_preprocess_file(a->model, path, &a->limits,
+		int rc = clip_preprocess_file(m, path, &a->limits,
 		                              sl->pixels + (size_t)sl->nkeep * S3, &wd, &ht, &ce);
 		if (rc != CLIP_OK) {
 			fail_item(a, wk, ce.msg);
@@ -199,7 +214,8 @@ static void prepare_images(struct worker *w, struct slot *sl)
 static void prepare_texts(struct worker *w, struct slot *sl)
 {
 	app *a = w->wp->a;
-	size_t C = (size_t)clip_model_context(a->model);
+	const clip_model *m = w->wp->sp->model;
+	size_t C = (size_t)clip_model_context(m);
 	if (read_rows(w, sl))
 		return;
 	for (size_t i = 0; i < sl->n; i++) {
@@ -208,7 +224,7 @@ static void prepare_texts(struct worker *w, struct slot *sl)
 		clip_err ce;
 		if (t->id == 0)
 			continue;
-		if (clip_tokenize(a->model, t->text, sl->ids + (size_t)sl->nkeep * C, NULL, &ce) !=
+		if (clip_tokenize(m, t->text, sl->ids + (size_t)sl->nkeep * C, NULL, &ce) !=
 		    CLIP_OK)
 			fail_item(a, wk, ce.msg);
 		else
@@ -237,22 +253,45 @@ static size_t claim(struct worker *w, struct slot *sl)
 	return n;
 }
 
+/* Deletes embeddings of a model the data directory switched away from, for
+ * at most PRUNE_SLICE_MS: the workers' lowest-priority work, done only
+ * when they have nothing else. */
+static void prune_some(worker_pool *wp)
+{
+	int64_t t0 = clock_ms(), n = 0;
+	int done = 0;
+	store_err se;
+	while (!done && clock_ms() - t0 < PRUNE_SLICE_MS) {
+		if (store_embeddings_prune(wp->a->st, PRUNE_BATCH, &n, &done, &se) != STORE_OK) {
+			log_error("deleting unused embeddings (retried): %s", se.msg);
+			return;
+		}
+		wp->pruned += n;
+	}
+	if (done) {
+		wp->prune_pending = 0;
+		if (wp->pruned)
+			log_info("deleted %lld embeddings of models no longer used", (long long)wp->pruned);
+	}
+}
+
 /* Nothing to claim: periodic upkeep, then a wait for a kick, a stop or
  * IDLE_MS. */
 static void idle(struct worker *w, uint64_t seen, int64_t *last_sync, int64_t *last_save)
 {
 	worker_pool *wp = w->wp;
-	app *a = wp->a;
 	if (clock_ms() - *last_sync >= SYNC_EVERY_MS) {
 		api_err ae;
 		for (int k = 0; k < 2; k++)
-			if (coll_sync(a->coll, (store_kind)k, &ae))
+			if (coll_sync(wp->sp->coll, (store_kind)k, &ae))
 				log_error("periodic index sync: %s", ae.msg);
 		*last_sync = clock_ms();
 	}
+	if (w == &wp->w[0] && wp->prune_pending)
+		prune_some(wp);
 	if (w == &wp->w[0] && clock_ms() - *last_save >= SNAPSHOT_EVERY_MS) {
 		api_err ae;
-		coll_save_changed(a->coll, &ae); /* failures are logged */
+		coll_save_changed(wp->sp->coll, &ae); /* failures are logged */
 		*last_save = clock_ms();
 	}
 	struct timespec dl;
@@ -318,12 +357,13 @@ static void *decoder_main(void *arg)
 static void commit_batch(struct worker *w, const struct slot *sl)
 {
 	app *a = w->wp->a;
+	space *sp = w->wp->sp;
 	store_err se;
 	api_err ae;
 	for (int j = 0; j < sl->nkeep; j++) {
 		const store_work *wk = &sl->work[sl->keep[j]];
-		float *v = w->emb + (size_t)j * (size_t)a->dim;
-		clip_normalize(v, a->dim);
+		float *v = w->emb + (size_t)j * (size_t)sp->dim;
+		clip_normalize(v, sp->dim);
 		w->put[j] = (store_embedding_item){
 			.item_id = wk->item_id,
 			.work_id = wk->work_id,
@@ -332,8 +372,19 @@ static void commit_batch(struct worker *w, const struct slot *sl)
 			.vec = v,
 		};
 	}
-	if (store_embeddings_put_many(a->st, sl->kind, a->model_id, a->dim, w->put,
-	                              (size_t)sl->nkeep, &se) != STORE_OK) {
+	int rc = store_embeddings_put_many(a->st, sl->kind, sp->model_id, sp->dim, w->put,
+	                                   (size_t)sl->nkeep, &se);
+	if (rc == STORE_ESTALE) {
+		/* The data directory switched models while this batch was
+		 * encoded (migrate.c): the items go back to the queue for the
+		 * workers of the new model. */
+		for (int j = 0; j < sl->nkeep; j++)
+			w->release[j] = sl->work[sl->keep[j]].work_id;
+		if (store_work_release(a->st, w->release, (size_t)sl->nkeep, &se) != STORE_OK)
+			log_error("returning items to the queue (requeued at start-up): %s", se.msg);
+		return;
+	}
+	if (rc != STORE_OK) {
 		/* Nothing was written: the items fail with the reason. */
 		for (int j = 0; j < sl->nkeep; j++)
 			fail_item(a, &sl->work[sl->keep[j]], se.msg);
@@ -342,7 +393,7 @@ static void commit_batch(struct worker *w, const struct slot *sl)
 	int ncommit = 0;
 	for (int j = 0; j < sl->nkeep; j++)
 		ncommit += w->put[j].stored; /* 0: deleted while we worked, its job item failed */
-	if (ncommit && coll_sync(a->coll, sl->kind, &ae))
+	if (ncommit && coll_sync(sp->coll, sl->kind, &ae))
 		log_error("%s index sync failed (retried later): %s",
 		          sl->kind == STORE_IMAGE ? "images" : "texts", ae.msg);
 }
@@ -408,6 +459,8 @@ static void *encoder_main(void *arg)
 
 /* ---- the pool ------------------------------------------------------------- */
 
+static void halt_threads(worker_pool *wp);
+
 static void free_worker(struct worker *w)
 {
 	clip_ctx_free(w->ctx);
@@ -424,25 +477,29 @@ static void free_worker(struct worker *w)
 	free(w->imgs);
 	free(w->texts);
 	free(w->put);
+	free(w->release);
 	if (w->sync_ready) {
 		pthread_mutex_destroy(&w->mu);
 		pthread_cond_destroy(&w->cv);
 	}
+	worker_pool *wp = w->wp;
+	memset(w, 0, sizeof *w);
+	w->wp = wp;
 }
 
 /* Buffers and context of one worker; non-zero on failure (what was made is
  * released by free_worker). */
 static int init_worker(worker_pool *wp, struct worker *w, api_err *err)
 {
-	app *a = wp->a;
+	const clip_model *m = wp->sp->model;
 	size_t B = (size_t)wp->batch;
-	size_t S = (size_t)clip_model_image_size(a->model), C = (size_t)clip_model_context(a->model);
+	size_t S = (size_t)clip_model_image_size(m), C = (size_t)clip_model_context(m);
 	clip_err ce;
 	w->wp = wp;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	w->sync_ready = 1;
-	if (clip_ctx_new(a->model, wp->batch, &w->ctx, &ce) != CLIP_OK)
+	if (clip_ctx_new(m, wp->batch, &w->ctx, &ce) != CLIP_OK)
 		return api_from_clip(err, &ce);
 	int fail = 0;
 	for (int k = 0; k < 2; k++) {
@@ -454,40 +511,31 @@ static int init_worker(worker_pool *wp, struct worker *w, api_err *err)
 		sl->wh = malloc(B * 2 * sizeof *sl->wh);
 		fail |= !sl->pixels || !sl->ids || !sl->work || !sl->keep || !sl->wh;
 	}
-	w->emb = malloc(B * (size_t)a->dim * sizeof *w->emb);
+	w->emb = malloc(B * (size_t)wp->sp->dim * sizeof *w->emb);
 	w->item_ids = malloc(B * sizeof *w->item_ids);
 	w->imgs = calloc(B, sizeof *w->imgs);
 	w->texts = calloc(B, sizeof *w->texts);
 	w->put = malloc(B * sizeof *w->put);
-	if (fail || !w->emb || !w->item_ids || !w->imgs || !w->texts || !w->put)
+	w->release = malloc(B * sizeof *w->release);
+	if (fail || !w->emb || !w->item_ids || !w->imgs || !w->texts || !w->put || !w->release)
 		return api_fail(err, API_ENOMEM, "out of memory");
 	return 0;
 }
 
-int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
+/* Sizes every worker for wp->sp and starts its threads; on failure what
+ * was started is halted and freed (halt_threads). */
+static int start_threads(worker_pool *wp, api_err *err)
 {
-	worker_pool *wp = calloc(1, sizeof *wp);
 	int rc = 0;
-	*out = NULL;
-	if (!wp || !(wp->w = calloc((size_t)n, sizeof *wp->w))) {
-		free(wp);
-		return api_fail(err, API_ENOMEM, "out of memory");
-	}
-	wp->a = a;
-	wp->n = n;
-	wp->batch = batch;
-	pthread_mutex_init(&wp->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&wp->idle, &ca);
-	pthread_cond_init(&wp->progress, &ca);
-	pthread_condattr_destroy(&ca);
-
-	for (int i = 0; i < n; i++)
+	wp->stop = 0;
+	wp->prune_pending = 1; /* cheap to find there is nothing */
+	wp->pruned = 0;
+	for (int i = 0; i < wp->n; i++) {
+		wp->w[i].wp = wp;
 		if ((rc = init_worker(wp, &wp->w[i], err)))
 			goto out;
-	for (int i = 0; i < n; i++) {
+	}
+	for (int i = 0; i < wp->n; i++) {
 		struct worker *w = &wp->w[i];
 		if (pthread_create(&w->enc_th, NULL, encoder_main, w) != 0) {
 			rc = api_fail(err, API_EINTERNAL, "cannot start a worker thread");
@@ -505,11 +553,47 @@ int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err)
 		}
 		w->dec_started = 1;
 	}
+	return 0;
+out:
+	halt_threads(wp);
+	return rc;
+}
+
+int worker_pool_start(app *a, space *sp, int n, int batch, worker_pool **out, api_err *err)
+{
+	worker_pool *wp = calloc(1, sizeof *wp);
+	int rc = 0;
+	*out = NULL;
+	if (!wp || !(wp->w = calloc((size_t)n, sizeof *wp->w))) {
+		free(wp);
+		return api_fail(err, API_ENOMEM, "out of memory");
+	}
+	wp->a = a;
+	wp->sp = sp;
+	wp->n = n;
+	wp->batch = batch;
+	pthread_mutex_init(&wp->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&wp->idle, &ca);
+	pthread_cond_init(&wp->progress, &ca);
+	pthread_condattr_destroy(&ca);
+
+	if ((rc = start_threads(wp, err)))
+		goto out;
 	*out = wp;
 	wp = NULL;
 out:
 	worker_pool_stop(wp);
 	return rc;
+}
+
+int worker_pool_retarget(worker_pool *wp, space *sp, api_err *err)
+{
+	halt_threads(wp);
+	wp->sp = sp;
+	return start_threads(wp, err);
 }
 
 void worker_pool_kick(worker_pool *wp)
@@ -532,10 +616,8 @@ int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_
 		if (job->state == STORE_JOB_DONE) {
 			/* Its last embeddings may be committed but not yet in the
 			 * index (see DESIGN). */
-			api_err ae;
 			for (int k = 0; k < 2; k++)
-				if (coll_sync(wp->a->coll, (store_kind)k, &ae))
-					log_error("index sync for a finished job (retried later): %s", ae.msg);
+				space_sync(wp->a, (store_kind)k);
 			*done = 1;
 			return 0;
 		}
@@ -552,10 +634,10 @@ int worker_pool_wait_job(worker_pool *wp, int64_t job_id, int timeout_ms, store_
 	}
 }
 
-void worker_pool_stop(worker_pool *wp)
+/* Stops every worker after the batches in hand, joins its threads and
+ * frees its buffers; the pool itself (its mutex, kicks, waiters) stays. */
+static void halt_threads(worker_pool *wp)
 {
-	if (!wp)
-		return;
 	pthread_mutex_lock(&wp->mu);
 	wp->stop = 1;
 	pthread_cond_broadcast(&wp->idle);
@@ -571,6 +653,13 @@ void worker_pool_stop(worker_pool *wp)
 			pthread_join(wp->w[i].enc_th, NULL);
 		free_worker(&wp->w[i]);
 	}
+}
+
+void worker_pool_stop(worker_pool *wp)
+{
+	if (!wp)
+		return;
+	halt_threads(wp);
 	pthread_mutex_destroy(&wp->mu);
 	pthread_cond_destroy(&wp->idle);
 	pthread_cond_destroy(&wp->progress);

@@ -9,8 +9,8 @@
  * while one is encoded. An item that cannot be decoded or encoded fails
  * with its reason.
  *
- * Thread-safety: start and stop from main only; kick and wait_job from any
- * thread.
+ * Thread-safety: start and stop from main only, retarget from the one
+ * thread that switches models; kick and wait_job from any thread.
  */
 #ifndef CLIPD_WORKER_H
 #define CLIPD_WORKER_H
@@ -20,8 +20,16 @@
 #include "app.h"
 #include "errors.h"
 
-/* Starts n workers, each with its own clip_ctx for batches of batch. */
-int worker_pool_start(app *a, int n, int batch, worker_pool **out, api_err *err);
+/* Starts n workers on space sp (its model, fingerprint and indexes), each
+ * with its own clip_ctx for batches of batch. */
+int worker_pool_start(app *a, space *sp, int n, int batch, worker_pool **out, api_err *err);
+
+/* After a switch of models: stops the workers after the batches in hand
+ * (whose commits the store now refuses, STORE_ESTALE: their items go back
+ * to the queue), then starts them again on sp. The pool stays the same
+ * handle, so kick and wait_job callers are not disturbed. From the one
+ * thread that switches; non-zero when the workers cannot start again. */
+int worker_pool_retarget(worker_pool *wp, space *sp, api_err *err);
 
 /* Wakes idle workers: new work was queued. */
 void worker_pool_kick(worker_pool *wp);

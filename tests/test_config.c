@@ -444,6 +444,7 @@ static void t_int_ranges(void)
 		{"thumb-wait-ms", "CLIPD_THUMB_WAIT_MS", 0, 600000},
 		{"max-decodes", "CLIPD_MAX_DECODES", 1, 1024},
 		{"decode-wait-ms", "CLIPD_DECODE_WAIT_MS", 0, 600000},
+		{"migration-pause-ms", "CLIPD_MIGRATION_PAUSE_MS", 0, 60000},
 	};
 	clear_env();
 	config c;
@@ -635,12 +636,12 @@ static void t_help(void)
 {
 	clear_env();
 	static const char *const names[] = {
-		"config", "model", "data", "listen", "api-key", "api-key-file", "api-key-reads",
+		"config", "model", "data", "old-model", "listen", "api-key", "api-key-file", "api-key-reads",
 		"workers", "batch", "encoders", "index", "allow-root", "watch", "rescan-seconds",
 		"max-body-mb", "max-pixels", "max-queue", "timeout", "header-timeout",
 		"max-connections", "max-connections-per-ip", "allow-host", "allow-origin",
-		"thumb-cache-mb", "thumb-wait-ms", "max-decodes", "decode-wait-ms", "fast-decode",
-		"precision", "log-level", "help",
+		"thumb-cache-mb", "thumb-wait-ms", "max-decodes", "decode-wait-ms",
+		"migration-pause-ms", "fast-decode", "precision", "log-level", "help",
 	};
 	char *text = NULL;
 	size_t len = 0;

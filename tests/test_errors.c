@@ -52,6 +52,7 @@ static const struct row {
 	{ERR_STORE, STORE_EBUSY, 503, "busy"},
 	{ERR_STORE, STORE_ENOMEM, 500, "out_of_memory"},
 	{ERR_STORE, STORE_EINTERNAL, 500, "internal"},
+	{ERR_STORE, STORE_ESTALE, 503, "busy"},
 	{ERR_CLIP, CLIP_EINVAL, 400, "bad_request"},
 	{ERR_CLIP, CLIP_EIO, 500, "internal"},
 	{ERR_CLIP, CLIP_EMODEL, 500, "internal"},
@@ -73,7 +74,7 @@ static const struct row {
 #define NTABLE (sizeof table / sizeof *table)
 
 /* The last code of each domain. */
-static const int last_code[] = {API_ENOMEM, STORE_EINTERNAL, CLIP_ELIMIT, VIDX_EFAISS};
+static const int last_code[] = {API_ENOMEM, STORE_ESTALE, CLIP_ELIMIT, VIDX_EFAISS};
 
 static const char *const secrets[] = {"/srv/clipd-data", "/opt/models/clip-vit"};
 

@@ -1242,6 +1242,113 @@ static void t_kv(void)
 	store_close(s);
 }
 
+/* Switching models (store_models.c): the work listing, the coverage, the
+ * switch refused while an item lacks the target's embedding, then made in
+ * one transaction that a reopen (a crash right after it) sees; old-model
+ * writes refused after it (STORE_ESTALE); claims given back. */
+static void t_model_switch(void)
+{
+	store *s = open_fresh("switch.db");
+	store_err err;
+	REQUIRE(s);
+	float a[4] = {1, 0, 0, 0}, b[6] = {0, 1, 0, 0, 0, 0};
+	int64_t ids[5], text, job, missing = -1, ready, have;
+	size_t n;
+	for (int i = 0; i < 5; i++) {
+		REQUIRE((ids[i] = add_image(s, 500 + i)) > 0);
+		CHECK(store_embedding_put(s, STORE_IMAGE, ids[i], "A", a, 4, NULL, &err) == STORE_OK);
+	}
+	REQUIRE(store_text_insert(s, "t", NULL, &text, &err) == STORE_OK);
+	CHECK(store_embedding_put(s, STORE_TEXT, text, "A", a, 4, NULL, &err) == STORE_OK);
+	REQUIRE(store_kv_set(s, "model.id", "A", &err) == STORE_OK);
+	/* B is not named yet: its embeddings are refused. */
+	CHECK(store_embedding_put(s, STORE_IMAGE, ids[0], "B", b, 6, NULL, &err) == STORE_ESTALE);
+	REQUIRE(store_kv_set(s, "migration.model.id", "B", &err) == STORE_OK);
+	REQUIRE(store_job_create_counted(s, "model_migration", &job, &err) == STORE_OK);
+
+	int64_t got[8];
+	CHECK(store_missing_embeddings(s, STORE_IMAGE, "B", 0, got, 3, &n, &err) == STORE_OK &&
+	      n == 3 && got[0] == ids[0] && got[2] == ids[2]);
+	CHECK(store_missing_embeddings(s, STORE_IMAGE, "B", ids[2], got, 8, &n, &err) == STORE_OK &&
+	      n == 2 && got[0] == ids[3]);
+	for (int i = 0; i < 4; i++)
+		CHECK(store_embedding_put(s, STORE_IMAGE, ids[i], "B", b, 6, NULL, &err) == STORE_OK);
+	CHECK(store_model_coverage(s, "B", &ready, &have, &err) == STORE_OK && ready == 6 &&
+	      have == 4);
+	/* Two items (an image and the text) still lack B: no switch. */
+	CHECK(store_model_switch(s, "B", "/models/b", 6, job, &missing, &err) == STORE_OK &&
+	      missing == 2);
+	char *v = NULL;
+	CHECK(store_kv_get(s, "model.id", &v, &err) == STORE_OK && !strcmp(v, "A"));
+	free(v);
+	/* A deleted item leaves both models' embeddings. */
+	CHECK(store_image_delete(s, ids[4], &err) == STORE_OK);
+	CHECK(store_embedding_put(s, STORE_TEXT, text, "B", b, 6, NULL, &err) == STORE_OK);
+	CHECK(store_model_switch(s, "B", "/models/b", 6, job, &missing, &err) == STORE_OK &&
+	      missing == 0);
+	store_close(s);
+
+	/* Reopened, as after a crash right after the commit. */
+	char p[512];
+	path_of(p, sizeof p, "switch.db");
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	v = NULL;
+	CHECK(store_kv_get(s, "model.id", &v, &err) == STORE_OK && !strcmp(v, "B"));
+	free(v);
+	v = NULL;
+	CHECK(store_kv_get(s, "model.dir", &v, &err) == STORE_OK && !strcmp(v, "/models/b"));
+	free(v);
+	v = NULL;
+	CHECK(store_kv_get(s, "migration.model.id", &v, &err) == STORE_ENOTFOUND);
+	float back[6];
+	/* A's embeddings are unused now, and pruned a batch at a time. */
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "A", back, 4, &err) == STORE_OK);
+	int64_t pruned = 0, np;
+	int done = 0, calls = 0;
+	while (!done && calls++ < 10) {
+		CHECK(store_embeddings_prune(s, 2, &np, &done, &err) == STORE_OK && np <= 2);
+		pruned += np;
+	}
+	CHECK(done && pruned == 5); /* 4 images and the text; the deleted image had none left */
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "A", back, 4, &err) == STORE_ENOTFOUND);
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "B", back, 6, &err) == STORE_OK);
+	CHECK(store_embeddings_prune(s, 2, &np, &done, &err) == STORE_OK && done && np == 0);
+	CHECK(store_model_coverage(s, "B", &ready, &have, &err) == STORE_OK && ready == 5 &&
+	      have == 5);
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.state == STORE_JOB_DONE && j.total == 5 && j.done == 5 &&
+	      !strcmp(j.kind, "model_migration"));
+	store_job_clear(&j);
+	/* A worker still on A: refused, nothing written. */
+	CHECK(store_embedding_put(s, STORE_IMAGE, ids[1], "A", a, 4, NULL, &err) == STORE_ESTALE);
+	store_embedding_item it = {.item_id = ids[1], .vec = a};
+	CHECK(store_embeddings_put_many(s, STORE_IMAGE, "A", 4, &it, 1, &err) == STORE_ESTALE &&
+	      it.stored == 0);
+
+	/* Claims given back are queued again, their attempt not counted. */
+	int64_t qjob, img;
+	REQUIRE(store_job_create(s, "upload", &qjob, &err) == STORE_OK);
+	store_image im = {.mime = "image/png", .bytes = 1};
+	sha_of(im.sha256, 777);
+	REQUIRE(store_image_insert_queued(s, &im, qjob, &img, &err) == STORE_OK);
+	store_work w[2];
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 2, &n, &err) == STORE_OK && n == 1);
+	CHECK(w[0].attempts == 1);
+	CHECK(store_work_release(s, &w[0].work_id, 1, &err) == STORE_OK);
+	REQUIRE(store_work_claim(s, STORE_IMAGE, w, 2, &n, &err) == STORE_OK && n == 1);
+	CHECK(w[0].attempts == 1);
+
+	/* The model itself is never pruned, even when marked. */
+	CHECK(store_kv_set(s, "prune.B", "1", &err) == STORE_OK);
+	CHECK(store_embeddings_prune(s, 100, &np, &done, &err) == STORE_OK && np == 0);
+	CHECK(store_embeddings_prune(s, 100, &np, &done, &err) == STORE_OK && done);
+	CHECK(store_embedding_get(s, STORE_IMAGE, ids[0], "B", back, 6, &err) == STORE_OK);
+	CHECK(store_kv_delete(s, "model.dir", &err) == STORE_OK &&
+	      store_kv_get(s, "model.dir", &v, &err) == STORE_ENOTFOUND);
+	store_close(s);
+}
+
 struct reader_arg {
 	store *s;
 	int errors;
@@ -1600,6 +1707,7 @@ int main(void)
 	TAP_RUN(t_watch_spares_pinned);
 	TAP_RUN(t_migration_pins_from_v2);
 	TAP_RUN(t_kv);
+	TAP_RUN(t_model_switch);
 	TAP_RUN(t_readers_alongside_writer);
 	TAP_RUN(t_bad_arguments);
 	TAP_RUN(t_helper_read_errors);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end: stopping and crashing. SIGTERM while a request is in flight
 (it completes), the index snapshots written at exit and loaded at restart
-with the same answers, another model refused on the same data directory,
+with the same answers, a wrong --old-model refused on the same data directory,
 and kill -9 twice during bulk ingest: every acknowledged image is stored
 and indexed after restart, none twice.
 
@@ -26,6 +26,7 @@ def test_sigterm_restart(tmp):
     ref = e2e.reference_daemon(tmp, "lifecycle")
     d, texts = ref.d, ref.texts
     try:
+        model_id = d.get("/v1/stats").json["model"]["id"]
         before = [x["id"] for x in d.post("/v1/search", {"text": texts[4], "k": 50}).json["results"]]
 
         # SIGTERM while a request is in flight: the request still completes.
@@ -58,8 +59,9 @@ def test_sigterm_restart(tmp):
         rc = d.stop(signal.SIGTERM)
     log = d.log()
     ok(rc == 0, "SIGTERM: exit status 0", "exit %s\n%s" % (rc, log[-2000:]))
-    ok("saved snapshot" in log and os.path.exists(os.path.join(d.data, "index", "images.vidx"))
-       and os.path.exists(os.path.join(d.data, "index", "texts.vidx")),
+    index_dir = os.path.join(d.data, "index", model_id)  # one directory per model
+    ok("saved snapshot" in log and os.path.exists(os.path.join(index_dir, "images.vidx"))
+       and os.path.exists(os.path.join(index_dir, "texts.vidx")),
        "SIGTERM writes both index snapshots", log[-2000:])
 
     # Restart on the same data: snapshots load.
@@ -78,19 +80,21 @@ def test_sigterm_restart(tmp):
     finally:
         ok(d.stop() == 0, "second SIGTERM: exit 0")
 
-    # The same data directory with another model is refused.
+    # Another model on the same data directory migrates to it (test_migrate.py),
+    # which needs the data directory's model: an --old-model that is not it is
+    # refused, saying what to pass.
     if MKMODEL:
         other = os.path.join(tmp, "other-model")
         subprocess.run([MKMODEL, "--preset", "tiny", "--out", other], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        o = Daemon("other", d.data, model=other)
+        o = Daemon("other", d.data, model=other, extra=["--old-model", other])
         started = o.start(expect_fail=True, timeout=60)
         if started:
             o.stop()
         rc = o.proc.wait() if o.proc else None
         log = o.log()
-        ok(not started and "new --data directory" in log,
-           "another model on the same data directory is refused with how to re-embed", log)
+        ok(not started and rc == 2 and "Pass --old-model DIR" in log,
+           "another model with a wrong --old-model is refused with what to pass (exit 2)", log)
 
 
 def test_kill9(tmp):

@@ -24,6 +24,7 @@
 
 #include "app.h"
 #include "clock.h"
+#include "space.h"
 #include "config.h"
 #include "fingerprint.h"
 #include "fuzz_daemon.h"
@@ -68,13 +69,13 @@ static void stop_daemon(void)
 	atomic_store(&d.a.stopping, 1);
 	http_stop(d.http, 5000);
 	worker_pool_stop(d.a.workers);
-	if (d.a.coll)
-		coll_save(d.a.coll, &ae);
-	coll_close(d.a.coll);
-	encode_pool_close(d.a.enc);
+	if (d.a.sp && d.a.sp->coll)
+		coll_save(d.a.sp->coll, &ae);
+	space_close(d.a.sp);
 	blobs_close(d.a.blobs);
-	clip_model_close(d.a.model);
 	store_close(d.a.st);
+	pthread_mutex_destroy(&d.a.space_mu);
+	pthread_cond_destroy(&d.a.space_cv);
 	config_free(&d.cfg);
 	nftw(d.tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	d.started = 0;
@@ -411,7 +412,6 @@ void fuzz_daemon_start(void)
 {
 	char model[4200], path[4300], msg[512];
 	store_err se;
-	clip_err ce;
 	api_err ae;
 	if (d.started)
 		return;
@@ -442,6 +442,8 @@ void fuzz_daemon_start(void)
 	log_set_level(d.cfg.log_level);
 
 	memset(&d.a, 0, sizeof d.a);
+	pthread_mutex_init(&d.a.space_mu, NULL);
+	pthread_cond_init(&d.a.space_cv, NULL);
 	d.a.cfg = &d.cfg;
 	d.a.started_ms = clock_ms();
 	atomic_init(&d.a.stopping, 0);
@@ -453,31 +455,27 @@ void fuzz_daemon_start(void)
 	snprintf(path, sizeof path, "%s/clipd.db", d.cfg.data_dir);
 	if (store_open(path, 0, &d.a.st, &se) != STORE_OK)
 		die("store", se.msg);
-	clip_options mo = {d.cfg.precision};
-	if (clip_model_open_opts(d.cfg.model_dir, &mo, &d.a.model, &ce) != CLIP_OK)
-		die("model", ce.msg);
-	if (fingerprint_model(d.cfg.model_dir, d.a.model_id, sizeof d.a.model_id, &ae))
-		die("fingerprint", ae.msg);
-	d.a.dim = clip_model_dim(d.a.model);
+	if (space_load(d.cfg.model_dir, d.cfg.precision, &d.a.sp, &ae))
+		die("model", ae.msg);
 	d.a.limits.max_pixels = d.cfg.max_pixels;
 	d.a.limits.fast_decode = d.cfg.fast_decode;
 	slots_init(&d.a.decodes, d.cfg.max_decodes);
 	char dim[16];
-	snprintf(dim, sizeof dim, "%d", d.a.dim);
-	if (store_kv_set(d.a.st, "model.id", d.a.model_id, &se) != STORE_OK ||
-	    store_kv_set(d.a.st, "model.dir", d.cfg.model_dir, &se) != STORE_OK ||
+	snprintf(dim, sizeof dim, "%d", d.a.sp->dim);
+	if (store_kv_set(d.a.st, "model.id", d.a.sp->model_id, &se) != STORE_OK ||
+	    store_kv_set(d.a.st, "model.dir", d.a.sp->model_dir, &se) != STORE_OK ||
 	    store_kv_set(d.a.st, "model.dim", dim, &se) != STORE_OK)
 		die("store", se.msg);
 	clip_set_threads(1);
 	snprintf(path, sizeof path, "%s/index", d.cfg.data_dir);
-	if (coll_open(d.a.st, path, d.cfg.index_factory, d.a.dim, d.a.model_id, &d.a.coll, &ae))
+	if (space_open_index(d.a.sp, d.a.st, path, d.cfg.index_factory, &ae))
 		die("indexes", ae.msg);
 	snprintf(path, sizeof path, "%s/blobs", d.cfg.data_dir);
 	if (blobs_open(path, &d.a.blobs, &ae))
 		die("blobs", ae.msg);
-	if (encode_pool_open(d.a.model, d.cfg.encoders, d.cfg.batch, &d.a.enc, &ae))
+	if (space_open_encoders(d.a.sp, d.cfg.encoders, d.cfg.batch, &ae))
 		die("encoders", ae.msg);
-	if (worker_pool_start(&d.a, d.cfg.workers, d.cfg.batch, &d.a.workers, &ae))
+	if (worker_pool_start(&d.a, d.a.sp, d.cfg.workers, d.cfg.batch, &d.a.workers, &ae))
 		die("workers", ae.msg);
 	if (http_start(&d.a, &d.http, &ae))
 		die("http", ae.msg);
