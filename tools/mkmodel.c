@@ -5,14 +5,16 @@
  * shapes and dtypes the reference kits do not cover, and for benchmarks
  * (speed does not depend on the values).
  *
- *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|
- *                siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N]
+ *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|siglip-tiny|
+ *                siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
  *                [--act quick_gelu|gelu] [--spm FILE] [--seed N]
  *
- * SigLIP presets have the real shapes (siglip-b-16: google/siglip-base-
- * patch16-224, 32,000 tokens; siglip2-b-16-256: google/siglip2-base-
- * patch16-256, Gemma's 256,000 tokens). A SentencePiece model cannot be
+ * Presets have the real shapes: vit-b-32, vit-b-16, vit-l-14 those of
+ * openai/clip-vit-{base-patch32,base-patch16,large-patch14}; siglip-b-16
+ * google/siglip-base-patch16-224's (32,000 tokens); siglip2-b-16-256 and
+ * siglip2-b-32-256 google/siglip2-base-patch{16,32}-256's (Gemma's 256,000
+ * tokens). A SentencePiece model cannot be
  * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
  * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
  * --proj N changes a CLIP preset's projection (embedding) size;
@@ -53,9 +55,11 @@ static const struct {
 	{"tiny", {64, 256, 2, 2, 224, 32, 64, 256, 2, 2, 77, 49408, 32, 0}},
 	{"vit-b-32", {768, 3072, 12, 12, 224, 32, 512, 2048, 8, 12, 77, 49408, 512, 0}},
 	{"vit-b-16", {768, 3072, 12, 12, 224, 16, 512, 2048, 8, 12, 77, 49408, 512, 0}},
+	{"vit-l-14", {1024, 4096, 16, 24, 224, 14, 768, 3072, 12, 12, 77, 49408, 768, 0}},
 	{"siglip-tiny", {64, 256, 2, 2, 96, 16, 64, 256, 2, 2, 64, 2000, 64, 1}},
 	{"siglip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 64, 32000, 768, 1}},
 	{"siglip2-b-16-256", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 256000, 768, 2}},
+	{"siglip2-b-32-256", {768, 3072, 12, 12, 256, 32, 768, 3072, 12, 12, 64, 256000, 768, 2}},
 };
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -482,8 +486,8 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
-			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|siglip-tiny|"
-			     "siglip-b-16|siglip2-b-16-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
+			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|siglip-tiny|"
+			     "siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
 			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
 			return 0;
 		}
@@ -542,7 +546,7 @@ int main(int argc, char **argv)
 			s = &presets[i].s;
 	if (!out || !s) {
 		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32, "
-		        "vit-b-16, siglip-tiny, siglip-b-16 or siglip2-b-16-256\n");
+		        "vit-b-16, vit-l-14, siglip-tiny, siglip-b-16, siglip2-b-16-256 or siglip2-b-32-256\n");
 		return 2;
 	}
 	if (proj && s->siglip) {
