@@ -19,40 +19,12 @@
 
 #include "clip.h"
 #include "simd_int.h"
+#include "ref_kit.h"
 #include "tap.h"
 
 static char ref[1024], tiny[1100], tmp[256];
 static json_t *expected;
 static clip_model *model;
-
-static float max_abs_diff(const float *a, json_t *b, int n)
-{
-	float m = 0;
-	for (int i = 0; i < n; i++) {
-		float d = fabsf(a[i] - (float)json_number_value(json_array_get(b, (size_t)i)));
-		if (!(d <= m))
-			m = d; /* NaN counts as a difference */
-	}
-	return m;
-}
-
-static float dot(const float *a, const float *b, int n)
-{
-	double s = 0;
-	for (int i = 0; i < n; i++)
-		s += (double)a[i] * b[i];
-	return (float)s;
-}
-
-static int read_f32(const char *path, float *out, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -1;
-	size_t got = fread(out, sizeof(float), n, f);
-	fclose(f);
-	return got == n ? 0 : -1;
-}
 
 static void t_token_ids(void)
 {
@@ -578,24 +550,16 @@ static void t_real_model(void)
 
 int main(void)
 {
-	const char *r = getenv("CLIPD_REFERENCE");
-	snprintf(ref, sizeof ref, "%s", r && *r ? r : "../shared/reference");
-	snprintf(tiny, sizeof tiny, "%s/tiny-clip-a", ref);
-	const char *t = getenv("TMPDIR");
-	snprintf(tmp, sizeof tmp, "%s/test_model.XXXXXX", t && *t ? t : "/tmp");
-	if (!mkdtemp(tmp)) {
-		perror("mkdtemp");
+	expected = ref_kit_open("tiny-clip-a", "test_model", ref, sizeof ref, tiny, sizeof tiny, tmp,
+	                        sizeof tmp);
+	clip_err err;
+	if (!expected)
+		return 1;
+	if (clip_model_open(tiny, &model, &err) != CLIP_OK) {
+		printf("not ok 1 - reference kit at %s: %s\n1..1\n", tiny, err.msg);
 		return 1;
 	}
 	char p[1200];
-	snprintf(p, sizeof p, "%s/expected.json", tiny);
-	json_error_t jerr;
-	expected = json_load_file(p, 0, &jerr);
-	clip_err err;
-	if (!expected || clip_model_open(tiny, &model, &err) != CLIP_OK) {
-		printf("not ok 1 - reference kit at %s: %s\n1..1\n", tiny, expected ? err.msg : jerr.text);
-		return 1;
-	}
 	TAP_RUN(t_token_ids);
 	TAP_RUN(t_text_embeddings);
 	TAP_RUN(t_image_embeddings_from_pixels);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clip.h"
+#include "ref_kit.h"
 #include "tap.h"
 
 static char ref[1024], kit[1100], hf[1100], tmp[256];
@@ -28,17 +29,6 @@ static int run(const char *cmd)
 	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-static float max_abs_diff(const float *a, json_t *b, int n)
-{
-	float m = 0;
-	for (int i = 0; i < n; i++) {
-		float d = fabsf(a[i] - (float)json_number_value(json_array_get(b, (size_t)i)));
-		if (!(d <= m))
-			m = d; /* NaN counts as a difference */
-	}
-	return m;
-}
-
 static float max_diff(const float *a, const float *b, size_t n)
 {
 	float m = 0;
@@ -48,16 +38,6 @@ static float max_diff(const float *a, const float *b, size_t n)
 			m = d;
 	}
 	return m;
-}
-
-static int read_f32(const char *path, float *out, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -1;
-	size_t got = fread(out, sizeof(float), n, f);
-	fclose(f);
-	return got == n ? 0 : -1;
 }
 
 /* Every expected text (the oracle's token ids) and image (its pixels)
@@ -657,26 +637,17 @@ static void t_layout_detection(void)
 
 int main(void)
 {
-	const char *r = getenv("CLIPD_REFERENCE");
-	snprintf(ref, sizeof ref, "%s", r && *r ? r : "../shared/reference");
-	snprintf(kit, sizeof kit, "%s/tiny-clip-a-openclip", ref);
+	expected = ref_kit_open("tiny-clip-a-openclip", "test_openclip", ref, sizeof ref, kit,
+	                        sizeof kit, tmp, sizeof tmp);
+	if (!expected)
+		return 1;
 	snprintf(hf, sizeof hf, "%s/tiny-clip-a", ref);
-	const char *t = getenv("TMPDIR");
-	snprintf(tmp, sizeof tmp, "%s/test_openclip.XXXXXX", t && *t ? t : "/tmp");
-	if (!mkdtemp(tmp)) {
-		perror("mkdtemp");
+	clip_err err = {0};
+	if (clip_model_open(kit, &oc, &err) != CLIP_OK || clip_model_open(hf, &hfm, &err) != CLIP_OK) {
+		printf("not ok 1 - reference kits at %s: %s\n1..1\n", ref, err.msg);
 		return 1;
 	}
 	char p[1200];
-	snprintf(p, sizeof p, "%s/expected.json", kit);
-	json_error_t jerr;
-	expected = json_load_file(p, 0, &jerr);
-	clip_err err = {0};
-	if (!expected || clip_model_open(kit, &oc, &err) != CLIP_OK ||
-	    clip_model_open(hf, &hfm, &err) != CLIP_OK) {
-		printf("not ok 1 - reference kits at %s: %s\n1..1\n", ref, expected ? err.msg : jerr.text);
-		return 1;
-	}
 	TAP_RUN(t_expected_embeddings);
 	TAP_RUN(t_packed_precision);
 	TAP_RUN(t_refused_configs);
