@@ -207,6 +207,12 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 		*out = m;
 		return CLIP_OK;
 	}
+	if (m->cfg.text_bert) {
+		/* BERT's WordPiece tokenizer joins in the next step. */
+		m->sep_id = 102;
+		*out = m;
+		return CLIP_OK;
+	}
 	if ((rc = tok_open(vocab, merges, &m->tok, err)) != CLIP_OK)
 		goto out;
 	if (tok_vocab_size(m->tok) != m->text.cfg.vocab) {

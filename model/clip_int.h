@@ -18,13 +18,17 @@ typedef struct clip_tower_cfg {
 	/* vision */
 	int image_size, patch_size, channels;
 	/* text */
-	int positions;      /* max_position_embeddings */
+	int positions;      /* the context (text) or tokens (vision) the tower runs */
+	int pos_rows;       /* rows of the position table when more than positions
+	                     * (BERT's 512 for Chinese-CLIP's 52-token context); 0: positions */
+	int type_vocab;     /* BERT's token types (2), 0 elsewhere */
 	int vocab;
 	int eos_token_id;
 } clip_tower_cfg;
 
 typedef struct clip_cfg {
 	clip_family family;
+	int text_bert;          /* Chinese-CLIP: a BERT text tower (post-LN, masked, [CLS]) */
 	clip_tower_cfg vision, text;
 	int projection;         /* the embedding size */
 	float mean[3], std[3];  /* preprocessor_config.json, OpenAI's by default */
@@ -79,6 +83,8 @@ typedef struct clip_tower {
 	mm_weight patch;                  /* [d][3*p*p] (conv weight, flattened c,y,x), no bias */
 	const float *pre_ln_w, *pre_ln_b; /* [d] */
 	/* text */
+	const float *type_emb;            /* BERT: token type 0's row [d], added to every token */
+	const float *emb_ln_w, *emb_ln_b; /* BERT: the embeddings' LayerNorm */
 	const float *tok_emb;             /* [vocab][d] float32 (mapped in place), or NULL: */
 	const unsigned char *tok_raw;     /* [vocab][d] F16 or BF16 as stored, each row a
 	                                   * query uses widened when it is used (a 256k-row
@@ -110,6 +116,7 @@ struct clip_model {
 	clip_tower vision, text;
 	float logit_scale;                /* exp of the stored value */
 	float logit_bias;                 /* SigLIP's; 0 for CLIP */
+	int32_t sep_id;                   /* BERT's [SEP], which ends a text's mask */
 	clip_precision precision;         /* what the linear layers run in */
 	const clip_layout *layout;        /* its file names, for messages */
 	struct st_file *st;

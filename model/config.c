@@ -45,7 +45,8 @@ static int get_tower(json_t *o, const char *tower, clip_tower_cfg *t, clip_err *
 	    (rc = get_int(o, tower, "num_channels", &t->channels, 3, 3, err)) ||
 	    (rc = get_int(o, tower, "max_position_embeddings", &t->positions, 2, 1 << 16, err)) ||
 	    (rc = get_int(o, tower, "vocab_size", &t->vocab, 2, 1 << 24, err)) ||
-	    (rc = get_int(o, tower, "eos_token_id", &t->eos_token_id, 0, 1 << 24, err)))
+	    (rc = get_int(o, tower, "eos_token_id", &t->eos_token_id, 0, 1 << 24, err)) ||
+	    (rc = get_int(o, tower, "type_vocab_size", &t->type_vocab, 1, 1024, err)))
 		return rc;
 	json_t *act = json_object_get(o, "hidden_act");
 	if (act) {
@@ -139,6 +140,10 @@ static int load_pp(const char *path, clip_cfg *c, clip_err *err)
 		for (int i = 0; i < 3; i++)
 			c->mean[i] = 0.0f, c->std[i] = 1.0f;
 	}
+	/* ChineseCLIPImageProcessor with do_center_crop false (the hub's
+	 * file) resizes straight to size x size. */
+	if (c->text_bert && json_is_false(json_object_get(root, "do_center_crop")))
+		c->fit = IMG_FIT_SQUASH;
 	/* The side the processor produces: crop_size for CLIP (after the
 	 * shortest-side resize), size for SigLIP (a straight resize). */
 	const char *key = c->fit == IMG_FIT_SQUASH ? "size" : "crop_size";
@@ -203,6 +208,45 @@ static int load_siglip(json_t *root, clip_cfg *c, clip_err *err)
 	return CLIP_OK;
 }
 
+/* ChineseCLIPConfig v4.44.2: a CLIP ViT image tower and a BERT text tower
+ * (ChineseCLIPTextConfig defaults: vocab 30522, width 768, 12 layers and
+ * heads, MLP 3072, exact GELU, 512 positions, 2 token types, eps 1e-12;
+ * vision: patch 32, quick_gelu, eps 1e-5). Chinese-CLIP's own context is
+ * 52 tokens ([CLS], 50 pieces, [SEP]: cn_clip.clip.tokenize's default; the
+ * hub repository has no tokenizer config to say otherwise). The text
+ * config's BERT leftovers (pooler_*, bos/eos ids, directionality) are
+ * ignored: the model has no pooler. */
+#define CNCLIP_CONTEXT 52
+
+static int load_chinese(json_t *root, clip_cfg *c, clip_err *err)
+{
+	static const clip_tower_cfg tdef = {
+		.hidden = 768, .intermediate = 3072, .heads = 12, .layers = 12, .act = CLIP_GELU,
+		.eps = 1e-12f, .positions = 512, .vocab = 30522, .type_vocab = 2,
+	};
+	int rc;
+	c->text = tdef;
+	c->text_bert = 1;
+	json_t *vc = json_object_get(root, "vision_config"), *tc = json_object_get(root, "text_config");
+	if ((rc = get_tower(vc, "vision_config.", &c->vision, err)) ||
+	    (rc = get_tower(tc, "text_config.", &c->text, err)) ||
+	    (rc = get_int(root, "", "projection_dim", &c->projection, 1, 1 << 16, err)))
+		return rc;
+	const char *pe = json_string_value(json_object_get(tc, "position_embedding_type"));
+	if (pe && strcmp(pe, "absolute") != 0)
+		return clip_fail(err, CLIP_EMODEL, "config.json: text_config.position_embedding_type "
+		                 "\"%s\" is not supported (only \"absolute\")", pe);
+	if (c->text.positions < CNCLIP_CONTEXT)
+		return clip_fail(err, CLIP_EMODEL, "config.json: text_config.max_position_embeddings %d "
+		                 "is below Chinese-CLIP's context of %d", c->text.positions, CNCLIP_CONTEXT);
+	c->text.pos_rows = c->text.positions;
+	c->text.positions = CNCLIP_CONTEXT;
+	/* The image processor resizes straight to size x size unless it says
+	 * do_center_crop (load_pp); convert("RGB") drops alpha first. */
+	c->alpha_dropped = 1;
+	return CLIP_OK;
+}
+
 int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, clip_err *err)
 {
 	json_error_t jerr;
@@ -248,20 +292,25 @@ int clip_cfg_load(const char *config_path, const char *pp_path, clip_cfg *c, cli
 			goto out;
 		goto loaded;
 	}
-	if (!mt || strcmp(mt, "clip") != 0) {
+	int chinese = mt && strcmp(mt, "chinese_clip") == 0;
+	if (!chinese && (!mt || strcmp(mt, "clip") != 0)) {
 		rc = clip_fail(err, CLIP_EMODEL, "config.json: model_type is \"%s\"; clipd runs "
-		               "\"clip\" and \"siglip\" checkpoints", mt ? mt : "(missing)");
+		               "\"clip\", \"siglip\" and \"chinese_clip\" checkpoints",
+		               mt ? mt : "(missing)");
 		goto out;
 	}
 	json_t *vc = json_object_get(root, "vision_config"), *tc = json_object_get(root, "text_config");
-	if (!vc || !tc) {
+	if (chinese) {
+		if ((rc = load_chinese(root, c, err)))
+			goto out;
+	} else if (!vc || !tc) {
 		rc = clip_fail(err, CLIP_EMODEL, "config.json: vision_config and text_config are required");
 		goto out;
-	}
-	if ((rc = get_tower(vc, "vision_config.", &c->vision, err)) ||
-	    (rc = get_tower(tc, "text_config.", &c->text, err)) ||
-	    (rc = get_int(root, "", "projection_dim", &c->projection, 1, 1 << 16, err)))
+	} else if ((rc = get_tower(vc, "vision_config.", &c->vision, err)) ||
+	           (rc = get_tower(tc, "text_config.", &c->text, err)) ||
+	           (rc = get_int(root, "", "projection_dim", &c->projection, 1, 1 << 16, err))) {
 		goto out;
+	}
 	if (c->vision.image_size % c->vision.patch_size != 0) {
 		rc = clip_fail(err, CLIP_EMODEL,
 		               "config.json: vision_config.image_size %d is not a multiple of patch_size %d",

@@ -31,6 +31,11 @@ void enc_layernorm(const float *x, float *y, int n, int d, const float *w, const
 void enc_block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int B, int T,
                int causal);
 
+/* BERT's post-norm block: x = ln1(x + attn(x)); x = ln2(x + mlp(x)), the
+ * attention of item b over its first lens[b] positions only (its mask). */
+void enc_block_post(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int B, int T,
+                    const int *lens);
+
 /* CLIP_OK when every v[n] is finite; else CLIP_ENOMEM with a message. */
 int enc_check_finite(const float *v, size_t n, clip_err *err);
 

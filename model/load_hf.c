@@ -1,6 +1,7 @@
 /*
- * load_hf.c: the Hugging Face CLIPModel layout (model.safetensors with
- * transformers' tensor names) bound to the model. Tensors the towers do
+ * load_hf.c: the Hugging Face CLIPModel, SiglipModel and ChineseCLIPModel
+ * layouts (model.safetensors with transformers' tensor names) bound to the
+ * model. Tensors the towers do
  * not use (position_ids buffers and the like) are ignored.
  */
 #include <math.h>
@@ -37,7 +38,7 @@ static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err 
 		    (rc = w_bind(m, &L->fc1.b, err, DIMS(in), "%s.%s.%d.mlp.fc1.bias", pre, e, l)) ||
 		    (rc = w_bind(m, &L->fc2.w, err, DIMS(d, in), "%s.%s.%d.mlp.fc2.weight", pre, e, l)) ||
 		    (rc = w_bind(m, &L->fc2.b, err, DIMS(d), "%s.%s.%d.mlp.fc2.bias", pre, e, l)) ||
-		    (rc = w_fuse_qkv(m, L, pre, l, d, w, b, err)))
+		    (rc = w_fuse_qkv(m, L, d, w, b, err)))
 			return rc;
 		L->o.in = L->o.out = d;
 		L->fc1.in = d;
@@ -45,6 +46,67 @@ static int bind_layers(clip_model *m, clip_tower *tw, const char *pre, clip_err 
 		L->fc2.in = in;
 		L->fc2.out = d;
 	}
+	return CLIP_OK;
+}
+
+/* Chinese-CLIP's text tower: BERT's names (post-LN: ln1 is the attention
+ * output's LayerNorm, ln2 the MLP output's). */
+static int bind_bert_layers(clip_model *m, clip_tower *tw, clip_err *err)
+{
+	const clip_tower_cfg *c = &tw->cfg;
+	int d = c->hidden, in = c->intermediate, rc;
+	tw->layers = calloc((size_t)c->layers, sizeof *tw->layers);
+	if (!tw->layers)
+		return clip_fail(err, CLIP_ENOMEM, "out of memory");
+	for (int l = 0; l < c->layers; l++) {
+		clip_layer *L = &tw->layers[l];
+		const char *e = "text_model.encoder.layer";
+		const float *w[3], *b[3];
+		if ((rc = w_bind(m, &w[0], err, DIMS(d, d), "%s.%d.attention.self.query.weight", e, l)) ||
+		    (rc = w_bind(m, &b[0], err, DIMS(d), "%s.%d.attention.self.query.bias", e, l)) ||
+		    (rc = w_bind(m, &w[1], err, DIMS(d, d), "%s.%d.attention.self.key.weight", e, l)) ||
+		    (rc = w_bind(m, &b[1], err, DIMS(d), "%s.%d.attention.self.key.bias", e, l)) ||
+		    (rc = w_bind(m, &w[2], err, DIMS(d, d), "%s.%d.attention.self.value.weight", e, l)) ||
+		    (rc = w_bind(m, &b[2], err, DIMS(d), "%s.%d.attention.self.value.bias", e, l)) ||
+		    (rc = w_bind(m, &L->o.w, err, DIMS(d, d), "%s.%d.attention.output.dense.weight", e, l)) ||
+		    (rc = w_bind(m, &L->o.b, err, DIMS(d), "%s.%d.attention.output.dense.bias", e, l)) ||
+		    (rc = w_bind(m, &L->ln1_w, err, DIMS(d), "%s.%d.attention.output.LayerNorm.weight", e, l)) ||
+		    (rc = w_bind(m, &L->ln1_b, err, DIMS(d), "%s.%d.attention.output.LayerNorm.bias", e, l)) ||
+		    (rc = w_bind(m, &L->fc1.w, err, DIMS(in, d), "%s.%d.intermediate.dense.weight", e, l)) ||
+		    (rc = w_bind(m, &L->fc1.b, err, DIMS(in), "%s.%d.intermediate.dense.bias", e, l)) ||
+		    (rc = w_bind(m, &L->fc2.w, err, DIMS(d, in), "%s.%d.output.dense.weight", e, l)) ||
+		    (rc = w_bind(m, &L->fc2.b, err, DIMS(d), "%s.%d.output.dense.bias", e, l)) ||
+		    (rc = w_bind(m, &L->ln2_w, err, DIMS(d), "%s.%d.output.LayerNorm.weight", e, l)) ||
+		    (rc = w_bind(m, &L->ln2_b, err, DIMS(d), "%s.%d.output.LayerNorm.bias", e, l)) ||
+		    (rc = w_fuse_qkv(m, L, d, w, b, err)))
+			return rc;
+		L->o.in = L->o.out = d;
+		L->fc1.in = d;
+		L->fc1.out = in;
+		L->fc2.in = in;
+		L->fc2.out = d;
+	}
+	return CLIP_OK;
+}
+
+static int bind_bert_text(clip_model *m, clip_err *err)
+{
+	clip_tower *t = &m->text;
+	int dt = t->cfg.hidden, P = m->cfg.projection, rc;
+	const float *types;
+	const char *e = "text_model.embeddings";
+	if ((rc = w_bind_rows(m, &t->tok_emb, &t->tok_raw, &t->tok_dtype, err, t->cfg.vocab, dt,
+	                      "text_model.embeddings.word_embeddings.weight")) ||
+	    (rc = w_bind(m, &t->pos_emb, err, DIMS(t->cfg.pos_rows, dt), "%s.position_embeddings.weight", e)) ||
+	    (rc = w_bind(m, &types, err, DIMS(t->cfg.type_vocab, dt), "%s.token_type_embeddings.weight", e)) ||
+	    (rc = w_bind(m, &t->emb_ln_w, err, DIMS(dt), "%s.LayerNorm.weight", e)) ||
+	    (rc = w_bind(m, &t->emb_ln_b, err, DIMS(dt), "%s.LayerNorm.bias", e)) ||
+	    (rc = bind_bert_layers(m, t, err)) ||
+	    (rc = w_bind(m, &t->proj.w, err, DIMS(P, dt), "text_projection.weight")))
+		return rc;
+	t->type_emb = types; /* every token is of type 0 */
+	t->proj.in = dt;
+	t->proj.out = P;
 	return CLIP_OK;
 }
 
@@ -62,8 +124,12 @@ static int bind_clip(clip_model *m, clip_err *err)
 	    (rc = bind_layers(m, v, "vision_model", err)) ||
 	    (rc = w_bind(m, &v->post_ln_w, err, DIMS(dv), "vision_model.post_layernorm.weight")) ||
 	    (rc = w_bind(m, &v->post_ln_b, err, DIMS(dv), "vision_model.post_layernorm.bias")) ||
-	    (rc = w_bind(m, &v->proj.w, err, DIMS(P, dv), "visual_projection.weight")) ||
-	    (rc = w_bind_rows(m, &t->tok_emb, &t->tok_raw, &t->tok_dtype, err, t->cfg.vocab, dt, "text_model.embeddings.token_embedding.weight")) ||
+	    (rc = w_bind(m, &v->proj.w, err, DIMS(P, dv), "visual_projection.weight")))
+		return rc;
+	if (m->cfg.text_bert) {
+		if ((rc = bind_bert_text(m, err)) || (rc = w_bind(m, &ls, err, 0, NULL, "logit_scale")))
+			return rc;
+	} else if ((rc = w_bind_rows(m, &t->tok_emb, &t->tok_raw, &t->tok_dtype, err, t->cfg.vocab, dt, "text_model.embeddings.token_embedding.weight")) ||
 	    (rc = w_bind(m, &t->pos_emb, err, DIMS(t->cfg.positions, dt), "text_model.embeddings.position_embedding.weight")) ||
 	    (rc = bind_layers(m, t, "text_model", err)) ||
 	    (rc = w_bind(m, &t->post_ln_w, err, DIMS(dt), "text_model.final_layer_norm.weight")) ||
@@ -77,8 +143,11 @@ static int bind_clip(clip_model *m, clip_err *err)
 	v->patch.in = 3 * p * p;
 	v->patch.out = dv;
 	v->proj.in = dv;
-	t->proj.in = dt;
-	v->proj.out = t->proj.out = P;
+	v->proj.out = P;
+	if (!m->cfg.text_bert) {
+		t->proj.in = dt;
+		t->proj.out = P;
+	}
 	return CLIP_OK;
 }
 

@@ -73,6 +73,7 @@ struct attn_job {
 	clip_ctx *c;
 	int B, T, d, H, dh, causal;
 	float scale;
+	const int *lens;  /* keys that count per item (BERT's mask), or NULL: all T */
 };
 
 /* Attention of the (image or text, head) pairs p0..p1, each with its own
@@ -88,8 +89,15 @@ static void attention_part(void *ctx, int p0, int p1)
 		const float *qkv = c->qkv + (size_t)b * T * 3 * d;
 		float *att = c->att + (size_t)b * T * d;
 		const float *q = qkv + (size_t)hd * dh, *k = q + d, *v = q + 2 * d;
-		mm_attention(T, dh, j->scale, j->causal, q, k, v, 3 * d, att + (size_t)hd * dh, d,
+		/* With a mask of n keys, the first n positions attend among
+		 * themselves only, exactly as masking the keys at -inf: a masked
+		 * position never reaches an unmasked one. Its own rows are
+		 * zeroed; nothing pools them. */
+		int n = j->lens ? j->lens[b] : T;
+		mm_attention(n, dh, j->scale, j->causal, q, k, v, 3 * d, att + (size_t)hd * dh, d,
 		             scores);
+		for (int t = n; t < T; t++)
+			memset(att + (size_t)t * d + (size_t)hd * dh, 0, (size_t)dh * sizeof *att);
 	}
 }
 
@@ -106,13 +114,30 @@ void enc_block(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int 
 	 * products (mm_linear flags). */
 	enc_layernorm(c->x, c->h, N, d, L->ln1_w, L->ln1_b, cfg->eps);
 	mm_linear(N, &L->qkv, c->h, c->qkv, 0);
-	struct attn_job j = {c, B, T, d, H, dh, causal, 1.0f / sqrtf((float)dh)};
+	struct attn_job j = {c, B, T, d, H, dh, causal, 1.0f / sqrtf((float)dh), NULL};
 	mm_parallel(B * H, B * H * T * T * dh * 2, attention_part, &j);
 	mm_linear(N, &L->o, c->att, c->x, MM_ACCUMULATE);
 
 	enc_layernorm(c->x, c->h, N, d, L->ln2_w, L->ln2_b, cfg->eps);
 	mm_linear(N, &L->fc1, c->h, c->mlp, act);
 	mm_linear(N, &L->fc2, c->mlp, c->x, MM_ACCUMULATE);
+}
+
+void enc_block_post(const clip_tower_cfg *cfg, const clip_layer *L, clip_ctx *c, int B, int T,
+                    const int *lens)
+{
+	int d = cfg->hidden, H = cfg->heads, dh = d / H, N = B * T;
+	int act = cfg->act == CLIP_QUICK_GELU ? MM_QUICK_GELU
+	          : cfg->act == CLIP_GELU     ? MM_GELU
+	                                      : MM_GELU_TANH;
+	mm_linear(N, &L->qkv, c->x, c->qkv, 0);
+	struct attn_job j = {c, B, T, d, H, dh, 0, 1.0f / sqrtf((float)dh), lens};
+	mm_parallel(B * H, B * H * T * T * dh * 2, attention_part, &j);
+	mm_linear(N, &L->o, c->att, c->x, MM_ACCUMULATE);
+	enc_layernorm(c->x, c->x, N, d, L->ln1_w, L->ln1_b, cfg->eps);
+	mm_linear(N, &L->fc1, c->x, c->mlp, act);
+	mm_linear(N, &L->fc2, c->mlp, c->x, MM_ACCUMULATE);
+	enc_layernorm(c->x, c->x, N, d, L->ln2_w, L->ln2_b, cfg->eps);
 }
 
 /* A product that could not run (out of memory for a converted layer,

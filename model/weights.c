@@ -121,10 +121,9 @@ void w_drop_owned(clip_model *m, const void *p)
  * (and [3d] bias): one matrix product instead of three, which matters most
  * for a single image or a short text. The originals' pages are then dropped
  * from memory, so the copy costs no resident memory in the end. */
-int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
-                    const float *w[3], const float *b[3], clip_err *err)
+int w_fuse_qkv(clip_model *m, clip_layer *L, int d, const float *w[3], const float *b[3],
+               clip_err *err)
 {
-	static const char *const names[3] = {"q_proj", "k_proj", "v_proj"};
 	float *qw = malloc((size_t)3 * d * d * sizeof *qw), *qb = malloc((size_t)3 * d * sizeof *qb);
 	if (!qw || !qb || w_keep_owned(m, qw) != 0) {
 		free(qw);
@@ -138,12 +137,7 @@ int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
 	for (int j = 0; j < 3; j++) {
 		memcpy(qw + (size_t)j * d * d, w[j], (size_t)d * d * sizeof *qw);
 		memcpy(qb + (size_t)j * d, b[j], (size_t)d * sizeof *qb);
-		char name[256];
-		snprintf(name, sizeof name, "%s.encoder.layers.%d.self_attn.%s.weight", pre, l, names[j]);
-		const st_tensor *t = st_find(m->st, name);
-		if (t && t->data == (const void *)w[j])
-			st_drop(t);
-		w_drop_owned(m, w[j]);
+		w_release(m, w[j], (size_t)d * d * sizeof *qw);
 		w_drop_owned(m, b[j]);
 	}
 	L->qkv = (mm_weight){d, 3 * d, qw, qb, NULL};

@@ -45,10 +45,9 @@ void w_drop_owned(clip_model *m, const void *p);
 void w_release(clip_model *m, const void *p, size_t bytes);
 
 /* Stacks a layer's q, k and v projections (w[3] of [d][d], b[3] of [d])
- * into L->qkv, then lets the originals go (pre, l: the tensor name prefix
- * and layer, to drop the mapped pages). */
-int w_fuse_qkv(clip_model *m, clip_layer *L, const char *pre, int l, int d,
-               const float *w[3], const float *b[3], clip_err *err);
+ * into L->qkv, then lets the originals go (w_release). */
+int w_fuse_qkv(clip_model *m, clip_layer *L, int d, const float *w[3], const float *b[3],
+               clip_err *err);
 
 /* The Hugging Face layout (load_hf.c): every tensor of m->cfg bound, for
  * a CLIPModel or a SiglipModel (m->cfg.family). */

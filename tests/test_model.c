@@ -377,7 +377,7 @@ static void t_malformed_checkpoints(void)
 
 	copy_tiny("bert", d, sizeof d);
 	edit_config(d, "model_type", json_string("bert"));
-	expect_refused(d, "clipd runs \"clip\" and \"siglip\"", "non-CLIP config");
+	expect_refused(d, "clipd runs \"clip\", \"siglip\" and \"chinese_clip\"", "non-CLIP config");
 
 	copy_tiny("act", d, sizeof d);
 	edit_config(d, "vision_config.hidden_act", json_string("relu"));
