@@ -318,6 +318,14 @@ double clip_model_text_gflop(const clip_model *m, int tokens)
 	return 2 * (tower_macs(t, n) + (double)t->hidden * m->cfg.projection) / 1e9;
 }
 
+const char *clip_model_default_template(const clip_model *m)
+{
+	/* Chinese-CLIP's first prompt template: openai_templates[0] of
+	 * cn_clip/eval/cvinw_zeroshot_templates.py, OFA-Sys/Chinese-CLIP at
+	 * bed51c615c6e005a01b1a38e755e3e0b2fa5bc6f ("{c}的照片", "a photo of {c}"). */
+	return m->cfg.text_bert ? "{}的照片" : "a photo of a {}.";
+}
+
 const char *clip_family_name(clip_family f)
 {
 	return f == CLIP_FAMILY_SIGLIP ? "siglip" : "clip";

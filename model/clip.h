@@ -107,6 +107,11 @@ float clip_model_logit_scale(const clip_model *m);  /* exp(logit_scale) */
 float clip_model_logit_bias(const clip_model *m);   /* SigLIP's logit_bias; 0 for CLIP */
 clip_family clip_model_family(const clip_model *m);
 
+/* The zero-shot prompt a label goes into when the caller gives none, in
+ * the language the model was trained on: "a photo of a {}." (CLIP's paper
+ * prompt), or for Chinese-CLIP "{}的照片". Static storage. */
+const char *clip_model_default_template(const clip_model *m);
+
 /* The matrix-product work of one encode in GFLOP (1 multiply-add = 2
  * FLOP; attention products counted dense, element-wise work left out, as
  * ../shared/peers/flops.py counts ONNX Runtime's): one image, or one text

@@ -193,7 +193,7 @@ void route_classify(http_req *r)
 		goto fail;
 	}
 	if (!templates)
-		templates = def_templates = json_pack("[s]", "a photo of a {}.");
+		templates = def_templates = json_pack("[s]", clip_model_default_template(sp->model));
 	nt = json_array_size(templates);
 	if (nt == 0) {
 		api_fail(&e, API_EBADREQ, "field 'templates' must not be empty");
