@@ -208,13 +208,20 @@ int main(int argc, char **argv)
 	 * runs its whole context whatever the text). */
 	int32_t *ids = malloc((size_t)C * sizeof *ids);
 	int siglip = clip_model_family(m) == CLIP_FAMILY_SIGLIP;
-	const int lens[2] = {siglip ? 6 : 7, C};
+	int bert = strcmp(clip_model_arch(m), "chinese_clip") == 0;
+	/* Chinese-CLIP: a 10-character query ([CLS], 10 pieces, [SEP]). */
+	const int lens[2] = {siglip ? 6 : bert ? 12 : 7, C};
 	for (int k = 0; k < 2; k++) {
 		int len = lens[k];
 		memset(ids, 0, (size_t)C * sizeof *ids);
 		if (siglip) { /* five pieces, </s> (1), pads (1: SigLIP's pad is </s>) */
 			for (int i = 0; i < C; i++)
 				ids[i] = i < len - 1 ? 300 + i : 1;
+		} else if (bert) { /* [CLS] 101, pieces, [SEP] 102, [PAD] 0 */
+			ids[0] = 101;
+			for (int i = 1; i < len - 1; i++)
+				ids[i] = 670 + i;
+			ids[len - 1] = 102;
 		} else {
 			ids[0] = 49406;
 			for (int i = 1; i < len - 1; i++)
@@ -223,7 +230,11 @@ int main(int argc, char **argv)
 		}
 		double runs[5000];
 		int n = 0;
-		clip_encode_texts(c, 1, ids, out, NULL);
+		clip_err terr;
+		if (clip_encode_texts(c, 1, ids, out, &terr) != CLIP_OK) {
+			fprintf(stderr, "bench/model: text: %s\n", terr.msg);
+			return 1;
+		}
 		double start = bench_now();
 		while (n < 5000 && (n < 3 || bench_now() - start < seconds / 2)) {
 			double s = bench_now();

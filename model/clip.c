@@ -318,6 +318,11 @@ double clip_model_text_gflop(const clip_model *m, int tokens)
 	return 2 * (tower_macs(t, n) + (double)t->hidden * m->cfg.projection) / 1e9;
 }
 
+const char *clip_model_arch(const clip_model *m)
+{
+	return m->cfg.text_bert ? "chinese_clip" : clip_family_name(m->cfg.family);
+}
+
 const char *clip_model_default_template(const clip_model *m)
 {
 	/* Chinese-CLIP's first prompt template: openai_templates[0] of

@@ -107,6 +107,10 @@ float clip_model_logit_scale(const clip_model *m);  /* exp(logit_scale) */
 float clip_model_logit_bias(const clip_model *m);   /* SigLIP's logit_bias; 0 for CLIP */
 clip_family clip_model_family(const clip_model *m);
 
+/* The checkpoint's architecture: "clip", "siglip" or "chinese_clip" (a
+ * CLIP image tower with a BERT text tower). Static storage. */
+const char *clip_model_arch(const clip_model *m);
+
 /* The zero-shot prompt a label goes into when the caller gives none, in
  * the language the model was trained on: "a photo of a {}." (CLIP's paper
  * prompt), or for Chinese-CLIP "{}的照片". Static storage. */

@@ -5,7 +5,7 @@
  * shapes and dtypes the reference kits do not cover, and for benchmarks
  * (speed does not depend on the values).
  *
- *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|siglip-tiny|
+ *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|
  *                siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
  *                [--act quick_gelu|gelu] [--spm FILE] [--seed N]
@@ -17,6 +17,8 @@
  * tokens). A SentencePiece model cannot be
  * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
  * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
+ * cn-clip-b-16 is OFA-Sys/chinese-clip-vit-base-patch16's shape (a BERT-base
+ * text tower of 21,128 tokens); its vocab.txt comes in with --spm FILE too.
  * --proj N changes a CLIP preset's projection (embedding) size;
  * --image-size N the input side (for SigLIP also one the patch size does
  * not divide, as google/siglip-so400m-patch14-384's 384 and 14 are).
@@ -45,7 +47,8 @@ struct shape {
 	int vh, vi, vheads, vlayers, image, patch;
 	int th, ti, theads, tlayers, ctx, vocab;
 	int proj;
-	int siglip;   /* 0 CLIP, 1 SigLIP, 2 SigLIP2 (a Gemma tokenizer, bilinear) */
+	int siglip;   /* 0 CLIP, 1 SigLIP, 2 SigLIP2 (a Gemma tokenizer, bilinear),
+	               * 3 Chinese-CLIP (a BERT text tower) */
 };
 
 static const struct {
@@ -57,6 +60,7 @@ static const struct {
 	{"vit-b-16", {768, 3072, 12, 12, 224, 16, 512, 2048, 8, 12, 77, 49408, 512, 0}},
 	{"vit-l-14", {1024, 4096, 16, 24, 224, 14, 768, 3072, 12, 12, 77, 49408, 768, 0}},
 	{"siglip-tiny", {64, 256, 2, 2, 96, 16, 64, 256, 2, 2, 64, 2000, 64, 1}},
+	{"cn-clip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 512, 21128, 512, 3}},
 	{"siglip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 64, 32000, 768, 1}},
 	{"siglip2-b-16-256", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 256000, 768, 2}},
 	{"siglip2-b-32-256", {768, 3072, 12, 12, 256, 32, 768, 3072, 12, 12, 64, 256000, 768, 2}},
@@ -477,6 +481,85 @@ static int write_siglip(const char *out, const struct shape *s, const char *act,
 	return 0;
 }
 
+/* A ChineseCLIPModel checkpoint: CLIP's vision tower, BERT's text tower
+ * (transformers' names; see model/load_hf.c). vocab (--spm) is a vocab.txt
+ * to copy in, e.g. the Chinese-CLIP kit's. */
+static int write_cnclip(const char *out, const struct shape *s, enum dtype dt, int round,
+                        const char *vocab)
+{
+	json_t *cfg = json_object(), *tc = tower_json(s->th, s->ti, s->theads, s->tlayers, "gelu");
+	json_t *vc = tower_json(s->vh, s->vi, s->vheads, s->vlayers, "quick_gelu");
+	json_object_set_new(tc, "layer_norm_eps", json_real(1e-12));
+	json_object_set_new(tc, "model_type", json_string("chinese_clip_text_model"));
+	json_object_set_new(tc, "max_position_embeddings", json_integer(s->ctx));
+	json_object_set_new(tc, "vocab_size", json_integer(s->vocab));
+	json_object_set_new(tc, "type_vocab_size", json_integer(2));
+	json_object_set_new(tc, "position_embedding_type", json_string("absolute"));
+	json_object_set_new(vc, "model_type", json_string("chinese_clip_vision_model"));
+	json_object_set_new(vc, "image_size", json_integer(s->image));
+	json_object_set_new(vc, "patch_size", json_integer(s->patch));
+	json_object_set_new(cfg, "architectures", json_pack("[s]", "ChineseCLIPModel"));
+	json_object_set_new(cfg, "model_type", json_string("chinese_clip"));
+	json_object_set_new(cfg, "projection_dim", json_integer(s->proj));
+	json_object_set_new(cfg, "text_config", tc);
+	json_object_set_new(cfg, "vision_config", vc);
+	if (write_json(out, "config.json", cfg) != 0)
+		return 1;
+	json_t *pp = json_pack("{s:b,s:b,s:b,s:[f,f,f],s:[f,f,f],s:i,s:{s:i,s:i},s:s}",
+	                       "do_center_crop", 0, "do_normalize", 1, "do_resize", 1, "image_mean",
+	                       0.48145466, 0.4578275, 0.40821073, "image_std", 0.26862954, 0.26130258,
+	                       0.27577711, "resample", 3, "size", "height", s->image, "width", s->image,
+	                       "feature_extractor_type", "ChineseCLIPFeatureExtractor");
+	if (write_json(out, "preprocessor_config.json", pp) != 0)
+		return 1;
+	if (vocab) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/vocab.txt", out);
+		if (copy_file(vocab, path) != 0)
+			return 1;
+	}
+	int g = s->image / s->patch, d = s->th;
+	add(5, 0, 0, 0, 0, 0, "logit_scale");
+	const char *e = "text_model.embeddings";
+	add(2, 1, d, 0, 0, 0, "%s.LayerNorm.weight", e);
+	add(1, 1, d, 0, 0, 0, "%s.LayerNorm.bias", e);
+	add(3, 2, s->ctx, d, 0, 0, "%s.position_embeddings.weight", e);
+	add(3, 2, 2, d, 0, 0, "%s.token_type_embeddings.weight", e);
+	add(3, 2, s->vocab, d, 0, 0, "%s.word_embeddings.weight", e);
+	for (int l = 0; l < s->tlayers; l++) {
+		const char *p = "text_model.encoder.layer";
+		static const char *qkv[] = {"query", "key", "value"};
+		for (int j = 0; j < 3; j++) {
+			add(0, 2, d, d, 0, 0, "%s.%d.attention.self.%s.weight", p, l, qkv[j]);
+			add(1, 1, d, 0, 0, 0, "%s.%d.attention.self.%s.bias", p, l, qkv[j]);
+		}
+		add(0, 2, d, d, 0, 0, "%s.%d.attention.output.dense.weight", p, l);
+		add(1, 1, d, 0, 0, 0, "%s.%d.attention.output.dense.bias", p, l);
+		add(2, 1, d, 0, 0, 0, "%s.%d.attention.output.LayerNorm.weight", p, l);
+		add(1, 1, d, 0, 0, 0, "%s.%d.attention.output.LayerNorm.bias", p, l);
+		add(0, 2, s->ti, d, 0, 0, "%s.%d.intermediate.dense.weight", p, l);
+		add(1, 1, s->ti, 0, 0, 0, "%s.%d.intermediate.dense.bias", p, l);
+		add(0, 2, d, s->ti, 0, 0, "%s.%d.output.dense.weight", p, l);
+		add(1, 1, d, 0, 0, 0, "%s.%d.output.dense.bias", p, l);
+		add(2, 1, d, 0, 0, 0, "%s.%d.output.LayerNorm.weight", p, l);
+		add(1, 1, d, 0, 0, 0, "%s.%d.output.LayerNorm.bias", p, l);
+	}
+	add(0, 2, s->proj, d, 0, 0, "text_projection.weight");
+	add(3, 1, s->vh, 0, 0, 0, "vision_model.embeddings.class_embedding");
+	add(0, 4, s->vh, 3, s->patch, s->patch, "vision_model.embeddings.patch_embedding.weight");
+	add(3, 2, g * g + 1, s->vh, 0, 0, "vision_model.embeddings.position_embedding.weight");
+	add_tower("vision_model", s->vh, s->vi, s->vlayers);
+	add(1, 1, s->vh, 0, 0, 0, "vision_model.post_layernorm.bias");
+	add(2, 1, s->vh, 0, 0, 0, "vision_model.post_layernorm.weight");
+	add(1, 1, s->vh, 0, 0, 0, "vision_model.pre_layrnorm.bias");
+	add(2, 1, s->vh, 0, 0, 0, "vision_model.pre_layrnorm.weight");
+	add(0, 2, s->proj, s->vh, 0, 0, "visual_projection.weight");
+	if (write_tensors(out, dt, round) != 0)
+		return 1;
+	free(tensors);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *out = NULL, *preset = "tiny", *act = NULL, *spm = NULL;
@@ -486,7 +569,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
-			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|siglip-tiny|"
+			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|"
 			     "siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
 			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
 			return 0;
@@ -546,7 +629,7 @@ int main(int argc, char **argv)
 			s = &presets[i].s;
 	if (!out || !s) {
 		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32, "
-		        "vit-b-16, vit-l-14, siglip-tiny, siglip-b-16, siglip2-b-16-256 or siglip2-b-32-256\n");
+		        "vit-b-16, vit-l-14, cn-clip-b-16, siglip-tiny, siglip-b-16, siglip2-b-16-256 or siglip2-b-32-256\n");
 		return 2;
 	}
 	if (proj && s->siglip) {
@@ -571,11 +654,13 @@ int main(int argc, char **argv)
 	}
 	s = &sh;
 	if (!act)
-		act = s->siglip ? "gelu_pytorch_tanh" : "quick_gelu";
+		act = s->siglip == 1 || s->siglip == 2 ? "gelu_pytorch_tanh" : "quick_gelu";
 	if (mkdir(out, 0755) != 0 && errno != EEXIST) {
 		fprintf(stderr, "clip-mkmodel: %s: %s\n", out, strerror(errno));
 		return 1;
 	}
+	if (s->siglip == 3)
+		return write_cnclip(out, s, dt, round, spm);
 	if (s->siglip)
 		return write_siglip(out, s, act, dt, round, spm);
 
