@@ -90,6 +90,8 @@ EOF
 # Relative image cost: open_clip's image GFLOPs
 # (https://github.com/mlfoundations/open_clip/blob/29b90b8dde9125c479c0ddbab477310f665a0435/docs/model_profile.csv):
 # ViT-B/32 8.8, ViT-B/16 35.1, ViT-L/14 162.0, ViT-B-16-SigLIP 35.4.
+# cn-clip-b-16: 188 M parameters (OFA-Sys/Chinese-CLIP's README_En.md model
+# card, CN-CLIP ViT-B/16) x 4 bytes.
 catalogue() {
 	cat <<'EOF2'
 clip-vit-b-32|openai/clip-vit-base-patch32|CLIP|605 MB|pinned|the default: fastest and smallest, English, baseline quality
@@ -99,6 +101,7 @@ laion-vit-b-32|laion/CLIP-ViT-B-32-laion2B-s34B-b79K|CLIP|605 MB|unconfirmed|LAI
 siglip-b-16-224|google/siglip-base-patch16-224|SigLIP|813 MB|pinned|much better retrieval than CLIP B/16 at the same image cost, English; sigmoid scores
 siglip2-b-16-256|google/siglip2-base-patch16-256|SigLIP2|1.5 GB|unconfirmed|the best quality here, multilingual; a 256k-token vocabulary (0.8 GB of it)
 siglip2-b-32-256|google/siglip2-base-patch32-256|SigLIP2|1.5 GB|unconfirmed|SigLIP2 quality at close to B/32 image cost, multilingual
+cn-clip-b-16|OFA-Sys/chinese-clip-vit-base-patch16|Chinese-CLIP|753 MB|unconfirmed|queries in Chinese (ViT-B/16 image tower, a BERT text tower)
 EOF2
 }
 
@@ -117,6 +120,7 @@ family_required() {
 	CLIP*) echo "config.json model.safetensors vocab.json merges.txt" ;;
 	SigLIP) echo "config.json preprocessor_config.json model.safetensors spiece.model" ;;
 	SigLIP2) echo "config.json preprocessor_config.json model.safetensors tokenizer.model" ;;
+	Chinese-CLIP) echo "config.json preprocessor_config.json model.safetensors vocab.txt" ;;
 	esac
 }
 family_optional() {
@@ -124,6 +128,7 @@ family_optional() {
 	CLIP*) echo "preprocessor_config.json" ;;
 	SigLIP) echo "tokenizer_config.json special_tokens_map.json" ;;
 	SigLIP2) echo "tokenizer_config.json special_tokens_map.json" ;;
+	Chinese-CLIP) echo "" ;;
 	esac
 }
 
@@ -203,6 +208,7 @@ entry_note() {
 	case $1 in
 	clip-vit-b-16) echo "its main branch has no model.safetensors and the full commit of the safetensors conversion (refs/pr/4) could not be confirmed here" ;;
 	clip-vit-l-14) echo "the revision and the digests of config.json, preprocessor_config.json and model.safetensors are confirmed, those of vocab.json and merges.txt are not" ;;
+	cn-clip-b-16) echo "its main branch has only pytorch_model.bin; a model.safetensors exists only on a pull-request revision, and no public source here confirms that revision or its digests" ;;
 	*) echo "no revision or file digest could be confirmed from a public source here" ;;
 	esac
 }
@@ -219,7 +225,6 @@ pinned: the revision and every file's SHA-256 are in this script; --name NAME do
 partial: the revision and some checksums are here; set CLIPD_MODEL_CHECKSUMS to a file of
   "<sha256>  <file>" lines for all of its files (they must agree with the known ones).
 unconfirmed: set CLIPD_MODEL_REVISION (a full commit) and CLIPD_MODEL_CHECKSUMS.
-SigLIP and SigLIP2 checkpoints need a clipd that runs them (model_type "siglip").
 EOF2
 }
 
