@@ -24,11 +24,14 @@
  *      first, and the whole word is [UNK] if some position matches nothing;
  *  10. [CLS], the first ctx-2 pieces, [SEP], [PAD] up to ctx.
  * Character properties come from GLib's tables (GLib 2.74: Unicode 15.0);
- * Python 3.11's unicodedata is Unicode 14.0, so the two differ only on the
- * 4,489 characters assigned in 15.0 (Cn, dropped, for Python; kept and
- * mostly [UNK] here). NFC and NFD agree with unicodedata on every
- * character both versions assign (tests/tok_wp_ref.py checks the kit's
- * texts and the unit cases).
+ * the reference ran Python 3.11, whose unicodedata is Unicode 14.0. Checked
+ * once over every code point (ctypes calling g_unichar_type and
+ * g_utf8_normalize beside unicodedata, GLib 2.74.6, Python 3.11.7): the
+ * categories differ only on the 4,489 characters Unicode 15.0 added, which
+ * Python calls Cn and drops and GLib keeps (so a word holding one is
+ * mostly [UNK] here); G_NORMALIZE_NFC and G_NORMALIZE_NFD give
+ * unicodedata's NFC and NFD for every other character. The unit test
+ * compares the kit's texts and its own ones (tests/tok_wp_ref.py).
  *
  * The bound. The text is cut into chunks of at most CHUNK_MAX bytes, each
  * run through steps 2-9 alone, until ctx-2 pieces are known. A chunk ends
@@ -458,11 +461,12 @@ static bool run_flush(const tok_wp *t, run_word *w, piece_out *o)
 
 /* Steps 2-9, a character at a time (see the header), for the run at s up
  * to the next cut character or end; returns where it stopped. *full says
- * whether the output filled up. */
+ * whether the output filled up, *oom whether memory ran out. */
 static const char *run_long(const tok_wp *t, const char *s, const char *end, piece_out *o,
-                            bool *full, tok_wp_stats *st)
+                            bool *full, bool *oom, tok_wp_stats *st)
 {
 	run_word w = {.n = 0};
+	sbuf lb = {0};   /* one character lower-cased */
 	const char *p = s;
 	*full = false;
 	st->long_runs++;
@@ -470,18 +474,13 @@ static const char *run_long(const tok_wp *t, const char *s, const char *end, pie
 		gunichar c = g_utf8_get_char(p);
 		if (p > s && cut_char(c))
 			break;
-		char lc[16];
-		sbuf lb = {0};
+		lb.n = 0;
 		py_lower_each(&lb, p, (size_t)(g_utf8_next_char(p) - p));
 		if (lb.oom) {
-			free(lb.p);
-			continue;
+			*oom = true;
+			goto out;
 		}
-		size_t ln = lb.n < sizeof lc - 1 ? lb.n : sizeof lc - 1;
-		memcpy(lc, lb.p, ln);
-		lc[ln] = '\0';
-		free(lb.p);
-		for (const char *q = lc; *q; q = g_utf8_next_char(q)) {
+		for (const char *q = lb.p; q < lb.p + lb.n; q = g_utf8_next_char(q)) {
 			gunichar d[G_UNICHAR_MAX_DECOMPOSITION_LENGTH];
 			gunichar l = g_utf8_get_char(q);
 			if (dropped(l))
@@ -516,6 +515,7 @@ static const char *run_long(const tok_wp *t, const char *s, const char *end, pie
 	}
 	*full = run_flush(t, &w, o);
 out:
+	free(lb.p);
 	st->run_bytes += (size_t)(p - s);
 	return p;
 }
@@ -592,7 +592,12 @@ int tok_wp_encode_stats(const tok_wp *t, const char *text, int32_t *ids, int ctx
 		}
 		const char *cut = find_cut(p, sp);
 		if (!cut) {
-			p = run_long(t, p, sp, &o, &full, &st);
+			bool oom = false;
+			p = run_long(t, p, sp, &o, &full, &oom, &st);
+			if (oom) {
+				rc = clip_fail(err, CLIP_ENOMEM, "out of memory tokenizing");
+				goto fail;
+			}
 			continue;
 		}
 		st.chunks++;
