@@ -138,6 +138,24 @@ static char *repeat(const char *s, int times, const char *tail)
 	return r;
 }
 
+#define NGEN 40
+
+typedef struct sbuf_t {
+	char *p;
+	size_t n, cap;
+} sbuf_t;
+
+static void sb_add(sbuf_t *b, const char *s)
+{
+	size_t l = strlen(s);
+	if (b->n + l + 1 > b->cap) {
+		b->cap = (b->n + l + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+	}
+	memcpy(b->p + b->n, s, l + 1);
+	b->n += l;
+}
+
 static char **own_texts(int *count)
 {
 	static const char *fixed[] = {
@@ -172,7 +190,7 @@ static char **own_texts(int *count)
 		"   ",
 	};
 	int nf = (int)(sizeof fixed / sizeof fixed[0]);
-	char **t = calloc((size_t)nf + 16, sizeof *t);
+	char **t = calloc((size_t)nf + 16 + NGEN, sizeof *t);
 	int n = 0;
 	for (int i = 0; i < nf; i++)
 		t[n++] = strdup(fixed[i]);
@@ -189,6 +207,26 @@ static char **own_texts(int *count)
 	t[n++] = repeat("ab\xCC\x81", 2000, " [MASK] z");
 	t[n++] = repeat("é", 1500, ". next");
 	t[n++] = repeat("hello world ", 400, "");
+	/* generated: pieces that meet at chunk cuts, long runs, marks, specials */
+	static const char *pool[] = {
+		"a", "Ab", "ing", "中", "國", " ", "\t", "\n", ",", "!", "[", "]", "[PAD]", "[MASK]",
+		"\xCC\x81", "\xE2\x80\x8B", "\xE2\x80\xA8", "≠", "é", "Σ", "İ", "ｈ", "１", "😂",
+		"\xEE\x80\x80", "\x01", "\xC2\xA0", "ﬁ", "가", "ぱ", "\xEF\xBF\xBD", "x²", "#",
+	};
+	unsigned seed = 12345;
+	for (int g = 0; g < NGEN; g++) {
+		sbuf_t b = {0};
+		int parts = 50 + g * 40;
+		for (int k = 0; k < parts; k++) {
+			seed = seed * 1103515245u + 12345u;
+			unsigned r = (seed >> 16) % (sizeof pool / sizeof pool[0]);
+			/* long runs of one piece now and then */
+			int times = (seed >> 8) % 97 == 0 ? 1500 : 1;
+			for (int m = 0; m < times; m++)
+				sb_add(&b, pool[r]);
+		}
+		t[n++] = b.p;
+	}
 	*count = n;
 	return t;
 }
@@ -221,6 +259,7 @@ static void own_at(int ctx)
 	char **t = own_texts(&n);
 	json_t *ref = run_ref(t, n, ctx);
 	int32_t *ids = malloc(sizeof *ids * (size_t)ctx), *w = malloc(sizeof *w * (size_t)ctx);
+	int multi = 0, runs = 0;
 	CHECK(json_array_size(ref) == (size_t)n);
 	for (int i = 0; ref && i < n && (size_t)i < json_array_size(ref); i++) {
 		json_t *e = json_array_get(ref, (size_t)i);
@@ -228,15 +267,23 @@ static void own_at(int ctx)
 		int wl = (int)json_integer_value(json_object_get(e, "len")), len = -1;
 		for (int k = 0; k < ctx; k++)
 			w[k] = (int32_t)json_integer_value(json_array_get(wi, (size_t)k));
-		if (enc(t[i], ids, ctx, &len) != CLIP_OK) {
-			CHECKF(0, "own text %d failed", i);
+		tok_wp_stats st;
+		clip_err err = {0};
+		if (tok_wp_encode_stats(shared, t[i], ids, ctx, &len, &st, &err) != CLIP_OK) {
+			CHECKF(0, "own text %d failed: %s", i, err.msg);
 			continue;
 		}
+		multi += st.chunks > 1;
+		runs += st.long_runs > 0;
 		int d = first_diff(ids, w, ctx);
 		CHECKF(d < 0, "ctx %d, own text %d \"%.30s\": position %d is %d, want %d", ctx, i, t[i],
 		       d, d < 0 ? 0 : ids[d], d < 0 ? 0 : w[d]);
 		CHECKF(len == wl, "ctx %d, own text %d: len %d, want %d", ctx, i, len, wl);
 	}
+	/* the chunk cuts and the long runs were exercised */
+	printf("# ctx %d: %d texts in several chunks, %d with a long run\n", ctx, multi, runs);
+	if (ctx == WIDE)
+		CHECK(multi >= 5 && runs >= 5);
 	json_decref(ref);
 	for (int i = 0; i < n; i++)
 		free(t[i]);
