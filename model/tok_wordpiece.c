@@ -53,12 +53,14 @@
  * characters dropped, punctuation splitting the word, and the word kept
  * only up to 101 characters (more is [UNK] whatever they are). That equals
  * steps 2-9 because NFD(NFC(x)) = NFD(x) and the lower-casing of step 7
- * changes nothing in text step 2 lower-cased; it can differ only in the
+ * changes nothing in text step 2 lower-cased (checked over every code
+ * point and every canonical composition of a lower-case base with Python
+ * 3.11: NFC of a lower-cased text is lower case); it can differ only in the
  * order of two non-Mn combining characters of different combining classes
  * (Mc musical symbols), which NFD's canonical reordering would swap. Such a
- * run is read to its end even after ctx-2 pieces are known, unless it is
- * the last piece kept (its words are known only at its end): that scan,
- * like the UTF-8 check, reads the text but does no other work.
+ * run is read to its end (where its last word ends) unless the pieces fill
+ * up inside it; that costs work in proportion to its length, as the UTF-8
+ * check does, but no memory.
  * The ids are those of the whole text normalised at once except in that
  * Mc case. A special-token string that steps 2-8 would produce inside a
  * word (none can: they are upper case after lower-casing) is not looked for.

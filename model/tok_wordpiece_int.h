@@ -44,10 +44,11 @@ void tok_wp_close(tok_wp *t);
  * is all [PAD] (when ids and ctx are usable) and *len is 0.
  * Work and memory are bounded whatever the length of the text: it is
  * normalised a few KB at a time and reading stops once ctx-2 pieces are
- * known (only the UTF-8 check, and a scan over the rest of a word too long
- * to be anything but [UNK], read further). See tok_wordpiece.c for when
- * the ids are exactly those of the whole text (always, for text a person
- * writes). */
+ * known (only the UTF-8 check reads further; a run of more than 4 KB
+ * without a word boundary is read a character at a time, in fixed memory,
+ * up to its end). See tok_wordpiece.c for when the ids are exactly those
+ * of the whole text (always, but for one ordering case of rare combining
+ * characters in such runs). */
 int tok_wp_encode(const tok_wp *t, const char *text, int32_t *ids, int ctx, int *len,
                   clip_err *err);
 
