@@ -17,6 +17,7 @@
 #include "safetensors_int.h"
 #include "tok_bpe_int.h"
 #include "tok_spm_int.h"
+#include "tok_wordpiece_int.h"
 #include "weights_int.h"
 
 int clip_fail(clip_err *err, clip_code code, const char *fmt, ...)
@@ -164,6 +165,31 @@ static int open_spm(clip_model *m, const char *dir, clip_err *err)
 	                 "spiece.model (SigLIP) or tokenizer.model (SigLIP2) is missing from %s", dir);
 }
 
+/* Chinese-CLIP's tokenizer: BERT's WordPiece over vocab.txt, whose ids
+ * must fit the token table. [SEP], which ends a text's mask (text.c), is
+ * the last id the tokenizer gives the empty text. */
+static int open_wordpiece(clip_model *m, const char *dir, clip_err *err)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s/vocab.txt", dir) >= (int)sizeof path)
+		return clip_fail(err, CLIP_EINVAL, "model directory path is too long");
+	int rc = tok_wp_open(path, &m->wp, err);
+	if (rc != CLIP_OK)
+		return rc;
+	if (tok_wp_vocab_size(m->wp) > m->text.cfg.vocab)
+		return clip_fail(err, CLIP_EMODEL, "vocab.txt has %d entries, more than the %d rows of "
+		                 "the token table", tok_wp_vocab_size(m->wp), m->text.cfg.vocab);
+	int32_t ids[8];
+	int len = 0;
+	if ((rc = tok_wp_encode(m->wp, "", ids, 8, &len, err)) != CLIP_OK)
+		return rc;
+	if (len != 2)
+		return clip_fail(err, CLIP_EMODEL, "vocab.txt: the empty text gives %d tokens, not "
+		                 "[CLS] [SEP]", len);
+	m->sep_id = ids[1];
+	return CLIP_OK;
+}
+
 static int open_model(const char *dir, clip_precision precision, int reference, clip_model **out,
                       clip_err *err)
 {
@@ -208,8 +234,8 @@ static int open_model(const char *dir, clip_precision precision, int reference, 
 		return CLIP_OK;
 	}
 	if (m->cfg.text_bert) {
-		/* BERT's WordPiece tokenizer joins in the next step. */
-		m->sep_id = 102;
+		if ((rc = open_wordpiece(m, dir, err)) != CLIP_OK)
+			goto out;
 		*out = m;
 		return CLIP_OK;
 	}
@@ -233,6 +259,7 @@ void clip_model_close(clip_model *m)
 		return;
 	tok_close(m->tok);
 	tok_spm_close(m->spm);
+	tok_wp_close(m->wp);
 	if (m->st)
 		st_close(m->st);
 	free(m->st);
@@ -342,6 +369,10 @@ int clip_tokenize(const clip_model *m, const char *text, int32_t *ids, int *len,
 		return clip_fail(err, CLIP_EINVAL, "text and output are required");
 	if (m->spm)
 		return tok_spm_encode(m->spm, text, ids, m->cfg.text.positions, len, err);
+	if (m->wp)
+		return tok_wp_encode(m->wp, text, ids, m->cfg.text.positions, len, err);
+	if (!m->tok)
+		return clip_fail(err, CLIP_EMODEL, "this model has no tokenizer");
 	return tok_encode(m->tok, text, ids, m->cfg.text.positions, len, err);
 }
 

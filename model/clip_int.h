@@ -109,6 +109,7 @@ typedef struct clip_tower {
 
 struct tok;
 struct tok_spm;
+struct tok_wp;
 struct st_file;
 
 struct clip_model {
@@ -122,6 +123,7 @@ struct clip_model {
 	struct st_file *st;
 	struct tok *tok;                  /* CLIP's BPE, or NULL */
 	struct tok_spm *spm;              /* SigLIP's SentencePiece, or NULL */
+	struct tok_wp *wp;                /* Chinese-CLIP's WordPiece, or NULL */
 	/* F16/BF16 tensors converted to float32, freed at close */
 	void **owned;
 	size_t nowned;

@@ -89,6 +89,29 @@ static void t_shape(void)
 	CHECKF(fabsf(clip_model_logit_scale(model) - ls) < 1e-3f, "logit scale %g", clip_model_logit_scale(model));
 }
 
+/* Through clip_tokenize: the kit's real vocab.txt with BertTokenizer's
+ * rules, 52 ids each and the length the mask covers (tok_wordpiece's own
+ * tests cover the rules). */
+static void t_token_ids(void)
+{
+	json_t *texts = json_object_get(expected, "texts");
+	int32_t ids[52];
+	size_t i;
+	json_t *t;
+	REQUIRE(json_array_size(texts) == 26);
+	json_array_foreach(texts, i, t) {
+		clip_err err;
+		int len = -1;
+		int rc = clip_tokenize(model, json_string_value(json_object_get(t, "text")), ids, &len, &err);
+		CHECKF(rc == CLIP_OK, "text %zu: %s", i, err.msg);
+		int same = 1;
+		for (int k = 0; k < 52; k++)
+			same &= ids[k] == json_integer_value(json_array_get(json_object_get(t, "ids"), (size_t)k));
+		CHECKF(same, "text %zu: ids differ", i);
+		CHECKF(len == json_integer_value(json_object_get(t, "n_tokens")), "text %zu: length %d", i, len);
+	}
+}
+
 /* The text tower's exact GELU (the tanh one moves embeddings by 8e-4
  * only: the kit's points say it). */
 static void t_activation(void)
@@ -276,6 +299,7 @@ int main(void)
 		return 1;
 	}
 	TAP_RUN(t_shape);
+	TAP_RUN(t_token_ids);
 	TAP_RUN(t_activation);
 	TAP_RUN(t_text_embeddings);
 	TAP_RUN(t_literal_pad);
