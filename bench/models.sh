@@ -9,7 +9,8 @@
 #
 #   bench/models.sh [BUILD_DIR] [SECONDS] [PRESET...]
 #       (defaults: build, 8, vit-b-32 vit-b-16 siglip-b-16 siglip2-b-16-256;
-#        clip-mkmodel also has vit-l-14 and siglip2-b-32-256; CLIPD_NO_PEERS=1
+#        clip-mkmodel also has vit-l-14, siglip2-b-32-256 and cn-clip-b-16, whose
+#        text figure is a 10-character query; CLIPD_NO_PEERS=1
 #        leaves ONNX Runtime out)
 #
 # The presets (0.6-1.7 GB each) are written to a temp dir, removed at exit.
@@ -59,6 +60,7 @@ for preset in "${presets[@]}"; do
 	case $preset in
 	siglip2*) gemma_model && args+=(--spm "$gemma") ;;
 	siglip*) args+=(--spm "$spm") ;;
+	cn-clip*) args+=(--spm "$ref/tiny-cn-clip-a/vocab.txt") ;;
 	esac
 	"$build/clip-mkmodel" "${args[@]}"
 	size=$(du -m "$tmp/$preset/model.safetensors" | cut -f1)
