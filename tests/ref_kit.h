@@ -9,8 +9,11 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "clip.h"
 
 #define REF_UNUSED __attribute__((unused))
 
@@ -69,6 +72,85 @@ static REF_UNUSED json_t *ref_kit_open(const char *name, const char *prefix, cha
 	if (!e)
 		printf("not ok 1 - reference kit at %s: %s\n1..1\n", kit, jerr.text);
 	return e;
+}
+
+/* Every expected text (its `ids`) through m, as one batch: a malloc'd
+ * [n][dim] the caller frees, *n_out = n; NULL on any failure. */
+static REF_UNUSED float *ref_text_embeddings(clip_model *m, json_t *expected, size_t *n_out)
+{
+	json_t *texts = json_object_get(expected, "texts");
+	int D = clip_model_dim(m), C = clip_model_context(m);
+	size_t n = json_array_size(texts);
+	clip_ctx *ctx;
+	*n_out = n;
+	if (clip_ctx_new(m, (int)n, &ctx, NULL) != CLIP_OK)
+		return NULL;
+	int32_t *ids = malloc(n * (size_t)C * sizeof *ids);
+	float *emb = malloc(n * (size_t)D * sizeof *emb);
+	for (size_t i = 0; ids && emb && i < n; i++)
+		for (int k = 0; k < C; k++)
+			ids[i * C + k] = (int32_t)json_integer_value(
+				json_array_get(json_object_get(json_array_get(texts, i), "ids"), (size_t)k));
+	if (!ids || !emb || clip_encode_texts(ctx, (int)n, ids, emb, NULL) != CLIP_OK) {
+		free(emb);
+		emb = NULL;
+	}
+	free(ids);
+	clip_ctx_free(ctx);
+	return emb;
+}
+
+/* Every expected image (its kit/pixels file) through m, as one batch. */
+static REF_UNUSED float *ref_image_embeddings(clip_model *m, json_t *expected, const char *kit,
+                                              size_t *n_out)
+{
+	json_t *images = json_object_get(expected, "images");
+	int D = clip_model_dim(m), S = clip_model_image_size(m);
+	size_t n = json_array_size(images), plane = (size_t)3 * S * S;
+	clip_ctx *ctx;
+	*n_out = n;
+	if (clip_ctx_new(m, (int)n, &ctx, NULL) != CLIP_OK)
+		return NULL;
+	float *pix = malloc(n * plane * sizeof *pix), *emb = malloc(n * (size_t)D * sizeof *emb);
+	int ok = pix && emb;
+	for (size_t i = 0; ok && i < n; i++) {
+		char p[4200];
+		snprintf(p, sizeof p, "%s/%s", kit,
+		         json_string_value(json_object_get(json_array_get(images, i), "pixels")));
+		ok = read_f32(p, pix + i * plane, plane) == 0;
+	}
+	if (!ok || clip_encode_images(ctx, (int)n, pix, emb, NULL) != CLIP_OK) {
+		free(emb);
+		emb = NULL;
+	}
+	free(pix);
+	clip_ctx_free(ctx);
+	return emb;
+}
+
+/* The worst cosine between a's and b's embeddings of every expected image
+ * and text (two opens of one kit, say f32 and bf16); -2 on failure. */
+static REF_UNUSED float ref_worst_cosine(clip_model *a, clip_model *b, json_t *expected,
+                                         const char *kit)
+{
+	int D = clip_model_dim(a);
+	size_t n, n2, nt, nt2;
+	float *ia = ref_image_embeddings(a, expected, kit, &n), *ib = ref_image_embeddings(b, expected, kit, &n2);
+	float *ta = ref_text_embeddings(a, expected, &nt), *tb = ref_text_embeddings(b, expected, &nt2);
+	float worst = -2;
+	if (ia && ib && ta && tb && clip_model_dim(b) == D) {
+		worst = 1;
+		for (size_t i = 0; i < n; i++) {
+			clip_normalize(ia + i * D, D), clip_normalize(ib + i * D, D);
+			worst = fminf(worst, dot(ia + i * D, ib + i * D, D));
+		}
+		for (size_t i = 0; i < nt; i++) {
+			clip_normalize(ta + i * D, D), clip_normalize(tb + i * D, D);
+			worst = fminf(worst, dot(ta + i * D, tb + i * D, D));
+		}
+	}
+	free(ia), free(ib), free(ta), free(tb);
+	return worst;
 }
 
 #endif

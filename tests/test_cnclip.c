@@ -29,56 +29,6 @@ static float num(json_t *a, size_t i)
 	return (float)json_number_value(json_array_get(a, i));
 }
 
-static float *text_embeddings(clip_model *m, size_t *n_out)
-{
-	json_t *texts = json_object_get(expected, "texts");
-	int D = clip_model_dim(m), C = clip_model_context(m);
-	size_t n = json_array_size(texts);
-	clip_ctx *ctx;
-	if (clip_ctx_new(m, (int)n, &ctx, NULL) != CLIP_OK)
-		return NULL;
-	int32_t *ids = malloc(n * (size_t)C * sizeof *ids);
-	float *emb = malloc(n * (size_t)D * sizeof *emb);
-	for (size_t i = 0; ids && emb && i < n; i++)
-		for (int k = 0; k < C; k++)
-			ids[i * C + k] = (int32_t)json_integer_value(
-				json_array_get(json_object_get(json_array_get(texts, i), "ids"), (size_t)k));
-	if (!ids || !emb || clip_encode_texts(ctx, (int)n, ids, emb, NULL) != CLIP_OK) {
-		free(emb);
-		emb = NULL;
-	}
-	free(ids);
-	clip_ctx_free(ctx);
-	*n_out = n;
-	return emb;
-}
-
-static float *image_embeddings(clip_model *m, size_t *n_out)
-{
-	json_t *images = json_object_get(expected, "images");
-	int D = clip_model_dim(m), S = clip_model_image_size(m);
-	size_t n = json_array_size(images), plane = (size_t)3 * S * S;
-	clip_ctx *ctx;
-	if (clip_ctx_new(m, (int)n, &ctx, NULL) != CLIP_OK)
-		return NULL;
-	float *pix = malloc(n * plane * sizeof *pix), *emb = malloc(n * (size_t)D * sizeof *emb);
-	int ok = pix && emb;
-	for (size_t i = 0; ok && i < n; i++) {
-		char p[2048];
-		snprintf(p, sizeof p, "%s/%s", kit,
-		         json_string_value(json_object_get(json_array_get(images, i), "pixels")));
-		ok = read_f32(p, pix + i * plane, plane) == 0;
-	}
-	if (!ok || clip_encode_images(ctx, (int)n, pix, emb, NULL) != CLIP_OK) {
-		free(emb);
-		emb = NULL;
-	}
-	free(pix);
-	clip_ctx_free(ctx);
-	*n_out = n;
-	return emb;
-}
-
 static void t_shape(void)
 {
 	CHECK(clip_model_family(model) == CLIP_FAMILY_CLIP);
@@ -134,7 +84,7 @@ static void t_text_embeddings(void)
 	json_t *texts = json_object_get(expected, "texts");
 	int D = clip_model_dim(model), C = clip_model_context(model);
 	size_t n;
-	float *emb = text_embeddings(model, &n);
+	float *emb = ref_text_embeddings(model, expected, &n);
 	REQUIRE(emb && n == 26);
 	clip_ctx *ctx;
 	REQUIRE(clip_ctx_new(model, 1, &ctx, NULL) == CLIP_OK);
@@ -185,7 +135,7 @@ static void t_images_and_logits(void)
 	json_t *images = json_object_get(expected, "images");
 	int D = clip_model_dim(model);
 	size_t n, nt;
-	float *emb = image_embeddings(model, &n), *temb = text_embeddings(model, &nt);
+	float *emb = ref_image_embeddings(model, expected, kit, &n), *temb = ref_text_embeddings(model, expected, &nt);
 	REQUIRE(emb && temb && n == 7);
 	float worst = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -261,23 +211,9 @@ static void reduced(clip_precision p, float bound)
 	clip_model *m;
 	clip_err err;
 	REQUIRE(clip_model_open_opts(kit, &o, &m, &err) == CLIP_OK);
-	int D = clip_model_dim(m);
-	size_t n, nt, n2, nt2;
-	float *a = image_embeddings(model, &n), *b = image_embeddings(m, &n2);
-	float *ta = text_embeddings(model, &nt), *tb = text_embeddings(m, &nt2);
-	REQUIRE(a && b && ta && tb);
-	float worst = 1;
-	for (size_t i = 0; i < n; i++) {
-		clip_normalize(a + i * D, D), clip_normalize(b + i * D, D);
-		worst = fminf(worst, dot(a + i * D, b + i * D, D));
-	}
-	for (size_t i = 0; i < nt; i++) {
-		clip_normalize(ta + i * D, D), clip_normalize(tb + i * D, D);
-		worst = fminf(worst, dot(ta + i * D, tb + i * D, D));
-	}
+	float worst = ref_worst_cosine(model, m, expected, kit);
 	printf("# %s vs f32: worst cosine %.5f\n", clip_precision_name(p), worst);
 	CHECKF(worst >= bound, "%s: worst cosine %f", clip_precision_name(p), worst);
-	free(a), free(b), free(ta), free(tb);
 	clip_model_close(m);
 }
 

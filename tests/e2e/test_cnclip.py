@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, multipart, Daemon, REF, SCORE_TOL, TIE_TOL, softmax  # noqa: E402
+from test_e2e import ok, multipart, Daemon, REF, softmax  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-cn-clip-a")
 
@@ -30,22 +30,6 @@ KIT = os.path.join(REF, "tiny-cn-clip-a")
 def norm(v):
     s = math.sqrt(sum(x * x for x in v))
     return [x / s for x in v]
-
-
-def ranking_problems(got, want):
-    """got: [(name, score)] best first; want: {name: cosine}."""
-    problems = []
-    for name, score in got:
-        if name not in want:
-            problems.append("unexpected %r" % name)
-        elif abs(score - want[name]) > SCORE_TOL:
-            problems.append("%r: score %.6f, expected %.6f" % (name, score, want[name]))
-    for (a, _), (b, _) in zip(got, got[1:]):
-        if a in want and b in want and want[a] < want[b] - TIE_TOL:
-            problems.append("%r ranked above %r" % (a, b))
-    if sorted(n for n, _ in got) != sorted(want):
-        problems.append("returned %s, expected %s" % (sorted(n for n, _ in got), sorted(want)))
-    return problems
 
 
 def test_cnclip(tmp):
@@ -84,7 +68,7 @@ def test_cnclip(tmp):
                 continue
             got = [(names.get(x["id"], "?"), x["score"]) for x in r.json["results"]]
             want = {images[i]: L[i][t_i] / scale for i in range(len(images))}
-            p = ranking_problems(got, want)
+            p = e2e.cosine_ranking_problems(got, want)
             if p:
                 bad.append("text %d (%r): %s" % (t_i, text[:20], "; ".join(p)))
         ok(not bad, "search: all %d texts rank the images as expected.json" % len(texts),

@@ -275,6 +275,24 @@ def check_ranking(got, expected_scores, scale):
     return problems
 
 
+def cosine_ranking_problems(got, want):
+    """got: [(name, score)] best first; want: {name: the expected cosine}.
+    Scores within SCORE_TOL, order up to ties within TIE_TOL, the same set.
+    Returns a list of problems (empty when fine)."""
+    problems = []
+    for name, score in got:
+        if name not in want:
+            problems.append("unexpected %r" % (name,))
+        elif abs(score - want[name]) > SCORE_TOL:
+            problems.append("%r: score %.6f, expected %.6f" % (name, score, want[name]))
+    for (a, _), (b, _) in zip(got, got[1:]):
+        if a in want and b in want and want[a] < want[b] - TIE_TOL:
+            problems.append("%r ranked above %r" % (a, b))
+    if sorted(n for n, _ in got) != sorted(want):
+        problems.append("returned %s, expected %s" % (sorted(n for n, _ in got), sorted(want)))
+    return problems
+
+
 def softmax(xs):
     m = max(xs)
     e = [math.exp(x - m) for x in xs]

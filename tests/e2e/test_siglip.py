@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, diag, multipart, Daemon, REF, SCORE_TOL, TIE_TOL  # noqa: E402
+from test_e2e import ok, multipart, Daemon, REF  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-siglip-a")
 
@@ -27,22 +27,6 @@ KIT = os.path.join(REF, "tiny-siglip-a")
 def load():
     with open(os.path.join(KIT, "expected.json")) as fh:
         return json.load(fh)
-
-
-def ranking_problems(got, want):
-    """got: [(name, score)] best first; want: {name: cosine}."""
-    problems = []
-    for name, score in got:
-        if name not in want:
-            problems.append("unexpected %r" % name)
-        elif abs(score - want[name]) > SCORE_TOL:
-            problems.append("%r: score %.6f, expected %.6f" % (name, score, want[name]))
-    for (a, _), (b, _) in zip(got, got[1:]):
-        if a in want and b in want and want[a] < want[b] - TIE_TOL:
-            problems.append("%r ranked above %r" % (a, b))
-    if sorted(n for n, _ in got) != sorted(want):
-        problems.append("returned %s, expected %s" % (sorted(n for n, _ in got), sorted(want)))
-    return problems
 
 
 def norm(v):
@@ -89,7 +73,7 @@ def test_siglip(tmp):
                 continue
             got = [(names.get(x["id"], "?"), x["score"]) for x in r.json["results"]]
             want = {images[i]: (L[i][t_i] - bias) / scale for i in range(len(images))}
-            p = ranking_problems(got, want)
+            p = e2e.cosine_ranking_problems(got, want)
             if p:
                 bad.append("text %d (%r): %s" % (t_i, text[:30], "; ".join(p)))
         ok(not bad, "search: all %d texts rank the images as expected.json" % len(texts),
@@ -111,7 +95,7 @@ def test_siglip(tmp):
             got = [(by_id.get(x["id"], -1), x["score"]) for x in r.json["results"]]
             # Equal texts (none here) would tie; ranks by the cosine.
             want = {j: (L[i_i][j] - bias) / scale for j in range(len(texts))}
-            p = ranking_problems(got, want)
+            p = e2e.cosine_ranking_problems(got, want)
             if p:
                 bad.append("%s: %s" % (f, "; ".join(p[:3])))
         ok(not bad, "image -> texts: every image ranks the 23 texts as expected.json",
