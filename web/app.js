@@ -119,13 +119,24 @@ function setEmpty(id, show, text) {
   if (text) p.textContent = text;
 }
 
+// Search as you type, but not while an input method composes (pinyin,
+// kana, Hangul): its half-typed letters are not the query. The search
+// runs when the composition ends.
 let debounce = 0;
-$('q').addEventListener('input', () => {
+let composing = false;
+function searchSoon() {
   clearTimeout(debounce);
   debounce = setTimeout(() => search($('q').value), 300);
+}
+$('q').addEventListener('compositionstart', () => { composing = true; clearTimeout(debounce); });
+$('q').addEventListener('compositionend', () => { composing = false; searchSoon(); });
+$('q').addEventListener('input', (ev) => {
+  if (ev.isComposing || composing) return;
+  searchSoon();
 });
 $('search-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
+  if (composing) return; // the Enter that confirms a composition
   clearTimeout(debounce);
   search($('q').value);
 });

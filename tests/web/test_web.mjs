@@ -198,9 +198,31 @@ try {
   await page.waitForFunction(() => document.getElementById('grid').dataset.query === 'a horse', null,
                              { timeout: 10000 });
   r = await post('/v1/search', { text: 'a horse', k: 24 });
+
   const typed = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
   ok(JSON.stringify(typed) === JSON.stringify(r.json.results.map((x) => x.id)),
      'typing searches without Enter, in the API order');
+  // An input method composing (CDP's IME composition, as pinyin or kana
+  // typing makes it): no search for the half-typed letters; one for the
+  // committed text.
+  const seen = [];
+  const onReq = (req) => { if (req.url().endsWith('/v1/search')) seen.push(JSON.parse(req.postData()).text); };
+  page.on('request', onReq);
+  const cdp = await page.context().newCDPSession(page);
+  await page.fill('#q', '');
+  await page.waitForTimeout(600);
+  seen.length = 0;
+  await page.focus('#q');
+  await cdp.send('Input.imeSetComposition', { text: 'hai', selectionStart: 3, selectionEnd: 3 });
+  await cdp.send('Input.imeSetComposition', { text: 'haibian', selectionStart: 7, selectionEnd: 7 });
+  await page.waitForTimeout(900); // three times the page's 300 ms debounce
+  ok(seen.length === 0, 'no search while an input method composes', seen);
+  await cdp.send('Input.insertText', { text: '海边' });
+  await page.waitForFunction(() => document.getElementById('grid').dataset.query === '海边', null,
+                             { timeout: 10000 });
+  ok(seen.length >= 1 && seen.every((t) => t === '海边'),
+     'the committed text is searched, and nothing else', seen);
+  page.off('request', onReq);
   await page.fill('#q', Q);
   await page.press('#q', 'Enter');
   await page.waitForFunction((q) => document.getElementById('grid').dataset.query === q, Q);
