@@ -128,6 +128,31 @@ static REF_UNUSED float *ref_image_embeddings(clip_model *m, json_t *expected, c
 	return emb;
 }
 
+/* Preprocesses the kit image `im` (an expected.json images[] entry, its
+ * file under ref/images) with m into pix[plane] and compares it with the
+ * oracle's kit/pixels file read into want[plane]: the mean absolute
+ * difference in 0..255 grey levels, undoing each channel's std. -1 when
+ * the file does not preprocess (err says why), -2 when the oracle's
+ * pixels cannot be read. */
+static REF_UNUSED double ref_preprocess_mad(clip_model *m, const char *ref, const char *kit,
+                                            json_t *im, const float std[3], float *pix,
+                                            float *want, clip_err *err)
+{
+	int S = clip_model_image_size(m);
+	size_t chan = (size_t)S * S, plane = 3 * chan;
+	char p[4200];
+	snprintf(p, sizeof p, "%s/images/%s", ref, json_string_value(json_object_get(im, "file")));
+	if (clip_preprocess_file(m, p, NULL, pix, NULL, NULL, err) != CLIP_OK)
+		return -1;
+	snprintf(p, sizeof p, "%s/%s", kit, json_string_value(json_object_get(im, "pixels")));
+	if (read_f32(p, want, plane) != 0)
+		return -2;
+	double sum = 0;
+	for (size_t k = 0; k < plane; k++)
+		sum += fabs((double)pix[k] - want[k]) * std[k / chan] * 255.0;
+	return sum / (double)plane;
+}
+
 /* The worst cosine between a's and b's embeddings of every expected image
  * and text (two opens of one kit, say f32 and bf16); -2 on failure. */
 static REF_UNUSED float ref_worst_cosine(clip_model *a, clip_model *b, json_t *expected,

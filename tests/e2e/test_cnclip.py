@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, multipart, Daemon, REF, softmax  # noqa: E402
+from test_e2e import ok, Daemon, REF, softmax  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-cn-clip-a")
 
@@ -48,17 +48,8 @@ def test_cnclip(tmp):
         r = d.get("/v1/stats")
         ok(r.status == 200 and r.json["model"]["dim"] == 32 and
            r.json["model"].get("family") == "clip", "/v1/stats: dim 32, family clip", r)
-        files = []
-        for f in images:
-            with open(os.path.join(REF, "images", f), "rb") as fh:
-                files.append(("file", f, fh.read(), "image/jpeg" if f.endswith(".jpg") else "image/png"))
-        body, ctype = multipart([], files)
-        r = d.post("/v1/ingest", body, ctype=ctype)
-        ok(r.status == 202 and r.json["accepted"] == len(images), "ingest the 7 images", r)
-        ids = {it["name"]: it["id"] for it in (r.json or {}).get("items", [])}
+        ids = e2e.ingest_reference_images(d, images)
         names = {v: k for k, v in ids.items()}
-        job = d.wait_job(r.json["job_id"]) if r.status == 202 else None
-        ok(job is not None and job["done"] == len(images), "the images are indexed", job)
 
         bad = []
         for t_i, text in enumerate(texts):

@@ -275,6 +275,22 @@ def check_ranking(got, expected_scores, scale):
     return problems
 
 
+def ingest_reference_images(d, images):
+    """Ingests the reference images named in images (one multipart
+    request) into d and waits for their job: two cases (accepted, indexed).
+    Returns {file name: image id}."""
+    files = []
+    for f in images:
+        with open(os.path.join(REF, "images", f), "rb") as fh:
+            files.append(("file", f, fh.read(), "image/jpeg" if f.endswith(".jpg") else "image/png"))
+    body, ctype = multipart([], files)
+    r = d.post("/v1/ingest", body, ctype=ctype)
+    ok(r.status == 202 and r.json["accepted"] == len(images), "ingest the %d images" % len(images), r)
+    job = d.wait_job(r.json["job_id"]) if r.status == 202 else None
+    ok(job is not None and job["done"] == len(images), "the images are indexed", job)
+    return {it["name"]: it["id"] for it in (r.json or {}).get("items", [])}
+
+
 def cosine_ranking_problems(got, want):
     """got: [(name, score)] best first; want: {name: the expected cosine}.
     Scores within SCORE_TOL, order up to ties within TIE_TOL, the same set.

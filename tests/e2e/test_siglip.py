@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, multipart, Daemon, REF  # noqa: E402
+from test_e2e import ok, Daemon, REF  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-siglip-a")
 
@@ -52,17 +52,8 @@ def test_siglip(tmp):
            r.json["model"].get("family") == "siglip" and
            abs(r.json["model"].get("logit_bias", 0) - bias) < 1e-5,
            "/v1/stats: family siglip, dim 64, the logit bias", r)
-        files = []
-        for f in images:
-            with open(os.path.join(REF, "images", f), "rb") as fh:
-                files.append(("file", f, fh.read(), "image/jpeg" if f.endswith(".jpg") else "image/png"))
-        body, ctype = multipart([], files)
-        r = d.post("/v1/ingest", body, ctype=ctype)
-        ok(r.status == 202 and r.json["accepted"] == len(images), "ingest the 7 images", r)
-        ids = {it["name"]: it["id"] for it in (r.json or {}).get("items", [])}
+        ids = e2e.ingest_reference_images(d, images)
         names = {v: k for k, v in ids.items()}
-        job = d.wait_job(r.json["job_id"]) if r.status == 202 else None
-        ok(job is not None and job["done"] == len(images), "the images are indexed", job)
 
         # Text -> images: every text's column of logits, as cosines.
         bad = []
