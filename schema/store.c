@@ -299,6 +299,8 @@ static int conn_open(store_conn *c, const char *path, int readonly, store_err *e
 		                  "cannot open database %s: %s", path,
 		                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 	sqlite3_busy_timeout(c->db, 5000);
+	if ((rc = store_fts_register(c->db)) != SQLITE_OK)
+		return store_sqlite_fail(err, c->db, rc, "registering the keyword index's functions");
 	sqlite3_extended_result_codes(c->db, 1);
 	return exec_script(c, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
 	                   "configuring the database", err);

@@ -159,6 +159,17 @@ int store_text_get(store *s, int64_t id, store_text *out, store_err *err);
 int store_text_delete(store *s, int64_t id, store_err *err);
 int store_text_count(store *s, int64_t *total, store_err *err);
 
+/* Keyword search (the FTS5 index of migration 004) over ready items of one
+ * kind: images by file name, path and metadata values, texts by their words
+ * and metadata values. query is FTS5's query syntax (words, "phrases",
+ * prefix*, AND/OR/NOT, NEAR, column:word with the columns name, path, meta
+ * or text, meta); a run of Chinese, Japanese or Korean characters matches
+ * where it occurs. Fills up to limit ids, best first, with their scores
+ * (the negated bm25: higher is better) and sets *n. A query FTS5 refuses is
+ * STORE_EINVAL with FTS5's message. */
+int store_keyword_search(store *s, store_kind kind, const char *query, int limit, int64_t *ids,
+                         double *scores, int *n, store_err *err);
+
 /* The texts ids[0..n) with one query, as store_images_get_many: out[i].id
  * is 0 where there is no such text. */
 int store_texts_get_many(store *s, const int64_t *ids, size_t n, store_text *out,

@@ -175,6 +175,21 @@ int store_work_finish_locked(store *s, int64_t work_id, const char *why, int64_t
  * prepared statement; malloc'ed, NULL when out of memory. */
 char *store_ids_json(const int64_t *ids, size_t n);
 
+/* The keyword index (store_fts.c). store_fts_register adds its SQL
+ * functions to a connection (every connection, before the migrations); the
+ * *_locked functions keep an item's row in step inside the transaction that
+ * writes the item: put (insert or replace) takes an image's filename or a
+ * text's text, and its meta. */
+int store_fts_register(sqlite3 *db);
+int store_fts_put_locked(store *s, store_kind kind, int64_t id, const char *name_or_text,
+                         const char *meta_json, store_err *err);
+int store_fts_image_meta_locked(store *s, int64_t id, const char *meta_json, store_err *err);
+int store_fts_delete_locked(store *s, store_kind kind, int64_t id, store_err *err);
+
+/* A keyword query rewritten for the index's segmented text (store_fts.c):
+ * malloc'ed, NULL when out of memory. */
+char *store_fts_query(const char *q);
+
 /* Public entry points accept a NULL err; internals may then assume one. */
 #define STORE_ERR_DEFAULT(err) \
 	store_err err##_fallback_; \

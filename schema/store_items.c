@@ -125,7 +125,7 @@ int store_image_insert_locked(store *s, const store_image *img, int64_t *id, sto
 	if (rc != STORE_OK)
 		return rc;
 	*id = sqlite3_last_insert_rowid(w->db);
-	return STORE_OK;
+	return store_fts_put_locked(s, STORE_IMAGE, *id, img->filename, img->meta, err);
 }
 
 struct image_insert {
@@ -239,6 +239,14 @@ static int update_image_tx(store *s, void *ctx, store_err *err)
 	return rc;
 }
 
+/* The new metadata and its keywords, in one transaction. */
+static int set_meta_tx(store *s, void *ctx, store_err *err)
+{
+	store_query *q = ctx;
+	int rc = update_image_tx(s, q, err);
+	return rc != STORE_OK ? rc : store_fts_image_meta_locked(s, q->args[0].i, q->args[1].p, err);
+}
+
 int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
@@ -248,7 +256,7 @@ int store_image_set_meta(store *s, int64_t id, const char *meta_json, store_err 
 		.sql = SQL_IMAGE_SET_META, .what = "updating metadata",
 		.args = {BIND_INT(id), BIND_TEXT(meta_json), BIND_NOW},
 	};
-	return store_write(s, update_image_tx, &q, err);
+	return store_write(s, set_meta_tx, &q, err);
 }
 
 int store_image_pin(store *s, int64_t id, store_err *err)
@@ -348,6 +356,8 @@ static int delete_item_locked(store *s, store_kind kind, const char *sql, int64_
 	if (rc != STORE_OK || sqlite3_changes(s->writer.db) == 0)
 		return rc;
 	*found = 1;
+	if ((rc = store_fts_delete_locked(s, kind, id, err)) != STORE_OK)
+		return rc;
 	return drop_item_locked(s, kind, id, err);
 }
 
@@ -434,9 +444,10 @@ int store_text_insert_locked(store *s, const char *text, const char *meta_json, 
 		return json_meta_error(err);
 	if (rc != STORE_OK)
 		return rc;
+	int64_t rowid = sqlite3_last_insert_rowid(s->writer.db);
 	if (id)
-		*id = sqlite3_last_insert_rowid(s->writer.db);
-	return STORE_OK;
+		*id = rowid;
+	return store_fts_put_locked(s, STORE_TEXT, rowid, text, meta_json, err);
 }
 
 struct text_insert {

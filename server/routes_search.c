@@ -5,6 +5,7 @@
 
 #include "app.h"
 #include "clock.h"
+#include "fusion.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "routes.h"
@@ -29,6 +30,12 @@
 #define FILTER_OVERFETCH 8
 #define MAX_WINDOW 100000
 
+/* Keyword and hybrid searches read each ranking to this depth at least
+ * (k + offset when deeper), and deeper while a filter leaves too few. */
+#define RANK_DEPTH 100
+
+enum search_mode { MODE_VECTOR, MODE_KEYWORD, MODE_HYBRID };
+
 struct search_args {
 	const char *text;      /* NULL when the query is an image */
 	int64_t k, offset;
@@ -36,6 +43,8 @@ struct search_args {
 	double min_score;
 	int has_min;
 	json_t *filter;        /* borrowed from the request; NULL: none */
+	enum search_mode mode;
+	int64_t rrf_k;         /* hybrid: the k of reciprocal-rank fusion */
 };
 
 /* A filter is an object: each key names a field of the item's metadata
@@ -126,9 +135,11 @@ static int matches(json_t *filter, const char *meta_text, const char *mime)
 
 static int parse_args(json_t *o, struct search_args *s, api_err *err)
 {
-	const char *coll;
+	const char *coll, *mode;
 	int rc;
 	if ((rc = ju_str(o, "text", 0, &s->text, err)) ||
+	    (rc = ju_str(o, "mode", 0, &mode, err)) ||
+	    (rc = ju_int(o, "rrf_k", 60, 1, 100000, &s->rrf_k, err)) ||
 	    (rc = ju_int(o, "k", 20, 1, MAX_K, &s->k, err)) ||
 	    (rc = ju_int(o, "offset", 0, 0, MAX_OFFSET, &s->offset, err)) ||
 	    (rc = ju_str(o, "collection", 0, &coll, err)) ||
@@ -143,6 +154,15 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 		s->filter = NULL;
 	if (s->filter && (rc = check_filter(s->filter, err)))
 		return rc;
+	if (!mode || !strcmp(mode, "vector"))
+		s->mode = MODE_VECTOR;
+	else if (!strcmp(mode, "keyword"))
+		s->mode = MODE_KEYWORD;
+	else if (!strcmp(mode, "hybrid"))
+		s->mode = MODE_HYBRID;
+	else
+		return api_fail(err, API_EBADREQ,
+		                "field 'mode' must be \"vector\", \"keyword\" or \"hybrid\"");
 	if (!coll || !strcmp(coll, "images"))
 		s->kind = STORE_IMAGE;
 	else if (!strcmp(coll, "texts"))
@@ -156,13 +176,14 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
  * types parse_args expects. */
 static int params_object(http_req *r, int from_parts, json_t **out, api_err *err)
 {
-	static const char *const ints[] = {"k", "offset", "image_id"};
-	static const char *const strs[] = {"text", "collection", "image_b64"};
+	static const char *const ints[] = {"k", "offset", "image_id", "rrf_k"};
+	static const char *const strs[] = {"text", "collection", "image_b64", "mode"};
+	enum { NINTS = sizeof ints / sizeof ints[0], NSTRS = sizeof strs / sizeof strs[0] };
 	json_t *o = json_object();
 	int rc = 0;
 	*out = NULL;
-	for (size_t i = 0; i < 6; i++) {
-		const char *key = i < 3 ? ints[i] : strs[i - 3];
+	for (size_t i = 0; i < NINTS + NSTRS; i++) {
+		const char *key = i < NINTS ? ints[i] : strs[i - NINTS];
 		const char *v;
 		if (from_parts) {
 			http_part *p = http_req_part(r, key);
@@ -174,7 +195,7 @@ static int params_object(http_req *r, int from_parts, json_t **out, api_err *err
 		}
 		if (!v)
 			continue;
-		if (i < 3) {
+		if (i < NINTS) {
 			int64_t n;
 			if ((rc = ju_parse_int_str(v, key, INT64_MIN, INT64_MAX, &n, err)))
 				goto out;
@@ -209,8 +230,9 @@ out:
 /* The results ids[0..n) (scores alike) as JSON, skipping the first offset
  * that still exist and those deleted since the search saw them; at most k.
  * One store read for all of them. */
-static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores, int n,
-                        int64_t offset, int64_t k, json_t *filter, json_t **out, api_err *err)
+static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores,
+                        const fused *ranks, int n, int64_t offset, int64_t k, json_t *filter,
+                        json_t **out, api_err *err)
 {
 	store_err se;
 	store_image *imgs = NULL;
@@ -248,6 +270,14 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 		}
 		json_t *o = kind == STORE_IMAGE ? route_image_json(&imgs[i]) : route_text_json(&txts[i]);
 		json_object_set_new(o, "score", json_real(scores[i]));
+		if (ranks) {
+			json_object_set_new(o, "vector_rank", ranks[i].vector_rank
+			                                          ? json_integer(ranks[i].vector_rank)
+			                                          : json_null());
+			json_object_set_new(o, "keyword_rank", ranks[i].keyword_rank
+			                                           ? json_integer(ranks[i].keyword_rank)
+			                                           : json_null());
+		}
 		json_array_append_new(results, o);
 	}
 	for (int i = 0; i < n; i++) {
@@ -262,6 +292,60 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 	return 0;
 }
 
+/* The ranking at depth n: ids[0..*m) best first with their scores (and, for
+ * keyword and hybrid searches, their ranks in each list), cut at min_score;
+ * *more is 1 when a deeper read could find more. ids, scores and ranks hold
+ * 2n entries (a hybrid fuses two lists of n). */
+static int ranking(app *a, space *sp, const struct search_args *s, const float *q, int64_t n,
+                   int64_t *ids, float *scores, fused *ranks, int *m, int *more, api_err *e)
+{
+	int nv = 0, nk = 0;
+	*m = 0;
+	*more = 0;
+	if (s->mode != MODE_KEYWORD) {
+		if (coll_search(sp->coll, s->kind, q, (int)n, scores, ids, e))
+			return -1;
+		/* The index pads with -1. */
+		while (nv < n && ids[nv] >= 0)
+			nv++;
+		*more = nv == n;
+	}
+	if (s->mode == MODE_VECTOR) {
+		*m = nv;
+	} else {
+		int64_t *kids = ids + (s->mode == MODE_HYBRID ? n : 0);
+		double *ksc = malloc((size_t)n * sizeof *ksc);
+		store_err se;
+		if (!ksc)
+			return api_fail(e, API_ENOMEM, "out of memory");
+		int rc = store_keyword_search(a->st, s->kind, s->text, (int)n, kids, ksc, &nk, &se);
+		if (rc == STORE_OK && s->mode == MODE_KEYWORD)
+			for (int i = 0; i < nk; i++)
+				ranks[i] = (fused){.id = kids[i], .score = ksc[i], .keyword_rank = i + 1};
+		free(ksc);
+		if (rc != STORE_OK)
+			return api_from_store(e, &se);
+		*more = *more || nk == n;
+		if (s->mode == MODE_HYBRID)
+			fusion_rrf(ids, nv, kids, nk, (int)s->rrf_k, ranks, m);
+		else
+			*m = nk;
+		for (int i = 0; i < *m; i++) {
+			ids[i] = ranks[i].id;
+			scores[i] = (float)ranks[i].score;
+		}
+	}
+	/* Best first, so min_score keeps a prefix. */
+	if (s->has_min)
+		for (int i = 0; i < *m; i++)
+			if (scores[i] < s->min_score) {
+				*m = i;
+				*more = 0;
+				break;
+			}
+	return 0;
+}
+
 static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 {
 	app *a = http_req_app(r);
@@ -271,6 +355,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	float *q = malloc((size_t)sp->dim * sizeof *q);
 	float *scores = NULL;
 	int64_t *ids = NULL;
+	fused *ranks = NULL;
 	json_t *results = NULL;
 	int found = 0;
 
@@ -295,18 +380,27 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 		         "missing query: give 'text', 'image_id' or 'image_b64' (or q= in the URL)");
 		goto fail;
 	}
-	if (s.text && encode_pool_texts(sp->enc, 1, &s.text, q, &e))
+	if (found && s.mode != MODE_VECTOR) {
+		api_fail(&e, API_EBADREQ, "mode '%s' searches by words: give 'text' (or q=), not an image",
+		         s.mode == MODE_KEYWORD ? "keyword" : "hybrid");
+		goto fail;
+	}
+	if (s.text && s.mode != MODE_KEYWORD && encode_pool_texts(sp->enc, 1, &s.text, q, &e))
 		goto fail;
 
-	/* Without a filter the k + offset best are enough. With one, read a
-	 * wider window and widen it until enough match or every vector was
-	 * seen. */
+	/* Without a filter the k + offset best are enough (keyword and hybrid
+	 * rankings read RANK_DEPTH at least). With one, read a wider window and
+	 * widen it until enough match or every item was seen. */
 	coll_stats cs;
 	coll_get_stats(sp->coll, s.kind, &cs);
 	int64_t want = s.k + s.offset, total = (int64_t)cs.count;
 	int64_t n = want;
+	if (s.mode != MODE_VECTOR && n < RANK_DEPTH)
+		n = RANK_DEPTH;
 	if (s.filter) {
-		n = want * FILTER_OVERFETCH < 256 ? 256 : want * FILTER_OVERFETCH;
+		int64_t wide = want * FILTER_OVERFETCH < 256 ? 256 : want * FILTER_OVERFETCH;
+		if (wide > n)
+			n = wide;
 		if (n > total)
 			n = total > want ? total : want;
 	}
@@ -315,32 +409,33 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 			n = MAX_WINDOW;
 		free(scores);
 		free(ids);
-		scores = malloc((size_t)n * sizeof *scores);
-		ids = malloc((size_t)n * sizeof *ids);
-		if (!scores || !ids) {
+		free(ranks);
+		scores = malloc(2 * (size_t)n * sizeof *scores);
+		ids = malloc(2 * (size_t)n * sizeof *ids);
+		ranks = s.mode != MODE_VECTOR ? malloc(2 * (size_t)n * sizeof *ranks) : NULL;
+		if (!scores || !ids || (s.mode != MODE_VECTOR && !ranks)) {
 			api_fail(&e, API_ENOMEM, "out of memory");
 			goto fail;
 		}
-		if (coll_search(sp->coll, s.kind, q, (int)n, scores, ids, &e))
+		int m, more;
+		if (ranking(a, sp, &s, q, n, ids, scores, ranks, &m, &more, &e))
 			goto fail;
-		/* The usable prefix: the index pads with -1, min_score cuts below. */
-		int m = 0;
-		while (m < n && ids[m] >= 0 && !(s.has_min && scores[m] < s.min_score))
-			m++;
 		json_decref(results);
-		if (results_json(a, s.kind, ids, scores, m, s.offset, s.k, s.filter, &results, &e))
+		if (results_json(a, s.kind, ids, scores, ranks, m, s.offset, s.k, s.filter, &results, &e))
 			goto fail;
-		if (!s.filter || (int64_t)json_array_size(results) >= s.k || m < n || n >= total ||
+		if (!s.filter || (int64_t)json_array_size(results) >= s.k || !more || n >= total ||
 		    n >= MAX_WINDOW)
 			break;
 		n *= 4;
 		if (n > total)
 			n = total;
 	}
+	static const char *const mode_names[] = {"vector", "keyword", "hybrid"};
 	http_reply_json(r, 200,
-	                json_pack("{s:o,s:s,s:I,s:I}", "results", results, "collection",
-	                          s.kind == STORE_IMAGE ? "images" : "texts", "offset",
-	                          (json_int_t)s.offset, "took_ms", (json_int_t)(clock_ms() - t0)));
+	                json_pack("{s:o,s:s,s:s,s:I,s:I}", "results", results, "collection",
+	                          s.kind == STORE_IMAGE ? "images" : "texts", "mode",
+	                          mode_names[s.mode], "offset", (json_int_t)s.offset, "took_ms",
+	                          (json_int_t)(clock_ms() - t0)));
 	results = NULL;
 	goto out;
 fail:
@@ -350,6 +445,7 @@ out:
 	free(q);
 	free(scores);
 	free(ids);
+	free(ranks);
 }
 
 void route_search_get(http_req *r)
