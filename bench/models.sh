@@ -9,15 +9,19 @@
 #
 #   bench/models.sh [BUILD_DIR] [SECONDS] [PRESET...]
 #       (defaults: build, 8, vit-b-32 vit-b-16 siglip-b-16 siglip2-b-16-256;
-#        clip-mkmodel also has vit-l-14, siglip2-b-32-256 and cn-clip-b-16, whose
-#        text figure is a 10-character query; CLIPD_NO_PEERS=1
+#        clip-mkmodel also has vit-l-14, siglip2-b-32-256, cn-clip-b-16, whose
+#        text figure is a 10-character query, and siglip-b-16-256-multilingual
+#        (google/siglip-base-patch16-256-multilingual's shapes: a 250,000-row
+#        token table, 256 pixels); CLIPD_NO_PEERS=1
 #        leaves ONNX Runtime out)
 #
 # The presets (0.6-1.7 GB each) are written to a temp dir, removed at exit.
 # A SigLIP checkpoint needs a SentencePiece file, and the real ones cannot
 # be fetched here: SigLIP gets the reference kit's spiece.model (Unigram),
 # SigLIP2 a small BPE model with Gemma's options and special pieces,
-# trained here by Debian's python3-sentencepiece. Speed does not depend on
+# trained here by Debian's python3-sentencepiece; the multilingual SigLIP a
+# 250,000-piece Unigram model grown from the kit's (tests/mkspm_i18n.py).
+# Speed does not depend on
 # the text's pieces: SigLIP runs its 64 positions whatever the text.
 set -euo pipefail
 build=${1:-build}
@@ -59,6 +63,9 @@ for preset in "${presets[@]}"; do
 	args=(--preset "$preset" --out "$tmp/$preset")
 	case $preset in
 	siglip2*) gemma_model && args+=(--spm "$gemma") ;;
+	*multilingual)
+		python3 "$src/tests/mkspm_i18n.py" "$spm" "$tmp/i18n.model"
+		args+=(--spm "$tmp/i18n.model") ;;
 	siglip*) args+=(--spm "$spm") ;;
 	cn-clip*) args+=(--spm "$ref/tiny-cn-clip-a/vocab.txt") ;;
 	esac

@@ -99,6 +99,7 @@ clip-vit-b-16|openai/clip-vit-base-patch16|CLIP|599 MB|unconfirmed|finer detail 
 clip-vit-l-14|openai/clip-vit-large-patch14|CLIP|1.71 GB|partial|the best OpenAI CLIP, about 18x B/32's image cost, English
 laion-vit-b-32|laion/CLIP-ViT-B-32-laion2B-s34B-b79K|CLIP|605 MB|unconfirmed|LAION's B/32 (open data): B/32 speed, clearly better retrieval than OpenAI's
 siglip-b-16-224|google/siglip-base-patch16-224|SigLIP|813 MB|pinned|much better retrieval than CLIP B/16 at the same image cost, English; sigmoid scores
+siglip-b-16-ml|google/siglip-base-patch16-256-multilingual|SigLIP|1.48 GB|unconfirmed|queries in many languages (Chinese, Arabic, Bengali, ...); a 250k-piece vocabulary
 siglip2-b-16-256|google/siglip2-base-patch16-256|SigLIP2|1.5 GB|unconfirmed|the best quality here, multilingual; a 256k-token vocabulary (0.8 GB of it)
 siglip2-b-32-256|google/siglip2-base-patch32-256|SigLIP2|1.5 GB|unconfirmed|SigLIP2 quality at close to B/32 image cost, multilingual
 cn-clip-b-16|OFA-Sys/chinese-clip-vit-base-patch16|Chinese-CLIP|753 MB|unconfirmed|queries in Chinese (ViT-B/16 image tower, a BERT text tower)
@@ -147,6 +148,13 @@ entry_revision() {
 	# size in https://github.com/HappyQuQu/foliopath/blob/fdede8c99b3dcef52cc2d9851551521fc0340652/spikes/int001-ai/testdata/model-catalog.siglip-candidates.json
 	# ("google-siglip-base-patch16-224", version 7fd15f06...).
 	siglip-b-16-224) echo 7fd15f0689c79d79e38b1c2e2e2370a7bf2761ed ;;
+	# google/siglip-base-patch16-256-multilingual: the hub's tree at this
+	# commit ("Update README.md", a66c598) lists config.json,
+	# model.safetensors (1.48 GB), preprocessor_config.json,
+	# special_tokens_map.json, spiece.model and tokenizer_config.json
+	# (https://huggingface.co/google/siglip-base-patch16-256-multilingual/tree/a66c5982c8c396206b96060e2bf837d6731a326f);
+	# the one later commit (8952a4e) only adds tokenizer.json.
+	siglip-b-16-ml) echo a66c5982c8c396206b96060e2bf837d6731a326f ;;
 	esac
 }
 
@@ -208,16 +216,17 @@ entry_note() {
 	case $1 in
 	clip-vit-b-16) echo "its main branch has no model.safetensors and the full commit of the safetensors conversion (refs/pr/4) could not be confirmed here" ;;
 	clip-vit-l-14) echo "the revision and the digests of config.json, preprocessor_config.json and model.safetensors are confirmed, those of vocab.json and merges.txt are not" ;;
+	siglip-b-16-ml) echo "its revision is confirmed, but no public source here gives its files' digests" ;;
 	cn-clip-b-16) echo "its main branch has only pytorch_model.bin; a model.safetensors exists only on a pull-request revision, and no public source here confirms that revision or its digests" ;;
 	*) echo "no revision or file digest could be confirmed from a public source here" ;;
 	esac
 }
 
 list_catalogue() {
-	printf '%-17s %-13s %-8s %-12s %-39s %s\n' NAME FAMILY SIZE CHECKSUMS REPOSITORY "GOOD FOR"
+	printf '%-17s %-13s %-8s %-12s %-44s %s\n' NAME FAMILY SIZE CHECKSUMS REPOSITORY "GOOD FOR"
 	local name repo family size status good
 	while IFS='|' read -r name repo family size status good; do
-		printf '%-17s %-13s %-8s %-12s %-39s %s\n' "$name" "$family" "$size" "$status" "$repo" "$good"
+		printf '%-17s %-13s %-8s %-12s %-44s %s\n' "$name" "$family" "$size" "$status" "$repo" "$good"
 	done < <(catalogue)
 	cat <<'EOF2'
 

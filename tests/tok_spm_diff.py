@@ -20,6 +20,11 @@ tokenizer) conventions"):
 spiece.model (Unigram, nmt_nfkc); Gemma style on a BPE model with byte
 fallback trained here, seeded, with Gemma's options.
 
+SigLIP style runs a third time on a model of the multilingual SigLIP's size
+(250,000 pieces: tests/mkspm_i18n.py, the kit's model with pieces for
+many scripts appended), on generated texts and sentences in a dozen scripts,
+so that ids up to 249,999 are produced and compared.
+
 Every id of every text must match. Where the C side read only a prefix
 (cut at a space), the text is run again with ctx one more than the pieces of
 that prefix, so the pieces next to the cut are kept and compared too; where
@@ -36,7 +41,17 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mkspm_i18n  # noqa: E402
+
 CTX = 64
+
+# Sentences in the scripts the multilingual model is chosen for (and the
+# last piece of the 250,000, 佈仭).
+I18N = ["海滩上的狗", "一只在海滩上奔跑的金毛犬", "海灘上的狗", "ビーチで走る犬", "해변에서 달리는 개",
+        "собака бежит по пляжу", "Ο σκύλος τρέχει στην παραλία", "كلب يركض على الشاطئ",
+        "כלב רץ על החוף", "समुद्र तट पर दौड़ता कुत्ता", "สุนัขวิ่งบนชายหาด",
+        "Un chien qui court sur la plage", "佈仭", "一丁七万丈三上下", "ＦＵＬＬ　ｗｉｄｔｈ　１２３"]
 
 
 def tap_fail_all(msg):
@@ -421,7 +436,9 @@ def main():
         tap_fail_all("no %s (set CLIPD_REFERENCE)" % siglip_model)
     tmp = tempfile.mkdtemp(prefix="tok_spm_diff.", dir=os.getcwd())
     try:
-        print("1..4")
+        print("1..5")
+        i18n_model = os.path.join(tmp, "i18n.model")
+        mkspm_i18n.build(siglip_model, i18n_model)
         gemma_model = train_gemma_model(tmp)
         siglip_texts = gen_texts(1, 3000) + long_texts(3)
         gemma_texts = gen_texts(2, 3000) + long_texts(4)
@@ -429,7 +446,10 @@ def main():
         ok2, gemma_prefixed = run_style(dump, gemma_model, "gemma", gemma_texts, 2)
         ok3 = run_cut_edges(dump, siglip_model, "siglip", siglip_prefixed, 3)
         ok4 = run_cut_edges(dump, gemma_model, "gemma", gemma_prefixed, 4)
-        ok = ok1 and ok2 and ok3 and ok4
+        r = random.Random(5)
+        i18n_texts = I18N + [" ".join(r.sample(I18N, 3)) for _ in range(300)] + gen_texts(5, 1000)
+        ok5, _ = run_style(dump, i18n_model, "siglip", i18n_texts, 5)
+        ok = ok1 and ok2 and ok3 and ok4 and ok5
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if ok else 1)

@@ -6,20 +6,25 @@
  * (speed does not depend on the values).
  *
  *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|
- *                siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N]
+ *                siglip-b-16|siglip-b-16-256-multilingual|siglip2-b-16-256|siglip2-b-32-256]
+ *                [--proj N] [--image-size N] [--vocab N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
  *                [--act quick_gelu|gelu] [--spm FILE] [--seed N]
  *
  * Presets have the real shapes: vit-b-32, vit-b-16, vit-l-14 those of
  * openai/clip-vit-{base-patch32,base-patch16,large-patch14}; siglip-b-16
- * google/siglip-base-patch16-224's (32,000 tokens); siglip2-b-16-256 and
+ * google/siglip-base-patch16-224's (32,000 tokens); siglip-b-16-256-multilingual
+ * google/siglip-base-patch16-256-multilingual's (a 250,000-piece vocabulary,
+ * 256 pixels: transformers' convert_siglip_to_hf.py, "i18n" models, at
+ * huggingface/transformers 283d692a); siglip2-b-16-256 and
  * siglip2-b-32-256 google/siglip2-base-patch{16,32}-256's (Gemma's 256,000
  * tokens). A SentencePiece model cannot be
  * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
  * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
  * cn-clip-b-16 is OFA-Sys/chinese-clip-vit-base-patch16's shape (a BERT-base
  * text tower of 21,128 tokens); its vocab.txt comes in with --spm FILE too.
- * --proj N changes a CLIP preset's projection (embedding) size;
+ * --proj N changes a CLIP preset's projection (embedding) size; --vocab N
+ * a preset's vocabulary (the token table's rows);
  * --image-size N the input side (for SigLIP also one the patch size does
  * not divide, as google/siglip-so400m-patch14-384's 384 and 14 are).
  *
@@ -62,6 +67,7 @@ static const struct {
 	{"siglip-tiny", {64, 256, 2, 2, 96, 16, 64, 256, 2, 2, 64, 2000, 64, 1}},
 	{"cn-clip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 512, 21128, 512, 3}},
 	{"siglip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 64, 32000, 768, 1}},
+	{"siglip-b-16-256-multilingual", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 250000, 768, 1}},
 	{"siglip2-b-16-256", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 256000, 768, 2}},
 	{"siglip2-b-32-256", {768, 3072, 12, 12, 256, 32, 768, 3072, 12, 12, 64, 256000, 768, 2}},
 };
@@ -563,14 +569,15 @@ static int write_cnclip(const char *out, const struct shape *s, enum dtype dt, i
 int main(int argc, char **argv)
 {
 	const char *out = NULL, *preset = "tiny", *act = NULL, *spm = NULL;
-	int proj = 0, image = 0;
+	int proj = 0, image = 0, vocab = 0;
 	enum dtype dt = DT_F32;
 	int round = -1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
 			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|"
-			     "siglip-b-16|siglip2-b-16-256|siglip2-b-32-256] [--proj N] [--image-size N] [--dtype f32|f16|bf16] "
+			     "siglip-b-16|siglip-b-16-256-multilingual|siglip2-b-16-256|siglip2-b-32-256] [--proj N] "
+			     "[--image-size N] [--vocab N] [--dtype f32|f16|bf16] "
 			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
 			return 0;
 		}
@@ -595,6 +602,12 @@ int main(int argc, char **argv)
 			image = atoi(v);
 			if (image < 1 || image > 4096) {
 				fprintf(stderr, "clip-mkmodel: --image-size is 1..4096\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--vocab")) {
+			vocab = atoi(v);
+			if (vocab < 600 || vocab > 1000000) {
+				fprintf(stderr, "clip-mkmodel: --vocab is 600..1000000\n");
 				return 2;
 			}
 		} else if (!strcmp(a, "--proj")) {
@@ -629,7 +642,8 @@ int main(int argc, char **argv)
 			s = &presets[i].s;
 	if (!out || !s) {
 		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32, "
-		        "vit-b-16, vit-l-14, cn-clip-b-16, siglip-tiny, siglip-b-16, siglip2-b-16-256 or siglip2-b-32-256\n");
+		        "vit-b-16, vit-l-14, cn-clip-b-16, siglip-tiny, siglip-b-16, "
+		        "siglip-b-16-256-multilingual, siglip2-b-16-256 or siglip2-b-32-256\n");
 		return 2;
 	}
 	if (proj && s->siglip) {
@@ -640,6 +654,14 @@ int main(int argc, char **argv)
 	sh = *s;
 	if (proj)
 		sh.proj = proj;
+	if (vocab) {
+		if (!sh.siglip) {
+			fprintf(stderr, "clip-mkmodel: --vocab is for SigLIP and Chinese-CLIP presets (CLIP's "
+			        "BPE files are written for 49,408 tokens)\n");
+			return 2;
+		}
+		sh.vocab = vocab;
+	}
 	if (image) {
 		if (!sh.siglip && image % sh.patch) {
 			fprintf(stderr, "clip-mkmodel: a CLIP image size must be a multiple of the patch "
