@@ -153,6 +153,13 @@ int route_query_terms(http_req *r, json_t *body, float *vec, int *found, api_err
 	if (present(body, "text") || present(body, "image_id") || present(body, "image_b64"))
 		return api_fail(err, API_EBADREQ,
 		                "give either 'query' or 'text', 'image_id', 'image_b64', not both");
+	/* Checked here, not after the terms were encoded: keyword and hybrid
+	 * searches read the words of 'text' (routes_search.c). */
+	json_t *mode = json_object_get(body, "mode");
+	if (json_is_string(mode) && strcmp(json_string_value(mode), "vector"))
+		return api_fail(err, API_EBADREQ,
+		                "'query' is a vector search: mode '%.32s' searches by words, give 'text'",
+		                json_string_value(mode));
 	if (!json_is_array(q))
 		return api_fail(err, API_EBADREQ, "field 'query' must be an array of terms such as "
 		                "{\"text\": \"a dog\", \"weight\": 2}");

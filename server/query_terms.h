@@ -34,7 +34,8 @@
 /* When body has a "query" field (not null), its terms' combined vector
  * into vec[dim] and *found = 1; otherwise *found = 0 and vec untouched.
  * 400 for a malformed term (the message names it, "query[2]: ..."), for
- * 'query' beside 'text', 'image_id' or 'image_b64', and when the weighted
+ * 'query' beside 'text', 'image_id' or 'image_b64' or with a "mode" other
+ * than "vector", and when the weighted
  * terms cancel out (their sum is the zero vector); an image term's errors
  * are route_query_image's (404 unknown image_id, 409 not indexed, 413,
  * 415, 422, 503), named by the term's position. */

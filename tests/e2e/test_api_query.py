@@ -157,6 +157,9 @@ def test_query_terms(tmp):
                                   "k": 2, "offset": 1, "min_score": -1})
         ok(r.status == 200 and got and [x["id"] for x in r.json["results"]] ==
            [ids[n] for n, _ in got[1:3]], "k and offset apply to a terms query", r)
+        r = d.post("/v1/search", {"query": [{"text": "a horse"}], "mode": "vector", "k": 7})
+        ok(r.status == 200 and len(r.json["results"]) == 7,
+           "'query' in mode vector (the default) is served", r)
         r = d.post("/v1/search", {"query": None, "text": "a horse", "k": 1})
         ok(r.status == 200 and len(r.json["results"]) == 1, "\"query\": null is no query", r)
 
@@ -204,6 +207,10 @@ def test_query_terms(tmp):
              "not both"),
             ("'query' with 'image_b64'", {"query": [{"text": "a"}], "image_b64": b64["page.png"]},
              400, "not both"),
+            ("'query' in mode keyword", {"query": [{"text": "a"}], "mode": "keyword"}, 400,
+             "vector search"),
+            ("'query' in mode hybrid", {"query": [{"text": "a"}], "mode": "hybrid"}, 400,
+             "vector search"),
         ]
         for label, body, status, needle in cases:
             r = d.post("/v1/search", body)
