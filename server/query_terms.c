@@ -15,8 +15,9 @@
 
 /* A weighted sum shorter than this fraction of the sum of |weights| has
  * no direction left to search in: the terms cancel. Identical terms of
- * opposite weights sum to exactly zero; float rounding of different rows
- * stays far below it, and two different texts are far above it. */
+ * opposite weights sum to zero (up to float rounding, about 1e-7 per
+ * component); two unit vectors u - v fall under it only when
+ * |u - v| = sqrt(2 - 2 cos) <= 2e-4, that is cos >= 1 - 2e-8. */
 #define CANCEL_FRACTION 1e-4
 
 enum term_kind { TERM_TEXT, TERM_IMAGE };
