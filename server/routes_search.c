@@ -8,6 +8,7 @@
 #include "fusion.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "query_terms.h"
 #include "routes.h"
 
 #define MAX_K 1000
@@ -365,7 +366,9 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	}
 	if (parse_args(params, &s, &e))
 		goto fail;
-	if (route_query_image(r, json_body ? params : NULL, q, &found, &e))
+	if (json_body && route_query_terms(r, params, q, &found, &e))
+		goto fail;
+	if (!found && route_query_image(r, json_body ? params : NULL, q, &found, &e))
 		goto fail;
 	if (!found && !json_body && params && (json_object_get(params, "image_id") ||
 	                                       json_object_get(params, "image_b64")))

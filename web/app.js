@@ -4,6 +4,7 @@ const PAGE = 24;
 
 const state = {
   query: '',          // the text of the grid's current search
+  not: '',            // its "but not" text: a term of weight -1
   offset: 0,          // how many results the grid holds
   seq: 0,             // newest search; older answers are dropped
   image: null,        // {b64} or {id}: the image of the image search
@@ -90,7 +91,7 @@ function card(r) {
 async function search(q, append = false) {
   const seq = ++state.seq;
   q = q.trim();
-  if (!append) { state.query = q; state.offset = 0; }
+  if (!append) { state.query = q; state.not = $('not').value.trim(); state.offset = 0; }
   if (!q) {
     $('grid').replaceChildren();
     $('more').hidden = true;
@@ -98,7 +99,10 @@ async function search(q, append = false) {
     return;
   }
   try {
-    const res = await api('/v1/search', { method: 'POST', json: { text: q, k: PAGE, offset: state.offset } });
+    // With a "but not" text, a query of two terms: the images are ranked
+    // toward the query and away from it.
+    const what = state.not ? { query: [{ text: q }, { text: state.not, weight: -1 }] } : { text: q };
+    const res = await api('/v1/search', { method: 'POST', json: { ...what, k: PAGE, offset: state.offset } });
     if (seq !== state.seq) return;
     showError(null);
     const items = res.results.map(card);
@@ -106,6 +110,7 @@ async function search(q, append = false) {
     state.offset += res.results.length;
     $('more').hidden = res.results.length < PAGE;
     $('grid').dataset.query = q;
+    $('grid').dataset.not = state.not;
     $('grid').dataset.state = 'done';
     setEmpty('results-empty', state.offset === 0, 'No images match. Add some below, or try other words.');
   } catch (e) {
@@ -128,12 +133,14 @@ function searchSoon() {
   clearTimeout(debounce);
   debounce = setTimeout(() => search($('q').value), 300);
 }
-$('q').addEventListener('compositionstart', () => { composing = true; clearTimeout(debounce); });
-$('q').addEventListener('compositionend', () => { composing = false; searchSoon(); });
-$('q').addEventListener('input', (ev) => {
-  if (ev.isComposing || composing) return;
-  searchSoon();
-});
+for (const id of ['q', 'not']) {
+  $(id).addEventListener('compositionstart', () => { composing = true; clearTimeout(debounce); });
+  $(id).addEventListener('compositionend', () => { composing = false; searchSoon(); });
+  $(id).addEventListener('input', (ev) => {
+    if (ev.isComposing || composing) return;
+    searchSoon();
+  });
+}
 $('search-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   if (composing) return; // the Enter that confirms a composition

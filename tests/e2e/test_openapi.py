@@ -83,6 +83,15 @@ def test_openapi_limits(d, doc):
     probe("search filter maxProperties", "POST", "/v1/search",
           lambda n: {"text": "a", "filter": {"k%d" % i: "v" for i in range(n)}},
           schema_at(doc, "SearchRequest", "filter").get("maxProperties"))
+    probe("search query maxItems", "POST", "/v1/search",
+          lambda n: {"query": [{"text": "q%d" % i} for i in range(n)], "k": 1},
+          schema_at(doc, "SearchRequest", "query").get("maxItems"))
+    probe("search query weight maximum", "POST", "/v1/search",
+          lambda n: {"query": [{"text": "a", "weight": n}], "k": 1},
+          schema_at(doc, "SearchRequest", "query", "[]", "weight").get("maximum"))
+    probe("search query text maxLength", "POST", "/v1/search",
+          lambda n: {"query": [{"text": "a" * n}], "k": 1},
+          schema_at(doc, "SearchRequest", "query", "[]", "text").get("maxLength"))
     n = next((p["schema"].get("maxLength") for p in ops["/v1/search"]["get"]["parameters"]
               if p["name"] == "q"), None)
     if isinstance(n, int):

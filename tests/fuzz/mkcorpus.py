@@ -264,6 +264,9 @@ def seeds_http():
                                                                 "mime": "image/png"}})
     http("search-image-id", "search", {"image_id": 1, "k": 5})
     http("search-image-b64", "search", {"image_b64": "data:image/png;base64," + img_b64})
+    http("search-terms", "search", {"query": [{"text": "a dog", "weight": 2}, {"image_id": 1},
+                                              {"image_b64": img_b64}, {"text": "grass", "weight": -1}],
+                                    "k": 4})
     http("search-get", "search_get", query="q=a dog&k=2&collection=images")
     http("search-get-bytes", "search_get", query="text=caf\xe9&min_score=0.1")
     http("upload-raw", "upload", png(5, 4, 9), query="filename=x.png&meta={\"a\":1}",

@@ -228,6 +228,38 @@ try {
   await page.waitForFunction((q) => document.getElementById('grid').dataset.query === q, Q);
   await shot(page, '03-search-cat.png');
 
+  // ---- "but not": a second term of weight -1 (issue 11 §6) -----------------------
+  const NOT = 'a cup of coffee';
+  const sent = [];
+  const onSearch = (req) => { if (req.url().endsWith('/v1/search')) sent.push(JSON.parse(req.postData())); };
+  page.on('request', onSearch);
+  await page.fill('#not', NOT);
+  await page.press('#not', 'Enter');
+  await page.waitForFunction((n) => document.getElementById('grid').dataset.not === n, NOT,
+                             { timeout: 10000 });
+  const twoTerms = { query: [{ text: Q }, { text: NOT, weight: -1 }], k: 24, offset: 0 };
+  ok(sent.length >= 1 && JSON.stringify(sent[sent.length - 1]) === JSON.stringify(twoTerms) &&
+     sent.every((b) => !('text' in b)), 'the "not" field sends the query and a term of weight -1', sent);
+  r = await post('/v1/search', twoTerms);
+  const notIds = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  const notScores = await page.$$eval('#grid .card .score', (s) => s.map((x) => x.textContent));
+  ok(r.status === 200 && JSON.stringify(notIds) === JSON.stringify(r.json.results.map((x) => x.id)) &&
+     JSON.stringify(notScores) === JSON.stringify(r.json.results.map((x) => x.score.toFixed(3))) &&
+     JSON.stringify(notScores) !== JSON.stringify(scores),
+     'the grid shows the two-term query\'s results and scores, not the plain query\'s',
+     { notIds, notScores, api: r.json, scores });
+  await shot(page, '03b-search-cat-not-coffee.png');
+  sent.length = 0;
+  await page.fill('#not', '');
+  await page.press('#q', 'Enter');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.not === '', null,
+                             { timeout: 10000 });
+  const back = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  ok(sent.length >= 1 && sent.every((b) => b.text === Q && !('query' in b)) &&
+     JSON.stringify(back) === JSON.stringify(gridIds), 'an empty "not" field is the plain text search again',
+     { sent, back, gridIds });
+  page.off('request', onSearch);
+
   // Arrow keys move in the grid.
   await page.focus('#grid .card');
   await page.keyboard.press('ArrowRight');
