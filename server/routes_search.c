@@ -366,6 +366,14 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	}
 	if (parse_args(params, &s, &e))
 		goto fail;
+	/* Refused before an image is decoded and encoded for nothing. */
+	if (s.mode != MODE_VECTOR &&
+	    (json_object_get(params, "image_id") || json_object_get(params, "image_b64") ||
+	     http_req_part(r, "image") || http_req_content_is(r, "image/"))) {
+		api_fail(&e, API_EBADREQ, "mode '%s' searches by words: give 'text' (or q=), not an image",
+		         s.mode == MODE_KEYWORD ? "keyword" : "hybrid");
+		goto fail;
+	}
 	if (json_body && route_query_terms(r, params, q, &found, &e))
 		goto fail;
 	if (!found && route_query_image(r, json_body ? params : NULL, q, &found, &e))
