@@ -334,6 +334,19 @@ try {
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !document.getElementById('detail').open);
   ok(true, 'Escape closes the detail');
+  // Metadata in other scripts reaches the page as it was sent (issue 15 §3).
+  const CAPTION = '海滩上的狗 · собака · كلب · 🐕';
+  r = await api(`/v1/images/${gridIds[0]}`, { method: 'PATCH', headers: { 'Content-Type': 'application/json' },
+                                              body: JSON.stringify({ meta: { caption: CAPTION } }) });
+  ok(r.status === 200, 'PATCH a caption in Chinese, Russian, Arabic and an emoji', r);
+  await page.click(`#grid .card[data-id="${gridIds[0]}"]`);
+  await page.waitForSelector('#detail[open]');
+  await page.waitForFunction((c) => document.getElementById('detail-meta').textContent.includes(c), CAPTION,
+                             { timeout: 10000 }).catch(() => {});
+  const metaText = await page.textContent('#detail-meta');
+  ok(metaText.includes(CAPTION), 'the detail shows the caption unmangled', metaText);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !document.getElementById('detail').open);
   await page.click(`#grid .card[data-id="${gridIds[0]}"]`);
   await page.waitForSelector('#detail[open]');
   await page.click('#detail-like');
