@@ -15,21 +15,15 @@ The real clipd on 127.0.0.1 through test_e2e.py's harness; TAP output.
 """
 import base64
 import json
-import math
 import os
 import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, Daemon, REF, softmax  # noqa: E402
+from test_e2e import ok, Daemon, REF, softmax, norm  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-cn-clip-a")
-
-
-def norm(v):
-    s = math.sqrt(sum(x * x for x in v))
-    return [x / s for x in v]
 
 
 def test_cnclip(tmp):

@@ -309,6 +309,12 @@ def cosine_ranking_problems(got, want):
     return problems
 
 
+def norm(v):
+    """v scaled to unit length."""
+    s = math.sqrt(sum(x * x for x in v))
+    return [x / s for x in v]
+
+
 def softmax(xs):
     m = max(xs)
     e = [math.exp(x - m) for x in xs]

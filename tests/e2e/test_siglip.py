@@ -12,14 +12,13 @@ embeddings normalised, and /v1/stats names the family.
 The real clipd on 127.0.0.1 through test_e2e.py's harness; TAP output.
 """
 import json
-import math
 import os
 import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, Daemon, REF  # noqa: E402
+from test_e2e import ok, Daemon, REF, norm  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-siglip-a")
 
@@ -27,11 +26,6 @@ KIT = os.path.join(REF, "tiny-siglip-a")
 def load():
     with open(os.path.join(KIT, "expected.json")) as fh:
         return json.load(fh)
-
-
-def norm(v):
-    s = math.sqrt(sum(x * x for x in v))
-    return [x / s for x in v]
 
 
 def test_siglip(tmp):

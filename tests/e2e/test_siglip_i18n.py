@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, Daemon, REF  # noqa: E402
+from test_e2e import ok, Daemon, REF, norm  # noqa: E402
 import mkspm_i18n  # noqa: E402
 
 KIT = os.path.join(REF, "tiny-siglip-a")
@@ -87,11 +87,6 @@ def grow_checkpoint(src, dst):
 def in_new_scripts(text):
     t = unicodedata.normalize("NFKC", text)
     return any(lo <= ord(c) <= hi for c in t for lo, hi in mkspm_i18n.RANGES)
-
-
-def norm(v):
-    s = math.sqrt(sum(x * x for x in v))
-    return [x / s for x in v]
 
 
 def test_siglip_i18n(tmp):
