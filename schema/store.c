@@ -138,6 +138,9 @@ static int bind_args(store_conn *c, sqlite3_stmt *st, const store_query *q, stor
 		case STORE_ARG_BLOB:
 			rc = sqlite3_bind_blob(st, i + 1, a->p, a->n, SQLITE_STATIC);
 			break;
+		case STORE_ARG_REAL:
+			rc = sqlite3_bind_double(st, i + 1, a->d);
+			break;
 		case STORE_ARG_NOW:
 			rc = sqlite3_bind_int64(st, i + 1, store_now_ms());
 			break;

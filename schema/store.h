@@ -82,6 +82,23 @@ typedef enum store_status {
 	STORE_FAILED = 2,
 } store_status;
 
+/* What an image file says about itself (EXIF, migration 005). Strings are
+ * NULL where unknown; has_taken and has_gps say whether taken_ms and the
+ * coordinates are set. Limits the store checks: |gps_lat| <= 90,
+ * |gps_lon| <= 180, orientation 0 (unknown) or 1..8. */
+typedef struct store_exif {
+	char *taken;          /* "2021-07-04T18:30:00" or "2021-07-04T18:30:00+02:00" */
+	int has_taken;
+	int64_t taken_ms;     /* the same instant; a time without offset read as UTC */
+	int has_gps;
+	double gps_lat, gps_lon; /* signed decimal degrees */
+	char *camera_make, *camera_model, *lens;
+	int orientation;      /* 1..8, 0 unknown */
+} store_exif;
+
+/* Releases the strings of e (not e itself) and zeroes it. */
+void store_exif_clear(store_exif *e);
+
 typedef struct store_image {
 	int64_t id;
 	char sha256[65];      /* lower-case hex of the content */
@@ -96,13 +113,16 @@ typedef struct store_image {
 	int pinned;           /* 1: added by a source other than the directory
 	                       * watcher, which then never deletes it (see
 	                       * store_watch_set); 0: the watcher's own */
+	store_exif exif;      /* read from the file; all unknown until exif_read */
+	int exif_read;        /* 1 once the file's metadata was read */
 } store_image;
 
 /* Releases the strings of an image filled by the store. */
 void store_image_clear(store_image *img);
 
 /* Inserts an image row (status pending). Fields read: sha256, filename, mime,
- * width, height, bytes, meta (NULL means {}), pinned. On success *id is the new id.
+ * width, height, bytes, meta (NULL means {}), pinned, and exif when
+ * exif_read is 1 (in the same transaction, as store_image_set_exif). On success *id is the new id.
  * When an image with the same sha256 exists, returns STORE_EEXISTS and sets
  * *id to the existing image's id. */
 int store_image_insert(store *s, const store_image *img, int64_t *id, store_err *err);
@@ -123,6 +143,35 @@ int store_image_pin(store *s, int64_t id, store_err *err);
 
 /* Records width and height once decoded. */
 int store_image_set_size(store *s, int64_t id, int width, int height, store_err *err);
+
+/* Records what image id's file says about itself and marks it read
+ * (exif_read = 1). STORE_EINVAL when a value is out of its range (see
+ * store_exif), STORE_ENOTFOUND when there is no such image. */
+int store_image_set_exif(store *s, int64_t id, const store_exif *e, store_err *err);
+
+/* One image of store_images_set_exif. */
+typedef struct store_exif_item {
+	int64_t id;
+	const store_exif *exif;  /* NULL: nothing could be read; only marked read */
+	int stored;              /* out: 1 written, 0 the image no longer exists
+	                          * (or was read meanwhile) */
+} store_exif_item;
+
+/* The backfill's commit: records n images' metadata, each marked read, in
+ * one transaction (all or, on error, nothing). An image already read or
+ * deleted meanwhile is skipped (stored = 0). STORE_EINVAL as
+ * store_image_set_exif, and nothing is written. */
+int store_images_set_exif(store *s, store_exif_item *items, size_t n, store_err *err);
+
+/* Up to max images whose metadata was never read (exif_read = 0) with an id
+ * above after, in id order: ids[0..*n) and their content hashes
+ * shas[0..*n) (65 bytes each). The backfill's work; it needs no state of
+ * its own. */
+int store_images_exif_unread(store *s, int64_t after, size_t max, int64_t *ids,
+                             char (*shas)[65], size_t *n, store_err *err);
+
+/* Number of images whose metadata was never read. */
+int store_images_exif_unread_count(store *s, int64_t *n, store_err *err);
 
 /* Marks an image failed with a reason. */
 int store_image_set_failed(store *s, int64_t id, const char *why, store_err *err);

@@ -64,6 +64,7 @@ typedef enum store_arg_type {
 	STORE_ARG_INT,
 	STORE_ARG_TEXT,
 	STORE_ARG_BLOB,
+	STORE_ARG_REAL,
 	STORE_ARG_NOW, /* store_now_ms() when bound: the time of the write, taken
 	                * inside its transaction */
 } store_arg_type;
@@ -75,12 +76,14 @@ typedef struct store_arg {
 	int64_t i;     /* STORE_ARG_INT */
 	const void *p; /* STORE_ARG_TEXT: NUL-terminated, NULL binds SQL NULL; STORE_ARG_BLOB */
 	int n;         /* STORE_ARG_BLOB: its size in bytes */
+	double d;      /* STORE_ARG_REAL */
 } store_arg;
 
 #define BIND_NONE ((store_arg){.type = STORE_ARG_NONE})
 #define BIND_INT(v) ((store_arg){.type = STORE_ARG_INT, .i = (int64_t)(v)})
 #define BIND_TEXT(s) ((store_arg){.type = STORE_ARG_TEXT, .p = (const char *)(s)})
 #define BIND_BLOB(b, len) ((store_arg){.type = STORE_ARG_BLOB, .p = (b), .n = (len)})
+#define BIND_REAL(v) ((store_arg){.type = STORE_ARG_REAL, .d = (double)(v)})
 #define BIND_NOW ((store_arg){.type = STORE_ARG_NOW})
 
 /* Called for each result row of a query, with the statement positioned on
@@ -156,6 +159,12 @@ int64_t store_now_ms(void);
 /* Inside a write transaction: inserts an image, or finds the duplicate
  * (STORE_EEXISTS with *id set). */
 int store_image_insert_locked(store *s, const store_image *img, int64_t *id, store_err *err);
+
+/* Inside a write transaction: records image id's metadata (e NULL:
+ * nothing known) and marks it read; with only_unread, an image already read
+ * is left alone. *found is 1 when the row was written. */
+int store_image_set_exif_locked(store *s, int64_t id, const store_exif *e, int only_unread,
+                                int *found, store_err *err);
 
 /* Inside a write transaction: inserts a text (status pending). */
 int store_text_insert_locked(store *s, const char *text, const char *meta_json, int64_t *id,

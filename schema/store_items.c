@@ -9,12 +9,27 @@ static const char SQL_IMAGE_INSERT[] =
 	"INSERT INTO images (sha256, filename, mime, width, height, bytes, meta, status, "
 	"created_ms, updated_ms, pinned) VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), 0, ?8, ?8, ?9)";
 static const char SQL_IMAGE_BY_SHA_ID[] = "SELECT id FROM images WHERE sha256 = ?1";
+/* The EXIF columns (migration 005), last in every image row; fill_image
+ * reads them in this order. */
+#define EXIF_COLS \
+	"taken, taken_ms, gps_lat, gps_lon, camera_make, camera_model, lens, orientation, exif_read"
 static const char SQL_IMAGE_COLS[] =
 	"SELECT id, sha256, filename, mime, width, height, bytes, meta, status, error, "
-	"created_ms, updated_ms, pinned FROM images WHERE id = ?1";
+	"created_ms, updated_ms, pinned, " EXIF_COLS " FROM images WHERE id = ?1";
 static const char SQL_IMAGE_COLS_SHA[] =
 	"SELECT id, sha256, filename, mime, width, height, bytes, meta, status, error, "
-	"created_ms, updated_ms, pinned FROM images WHERE sha256 = ?1";
+	"created_ms, updated_ms, pinned, " EXIF_COLS " FROM images WHERE sha256 = ?1";
+/* ?9 orientation 0 is stored as NULL; the row's CHECKs hold the ranges. A
+ * row already read is left alone (?10: 1 requires exif_read = 0, the
+ * backfill's guard against overwriting what an ingest wrote). */
+static const char SQL_IMAGE_SET_EXIF[] =
+	"UPDATE images SET taken = ?2, taken_ms = ?3, gps_lat = ?4, gps_lon = ?5, "
+	"camera_make = ?6, camera_model = ?7, lens = ?8, orientation = nullif(?9, 0), "
+	"exif_read = 1 WHERE id = ?1 AND (?10 = 0 OR exif_read = 0)";
+static const char SQL_IMAGE_EXIF_UNREAD[] =
+	"SELECT id, sha256 FROM images WHERE exif_read = 0 AND id > ?1 ORDER BY id LIMIT ?2";
+static const char SQL_IMAGE_EXIF_UNREAD_COUNT[] =
+	"SELECT count(*) FROM images WHERE exif_read = 0";
 static const char SQL_IMAGE_SET_META[] =
 	"UPDATE images SET meta = ?2, updated_ms = ?3 WHERE id = ?1";
 static const char SQL_IMAGE_PIN[] = "UPDATE images SET pinned = 1 WHERE id = ?1";
@@ -51,7 +66,8 @@ static const char SQL_JOB_COUNT_FAILED[] =
  * lookup. CROSS JOIN keeps that loop order. */
 static const char SQL_IMAGE_MANY[] =
 	"SELECT j.key, i.id, i.sha256, i.filename, i.mime, i.width, i.height, i.bytes, i.meta, "
-	"i.status, i.error, i.created_ms, i.updated_ms, i.pinned "
+	"i.status, i.error, i.created_ms, i.updated_ms, i.pinned, i.taken, i.taken_ms, i.gps_lat, "
+	"i.gps_lon, i.camera_make, i.camera_model, i.lens, i.orientation, i.exif_read "
 	"FROM json_each(?1) AS j CROSS JOIN images AS i ON i.id = j.value";
 static const char SQL_TEXT_MANY[] =
 	"SELECT j.key, t.id, t.text, t.meta, t.status, t.created_ms "
@@ -62,10 +78,22 @@ static int json_meta_error(store_err *err)
 	return store_fail(err, STORE_EINVAL, "metadata must be a JSON object");
 }
 
+void store_exif_clear(store_exif *e)
+{
+	if (!e)
+		return;
+	free(e->taken);
+	free(e->camera_make);
+	free(e->camera_model);
+	free(e->lens);
+	memset(e, 0, sizeof *e);
+}
+
 void store_image_clear(store_image *img)
 {
 	if (!img)
 		return;
+	store_exif_clear(&img->exif);
 	free(img->filename);
 	free(img->mime);
 	free(img->meta);
@@ -125,7 +153,50 @@ int store_image_insert_locked(store *s, const store_image *img, int64_t *id, sto
 	if (rc != STORE_OK)
 		return rc;
 	*id = sqlite3_last_insert_rowid(w->db);
-	return store_fts_put_locked(s, STORE_IMAGE, *id, img->filename, img->meta, err);
+	rc = store_fts_put_locked(s, STORE_IMAGE, *id, img->filename, img->meta, err);
+	if (rc == STORE_OK && img->exif_read) {
+		int found;
+		rc = store_image_set_exif_locked(s, *id, &img->exif, 0, &found, err);
+	}
+	return rc;
+}
+
+static int exif_check(const store_exif *e, store_err *err)
+{
+	if (e->has_gps && !(e->gps_lat >= -90 && e->gps_lat <= 90 && e->gps_lon >= -180 &&
+	                    e->gps_lon <= 180))
+		return store_fail(err, STORE_EINVAL, "GPS coordinates out of range");
+	if (e->orientation < 0 || e->orientation > 8)
+		return store_fail(err, STORE_EINVAL, "orientation must be 1..8 (or 0, unknown)");
+	if (e->has_taken != (e->taken != NULL))
+		return store_fail(err, STORE_EINVAL, "a capture time needs both its text and instant");
+	return STORE_OK;
+}
+
+int store_image_set_exif_locked(store *s, int64_t id, const store_exif *e, int only_unread,
+                                int *found, store_err *err)
+{
+	static const store_exif none;
+	*found = 0;
+	if (!e)
+		e = &none;
+	int rc = exif_check(e, err);
+	if (rc != STORE_OK)
+		return rc;
+	store_query q = {
+		.sql = SQL_IMAGE_SET_EXIF, .what = "recording an image's metadata",
+		.args = {BIND_INT(id), BIND_TEXT(e->taken), e->has_taken ? BIND_INT(e->taken_ms) : BIND_NONE,
+		         e->has_gps ? BIND_REAL(e->gps_lat) : BIND_NONE,
+		         e->has_gps ? BIND_REAL(e->gps_lon) : BIND_NONE, BIND_TEXT(e->camera_make),
+		         BIND_TEXT(e->camera_model), BIND_TEXT(e->lens), BIND_INT(e->orientation),
+		         BIND_INT(only_unread)},
+	};
+	rc = store_run(&s->writer, &q, err);
+	if (q.step_rc == SQLITE_CONSTRAINT_CHECK)
+		return store_fail(err, STORE_EINVAL, "an image's metadata is out of range");
+	if (rc == STORE_OK)
+		*found = sqlite3_changes(s->writer.db) > 0;
+	return rc;
 }
 
 struct image_insert {
@@ -164,6 +235,19 @@ static void fill_image(sqlite3_stmt *st, int c0, store_image *out, int *oom)
 	out->created_ms = sqlite3_column_int64(st, c0 + 10);
 	out->updated_ms = sqlite3_column_int64(st, c0 + 11);
 	out->pinned = sqlite3_column_int(st, c0 + 12);
+	store_exif *e = &out->exif;
+	e->taken = store_col_strdup(st, c0 + 13, oom);
+	e->has_taken = sqlite3_column_type(st, c0 + 14) != SQLITE_NULL;
+	e->taken_ms = sqlite3_column_int64(st, c0 + 14);
+	e->has_gps = sqlite3_column_type(st, c0 + 15) != SQLITE_NULL &&
+	             sqlite3_column_type(st, c0 + 16) != SQLITE_NULL;
+	e->gps_lat = e->has_gps ? sqlite3_column_double(st, c0 + 15) : 0;
+	e->gps_lon = e->has_gps ? sqlite3_column_double(st, c0 + 16) : 0;
+	e->camera_make = store_col_strdup(st, c0 + 17, oom);
+	e->camera_model = store_col_strdup(st, c0 + 18, oom);
+	e->lens = store_col_strdup(st, c0 + 19, oom);
+	e->orientation = sqlite3_column_int(st, c0 + 20);
+	out->exif_read = sqlite3_column_int(st, c0 + 21);
 }
 
 /* A text row from column c0 on (the column order of SQL_TEXT_GET). */
@@ -287,6 +371,93 @@ int store_image_set_failed(store *s, int64_t id, const char *why, store_err *err
 		.args = {BIND_INT(id), BIND_TEXT(why ? why : "failed"), BIND_NOW},
 	};
 	return store_write(s, update_image_tx, &q, err);
+}
+
+struct set_exif {
+	int64_t id;
+	const store_exif *e;
+};
+
+static int set_exif_tx(store *s, void *ctx, store_err *err)
+{
+	struct set_exif *a = ctx;
+	int found, rc = store_image_set_exif_locked(s, a->id, a->e, 0, &found, err);
+	if (rc == STORE_OK && !found)
+		rc = store_fail(err, STORE_ENOTFOUND, "no image %lld", (long long)a->id);
+	return rc;
+}
+
+int store_image_set_exif(store *s, int64_t id, const store_exif *e, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	struct set_exif a = {id, e};
+	return store_write(s, set_exif_tx, &a, err);
+}
+
+struct set_exif_many {
+	store_exif_item *items;
+	size_t n;
+};
+
+static int set_exif_many_tx(store *s, void *ctx, store_err *err)
+{
+	struct set_exif_many *a = ctx;
+	for (size_t i = 0; i < a->n; i++) {
+		store_exif_item *it = &a->items[i];
+		int rc = store_image_set_exif_locked(s, it->id, it->exif, 1, &it->stored, err);
+		if (rc != STORE_OK)
+			return rc;
+	}
+	return STORE_OK;
+}
+
+int store_images_set_exif(store *s, store_exif_item *items, size_t n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	for (size_t i = 0; i < n; i++)
+		items[i].stored = 0;
+	if (n == 0)
+		return STORE_OK;
+	struct set_exif_many a = {items, n};
+	int rc = store_write(s, set_exif_many_tx, &a, err);
+	if (rc != STORE_OK)
+		for (size_t i = 0; i < n; i++)
+			items[i].stored = 0;
+	return rc;
+}
+
+struct exif_unread {
+	int64_t *ids;
+	char (*shas)[65];
+	size_t n, max;
+};
+
+static int exif_unread_row(sqlite3_stmt *st, void *ctx, store_err *err)
+{
+	struct exif_unread *u = ctx;
+	(void)err;
+	if (u->n >= u->max)
+		return 0;
+	u->ids[u->n] = sqlite3_column_int64(st, 0);
+	const unsigned char *h = sqlite3_column_text(st, 1);
+	snprintf(u->shas[u->n], 65, "%s", h ? (const char *)h : "");
+	u->n++;
+	return 0;
+}
+
+int store_images_exif_unread(store *s, int64_t after, size_t max, int64_t *ids,
+                             char (*shas)[65], size_t *n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	struct exif_unread u = {ids, shas, 0, max};
+	*n = 0;
+	int rc = store_read(s, &(store_query){
+		.sql = SQL_IMAGE_EXIF_UNREAD, .what = "listing images to read",
+		.args = {BIND_INT(after), BIND_INT((int64_t)max)}, .row = exif_unread_row, .ctx = &u,
+	}, err);
+	if (rc == STORE_OK)
+		*n = u.n;
+	return rc;
 }
 
 /* The jobs whose items SQL_WORK_DROP_ITEM failed; more than fit are not
@@ -422,6 +593,12 @@ int store_image_count(store *s, int64_t *total, int64_t *ready, store_err *err)
 {
 	STORE_ERR_DEFAULT(err);
 	return read_counts(s, SQL_IMAGE_COUNT, total, ready, err);
+}
+
+int store_images_exif_unread_count(store *s, int64_t *n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	return read_counts(s, SQL_IMAGE_EXIF_UNREAD_COUNT, n, NULL, err);
 }
 
 int store_text_count(store *s, int64_t *total, store_err *err)
