@@ -31,16 +31,18 @@ die() { say "error: $*"; exit 1; }
 # recommends) build tests/fuzz. libsentencepiece-dev is SigLIP's and
 # SigLIP2's tokenizer (model/spm_shim.cc); python3-sentencepiece, the same
 # library's Python binding, is the reference of tests/tok_spm_diff.py.
+# libexif-dev reads the EXIF of images (server/exif.c); exiftool
+# (libimage-exiftool-perl) writes the EXIF of the test images.
 packages=(
 	build-essential g++ pkg-config meson ninja-build cmake dpkg-dev
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
-	libopenblas-dev libdnnl-dev libsentencepiece-dev
+	libopenblas-dev libdnnl-dev libsentencepiece-dev libexif-dev
 	python3
 )
 test_tools=1
 [ "${CLIPD_NO_TEST_TOOLS:-}" = 1 ] && test_tools=0
 if [ "$test_tools" = 1 ]; then
-	packages+=(chromium clang libclang-rt-dev python3-sentencepiece)
+	packages+=(chromium clang libclang-rt-dev python3-sentencepiece libimage-exiftool-perl)
 	# The web page's browser test runs node + npm (playwright-core) and
 	# Debian's chromium. Node and npm come from Debian unless a node with
 	# npm is already installed from elsewhere (NodeSource's nodejs ships npm
