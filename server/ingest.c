@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "exif.h"
 #include "ingest.h"
 #include "log.h"
 #include "safepath.h"
@@ -71,6 +72,7 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 	size_t len;
 	sniff_info si;
 	store_err se;
+	store_exif exif = {0};
 	int rc, locked = 0, committing = 0;
 	char sha[65];
 
@@ -120,6 +122,17 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 	}
 	if ((rc = ensure_job(ic, err)))
 		goto out;
+	/* What the file says about itself goes in with its row, in the same
+	 * transaction: no state where an image exists unread. Its header only,
+	 * bounded (exif.h); a damaged field is left unknown and logged, never
+	 * a refusal. Out of memory leaves it for the backfill (exif_read 0). */
+	exif_notes notes;
+	int exif_ok = exif_read_mem(data, len, &exif, &notes) == 0;
+	if (notes.n) {
+		char what[96];
+		snprintf(what, sizeof what, "the upload of %.16s", sha);
+		exif_log_notes(what, &notes);
+	}
 	/* From here on a failure removes the blob again (see ingest.h). */
 	committing = 1;
 	if ((rc = blob_writer_commit(bw, err)))
@@ -132,6 +145,8 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 		.bytes = blob_writer_size(bw),
 		.meta = (char *)meta_json,
 		.pinned = !ic->watcher,
+		.exif = exif,
+		.exif_read = exif_ok,
 	};
 	memcpy(img.sha256, sha, sizeof img.sha256);
 	rc = store_image_insert_queued(a->st, &img, ic->job_id, id, &se);
@@ -153,6 +168,7 @@ out:
 	if (locked)
 		blobs_unlock(a->blobs, sha);
 	blob_writer_free(bw);
+	store_exif_clear(&exif);
 	return rc;
 }
 

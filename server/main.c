@@ -20,6 +20,10 @@
  *   (migrate.c) embeds everything again with --model while the data
  *   directory's model serves, then swaps the served space (space.h) and
  *   retargets the workers. Started after the workers, stopped before them.
+ * - EXIF backfill: while images stored before clipd read EXIF remain
+ *   (exif_read = 0), one thread at nice 19 (exif_backfill.c) reads their
+ *   blobs' headers a batch at a time. Started after the workers, stopped
+ *   with the watcher.
  * - Matrix products: an encode call runs its products on the calling
  *   thread plus the model's one helper thread (model/threadpool.c; oneDNN layers
  *   split their rows between the two), or on OpenBLAS's threads for the
@@ -34,7 +38,7 @@
  *   (the served space, under app.space_mu, by a switch of models).
  *
  * Shutdown order: stop accepting and let requests in flight finish (30 s at
- * most), stop the watcher and the migration (saving its target's
+ * most), stop the watcher, the EXIF backfill and the migration (saving its target's
  * snapshots), stop the workers after their current batch, save both index
  * snapshots, close the store. Exit status 0; 2 for a refused start-up
  * (usage, or a data directory whose old model cannot be found).
@@ -54,6 +58,7 @@
 #include "app.h"
 #include "clock.h"
 #include "config.h"
+#include "exif_backfill.h"
 #include "fingerprint.h"
 #include "http.h"
 #include "ingest.h"
@@ -374,6 +379,7 @@ int main(int argc, char **argv)
 	space *cur = NULL, *old = NULL, *target = NULL;
 	http_server *http = NULL;
 	watcher *watch = NULL;
+	exif_backfill *exif_bf = NULL;
 	store_err se;
 	clip_err ce;
 	api_err ae;
@@ -478,6 +484,10 @@ int main(int argc, char **argv)
 		}
 		target = NULL;
 	}
+	if (exif_backfill_start(&a, &exif_bf, &ae)) {
+		log_error("cannot start the EXIF backfill: %s", ae.msg);
+		goto out;
+	}
 	if (watch_start(&a, (const char *const *)cfg.watch_dirs, cfg.n_watch_dirs, cfg.rescan_s,
 	                &watch, &ae)) {
 		log_error("%s", ae.msg);
@@ -511,6 +521,7 @@ int main(int argc, char **argv)
 out:
 	http_stop(http, SHUTDOWN_GRACE_MS);
 	watch_stop(watch);
+	exif_backfill_stop(exif_bf);
 	/* Before the workers: a switch in progress retargets them. */
 	migrate_stop(a.mig);
 	worker_pool_stop(a.workers);

@@ -38,6 +38,29 @@ const char *route_shown_name(const char *name)
 	return name;
 }
 
+static json_t *opt_string(const char *s)
+{
+	return s ? ju_string(s) : json_null();
+}
+
+/* What the file says about itself (server/exif.c): null where unknown; gps
+ * and camera are null when none of their members is known. */
+static void exif_json(json_t *o, const store_exif *e)
+{
+	json_object_set_new(o, "taken", opt_string(e->taken));
+	json_object_set_new(o, "gps", e->has_gps ? json_pack("{s:f,s:f}", "lat", e->gps_lat, "lon",
+	                                                     e->gps_lon)
+	                                         : json_null());
+	json_object_set_new(o, "camera",
+	                    e->camera_make || e->camera_model || e->lens
+	                            ? json_pack("{s:o,s:o,s:o}", "make", opt_string(e->camera_make),
+	                                        "model", opt_string(e->camera_model), "lens",
+	                                        opt_string(e->lens))
+	                            : json_null());
+	json_object_set_new(o, "orientation",
+	                    e->orientation ? json_integer(e->orientation) : json_null());
+}
+
 json_t *route_image_json(const store_image *img)
 {
 	json_t *o = json_object();
@@ -58,6 +81,7 @@ json_t *route_image_json(const store_image *img)
 	json_object_set_new(o, "updated_ms", json_integer(img->updated_ms));
 	json_object_set_new(o, "thumbnail_url",
 	                    json_sprintf("/v1/images/%lld/thumbnail", (long long)img->id));
+	exif_json(o, &img->exif);
 	return o;
 }
 
