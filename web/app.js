@@ -311,6 +311,22 @@ document.addEventListener('paste', (ev) => {
 
 // ---- detail ----------------------------------------------------------------
 
+// What the file says about itself (EXIF): null where unknown.
+function placeText(gps) {
+  if (!gps) return null;
+  const f = (v, pos, neg) => `${Math.abs(v).toFixed(5)}° ${v < 0 ? neg : pos}`;
+  return `${f(gps.lat, 'N', 'S')}, ${f(gps.lon, 'E', 'W')}`;
+}
+
+function cameraText(c) {
+  if (!c) return null;
+  const body = [c.make, c.model].filter(Boolean);
+  // Models often repeat the make ("Canon" + "Canon EOS R5").
+  if (body.length === 2 && body[1].toLowerCase().startsWith(body[0].toLowerCase())) body.shift();
+  const s = body.join(' ');
+  return c.lens ? (s ? `${s}, ${c.lens}` : c.lens) : s || null;
+}
+
 async function openDetail(id) {
   let img;
   try {
@@ -328,6 +344,8 @@ async function openDetail(id) {
     ['id', img.id], ['file', img.filename || '-'], ['type', img.mime],
     ['size', img.width && img.height ? `${img.width} × ${img.height}` : '-'],
     ['bytes', img.bytes], ['status', img.status + (img.error ? ': ' + img.error : '')],
+    ['taken', img.taken ? img.taken.replace('T', ' ') : null],
+    ['place', placeText(img.gps)], ['camera', cameraText(img.camera)],
     ['added', img.created_ms ? new Date(img.created_ms).toLocaleString() : '-'],
     ['metadata', img.meta && Object.keys(img.meta).length ? JSON.stringify(img.meta) : '-'],
     ['sha256', img.sha256],

@@ -5,7 +5,7 @@
 //
 // Environment: CLIPD_BIN (the daemon), CLIPD_REFERENCE (../shared/reference),
 // CLIPD_CHROMIUM (default /usr/bin/chromium).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -384,6 +384,47 @@ try {
                                              error: document.getElementById('error').textContent }));
   ok(/notes\.txt/.test(upErr.list + upErr.error), 'a file that is not an image: its error is listed', upErr);
   await shot(page, '07-errors.png');
+
+  // ---- the detail view shows what the file says: time, place, camera --------------
+  // A JPEG tagged by exiftool (as tests/test_exif.c does), uploaded, then
+  // dropped on the page: its own card comes first, and its detail shows the
+  // capture time as written, the position and the camera.
+  const tagged = path.join(tmp, 'tagged.jpg');
+  fs.copyFileSync(rocket, tagged);
+  execFileSync('exiftool', ['-q', '-q', '-overwrite_original', '-DateTimeOriginal=2021:07:04 18:30:00',
+    '-OffsetTimeOriginal=+02:00', '-GPSLatitude=33.8568', '-GPSLatitudeRef=S', '-GPSLongitude=151.2153',
+    '-GPSLongitudeRef=E', '-Make=Canon', '-Model=Canon EOS 5D Mark IV', '-LensModel=EF24-70mm f/2.8L II USM',
+    tagged]);
+  const tb = fs.readFileSync(tagged);
+  const up = await api('/v1/images?wait=true', { method: 'POST', headers: { 'Content-Type': 'image/jpeg' }, body: tb });
+  ok(up.status === 200 && up.json.taken === '2021-07-04T18:30:00+02:00',
+     'an exiftool-tagged JPEG is indexed with its capture time', up);
+  const tb64 = tb.toString('base64');
+  const beforeTagged = await page.$eval('#qpreview', (i) => i.src);
+  await page.evaluate(async (b) => {
+    const bytes = Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'tagged.jpg', { type: 'image/jpeg' }));
+    const zone = document.getElementById('qdrop');
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, tb64);
+  await page.waitForFunction((s) => document.getElementById('qpreview').src !== s, beforeTagged);
+  await page.waitForSelector(`#similar .card[data-id="${up.json && up.json.id}"]`, { timeout: 20000 });
+  await page.click(`#similar .card[data-id="${up.json.id}"]`);
+  await page.waitForSelector('#detail[open]');
+  const exifMeta = await page.evaluate(() => {
+    const m = {};
+    const dts = [...document.querySelectorAll('#detail-meta dt')];
+    for (const dt of dts) m[dt.textContent] = dt.nextElementSibling.textContent;
+    return m;
+  });
+  ok(exifMeta.taken === '2021-07-04 18:30:00+02:00' && exifMeta.place === '33.85680° S, 151.21530° E' &&
+     exifMeta.camera === 'Canon EOS 5D Mark IV, EF24-70mm f/2.8L II USM',
+     'the detail view shows the capture time, the place and the camera', exifMeta);
+  await shot(page, '07b-detail-exif.png');
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !document.getElementById('detail').open);
 
   // ---- dark, phone ---------------------------------------------------------------------
   await page.emulateMedia({ colorScheme: 'dark' });
