@@ -1226,6 +1226,92 @@ static void t_migration_pins_from_v2(void)
 	store_close(s);
 }
 
+/* Migration 004 on a version-3 database: its images are unread, with
+ * every EXIF column NULL; then what the store takes and refuses. */
+static void t_exif_columns(void)
+{
+	char p[512];
+	sqlite3 *db;
+	path_of(p, sizeof p, "v3.db");
+	unlink(p);
+	REQUIRE(sqlite3_open(p, &db) == SQLITE_OK);
+	for (int i = 0; i < 3; i++)
+		CHECK(sqlite3_exec(db, store_migrations[i].sql, NULL, NULL, NULL) == SQLITE_OK);
+	char sql[1024], sha[3][65];
+	for (int i = 0; i < 3; i++)
+		sha_of(sha[i], 200 + i);
+	snprintf(sql, sizeof sql,
+	         "PRAGMA user_version = 3;"
+	         "INSERT INTO images (id, sha256, mime, bytes, created_ms, updated_ms) VALUES "
+	         "(1, '%s', 'image/jpeg', 1, 1, 1), (2, '%s', 'image/jpeg', 1, 1, 1), "
+	         "(3, '%s', 'image/jpeg', 1, 1, 1);",
+	         sha[0], sha[1], sha[2]);
+	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+
+	store *s;
+	store_err err;
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	int64_t n = -1, ids[8];
+	char shas[8][65];
+	size_t k = 0;
+	CHECK(store_images_exif_unread_count(s, &n, &err) == STORE_OK && n == 3);
+	CHECK(store_images_exif_unread(s, 1, 8, ids, shas, &k, &err) == STORE_OK && k == 2 &&
+	      ids[0] == 2 && ids[1] == 3 && strcmp(shas[0], sha[1]) == 0);
+	store_image img;
+	REQUIRE(store_image_get(s, 1, &img, &err) == STORE_OK);
+	CHECK(!img.exif_read && !img.exif.taken && !img.exif.has_taken && !img.exif.has_gps &&
+	      !img.exif.camera_make && img.exif.orientation == 0);
+	store_image_clear(&img);
+
+	/* The backfill's commit: one with fields, one with nothing known, one
+	 * deleted meanwhile. */
+	store_exif e = {.taken = "2021-07-04T18:30:00+02:00", .has_taken = 1,
+	                .taken_ms = 1625416200000LL, .has_gps = 1, .gps_lat = -33.8568,
+	                .gps_lon = 151.2153, .camera_make = "Canon", .lens = "EF 50mm",
+	                .orientation = 6};
+	CHECK(store_image_delete(s, 3, &err) == STORE_OK);
+	store_exif_item items[3] = {{.id = 1, .exif = &e}, {.id = 2, .exif = NULL}, {.id = 3, .exif = &e}};
+	CHECK(store_images_set_exif(s, items, 3, &err) == STORE_OK);
+	CHECK(items[0].stored == 1 && items[1].stored == 1 && items[2].stored == 0);
+	REQUIRE(store_image_get(s, 1, &img, &err) == STORE_OK);
+	CHECK(img.exif_read && img.exif.taken && strcmp(img.exif.taken, e.taken) == 0 &&
+	      img.exif.taken_ms == e.taken_ms && img.exif.has_gps && img.exif.gps_lat == e.gps_lat &&
+	      img.exif.gps_lon == e.gps_lon && strcmp(img.exif.camera_make, "Canon") == 0 &&
+	      !img.exif.camera_model && strcmp(img.exif.lens, "EF 50mm") == 0 &&
+	      img.exif.orientation == 6);
+	store_image_clear(&img);
+	CHECK(store_images_exif_unread_count(s, &n, &err) == STORE_OK && n == 0);
+	/* A second backfill commit never overwrites what is read. */
+	store_exif other = {.camera_make = "Nikon"};
+	store_exif_item again = {.id = 1, .exif = &other};
+	CHECK(store_images_set_exif(s, &again, 1, &err) == STORE_OK && again.stored == 0);
+	REQUIRE(store_image_get(s, 1, &img, &err) == STORE_OK);
+	CHECK(strcmp(img.exif.camera_make, "Canon") == 0);
+	store_image_clear(&img);
+
+	/* Out of range: refused, nothing written (all or nothing). */
+	store_exif bad = {.has_gps = 1, .gps_lat = 999, .gps_lon = 0};
+	CHECK(store_image_set_exif(s, 2, &bad, &err) == STORE_EINVAL);
+	bad = (store_exif){.orientation = 9};
+	CHECK(store_image_set_exif(s, 2, &bad, &err) == STORE_EINVAL);
+	bad = (store_exif){.has_taken = 1};
+	CHECK(store_image_set_exif(s, 2, &bad, &err) == STORE_EINVAL);
+	CHECK(store_image_set_exif(s, 99, &e, &err) == STORE_ENOTFOUND);
+
+	/* An insert with its EXIF writes both in one go. */
+	store_image ins = {.mime = "image/jpeg", .bytes = 1, .exif = e, .exif_read = 1};
+	sha_of(ins.sha256, 300);
+	int64_t id;
+	REQUIRE(store_image_insert(s, &ins, &id, &err) == STORE_OK);
+	store_image got[1];
+	CHECK(store_images_get_many(s, &id, 1, got, &err) == STORE_OK && got[0].exif_read &&
+	      got[0].exif.orientation == 6 && got[0].exif.has_gps && got[0].exif.gps_lat == e.gps_lat);
+	store_image_clear(&got[0]);
+	CHECK(store_images_exif_unread_count(s, &n, &err) == STORE_OK && n == 0);
+	store_close(s);
+}
+
 static void t_kv(void)
 {
 	store *s = open_fresh("kv.db");
@@ -1706,6 +1792,7 @@ int main(void)
 	TAP_RUN(t_watched_files);
 	TAP_RUN(t_watch_spares_pinned);
 	TAP_RUN(t_migration_pins_from_v2);
+	TAP_RUN(t_exif_columns);
 	TAP_RUN(t_kv);
 	TAP_RUN(t_model_switch);
 	TAP_RUN(t_readers_alongside_writer);
