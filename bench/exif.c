@@ -2,7 +2,7 @@
  * bench/exif: the EXIF backfill's rate (images/s): the code the daemon's
  * backfill thread runs (exif_backfill_run: list 256 unread images, read
  * each blob's EXIF, commit the batch), over --images JPEGs stored unread as
- * a clipd before migration 004 left them.
+ * a clipd before migration 005 left them.
  *
  *   build/bench/exif [--images 2000] [--photo-size 1024x768] [--tmp DIR] [--keep]
  *

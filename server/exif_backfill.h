@@ -1,6 +1,6 @@
 /*
  * exif_backfill: reads the EXIF of images stored before clipd did so
- * (migration 004 left them exif_read = 0), in the background, resumably:
+ * (migration 005 left them exif_read = 0), in the background, resumably:
  * the work is "images with exif_read = 0", computed from the store, so a
  * kill -9 resumes where the marks end. Progress is a counted job of kind
  * "exif_backfill" (GET /v1/jobs), kept across restarts in kv

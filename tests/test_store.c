@@ -1226,8 +1226,10 @@ static void t_migration_pins_from_v2(void)
 	store_close(s);
 }
 
-/* Migration 004 on a version-3 database: its images are unread, with
- * every EXIF column NULL; then what the store takes and refuses. */
+/* Migrations 004 (keywords) and 005 (EXIF) on a version-3 database (004
+ * needs the store's own SQL functions, so the raw set-up stops at 3): its
+ * images are unread, every EXIF column NULL; then what the store takes and
+ * refuses. */
 static void t_exif_columns(void)
 {
 	char p[512];

@@ -262,7 +262,7 @@ def test_backfill(tmp):
         e2e.stop_checked(d, "backfill ingest")
     ok(not backfill_jobs_offline(db), "no backfill job while every image was read at ingest")
 
-    # As if stored by a clipd before migration 004: every image unread.
+    # As if stored by a clipd before migration 005: every image unread.
     clear_exif(db)
     if not ok(d.start(), "clipd restarts on the data with every image unread"):
         return
