@@ -255,6 +255,52 @@ def http(name, route, body=b"", query=None, ctype=CT_JSON, key=0, ident=1):
     put("fuzz_http", name, head + q + body)
 
 
+def exif_tiff(ifd0, gps=(), exif=()):
+    """A little-endian TIFF structure: IFD0 with pointers to a GPS and an
+    EXIF IFD; entries (tag, type, count, value bytes)."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+
+    def ifd(entries):
+        at = len(out)
+        out.extend(struct.pack("<H", len(entries)) + bytes(12 * len(entries) + 4))
+        slots = []
+        for i, (tag, typ, count, val) in enumerate(entries):
+            f = at + 2 + 12 * i
+            struct.pack_into("<HHI", out, f, tag, typ, count)
+            if len(val) <= 4:
+                out[f + 8:f + 8 + len(val)] = val
+            else:
+                struct.pack_into("<I", out, f + 8, len(out))
+                out.extend(val + (b"\0" if len(val) & 1 else b""))
+            slots.append(f + 8)
+        return at, slots
+
+    extra = ([(0x8825, 4, 1, bytes(4))] if gps else []) + ([(0x8769, 4, 1, bytes(4))] if exif else [])
+    _, slots = ifd(list(ifd0) + extra)
+    k = len(ifd0)
+    for sub in (gps, exif):
+        if sub:
+            at, _ = ifd(list(sub))
+            struct.pack_into("<I", out, slots[k], at)
+            k += 1
+    return bytes(out)
+
+
+def seeds_exif():
+    rat = lambda *p: b"".join(struct.pack("<II", n, d) for n, d in p)  # noqa: E731
+    t = exif_tiff([(0x010F, 2, 6, b"Canon\0"), (0x0110, 2, 5, b"EOS5\0"), (0x0112, 3, 1, b"\x06\0")],
+                  gps=[(1, 2, 2, b"S\0"), (2, 5, 3, rat((33, 1), (51, 1), (2448, 100))),
+                       (3, 2, 2, b"E\0"), (4, 5, 3, rat((151, 1), (12, 1), (5508, 100)))],
+                  exif=[(0x9003, 2, 20, b"2021:07:04 18:30:00\0"), (0x9011, 2, 7, b"+02:00\0"),
+                        (0xA434, 2, 8, b"EF 50mm\0")])
+    jpeg = b"\xff\xd8\xff\xe1" + struct.pack(">H", len(t) + 8) + b"Exif\0\0" + t + b"\xff\xda\x00\x02\xff\xd9"
+    put("fuzz_exif", "jpeg", jpeg)
+    p = png(2, 2, 3)
+    put("fuzz_exif", "png", p[:33] + struct.pack(">I", len(t)) + b"eXIf" + t + b"\0\0\0\0" + p[33:])
+    put("fuzz_exif", "webp", b"RIFF" + struct.pack("<I", 4 + 8 + len(t)) + b"WEBPEXIF" +
+        struct.pack("<I", len(t)) + t)
+
+
 def seeds_http():
     img_b64 = base64.b64encode(png(4, 4, 3)).decode()
     http("search-text", "search", {"text": "a photo of a cat", "k": 3})
@@ -359,6 +405,7 @@ def main():
     seeds_tok_load()
     seeds_tok_encode()
     seeds_sniff()
+    seeds_exif()
     seeds_safepath()
     seeds_snapshot(args.mksnap)
     seeds_http()
