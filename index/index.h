@@ -155,6 +155,15 @@ int vidx_groups_join(vidx_groups *g, size_t nq, const int64_t *qids, int k, cons
 int vidx_groups_search(vidx_groups *g, vidx *v, size_t n, const float *x, const int64_t *ids,
                        int k, vidx_err *err);
 
+/* A new index to group n vectors of dimension dim with: exact ("Flat") up
+ * to 10,000 vectors; beyond, "IVF<n/100>,Flat" (at most 4096 lists; it
+ * trains by itself once it holds 39 vectors per list) searched in 8 lists
+ * per query, so a vector is compared with about 8 * 100 others instead of
+ * all of them and a pair is found when the second lies in one of the 8
+ * lists nearest the first. Its scores are exact inner products. Add the
+ * vectors, then vidx_groups_search them. */
+int vidx_groups_index(size_t n, int dim, vidx **out, vidx_err *err);
+
 /* Ends the joining and lays the groups out: largest first, equal sizes by
  * their smallest id; each group's ids in ascending order. Idempotent. */
 int vidx_groups_finish(vidx_groups *g, vidx_err *err);
