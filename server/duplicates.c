@@ -155,6 +155,7 @@ static int compute(app *a, space *sp, double t, uint64_t seq, dup_groups **out, 
 	/* First pass: every vector into the index; second: each searched. */
 	if ((rc = walk(a, sp, &w, err)))
 		goto out;
+	int64_t t1 = clock_ms();
 	w.g = d->g;
 	w.total = 0;
 	if ((rc = walk(a, sp, &w, err)))
@@ -168,9 +169,10 @@ static int compute(app *a, space *sp, double t, uint64_t seq, dup_groups **out, 
 	d->threshold = t;
 	d->images = w.total;
 	d->compute_ms = clock_ms() - t0;
-	log_info("duplicates at %.4f: %zu groups of %zu images among %zu, %lld ms (%s)", t,
-	         vidx_groups_count(d->g), vidx_groups_grouped(d->g), d->images,
-	         (long long)d->compute_ms, vidx_factory(w.v));
+	log_info("duplicates at %.4f: %zu groups of %zu images among %zu, %lld ms (adding %lld, "
+	         "searching %lld; %s)", t, vidx_groups_count(d->g), vidx_groups_grouped(d->g),
+	         d->images, (long long)d->compute_ms, (long long)(t1 - t0),
+	         (long long)(clock_ms() - t1), vidx_factory(w.v));
 	*out = d;
 	d = NULL;
 out:
