@@ -5,7 +5,8 @@
  * the order of groups and members), then real FAISS searches over planted
  * groups of near-copies among random unit vectors, on the exact and the
  * HNSW index: every planted group found whole and nothing else, a group
- * larger than k held together by chains, and refused arguments. Fixed
+ * larger than k held together by chains, the index vidx_groups_index
+ * picks (exact, then IVF), and refused arguments. Fixed
  * seeds: every run sees the same numbers.
  */
 #include <math.h>
@@ -226,6 +227,48 @@ static void t_larger_than_k(void)
 	vidx_close(v);
 }
 
+/* vidx_groups_index: exact for small n, IVF past 10,000; 12,000 vectors
+ * with groups planted (the first N rows of planted()'s pattern repeated)
+ * are grouped the same way through IVF. */
+static void t_groups_index(void)
+{
+	enum { BIG = 12000 };
+	vidx *v;
+	vidx_err e;
+	REQUIRE(vidx_groups_index(100, DIM, &v, &e) == VIDX_OK);
+	CHECKF(!strcmp(vidx_factory(v), "Flat"), "%s", vidx_factory(v));
+	vidx_close(v);
+	static float x[BIG * DIM];
+	static int64_t ids[BIG], group_of[BIG];
+	int64_t grouped = planted(x, ids, group_of);
+	uint64_t s = 99;
+	for (size_t i = N; i < BIG; i++) {
+		rand_unit(&s, x + i * DIM, DIM);
+		ids[i] = 1000 + (int64_t)i;
+		group_of[i] = -1;
+	}
+	REQUIRE(vidx_groups_index(BIG, DIM, &v, &e) == VIDX_OK);
+	CHECKF(!strcmp(vidx_factory(v), "IVF120,Flat"), "%s", vidx_factory(v));
+	REQUIRE(vidx_add(v, BIG, x, ids, &e) == VIDX_OK);
+	vidx_groups *g;
+	REQUIRE(vidx_groups_new(0.95f, &g, &e) == VIDX_OK);
+	REQUIRE(vidx_groups_search(g, v, BIG, x, ids, 8, &e) == VIDX_OK);
+	REQUIRE(vidx_groups_finish(g, &e) == VIDX_OK);
+	CHECKF(vidx_groups_count(g) == NG && (int64_t)vidx_groups_grouped(g) == grouped,
+	       "%zu groups of %zu", vidx_groups_count(g), vidx_groups_grouped(g));
+	int bad = 0;
+	for (size_t i = 0; i < BIG; i++) {
+		int64_t gi = vidx_groups_find(g, ids[i]);
+		const int64_t *m;
+		if ((group_of[i] < 0) != (gi < 0) ||
+		    (gi >= 0 && (int64_t)vidx_groups_members(g, (size_t)gi, &m) != 2 + group_of[i] % 5))
+			bad++;
+	}
+	CHECKF(bad == 0, "%d rows in the wrong group", bad);
+	vidx_groups_free(g);
+	vidx_close(v);
+}
+
 int main(void)
 {
 	TAP_RUN(t_join_rules);
@@ -234,5 +277,6 @@ int main(void)
 	TAP_RUN(t_planted_exact);
 	TAP_RUN(t_planted_hnsw);
 	TAP_RUN(t_larger_than_k);
+	TAP_RUN(t_groups_index);
 	return tap_done();
 }
