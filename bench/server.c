@@ -34,6 +34,9 @@
  *    busy", is measured in the same window and says the same thing
  *    without that skew: how much of the time the encoder was working.
  *
+ *    Then GET /v1/duplicates?threshold=0.95 twice: the time to compute the
+ *    near-duplicate groups of every image, and to answer from the cache.
+ *
  * --precision (default auto) is passed to clipd as its --precision and
  * opens this process's model with clip_model_open_opts the same way, so
  * the bare figures and the daemon's are of the same number format; the
@@ -112,6 +115,8 @@ struct figures {
 	bs_load_result load[MAX_LEVELS];
 	double d_encode_ms[MAX_LEVELS]; /* the daemon's mean text encode per query, -1: unknown */
 	int nlevels_done;
+	double dups_s[2];               /* GET /v1/duplicates: computed, then cached; -1: failed */
+	long dups_groups, dups_grouped;
 	/* ingest */
 	int64_t photo_bytes;
 	double bare_ips;
@@ -609,6 +614,26 @@ static int run_search(const struct opts *o, const clip_model *m, const char *dir
 		if (r->errors)
 			fprintf(stderr, "# search: %ld errors, first: %s\n", r->errors, r->first_error);
 	}
+	/* Near-duplicate groups of every image (server/duplicates.c): the
+	 * first request computes them, the second finds them cached. */
+	for (int i = 0; i < 2 && !bs_interrupted; i++) {
+		int status = 0;
+		char *out = NULL;
+		fprintf(stderr, "# search: GET /v1/duplicates (%s)\n", i ? "cached" : "computed");
+		double t = bs_now();
+		fg->dups_s[i] = -1;
+		if (http_once(d.port, "GET", "/v1/duplicates?threshold=0.95", NULL, &status, &out, msg,
+		              msg_size) == 0 && status == 200) {
+			fg->dups_s[i] = bs_now() - t;
+			json_t *j = json_loads(out, 0, NULL);
+			fg->dups_groups = (long)json_integer_value(json_object_get(j, "total_groups"));
+			fg->dups_grouped = (long)json_integer_value(json_object_get(j, "grouped_images"));
+			json_decref(j);
+		} else {
+			fprintf(stderr, "# search: GET /v1/duplicates: HTTP %d %s\n", status, out ? out : msg);
+		}
+		free(out);
+	}
 	fg->search_done = 1;
 out:
 	rc = stop_after(&d, rc, msg, msg_size);
@@ -744,6 +769,9 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 			       fg->load[0].clients);
 		printf(";\n  one encode at a time caps search near %.0f QPS.\n",
 		       fg->textq_ms > 0 ? 1e3 / fg->textq_ms : 0);
+		printf("  GET /v1/duplicates?threshold=0.95 over the %ld images: computed in %.2f s, "
+		       "cached %.3f s; %ld groups of %ld images\n",
+		       o->items, fg->dups_s[0], fg->dups_s[1], fg->dups_groups, fg->dups_grouped);
 	}
 	if (fg->ingest_done) {
 		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;

@@ -127,4 +127,53 @@ int vidx_build(store *s, store_kind kind, const char *factory, int dim, const ch
 int vidx_open_synced(const char *path, store *s, store_kind kind, const char *factory, int dim,
                      const char *model, vidx **out, char *note, size_t note_size, vidx_err *err);
 
+/* ---- near-duplicate groups (groups.c) -------------------------------------
+ *
+ * A grouping joins two ids when a k-nearest-neighbour search from one finds
+ * the other with a score >= threshold; its groups are the connected sets of
+ * two or more ids (one group may be a chain a~b~c where a and c are far
+ * apart). The searches are the caller's (vidx_groups_search runs them on an
+ * index): what a group holds is exactly what those searches found. Memory
+ * is bounded by the number of grouped ids, never by the number of pairs.
+ * A vidx_groups is used by one thread while it is built; once finished it
+ * is read-only and any number of threads may read it. */
+typedef struct vidx_groups vidx_groups;
+
+/* An empty grouping at threshold (-1 <= threshold <= 1). */
+int vidx_groups_new(float threshold, vidx_groups **out, vidx_err *err);
+void vidx_groups_free(vidx_groups *g);   /* accepts NULL */
+
+/* Joins, for each query q < nq, qids[q] with every result ids[q][j] (j < k)
+ * that is >= 0, not qids[q] itself, and scores[q][j] >= the threshold. */
+int vidx_groups_join(vidx_groups *g, size_t nq, const int64_t *qids, int k, const float *scores,
+                     const int64_t *ids, vidx_err *err);
+
+/* Searches v for the k nearest neighbours of each of x[n][dim] (whose ids
+ * are ids[n]; the vector itself is asked for too and skipped) in batches,
+ * and joins them as vidx_groups_join. Memory: about 12 * (k + 1) KB of
+ * results at a time beside FAISS's own. */
+int vidx_groups_search(vidx_groups *g, vidx *v, size_t n, const float *x, const int64_t *ids,
+                       int k, vidx_err *err);
+
+/* A new index to group n vectors of dimension dim with: exact ("Flat") up
+ * to 10,000 vectors; beyond, "IVF<n/100>,Flat" (at most 4096 lists; it
+ * trains by itself once it holds 39 vectors per list) searched in 8 lists
+ * per query, so a vector is compared with about 8 * 100 others instead of
+ * all of them and a pair is found when the second lies in one of the 8
+ * lists nearest the first. Its scores are exact inner products. Add the
+ * vectors, then vidx_groups_search them. */
+int vidx_groups_index(size_t n, int dim, vidx **out, vidx_err *err);
+
+/* Ends the joining and lays the groups out: largest first, equal sizes by
+ * their smallest id; each group's ids in ascending order. Idempotent. */
+int vidx_groups_finish(vidx_groups *g, vidx_err *err);
+
+/* After vidx_groups_finish (0 and -1 before it): */
+size_t vidx_groups_count(const vidx_groups *g);           /* groups */
+size_t vidx_groups_grouped(const vidx_groups *g);         /* ids in some group */
+/* Group i's ids in *ids (the grouping's memory); returns how many. */
+size_t vidx_groups_members(const vidx_groups *g, size_t i, const int64_t **ids);
+/* The group number of id, or -1 when it is in none. */
+int64_t vidx_groups_find(const vidx_groups *g, int64_t id);
+
 #endif

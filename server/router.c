@@ -17,6 +17,7 @@ static const route routes[] = {
 	{"GET", "/openapi.json", route_openapi, BODY_NONE, 0},
 	{"GET", "/v1/search", route_search_get, BODY_NONE, 0},
 	{"POST", "/v1/search", route_search_post, BODY_BUFFER, 0},
+	{"GET", "/v1/duplicates", route_duplicates, BODY_NONE, 0},
 	{"POST", "/v1/images", route_image_upload, BODY_UPLOAD, 1},
 	{"GET", "/v1/images/{id}", route_image_get, BODY_NONE, 0},
 	{"PATCH", "/v1/images/{id}", route_image_patch, BODY_BUFFER, 1},

@@ -27,6 +27,9 @@ void route_openapi(http_req *r);
 void route_search_get(http_req *r);
 void route_search_post(http_req *r);
 
+/* routes_duplicates.c */
+void route_duplicates(http_req *r);
+
 /* routes_images.c */
 void route_image_upload(http_req *r);
 void route_image_get(http_req *r);

@@ -5,6 +5,7 @@
 
 #include "app.h"
 #include "clock.h"
+#include "duplicates.h"
 #include "fusion.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -46,6 +47,8 @@ struct search_args {
 	json_t *filter;        /* borrowed from the request; NULL: none */
 	enum search_mode mode;
 	int64_t rrf_k;         /* hybrid: the k of reciprocal-rank fusion */
+	int exclude_dups;      /* one image per near-duplicate group (duplicates.h) */
+	double dup_threshold;
 };
 
 /* A filter is an object: each key names a field of the item's metadata
@@ -144,7 +147,11 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 	    (rc = ju_int(o, "k", 20, 1, MAX_K, &s->k, err)) ||
 	    (rc = ju_int(o, "offset", 0, 0, MAX_OFFSET, &s->offset, err)) ||
 	    (rc = ju_str(o, "collection", 0, &coll, err)) ||
-	    (rc = ju_num(o, "min_score", -INFINITY, &s->min_score, &s->has_min, err)))
+	    (rc = ju_num(o, "min_score", -INFINITY, &s->min_score, &s->has_min, err)) ||
+	    (rc = ju_bool(o, "exclude_duplicates", 0, &s->exclude_dups, err)) ||
+	    (rc = ju_num(o, "duplicate_threshold", DUPS_DEFAULT_THRESHOLD, &s->dup_threshold, NULL,
+	                 err)) ||
+	    (rc = dups_check_threshold(s->dup_threshold, "duplicate_threshold", err)))
 		return rc;
 	if (s->text && strlen(s->text) > MAX_QUERY_TEXT_BYTES)
 		return api_fail(err, API_EBADREQ,
@@ -170,6 +177,8 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 		s->kind = STORE_TEXT;
 	else
 		return api_fail(err, API_EBADREQ, "field 'collection' must be \"images\" or \"texts\"");
+	if (s->exclude_dups && s->kind != STORE_IMAGE)
+		return api_fail(err, API_EBADREQ, "'exclude_duplicates' applies to the images collection");
 	return 0;
 }
 
@@ -233,7 +242,7 @@ out:
  * One store read for all of them. */
 static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores,
                         const fused *ranks, int n, int64_t offset, int64_t k, json_t *filter,
-                        json_t **out, api_err *err)
+                        dup_pick *pick, json_t **out, api_err *err)
 {
 	store_err se;
 	store_image *imgs = NULL;
@@ -258,6 +267,8 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 	}
 	json_t *results = json_array();
 	int64_t skipped = 0;
+	if (pick)
+		dups_pick_reset(pick);
 	for (int i = 0; i < n && (int64_t)json_array_size(results) < k; i++) {
 		int64_t found = kind == STORE_IMAGE ? imgs[i].id : txts[i].id;
 		if (!found)
@@ -265,6 +276,8 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 		if (!matches(filter, kind == STORE_IMAGE ? imgs[i].meta : txts[i].meta,
 		             kind == STORE_IMAGE ? imgs[i].mime : NULL))
 			continue;
+		if (pick && !dups_pick_keep(pick, ids[i]))
+			continue; /* a better-ranked image of its group is listed */
 		if (skipped < offset) {
 			skipped++;
 			continue;
@@ -358,6 +371,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	int64_t *ids = NULL;
 	fused *ranks = NULL;
 	json_t *results = NULL;
+	dup_pick *pick = NULL;
 	int found = 0;
 
 	if (!q) {
@@ -398,6 +412,8 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	}
 	if (s.text && s.mode != MODE_KEYWORD && encode_pool_texts(sp->enc, 1, &s.text, q, &e))
 		goto fail;
+	if (s.exclude_dups && dups_pick_open(a, sp, s.dup_threshold, &pick, &e))
+		goto fail;
 
 	/* Without a filter the k + offset best are enough (keyword and hybrid
 	 * rankings read RANK_DEPTH at least). With one, read a wider window and
@@ -408,7 +424,7 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	int64_t n = want;
 	if (s.mode != MODE_VECTOR && n < RANK_DEPTH)
 		n = RANK_DEPTH;
-	if (s.filter) {
+	if (s.filter || pick) {
 		int64_t wide = want * FILTER_OVERFETCH < 256 ? 256 : want * FILTER_OVERFETCH;
 		if (wide > n)
 			n = wide;
@@ -432,9 +448,10 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 		if (ranking(a, sp, &s, q, n, ids, scores, ranks, &m, &more, &e))
 			goto fail;
 		json_decref(results);
-		if (results_json(a, s.kind, ids, scores, ranks, m, s.offset, s.k, s.filter, &results, &e))
+		if (results_json(a, s.kind, ids, scores, ranks, m, s.offset, s.k, s.filter, pick,
+		                 &results, &e))
 			goto fail;
-		if (!s.filter || (int64_t)json_array_size(results) >= s.k || !more || n >= total ||
+		if ((!s.filter && !pick) || (int64_t)json_array_size(results) >= s.k || !more || n >= total ||
 		    n >= MAX_WINDOW)
 			break;
 		n *= 4;
@@ -453,6 +470,7 @@ fail:
 	http_reply_error(r, &e);
 out:
 	json_decref(results);
+	dups_pick_close(pick);
 	free(q);
 	free(scores);
 	free(ids);

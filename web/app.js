@@ -72,7 +72,8 @@ function card(r) {
   b.type = 'button';
   b.className = 'card';
   b.dataset.id = r.id;
-  b.setAttribute('aria-label', `${imageName(r)}, score ${fmt(r.score)}: open details`);
+  b.setAttribute('aria-label', r.score === undefined ? `${imageName(r)}: open details`
+                                                     : `${imageName(r)}, score ${fmt(r.score)}: open details`);
   const img = document.createElement('img');
   img.src = thumb(r.id);
   img.alt = imageName(r);
@@ -465,6 +466,95 @@ async function upload(files) {
   if (state.image) imageSearch();
 }
 $('files').addEventListener('change', () => { upload([...$('files').files]); $('files').value = ''; });
+
+// ---- near duplicates -----------------------------------------------------------
+// Groups from GET /v1/duplicates, a page at a time. In each group the first
+// image (the oldest) is kept; the others start checked and "Delete checked"
+// removes them with DELETE /v1/images/{id}.
+
+const DUP_PAGE = 10;
+const dups = { threshold: 0.95, offset: 0, seq: 0 };
+
+function dupGroup(g) {
+  const li = document.createElement('li');
+  const head = document.createElement('div');
+  head.className = 'head';
+  const title = document.createElement('span');
+  title.textContent = `${g.size} images` + (g.items_truncated ? ` (first ${g.items.length} shown)` : '');
+  const del = document.createElement('button');
+  del.type = 'button';
+  del.className = 'danger dup-delete';
+  head.append(title, del);
+  const ul = document.createElement('ul');
+  ul.className = 'grid small';
+  const boxes = [];
+  g.items.forEach((it, i) => {
+    const item = card(it);
+    const label = document.createElement('label');
+    label.className = 'pick';
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.checked = i > 0;
+    box.dataset.id = it.id;
+    box.setAttribute('aria-label', `delete ${imageName(it)}`);
+    label.append(box, i > 0 ? 'delete' : 'delete (oldest)');
+    item.append(label);
+    ul.append(item);
+    boxes.push(box);
+  });
+  const count = () => {
+    const n = boxes.filter((b) => b.checked).length;
+    del.textContent = `Delete checked (${n})`;
+    del.disabled = n === 0;
+  };
+  boxes.forEach((b) => b.addEventListener('change', count));
+  count();
+  del.addEventListener('click', async () => {
+    const ids = boxes.filter((b) => b.checked).map((b) => Number(b.dataset.id));
+    if (!ids.length || !confirm(`Delete ${ids.length} image${ids.length > 1 ? 's' : ''}? This cannot be undone.`)) return;
+    try {
+      for (const id of ids) {
+        await api(`/v1/images/${id}`, { method: 'DELETE' });
+        document.querySelectorAll(`.card[data-id="${id}"]`).forEach((c) => c.parentElement.remove());
+      }
+      showError(null);
+    } catch (e) {
+      showError(e);
+    }
+    loadStats();
+    findDuplicates();
+  });
+  li.append(head, ul);
+  return li;
+}
+
+async function findDuplicates(append = false) {
+  const seq = ++dups.seq;
+  if (!append) {
+    const t = Number($('dups-threshold').value);
+    dups.threshold = Number.isFinite(t) ? t : 0.95;
+    dups.offset = 0;
+  }
+  const list = $('dups-list');
+  list.dataset.state = 'loading';
+  try {
+    const res = await api(`/v1/duplicates?threshold=${encodeURIComponent(dups.threshold)}` +
+                          `&limit=${DUP_PAGE}&offset=${dups.offset}`);
+    if (seq !== dups.seq) return;
+    showError(null);
+    const items = res.groups.map(dupGroup);
+    if (append) list.append(...items); else list.replaceChildren(...items);
+    dups.offset += res.groups.length;
+    $('dups-more').hidden = dups.offset >= res.total_groups;
+    setEmpty('dups-empty', res.total_groups === 0,
+             `No near duplicates at ${res.threshold} among ${res.images} images.`);
+    list.dataset.state = 'done';
+  } catch (e) {
+    if (seq === dups.seq) { showError(e); list.dataset.state = 'failed'; }
+  }
+}
+$('dups-form').addEventListener('submit', (ev) => { ev.preventDefault(); findDuplicates(); });
+$('dups-more').addEventListener('click', () => findDuplicates(true));
 
 // ---- API key, stats ------------------------------------------------------------
 

@@ -102,6 +102,19 @@ def test_openapi_limits(d, doc):
            (at, over))
     else:
         ok(False, "GET /v1/search q has a maxLength", n)
+    params = {p["name"]: p["schema"] for p in ops["/v1/duplicates"]["get"]["parameters"]}
+    n = params.get("limit", {}).get("maximum")
+    lo = params.get("threshold", {}).get("minimum")
+    if isinstance(n, int) and isinstance(lo, (int, float)):
+        at = d.get("/v1/duplicates?limit=%d&threshold=%s" % (n, lo))
+        over = d.get("/v1/duplicates?limit=%d" % (n + 1))
+        under = d.get("/v1/duplicates?threshold=%s" % (lo - 0.01))
+        ok(at.status == 200 and over.status == 400 and str(n) in over.err_msg() and
+           under.status == 400 and str(lo) in under.err_msg(),
+           "GET /v1/duplicates limit maximum %d and threshold minimum %s: served at them, refused "
+           "past them naming the limit" % (n, lo), (at, over, under))
+    else:
+        ok(False, "GET /v1/duplicates documents limit's maximum and threshold's minimum", params)
     probe("classify labels maxItems", "POST", "/v1/classify",
           lambda n: {"image_id": iid, "labels": ["l%d" % i for i in range(n)]},
           schema_at(doc, "ClassifyRequest", "labels").get("maxItems"))

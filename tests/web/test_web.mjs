@@ -374,6 +374,59 @@ try {
   ok(r.status === 404 && seenAuth[0] === 'Bearer any-key',
      'delete (with a key entered) sends the Bearer key and removes the image', { status: r.status, seenAuth });
 
+  // ---- near duplicates: the groups, delete the checked copies ----------------------
+  // Two copies of astronaut.png that differ in their bytes (a PNG text
+  // chunk after IHDR), not in their pixels: the same embedding.
+  const zlib = await import('node:zlib');
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(zlib.crc32(td) >>> 0);
+    return Buffer.concat([len, td, crc]);
+  };
+  const astro = fs.readFileSync(path.join(IMAGES, 'astronaut.png'));
+  const copyIds = [];
+  for (const tag of ['b', 'c']) {
+    const body = Buffer.concat([astro.subarray(0, 33), chunk('tEXt', Buffer.from(`Comment\0${tag}`)),
+                                astro.subarray(33)]);
+    const u = await api(`/v1/images?wait=true&filename=astronaut-${tag}.png`,
+                        { method: 'POST', headers: { 'Content-Type': 'image/png' }, body });
+    if (u.status === 200) copyIds.push(u.json.id);
+  }
+  ok(copyIds.length === 2, 'two copies of a photo uploaded (other bytes, same pixels)', copyIds);
+  await page.fill('#dups-threshold', '0.999');
+  await page.click('#dups-btn');
+  await page.waitForSelector('#dups-list[data-state="done"]', { state: 'attached' });
+  r = await api('/v1/duplicates?threshold=0.999&limit=10');
+  const shown = await page.$$eval('#dups-list > li', (ls) => ls.map((l) => ({
+    ids: [...l.querySelectorAll('.card')].map((c) => Number(c.dataset.id)),
+    checked: [...l.querySelectorAll('input[type=checkbox]')].map((b) => b.checked),
+    button: l.querySelector('.dup-delete').textContent })));
+  const apiGroups = r.json.groups.map((g) => g.items.map((x) => x.id));
+  ok(JSON.stringify(shown.map((g) => g.ids)) === JSON.stringify(apiGroups) && apiGroups.length === 1 &&
+     copyIds.every((id) => apiGroups[0].includes(id)),
+     'the duplicates view shows the API\'s groups: the copies in one', { shown, apiGroups });
+  const g0 = shown[0] || { checked: [], ids: [] };
+  ok(g0.checked[0] === false && g0.checked.slice(1).every((c) => c) &&
+     g0.button === `Delete checked (${g0.ids.length - 1})`,
+     'the oldest of the group is kept, the others are checked for deletion', g0);
+  await shot(page, '07-duplicates.png');
+  const deleted = g0.ids.slice(1), kept = g0.ids[0];
+  const authBefore = seenAuth.length;
+  page.once('dialog', (d) => d.accept());
+  await page.click('#dups-list > li .dup-delete');
+  await page.waitForFunction(() => document.getElementById('dups-list').dataset.state === 'done' &&
+                             document.querySelectorAll('#dups-list > li').length === 0 &&
+                             !document.getElementById('dups-empty').hidden, null, { timeout: 30000 });
+  const after = await Promise.all(deleted.map((id) => api(`/v1/images/${id}`)));
+  r = await api(`/v1/images/${kept}`);
+  const left = await api('/v1/duplicates?threshold=0.999');
+  ok(after.every((x) => x.status === 404) && r.status === 200 && left.json.total_groups === 0 &&
+     seenAuth.length - authBefore === deleted.length &&
+     seenAuth.slice(authBefore).every((a) => a === 'Bearer any-key'),
+     'delete checked: the copies are gone (with the key), the oldest stays, no group is left',
+     { after: after.map((x) => x.status), kept: r.status, left: left.json, seenAuth });
+
   // ---- errors shown plainly --------------------------------------------------------
   await page.fill('#labels', ' , ');
   await page.click('#classify-btn');
@@ -383,7 +436,7 @@ try {
   const upErr = await page.evaluate(() => ({ list: document.getElementById('upload-errors').textContent,
                                              error: document.getElementById('error').textContent }));
   ok(/notes\.txt/.test(upErr.list + upErr.error), 'a file that is not an image: its error is listed', upErr);
-  await shot(page, '07-errors.png');
+  await shot(page, '08-errors.png');
 
   // ---- the detail view shows what the file says: time, place, camera --------------
   // A JPEG tagged by exiftool (as tests/test_exif.c does), uploaded, then
@@ -430,12 +483,12 @@ try {
   await page.emulateMedia({ colorScheme: 'dark' });
   const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   ok(bg === 'rgb(21, 22, 26)', 'prefers-color-scheme: dark gives the dark colours', bg);
-  await shot(page, '08-dark.png');
+  await shot(page, '09-dark.png');
   await page.emulateMedia({ colorScheme: 'light' });
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   ok(overflow <= 0, 'a phone-sized viewport has no horizontal scrolling', overflow);
-  await shot(page, '09-phone.png');
+  await shot(page, '10-phone.png');
 
   // The two answers the test asked for: the text file's 415 and the deleted image's 404s.
   const expected = (l) => /POST .*\/v1\/ingest$/.test(l) || l.includes(`/v1/images/${victimId}`);
