@@ -7,7 +7,11 @@
  * the images ready. clipd builds its index from these at start-up.
  *
  * Vectors are isotropic Gaussian, L2-normalised: exact search costs the
- * same whatever the values.
+ * same whatever the values. Each image's metadata is a caption, "a photo of
+ * a N1 on a N2 near the N3", three nouns drawn uniformly from NOUNS (the
+ * nouns of bench/server's queries among them), so that keyword and hybrid
+ * searches (the FTS5 index) match as a word query would: a noun in about
+ * 3 images of 50, two given nouns together in about 1 of 400.
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +28,15 @@ static float gaussian(uint64_t *s)
 	return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(2.0 * M_PI * v));
 }
 
+static const char *const NOUNS[] = {
+	"dog", "beach", "cat", "sofa", "car", "street", "people", "bicycles", "rain", "fruit",
+	"table", "mountains", "sunset", "astronaut", "space", "cup", "coffee", "bowl", "tree", "river",
+	"bridge", "house", "garden", "boat", "lake", "city", "forest", "road", "train", "window",
+	"child", "horse", "bird", "flower", "snow", "desk", "book", "lamp", "chair", "door",
+	"kitchen", "market", "field", "hill", "castle", "harbour", "park", "shop", "tower", "wall",
+};
+#define NNOUNS ((int)(sizeof NOUNS / sizeof NOUNS[0]))
+
 int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, int dim,
                 uint64_t seed, float **vecs_out, double *insert_s, double *embed_s, char *msg,
                 size_t msg_size)
@@ -32,7 +45,7 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 	store_err se;
 	float *vecs = NULL, *local = NULL;
 	store_embedding_item *items = calloc((size_t)batch, sizeof *items);
-	char filename[64];
+	char filename[64], meta[160];
 	int rc = 0;
 	double t_ins = 0, t_emb = 0, t_report = bs_now();
 	*insert_s = *embed_s = 0;
@@ -61,12 +74,15 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 			long i = done + j;
 			uint64_t h = seed ^ ((uint64_t)i * 0x2545f4914f6cdd1dull);
 			store_image img = {.mime = "image/jpeg", .width = 640, .height = 480,
-			                   .filename = filename};
+			                   .filename = filename, .meta = meta};
 			snprintf(img.sha256, sizeof img.sha256, "%016llx%016llx%016llx%016llx",
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h),
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h));
 			snprintf(filename, sizeof filename, "bench/photo-%07ld.jpg", i);
 			img.bytes = 40000 + (int64_t)(bs_splitmix(&h) % 120000);
+			snprintf(meta, sizeof meta, "{\"caption\":\"a photo of a %s on a %s near the %s\"}",
+			         NOUNS[bs_splitmix(&h) % NNOUNS], NOUNS[bs_splitmix(&h) % NNOUNS],
+			         NOUNS[bs_splitmix(&h) % NNOUNS]);
 			if (store_image_insert(st, &img, &items[j].item_id, &se) != STORE_OK) {
 				rc = bs_fail(msg, msg_size, "store_image_insert: %s", se.msg);
 				goto out;

@@ -4,7 +4,8 @@
  *
  *   build/bench/server [--model DIR] [--items 100000] [--images 200]
  *       [--clients 1,8,32] [--seconds 10] [--batch 16] [--workers N]
- *       [--index exact] [--precision auto|f32|bf16|int8] [--photo-size 640x480]
+ *       [--index exact] [--mode vector|keyword|hybrid] [--precision auto|f32|bf16|int8]
+ *       [--photo-size 640x480]
  *       [--fast-decode] [--tmp DIR] [--sources DIR] [--keep] [--json]
  *
  * 1. Search. A data directory with --items images is built without
@@ -15,7 +16,7 @@
  *    from the store: the "ready in" figure). Each store_image_insert is a
  *    transaction of its own with an fsync (the store has no batch insert of
  *    images); embeddings go 1000 to a transaction. Clients (bench/load.c: one keep-alive connection per thread,
- *    closed loop) send POST /v1/search {"text": ..., "k": 20} with eight
+ *    closed loop) send POST /v1/search {"text": ..., "k": 20, "mode": --mode} with eight
  *    query texts in rotation for --seconds per level of --clients. Printed:
  *    QPS, p50/p90/p99, and the text encoder's share: the bare encode time of
  *    the same queries (measured in this process just before, with the
@@ -92,7 +93,7 @@ static const char *const queries[] = {
 #define NQUERIES ((int)(sizeof queries / sizeof queries[0]))
 
 struct opts {
-	const char *model, *tmp, *sources, *clipd, *mkmodel, *index;
+	const char *model, *tmp, *sources, *clipd, *mkmodel, *index, *mode;
 	clip_precision precision;
 	long items;
 	int images, batch, workers, keep, json;
@@ -130,7 +131,7 @@ struct figures {
 static void usage(FILE *f)
 {
 	fputs("usage: bench/server [--model DIR] [--items 100000] [--images 200] [--clients 1,8,32]\n"
-	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact]\n"
+	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact] [--mode vector|keyword|hybrid]\n"
 	      "       [--precision auto|f32|bf16|int8] [--photo-size 640x480] [--fast-decode]\n"
 	      "       [--tmp DIR] [--sources DIR] [--clipd PATH] [--mkmodel PATH] [--seed N]\n"
 	      "       [--keep] [--json]\n"
@@ -163,7 +164,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	const char *t = getenv("TMPDIR");
 	*o = (struct opts){.items = 100000, .images = 200, .batch = 16, .seconds = 10,
 	                   .photo_w = 640, .photo_h = 480,
-	                   .tmp = t && *t ? t : "/tmp", .index = "exact", .seed = 1};
+	                   .tmp = t && *t ? t : "/tmp", .index = "exact", .mode = "vector", .seed = 1};
 	o->nlevels = parse_list("1,8,32", o->clients, MAX_LEVELS);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -204,6 +205,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->workers = atoi(v);
 		else if (!strcmp(a, "--index"))
 			o->index = v;
+		else if (!strcmp(a, "--mode")) {
+			if (strcmp(v, "vector") && strcmp(v, "keyword") && strcmp(v, "hybrid")) {
+				fprintf(stderr, "bench/server: --mode is vector, keyword or hybrid\n");
+				return -1;
+			}
+			o->mode = v;
+		}
 		else if (!strcmp(a, "--photo-size")) {
 			if (sscanf(v, "%dx%d", &o->photo_w, &o->photo_h) != 2 || o->photo_w < 16 ||
 			    o->photo_h < 16 || o->photo_w > 10000 || o->photo_h > 10000) {
@@ -581,7 +589,7 @@ static int run_search(const struct opts *o, const clip_model *m, const char *dir
 		goto out;
 	fg->search_ready_ms = d.ready_ms;
 	for (int q = 0; q < NQUERIES; q++) {
-		json_t *j = json_pack("{s:s,s:i}", "text", queries[q], "k", 20);
+		json_t *j = json_pack("{s:s,s:i,s:s}", "text", queries[q], "k", 20, "mode", o->mode);
 		bodies[q] = json_dumps(j, JSON_COMPACT);
 		json_decref(j);
 		if (!bodies[q]) {
@@ -739,9 +747,9 @@ out:
 static void print_figures(const struct opts *o, const struct figures *fg)
 {
 	if (fg->search_done || fg->nlevels_done) {
-		printf("\nsearch: POST /v1/search {\"text\", \"k\": 20}, %ld images, index %s, %d queries "
-		       "(%d-%d tokens)\n",
-		       o->items, o->index, NQUERIES, fg->q_tokens_min, fg->q_tokens_max);
+		printf("\nsearch: POST /v1/search {\"text\", \"k\": 20, \"mode\": \"%s\"}, %ld images, "
+		       "index %s, %d queries (%d-%d tokens)\n",
+		       o->mode, o->items, o->index, NQUERIES, fg->q_tokens_min, fg->q_tokens_max);
 		printf("  prebuild %.1f s (%.2f s per 1000 items: image inserts %.2f, embeddings %.2f); "
 		       "clipd ready in %ld ms\n",
 		       fg->prebuild_s, fg->prebuild_s / (double)o->items * 1000,
@@ -807,11 +815,11 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 		       fg->q_tokens_min, fg->q_tokens_max, fg->textq_ms);
 		for (int l = 0; l < fg->nlevels_done; l++) {
 			const bs_load_result *r = &fg->load[l];
-			printf("{\"bench\":\"server\",\"figure\":\"search\",\"items\":%ld,\"index\":\"%s\","
+			printf("{\"bench\":\"server\",\"figure\":\"search\",\"mode\":\"%s\",\"items\":%ld,\"index\":\"%s\","
 			       "\"k\":20,\"clients\":%d,\"seconds\":%.2f,\"requests\":%ld,\"errors\":%ld,"
 			       "\"qps\":%.2f,\"mean_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,"
 			       "\"max_ms\":%.3f,\"encode_bare_ms\":%.3f",
-			       o->items, o->index, r->clients, r->seconds, r->requests, r->errors, r->qps,
+			       o->mode, o->items, o->index, r->clients, r->seconds, r->requests, r->errors, r->qps,
 			       fg->load[l].mean_ms, r->p50_ms, r->p90_ms, r->p99_ms, r->max_ms, fg->textq_ms);
 			if (fg->d_encode_ms[l] >= 0)
 				printf(",\"encode_clipd_ms\":%.3f", fg->d_encode_ms[l]);
