@@ -90,8 +90,9 @@ EOF
 # Relative image cost: open_clip's image GFLOPs
 # (https://github.com/mlfoundations/open_clip/blob/29b90b8dde9125c479c0ddbab477310f665a0435/docs/model_profile.csv):
 # ViT-B/32 8.8, ViT-B/16 35.1, ViT-L/14 162.0, ViT-B-16-SigLIP 35.4.
-# cn-clip-b-16: 188 M parameters (OFA-Sys/Chinese-CLIP's README_En.md model
-# card, CN-CLIP ViT-B/16) x 4 bytes.
+# cn-clip-b-16: 188 M parameters, cn-clip-l-14: 406 M (OFA-Sys/Chinese-CLIP's
+# README_En.md model card, CN-CLIP ViT-B/16 and ViT-L/14) x 4 bytes; ViT-L/14
+# 162.0 image GFLOPs against ViT-B/16's 35.1 (open_clip's profile above).
 catalogue() {
 	cat <<'EOF2'
 clip-vit-b-32|openai/clip-vit-base-patch32|CLIP|605 MB|pinned|the default: fastest and smallest, English, baseline quality
@@ -103,6 +104,7 @@ siglip-b-16-ml|google/siglip-base-patch16-256-multilingual|SigLIP|1.48 GB|unconf
 siglip2-b-16-256|google/siglip2-base-patch16-256|SigLIP2|1.5 GB|unconfirmed|the best quality here, multilingual; a 256k-token vocabulary (0.8 GB of it)
 siglip2-b-32-256|google/siglip2-base-patch32-256|SigLIP2|1.5 GB|unconfirmed|SigLIP2 quality at close to B/32 image cost, multilingual
 cn-clip-b-16|OFA-Sys/chinese-clip-vit-base-patch16|Chinese-CLIP|753 MB|unconfirmed|queries in Chinese (ViT-B/16 image tower, a BERT text tower)
+cn-clip-l-14|OFA-Sys/chinese-clip-vit-large-patch14|Chinese-CLIP|1.62 GB|unconfirmed|better Chinese retrieval, about 4.6x B/16's image cost (ViT-L/14, the same BERT text tower)
 EOF2
 }
 
@@ -217,6 +219,7 @@ entry_note() {
 	clip-vit-b-16) echo "its main branch has no model.safetensors and the full commit of the safetensors conversion (refs/pr/4) could not be confirmed here" ;;
 	clip-vit-l-14) echo "the revision and the digests of config.json, preprocessor_config.json and model.safetensors are confirmed, those of vocab.json and merges.txt are not" ;;
 	siglip-b-16-ml) echo "its revision is confirmed, but no public source here gives its files' digests" ;;
+	cn-clip-l-14) echo "no public source here confirms a revision with model.safetensors or its digests" ;;
 	cn-clip-b-16) echo "its main branch has only pytorch_model.bin; a model.safetensors exists only on a pull-request revision, and no public source here confirms that revision or its digests" ;;
 	*) echo "no revision or file digest could be confirmed from a public source here" ;;
 	esac

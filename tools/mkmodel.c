@@ -5,7 +5,7 @@
  * shapes and dtypes the reference kits do not cover, and for benchmarks
  * (speed does not depend on the values).
  *
- *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|
+ *   clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|cn-clip-l-14|siglip-tiny|
  *                siglip-b-16|siglip-b-16-256-multilingual|siglip2-b-16-256|siglip2-b-32-256]
  *                [--proj N] [--image-size N] [--vocab N]
  *                [--dtype f32|f16|bf16] [--round f32|f16|bf16]
@@ -22,7 +22,9 @@
  * made here: --spm FILE copies one in (as spiece.model, or tokenizer.model
  * for SigLIP2); its pieces must not outnumber the preset's vocabulary.
  * cn-clip-b-16 is OFA-Sys/chinese-clip-vit-base-patch16's shape (a BERT-base
- * text tower of 21,128 tokens); its vocab.txt comes in with --spm FILE too.
+ * text tower of 21,128 tokens), cn-clip-l-14 -large-patch14's (ViT-L/14 with
+ * the same text tower, a 768-wide projection: 406 M parameters, the
+ * Chinese-CLIP README's model card); its vocab.txt comes in with --spm FILE too.
  * --proj N changes a CLIP preset's projection (embedding) size; --vocab N
  * a preset's vocabulary (the token table's rows);
  * --image-size N the input side (for SigLIP also one the patch size does
@@ -66,6 +68,7 @@ static const struct {
 	{"vit-l-14", {1024, 4096, 16, 24, 224, 14, 768, 3072, 12, 12, 77, 49408, 768, 0}},
 	{"siglip-tiny", {64, 256, 2, 2, 96, 16, 64, 256, 2, 2, 64, 2000, 64, 1}},
 	{"cn-clip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 512, 21128, 512, 3}},
+	{"cn-clip-l-14", {1024, 4096, 16, 24, 224, 14, 768, 3072, 12, 12, 512, 21128, 768, 3}},
 	{"siglip-b-16", {768, 3072, 12, 12, 224, 16, 768, 3072, 12, 12, 64, 32000, 768, 1}},
 	{"siglip-b-16-256-multilingual", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 250000, 768, 1}},
 	{"siglip2-b-16-256", {768, 3072, 12, 12, 256, 16, 768, 3072, 12, 12, 64, 256000, 768, 2}},
@@ -575,7 +578,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help")) {
-			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|siglip-tiny|"
+			puts("usage: clip-mkmodel --out DIR [--preset tiny|vit-b-32|vit-b-16|vit-l-14|cn-clip-b-16|cn-clip-l-14|siglip-tiny|"
 			     "siglip-b-16|siglip-b-16-256-multilingual|siglip2-b-16-256|siglip2-b-32-256] [--proj N] "
 			     "[--image-size N] [--vocab N] [--dtype f32|f16|bf16] "
 			     "[--round f32|f16|bf16] [--act quick_gelu|gelu] [--spm FILE] [--seed N]");
@@ -642,7 +645,7 @@ int main(int argc, char **argv)
 			s = &presets[i].s;
 	if (!out || !s) {
 		fprintf(stderr, "clip-mkmodel: --out DIR is required; --preset is tiny, vit-b-32, "
-		        "vit-b-16, vit-l-14, cn-clip-b-16, siglip-tiny, siglip-b-16, "
+		        "vit-b-16, vit-l-14, cn-clip-b-16, cn-clip-l-14, siglip-tiny, siglip-b-16, "
 		        "siglip-b-16-256-multilingual, siglip2-b-16-256 or siglip2-b-32-256\n");
 		return 2;
 	}
