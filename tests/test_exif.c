@@ -502,7 +502,7 @@ static void t_wrong_types(void)
 
 static void t_bad_strings(void)
 {
-	ent i0[] = {{0x010f, 2, 6, "Ca\x01on", 0}, {0x0110, 2, 5, "\xff\xfe\xfd", 0}};
+	ent i0[] = {{0x010f, 2, 6, "Ca\x01on", 0}, {0x0110, 2, 4, "\xff\xfe\xfd", 0}};
 	ent ex[] = {{0xa434, 2, 4, "   ", 0}};
 	bytes b = block(i0, 2, ex, 1, NULL, 0);
 	store_exif e;
