@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
 #include <faiss/c_api/error_c.h>
@@ -521,6 +524,34 @@ out:
 	return rc;
 }
 
+/* An exact index this large is searched one query at a time on every core
+ * (scan.c); below it a query takes well under a millisecond on one. */
+#define SCAN_SPLIT_MIN 16384
+
+static int search_exact_split(vidx *v, size_t nq, const float *q, int k, float *scores,
+                              int64_t *ids, vidx_err *err)
+{
+	FaissIndexIDMap *map = faiss_IndexIDMap_cast(v->main);
+	FaissIndexFlat *flat = map ? faiss_IndexFlat_cast(faiss_IndexIDMap_sub_index(map)) : NULL;
+	float *xb;
+	size_t nx, nids;
+	int64_t *row_id;
+	if (!flat)
+		return vidx_fail(err, VIDX_EFAISS, "exact index is not an IDMap over Flat");
+	faiss_IndexFlat_xb(flat, &xb, &nx);
+	faiss_IndexIDMap_id_map(map, &row_id, &nids);
+	if (nids * (size_t)v->dim != nx)
+		return vidx_fail(err, VIDX_EFAISS, "exact index: %zu ids for %zu floats", nids, nx);
+	for (size_t i = 0; i < nq; i++) {
+		int rc = vidx_scan_topk(xb, row_id, nids, v->dim, q + i * (size_t)v->dim, k,
+		                        omp_get_max_threads(), scores + i * (size_t)k,
+		                        ids + i * (size_t)k, err);
+		if (rc != VIDX_OK)
+			return rc;
+	}
+	return VIDX_OK;
+}
+
 int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
                 vidx_err *err)
 {
@@ -539,6 +570,9 @@ int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_
 	if (v->kind == VIDX_HNSW) {
 		if (v->nslots > 0)
 			rc = search_hnsw(v, nq, q, k, scores, ids, err);
+	} else if (v->kind == VIDX_EXACT && (int)nq < omp_get_max_threads() &&
+	           (size_t)faiss_Index_ntotal(v->main) >= SCAN_SPLIT_MIN) {
+		rc = search_exact_split(v, nq, q, k, scores, ids, err);
 	} else if (!v->pending) {
 		if (faiss_Index_ntotal(v->main) > 0 &&
 		    faiss_Index_search(v->main, (idx_t)nq, q, k, scores, ids) != 0)

@@ -73,6 +73,12 @@ int vidx_parse_factory(const char *factory, int dim, char **expanded, vidx_kind 
 int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
               FaissIndex *pending, vidx **out, vidx_err *err);
 
+/* Exact search of one query q[dim] over the n rows of xb[n][dim] (ids
+ * row_id[n]) in `threads` threads: the k best, best first, ties by the
+ * smaller id; missing results have id -1. (scan.c) */
+int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, const float *q,
+                   int k, int threads, float *scores, int64_t *ids, vidx_err *err);
+
 /* Rebuilds v->ids (and checks slot tables) from the FAISS indexes. */
 int vidx_index_ids(vidx *v, vidx_err *err);
 

@@ -560,6 +560,61 @@ out:
 	free(q);
 }
 
+/* 1b. An exact index past the split threshold (index.c: 16384) searches a
+ * single query on every core (scan.c): the same answers as the reference,
+ * after removals and replacements have reordered the rows, for one query, a
+ * few (fewer than the cores) and k above the count of a filtered run. */
+static void t_exact_split(void)
+{
+	enum { DIM = 64, N = 40000, NQ = 3, KB = 100 };
+	uint64_t seed = 303;
+	vidx_err err = {0};
+	vidx *v = NULL;
+	ref r;
+	ref_init(&r, DIM);
+	float *x = rand_units(&seed, N, DIM), *q = rand_units(&seed, NQ, DIM);
+	float *y = rand_units(&seed, 500, DIM);
+	float s[NQ * KB], rs[NQ * KB];
+	int64_t l[NQ * KB], rl[NQ * KB];
+	int64_t *ids = malloc(N * sizeof *ids), gone[700];
+	ENSURE(x && q && y && ids);
+
+	for (size_t i = 0; i < N; i++)
+		ids[i] = id_of(i);
+	VOK(vidx_create("exact", DIM, MODEL, &v, &err));
+	VOK(vidx_add(v, N, x, ids, &err));
+	ENSURE(ref_add_new(&r, N, x, ids) == 0);
+	for (int i = 0; i < 700; i++) {
+		gone[i] = id_of((size_t)i * 53);
+		ref_del(&r, gone[i]);
+	}
+	VOK(vidx_remove(v, 700, gone, NULL, &err));
+	/* Replace 500 vectors (ids 1..500 of the id_of range's order). */
+	VOK(vidx_add(v, 500, y, ids + 1000, &err));
+	for (int i = 0; i < 500; i++)
+		ENSURE(ref_put(&r, ids[1000 + i], y + (size_t)i * DIM) == 0);
+	/* The replaced range brings back the removed ids among it. */
+	size_t back = 0;
+	for (size_t i = 1000; i < 1500; i++)
+		back += i % 53 == 0 && i / 53 < 700;
+	CHECK(vidx_count(v) == N - 700 + back);
+
+	VOK(vidx_search(v, 1, q, KB, s, l, &err));
+	CHECKF(rows_fault(1, KB, s, l) == NULL, "%s", rows_fault(1, KB, s, l));
+	ref_search(&r, 1, q, KB, rs, rl);
+	CHECK(diff_results("split, one query", KB, s, l, rs, rl, 1e-4f) == 0);
+	VOK(vidx_search(v, NQ, q, KB, s, l, &err));
+	ref_search(&r, NQ, q, KB, rs, rl);
+	CHECK(diff_results("split, a few queries", NQ * KB, s, l, rs, rl, 1e-4f) == 0);
+	/* A replaced vector finds itself. */
+	VOK(vidx_search(v, 1, y + 7 * DIM, K, s, l, &err));
+	CHECK(l[0] == ids[1007]);
+out:
+	vidx_close(v);
+	ref_free(&r);
+	free(x), free(q), free(y), free(ids);
+}
+
 /* ---- 2. remove ----------------------------------------------------------- */
 
 /* Removes every 10th vector (with duplicates and absent ids in the list)
@@ -2134,6 +2189,7 @@ static void t_concurrency(void)
 int main(void)
 {
 	TAP_RUN(t_exact_search);
+	TAP_RUN(t_exact_split);
 	TAP_RUN(t_remove);
 	TAP_RUN(t_replace);
 	TAP_RUN(t_refused_add);
