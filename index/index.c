@@ -355,14 +355,35 @@ static int train_from_pending(vidx *v, vidx_err *err)
 	if (faiss_Index_train(v->main, (idx_t)n, x) != 0 ||
 	    faiss_Index_add_with_ids(v->main, (idx_t)n, x, ids) != 0) {
 		rc = vidx_faiss_fail(err, "training the index");
+		/* Whatever part reached main goes: pending still holds it all. */
+		faiss_Index_reset(v->main);
 		goto out;
 	}
 	faiss_Index_free(v->pending);
 	v->pending = NULL;
+	v->train_error[0] = 0;
 out:
 	free(x);
 	free(ids);
 	return rc;
+}
+
+void vidx_inject_add_failures(vidx *v, int n)
+{
+	pthread_rwlock_wrlock(&v->lock);
+	v->fail_adds = n;
+	pthread_rwlock_unlock(&v->lock);
+}
+
+/* FAISS's add, or an injected failure. */
+static int faiss_add(vidx *v, FaissIndex *into, size_t n, const float *x, const int64_t *ids)
+{
+	if (v->fail_adds > 0) {
+		v->fail_adds--;
+		return -1;
+	}
+	return ids ? faiss_Index_add_with_ids(into, (idx_t)n, x, ids)
+	           : faiss_Index_add(into, (idx_t)n, x);
 }
 
 static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *err)
@@ -378,18 +399,38 @@ static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vid
 			v->slot_id = p;
 			v->slots_cap = cap;
 		}
-		/* Record the ids first: a failing add leaves the id set as it was. */
+		/* A replaced id keeps its old node until the new one is in the
+		 * graph: a failing add leaves the id set as it was. */
+		int64_t *old = malloc(n * sizeof *old);
+		if (!old)
+			return vidx_fail(err, VIDX_ENOMEM, "out of memory");
 		for (size_t i = 0; i < n; i++)
-			if (idset_put(&v->ids, ids[i], (int64_t)(v->nslots + i)) != 0) {
-				for (size_t j = 0; j < i; j++)
-					idset_del(&v->ids, ids[j]);
-				return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+			if (!idset_get(&v->ids, ids[i], &old[i]))
+				old[i] = -1;
+		int rc = VIDX_OK;
+		size_t put = 0;
+		for (; put < n; put++)
+			if (idset_put(&v->ids, ids[put], (int64_t)(v->nslots + put)) != 0) {
+				rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+				break;
 			}
-		if (faiss_Index_add(v->main, (idx_t)n, x) != 0) {
-			for (size_t i = 0; i < n; i++)
-				idset_del(&v->ids, ids[i]);
-			return vidx_faiss_fail(err, "adding vectors");
+		if (rc == VIDX_OK && faiss_add(v, v->main, n, x, NULL) != 0)
+			rc = vidx_faiss_fail(err, "adding vectors");
+		if (rc != VIDX_OK) {
+			for (size_t i = 0; i < put; i++)
+				if (old[i] >= 0)
+					idset_put(&v->ids, ids[i], old[i]); /* the key exists: no allocation */
+				else
+					idset_del(&v->ids, ids[i]);
+			free(old);
+			return rc;
 		}
+		for (size_t i = 0; i < n; i++)
+			if (old[i] >= 0) {
+				v->slot_id[old[i]] = -1;
+				v->ndead++;
+			}
+		free(old);
 		memcpy(v->slot_id + v->nslots, ids, n * sizeof *ids);
 		v->nslots += n;
 		return VIDX_OK;
@@ -402,20 +443,80 @@ static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vid
 				idset_del(&v->ids, ids[j]);
 			return vidx_fail(err, VIDX_ENOMEM, "out of memory");
 		}
-	if (faiss_Index_add_with_ids(into, (idx_t)n, x, ids) != 0) {
+	if (faiss_add(v, into, n, x, ids) != 0) {
 		for (size_t i = 0; i < n; i++)
 			idset_del(&v->ids, ids[i]);
 		return vidx_faiss_fail(err, "adding vectors");
 	}
-	if (v->pending && (size_t)faiss_Index_ntotal(v->pending) >= v->train_min)
-		return train_from_pending(v, err);
+	if (v->pending && (size_t)faiss_Index_ntotal(v->pending) >= v->train_min) {
+		/* The add itself is done: a failed training leaves the vectors
+		 * in pending, searched exactly, and is tried again on the next
+		 * add. */
+		vidx_err terr;
+		if (train_from_pending(v, &terr) != VIDX_OK)
+			snprintf(v->train_error, sizeof v->train_error, "%s", terr.msg);
+	}
 	return VIDX_OK;
+}
+
+/* The vectors of ids p[np], each present once, into a new *out[np][dim]:
+ * from the rows of an IDMap (found through its id map). Compressed kinds
+ * give back their decoded vector, which encodes to the same code. Trained
+ * IVF lists cannot give one back by id through FAISS's C API (its direct
+ * map wants ids 0..n-1): old_vectors_locked is not called for them, and a
+ * failed replacement there loses the old vector until vidx_sync retries
+ * the change from the store. */
+static int old_vectors_locked(vidx *v, size_t np, const int64_t *p, float **out, vidx_err *err)
+{
+	size_t dim = (size_t)v->dim, found = 0;
+	idset want = {0};
+	float *x = malloc(np * dim * sizeof *x);
+	int rc = VIDX_OK;
+	*out = NULL;
+	if (!x)
+		return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	for (size_t i = 0; i < np; i++)
+		if (idset_put(&want, p[i], (int64_t)i) != 0) {
+			rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+			goto out;
+		}
+	FaissIndex *maps[2] = {v->kind == VIDX_IVF ? NULL : v->main, v->pending};
+	for (int m = 0; m < 2; m++) {
+		FaissIndexIDMap *map = maps[m] ? faiss_IndexIDMap_cast(maps[m]) : NULL;
+		if (!map)
+			continue;
+		FaissIndex *sub = faiss_IndexIDMap_sub_index(map);
+		int64_t *row_id, at;
+		size_t nrows;
+		faiss_IndexIDMap_id_map(map, &row_id, &nrows);
+		for (size_t r = 0; r < nrows; r++) {
+			if (!idset_get(&want, row_id[r], &at))
+				continue;
+			if (faiss_Index_reconstruct(sub, (idx_t)r, x + (size_t)at * dim) != 0) {
+				rc = vidx_faiss_fail(err, "keeping a replaced vector");
+				goto out;
+			}
+			idset_del(&want, row_id[r]);
+			found++;
+		}
+	}
+	if (rc == VIDX_OK && found < np)
+		rc = vidx_fail(err, VIDX_EFAISS, "%zu of %zu replaced vectors not found in the index",
+		               np - found, np);
+out:
+	idset_free(&want);
+	if (rc == VIDX_OK)
+		*out = x;
+	else
+		free(x);
+	return rc;
 }
 
 int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *err)
 {
 	int rc = VIDX_OK;
 	int64_t *p = NULL;
+	float *old = NULL;
 	size_t np = 0;
 	idset seen = {0};
 
@@ -446,15 +547,30 @@ int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *er
 		}
 
 	pthread_rwlock_wrlock(&v->lock);
-	rc = present_ids(v, n, ids, &p, &np, err);
-	if (rc == VIDX_OK)
-		rc = remove_locked(v, np, p, err);
-	if (rc == VIDX_OK)
+	if (v->kind == VIDX_HNSW) {
 		rc = add_locked(v, n, x, ids, err);
+	} else {
+		/* FAISS cannot hold an id twice and replace it in one step:
+		 * keep the old vectors, remove them, add the new ones, and put
+		 * the old ones back if that add fails. */
+		rc = present_ids(v, n, ids, &p, &np, err);
+		int keep = np && !(v->kind == VIDX_IVF && faiss_Index_ntotal(v->main) > 0);
+		if (rc == VIDX_OK && keep)
+			rc = old_vectors_locked(v, np, p, &old, err);
+		if (rc == VIDX_OK)
+			rc = remove_locked(v, np, p, err);
+		if (rc == VIDX_OK && (rc = add_locked(v, n, x, ids, err)) != VIDX_OK && old) {
+			vidx_err again;
+			if (add_locked(v, np, old, p, &again) != VIDX_OK)
+				vidx_fail(err, rc, "%s; and restoring the %zu replaced vectors failed: %s",
+				          err ? err->msg : "adding failed", np, again.msg);
+		}
+	}
 	pthread_rwlock_unlock(&v->lock);
 out:
 	idset_free(&seen);
 	free(p);
+	free(old);
 	return rc;
 }
 

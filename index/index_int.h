@@ -57,6 +57,9 @@ struct vidx {
 	size_t ndead;            /* HNSW: removed nodes still in the graph */
 
 	uint64_t seq;
+
+	char train_error[256];   /* the last failed training's message, "" after a success */
+	int fail_adds;           /* tests: this many FAISS adds fail (vidx_inject_add_failures) */
 };
 
 int vidx_fail(vidx_err *err, vidx_code code, const char *fmt, ...)
@@ -78,6 +81,10 @@ int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, F
  * smaller id; missing results have id -1. (scan.c) */
 int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, const float *q,
                    int k, int threads, float *scores, int64_t *ids, vidx_err *err);
+
+/* For tests of the failure paths: the next n adds to FAISS fail as if FAISS
+ * had refused them, after everything before them was done. */
+void vidx_inject_add_failures(vidx *v, int n);
 
 /* Rebuilds v->ids (and checks slot tables) from the FAISS indexes. */
 int vidx_index_ids(vidx *v, vidx_err *err);

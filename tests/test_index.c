@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "index.h"
+#include "index_int.h"
 #include "store.h"
 #include "tap.h"
 
@@ -815,6 +816,65 @@ out:
 	free(x);
 	free(w);
 	free(q);
+}
+
+/* A replacement whose add FAISS refuses keeps the old vectors: the ids stay
+ * present and still find themselves with their old vectors; the new ids of
+ * the same batch are absent. Then the same replacement without the fault
+ * goes through. */
+static void failed_replace_case(const char *factory, size_t n, int exact_scores)
+{
+	enum { DIM = 16 };
+	uint64_t seed = 717;
+	vidx_err err = {0};
+	vidx *v = NULL;
+	float *x = rand_units(&seed, n, DIM), *y = rand_units(&seed, 4, DIM);
+	float s[K];
+	int64_t l[K];
+	ENSURE(x && y);
+
+	printf("# failed replace: %s, %zu vectors\n", factory, n);
+	VOK(build_random(factory, DIM, n, x, &v, &err));
+	int64_t ids[4] = {id_of(3), id_of(9), 900001, id_of(n - 1)};
+	/* What the old vectors find before the failure. */
+	size_t olds[3] = {3, 9, n - 1};
+	float bs[3 * K];
+	int64_t bl[3 * K];
+	for (int i = 0; i < 3; i++)
+		VOK(vidx_search(v, 1, x + olds[i] * DIM, K, bs + i * K, bl + i * K, &err));
+	vidx_inject_add_failures(v, 1);
+	memset(&err, 0, sizeof err);
+	CHECK(vidx_add(v, 4, y, ids, &err) == VIDX_EFAISS);
+	CHECKF(err.msg[0], "no message");
+	CHECKF(vidx_count(v) == n, "count %zu after the failed replacement", vidx_count(v));
+	CHECK(!vidx_contains(v, 900001));
+	for (int i = 0; i < 3; i++) {
+		CHECK(vidx_contains(v, id_of(olds[i])));
+		VOK(vidx_search(v, 1, x + olds[i] * DIM, K, s, l, &err));
+		CHECKF(diff_results("after the failed replacement", K, s, l, bs + i * K, bl + i * K,
+		                    1e-4f) == 0, "old vector %zu", olds[i]);
+	}
+	VOK(vidx_add(v, 4, y, ids, &err));
+	CHECK(vidx_count(v) == n + 1);
+	if (exact_scores)
+		for (int i = 0; i < 4; i++) {
+			VOK(vidx_search(v, 1, y + i * DIM, K, s, l, &err));
+			CHECKF(l[0] == ids[i] && s[0] > 0.999f, "new vector %d: top %lld score %g", i,
+			       (long long)l[0], s[0]);
+		}
+out:
+	vidx_close(v);
+	free(x);
+	free(y);
+}
+
+static void t_failed_replace(void)
+{
+	failed_replace_case("exact", 300, 1);
+	failed_replace_case("hnsw", 300, 1);
+	failed_replace_case("IVF16,Flat", 300, 1);   /* untrained: in pending */
+	failed_replace_case("IVF16,PQ4np", 5000, 1); /* untrained */
+	failed_replace_case("PQ4np", 10000, 0);      /* "other" over IDMap, decoded */
 }
 
 /* Each refused add leaves the index as it was: same count, no new ids, and
@@ -2193,6 +2253,7 @@ int main(void)
 	TAP_RUN(t_remove);
 	TAP_RUN(t_replace);
 	TAP_RUN(t_refused_add);
+	TAP_RUN(t_failed_replace);
 	TAP_RUN(t_factory);
 	TAP_RUN(t_hnsw_recall);
 	TAP_RUN(t_ivf);
