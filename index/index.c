@@ -25,6 +25,11 @@
 #define POINTS_PER_CENTROID 39
 /* 8-bit product quantizers have 256 centroids per sub-vector. */
 #define PQ_TRAIN_MIN (256 * POINTS_PER_CENTROID)
+/* Candidates per wanted result that a compressed index hands to the exact
+ * re-ranking: enough for recall@10 >= 0.95 against exact search at 1M
+ * vectors of --data lowdim in bench/index (see README, "Large
+ * collections"). */
+#define DEFAULT_REFINE 10
 
 int vidx_fail(vidx_err *err, vidx_code code, const char *fmt, ...)
 {
@@ -138,6 +143,15 @@ static int set_param_locked(vidx *v, const char *name, double value, vidx_err *e
 	return rc;
 }
 
+/* Whether the factory's codes lose precision: anything but a final Flat
+ * ("Flat", "IVF1024,Flat", "HNSW32,Flat"). */
+static int compressed(const char *factory)
+{
+	const char *last = strrchr(factory, ',');
+	last = last ? last + 1 : factory;
+	return strncmp(last, "Flat", 4) != 0;
+}
+
 int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
               FaissIndex *pending, vidx **out, vidx_err *err)
 {
@@ -157,6 +171,9 @@ int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, F
 	v->kind = kind;
 	v->main = main;
 	v->pending = pending;
+	v->has_vecs = kind == VIDX_IVF || kind == VIDX_OTHER;
+	vecs_init(&v->vecs, dim);
+	v->refine = v->has_vecs && compressed(factory) ? DEFAULT_REFINE : 0;
 	/* Enough training points for FAISS's k-means: 39 per IVF list, and
 	 * 39 per product-quantizer centroid when the codes are PQ. */
 	v->train_min = 0;
@@ -229,6 +246,7 @@ void vidx_close(vidx *v)
 	faiss_Index_free(v->main);
 	faiss_Index_free(v->pending);
 	idset_free(&v->ids);
+	vecs_free(&v->vecs);
 	free(v->slot_id);
 	free(v->model);
 	free(v->factory);
@@ -272,8 +290,11 @@ static int remove_locked(vidx *v, size_t n, const int64_t *ids, vidx_err *err)
 		rc = remove_faiss(v->pending, n, ids, err);
 	if (rc != VIDX_OK)
 		return rc;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		idset_del(&v->ids, ids[i]);
+		if (v->has_vecs)
+			vecs_del(&v->vecs, ids[i]);
+	}
 	return VIDX_OK;
 }
 
@@ -436,16 +457,24 @@ static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vid
 		return VIDX_OK;
 	}
 
+	/* The ids are not present (vidx_add removed the replaced ones). */
 	FaissIndex *into = v->pending ? v->pending : v->main;
 	for (size_t i = 0; i < n; i++)
-		if (idset_put(&v->ids, ids[i], 0) != 0) {
-			for (size_t j = 0; j < i; j++)
+		if (idset_put(&v->ids, ids[i], 0) != 0 ||
+		    (v->has_vecs && vecs_put(&v->vecs, ids[i], x + i * (size_t)v->dim) != 0)) {
+			for (size_t j = 0; j <= i; j++) {
 				idset_del(&v->ids, ids[j]);
+				if (v->has_vecs)
+					vecs_del(&v->vecs, ids[j]);
+			}
 			return vidx_fail(err, VIDX_ENOMEM, "out of memory");
 		}
 	if (faiss_add(v, into, n, x, ids) != 0) {
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			idset_del(&v->ids, ids[i]);
+			if (v->has_vecs)
+				vecs_del(&v->vecs, ids[i]);
+		}
 		return vidx_faiss_fail(err, "adding vectors");
 	}
 	if (v->pending && (size_t)faiss_Index_ntotal(v->pending) >= v->train_min) {
@@ -460,12 +489,10 @@ static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vid
 }
 
 /* The vectors of ids p[np], each present once, into a new *out[np][dim]:
- * from the rows of an IDMap (found through its id map). Compressed kinds
- * give back their decoded vector, which encodes to the same code. Trained
- * IVF lists cannot give one back by id through FAISS's C API (its direct
- * map wants ids 0..n-1): old_vectors_locked is not called for them, and a
- * failed replacement there loses the old vector until vidx_sync retries
- * the change from the store. */
+ * from the index's own float vectors (IVF and other kinds keep them:
+ * FAISS's C API cannot give one back from trained IVF lists, its direct map
+ * wanting ids 0..n-1), else from the rows of an IDMap (found through its id
+ * map). */
 static int old_vectors_locked(vidx *v, size_t np, const int64_t *p, float **out, vidx_err *err)
 {
 	size_t dim = (size_t)v->dim, found = 0;
@@ -475,6 +502,19 @@ static int old_vectors_locked(vidx *v, size_t np, const int64_t *p, float **out,
 	*out = NULL;
 	if (!x)
 		return vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	if (v->has_vecs) {
+		for (size_t i = 0; i < np; i++) {
+			const float *o = vecs_get(&v->vecs, p[i]);
+			if (!o) {
+				rc = vidx_fail(err, VIDX_EFAISS, "id %lld has no vector kept",
+				               (long long)p[i]);
+				goto out;
+			}
+			memcpy(x + i * dim, o, dim * sizeof *x);
+		}
+		found = np;
+		goto out;
+	}
 	for (size_t i = 0; i < np; i++)
 		if (idset_put(&want, p[i], (int64_t)i) != 0) {
 			rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
@@ -554,8 +594,7 @@ int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *er
 		 * keep the old vectors, remove them, add the new ones, and put
 		 * the old ones back if that add fails. */
 		rc = present_ids(v, n, ids, &p, &np, err);
-		int keep = np && !(v->kind == VIDX_IVF && faiss_Index_ntotal(v->main) > 0);
-		if (rc == VIDX_OK && keep)
+		if (rc == VIDX_OK && np)
 			rc = old_vectors_locked(v, np, p, &old, err);
 		if (rc == VIDX_OK)
 			rc = remove_locked(v, np, p, err);
@@ -668,21 +707,12 @@ static int search_exact_split(vidx *v, size_t nq, const float *q, int k, float *
 	return VIDX_OK;
 }
 
-int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
-                vidx_err *err)
+/* The search itself, under the lock: ids[] are -1 on entry. */
+static int search_locked(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                         vidx_err *err)
 {
 	int rc = VIDX_OK;
-	if (k <= 0 || k > 100000)
-		return vidx_fail(err, VIDX_EINVAL, "k must be between 1 and 100000");
-	if (nq == 0)
-		return VIDX_OK;
-	if (!q || !scores || !ids)
-		return vidx_fail(err, VIDX_EINVAL, "queries and result arrays are required");
 	size_t nres = nq * (size_t)k;
-	for (size_t i = 0; i < nres; i++)
-		ids[i] = -1;
-
-	pthread_rwlock_rdlock(&v->lock);
 	if (v->kind == VIDX_HNSW) {
 		if (v->nslots > 0)
 			rc = search_hnsw(v, nq, q, k, scores, ids, err);
@@ -719,6 +749,89 @@ int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_
 		free(s);
 		free(l);
 	}
+	return rc;
+}
+
+typedef struct cand {
+	float s;
+	int64_t id;
+} cand;
+
+static int cand_order(const void *a, const void *b)
+{
+	const cand *x = a, *y = b;
+	if (x->s != y->s)
+		return x->s > y->s ? -1 : 1;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* A compressed index proposes refine * k candidates per query; each is
+ * scored again with its exact vector, and the k best of those are kept. */
+static int search_refined(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                          vidx_err *err)
+{
+	size_t kk = (size_t)k * (size_t)v->refine, d = (size_t)v->dim;
+	if (kk > 100000)
+		kk = k > 100000 ? (size_t)k : 100000;
+	if (kk > v->ids.n)
+		kk = v->ids.n > (size_t)k ? v->ids.n : (size_t)k;
+	float *s = malloc(nq * kk * sizeof *s);
+	int64_t *l = malloc(nq * kk * sizeof *l);
+	cand *c = malloc(kk * sizeof *c);
+	int rc = VIDX_OK;
+	if (!s || !l || !c) {
+		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nq * kk; i++)
+		l[i] = -1;
+	if ((rc = search_locked(v, nq, q, (int)kk, s, l, err)) != VIDX_OK)
+		goto out;
+	for (size_t qi = 0; qi < nq; qi++) {
+		const float *qv = q + qi * d;
+		size_t m = 0;
+		for (size_t j = 0; j < kk; j++) {
+			int64_t id = l[qi * kk + j];
+			const float *x = id >= 0 ? vecs_get(&v->vecs, id) : NULL;
+			if (!x)
+				continue;
+			float dot = 0;
+			for (size_t t = 0; t < d; t++)
+				dot += x[t] * qv[t];
+			c[m++] = (cand){dot, id};
+		}
+		qsort(c, m, sizeof *c, cand_order);
+		for (size_t o = 0; o < (size_t)k; o++) {
+			scores[qi * k + o] = o < m ? c[o].s : 0;
+			ids[qi * k + o] = o < m ? c[o].id : -1;
+		}
+	}
+out:
+	free(s);
+	free(l);
+	free(c);
+	return rc;
+}
+
+int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                vidx_err *err)
+{
+	int rc = VIDX_OK;
+	if (k <= 0 || k > 100000)
+		return vidx_fail(err, VIDX_EINVAL, "k must be between 1 and 100000");
+	if (nq == 0)
+		return VIDX_OK;
+	if (!q || !scores || !ids)
+		return vidx_fail(err, VIDX_EINVAL, "queries and result arrays are required");
+	size_t nres = nq * (size_t)k;
+	for (size_t i = 0; i < nres; i++)
+		ids[i] = -1;
+
+	pthread_rwlock_rdlock(&v->lock);
+	if (v->refine > 0 && faiss_Index_ntotal(v->main) > 0)
+		rc = search_refined(v, nq, q, k, scores, ids, err);
+	else
+		rc = search_locked(v, nq, q, k, scores, ids, err);
 	pthread_rwlock_unlock(&v->lock);
 	if (rc == VIDX_OK)
 		fill_missing(nres, scores, ids);
@@ -731,6 +844,18 @@ int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err)
 {
 	if (!name)
 		return vidx_fail(err, VIDX_EINVAL, "parameter name is required");
+	if (strcmp(name, "refine") == 0) {
+		if (!v->has_vecs)
+			return vidx_fail(err, VIDX_EINVAL, "index parameter refine: a %s index is exact "
+			                 "already", vidx_kind_name(v));
+		if (!(value >= 0 && value <= 1000) || value != (int)value)
+			return vidx_fail(err, VIDX_EINVAL, "index parameter refine: an integer from 0 "
+			                 "to 1000");
+		pthread_rwlock_wrlock(&v->lock);
+		v->refine = (int)value;
+		pthread_rwlock_unlock(&v->lock);
+		return VIDX_OK;
+	}
 	pthread_rwlock_wrlock(&v->lock);
 	int rc = set_param_locked(v, name, value, err);
 	pthread_rwlock_unlock(&v->lock);

@@ -26,6 +26,37 @@ int idset_get(const idset *s, int64_t key, int64_t *val);
 /* 1 when it was present. */
 int idset_del(idset *s, int64_t key);
 
+/* ---- vecs.c: float vectors by id, a mapped file and an overlay ---------- */
+typedef struct vbase vbase;
+typedef struct vecs {
+	int dim;
+	idset where;        /* id -> row: >= 0 of the base, < 0 the overlay's -(1 + r) */
+	vbase *base;        /* the mapped file, or NULL */
+	float *ov;          /* overlay rows [ov_cap][dim] */
+	int64_t *ov_id;     /* id of each overlay row, -1 when dead */
+	size_t ov_n, ov_cap, ov_dead;
+	uint64_t changes;   /* puts and deletions so far */
+} vecs;
+
+void vecs_init(vecs *vs, int dim);
+void vecs_free(vecs *vs);
+size_t vecs_count(const vecs *vs);
+/* The vector of id, or NULL; valid until the next change. */
+const float *vecs_get(const vecs *vs, int64_t id);
+/* 0, or -1 when out of memory (then nothing changed). Replaces. */
+int vecs_put(vecs *vs, int64_t id, const float *x);
+void vecs_del(vecs *vs, int64_t id);
+/* Copies every live vector: *ids[*n], *x[*n][dim], the caller's. */
+int vecs_export(const vecs *vs, int64_t **ids, float **x, size_t *n, vidx_err *err);
+/* Writes every live vector to path atomically (temporary file, fsync,
+ * rename); *crc and *n describe the file for the snapshot's header. */
+int vecs_write(const vecs *vs, const char *path, uint32_t *crc, uint64_t *n, vidx_err *err);
+/* Maps the file at path into *out (all base, no overlay) when it holds n
+ * vectors of dim with the CRC crc; check: verify the CRC over the whole
+ * file too (a file just written by vecs_write need not be). */
+int vecs_open_file(const char *path, int dim, uint32_t crc, uint64_t n, int check, vecs *out,
+                   vidx_err *err);
+
 typedef enum vidx_kind {
 	VIDX_EXACT = 0,   /* IDMap over Flat */
 	VIDX_HNSW = 1,    /* HNSW with our own slot -> id table */
@@ -57,6 +88,13 @@ struct vidx {
 	size_t ndead;            /* HNSW: removed nodes still in the graph */
 
 	uint64_t seq;
+
+	/* IVF and other kinds: the float vectors (vecs.c). refine > 0:
+	 * searches ask the compressed index for refine * k candidates and
+	 * rank them by the exact vectors. */
+	int has_vecs;            /* constant */
+	vecs vecs;
+	int refine;
 
 	char train_error[256];   /* the last failed training's message, "" after a success */
 	int fail_adds;           /* tests: this many FAISS adds fail (vidx_inject_add_failures) */

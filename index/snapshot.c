@@ -8,6 +8,13 @@
  *           | u16 length + model id | u16 length + factory string
  *   payload u8 has_main, [FAISS index] | u8 has_pending, [FAISS index]
  *           | u64 nslots, i64 slot ids[nslots] (HNSW only)
+ *           | u32 CRC-32 and u64 count of the vector file (IVF and other
+ *             kinds: version 2)
+ *
+ * The vector file (vecs.c) is PATH.vec, written and renamed before the
+ * snapshot; the snapshot names its CRC, so a snapshot and a vector file of
+ * different saves (a crash between the two renames) do not load together,
+ * and the index is rebuilt from the store instead.
  *
  * The payload is written once, through a stdio stream that feeds the CRC as
  * FAISS writes (fopencookie), then the header is filled in. Loading checks
@@ -29,7 +36,7 @@
 #include "index_int.h"
 
 #define MAGIC "CLIPVIDX"
-#define VERSION 1u
+#define VERSION 2u
 #define FIXED_HEADER 48 /* through the CRC */
 #define MAX_NAME 1024    /* model id and factory string */
 
@@ -98,7 +105,7 @@ static uint64_t get_u64(const unsigned char *p)
 	return v;
 }
 
-static int write_payload(vidx *v, FILE *f, vidx_err *err)
+static int write_payload(vidx *v, FILE *f, uint32_t vcrc, uint64_t vn, vidx_err *err)
 {
 	unsigned char b8[8];
 	FaissIndex *parts[2] = {v->main, v->pending};
@@ -118,7 +125,19 @@ static int write_payload(vidx *v, FILE *f, vidx_err *err)
 				return vidx_fail(err, VIDX_EIO, "writing the snapshot: %s", strerror(errno));
 		}
 	}
+	if (v->has_vecs) {
+		unsigned char b4[4];
+		put_u32(b4, vcrc);
+		put_u64(b8, vn);
+		if (fwrite(b4, 4, 1, f) != 1 || fwrite(b8, 8, 1, f) != 1)
+			return vidx_fail(err, VIDX_EIO, "writing the snapshot: %s", strerror(errno));
+	}
 	return VIDX_OK;
+}
+
+static void vec_path(const char *path, char *out, size_t size)
+{
+	snprintf(out, size, "%s.vec", path);
 }
 
 static int write_all_at(int fd, const void *buf, size_t n, off_t at)
@@ -157,6 +176,27 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
+/* After a save: the vectors just written become the mapped base, and the
+ * overlay's memory goes, unless something changed since they were written
+ * (then the next save tries again). The file is mapped and its ids indexed
+ * outside the lock; only the exchange takes it. */
+static void adopt_vecs(vidx *v, const char *vpath, uint32_t vcrc, uint64_t vn, uint64_t changes)
+{
+	vecs nv;
+	vidx_err e;
+	if (vecs_open_file(vpath, v->dim, vcrc, vn, 0, &nv, &e) != VIDX_OK)
+		return;
+	pthread_rwlock_wrlock(&v->lock);
+	if (v->vecs.changes == changes) {
+		vecs old = v->vecs;
+		nv.changes = changes;
+		v->vecs = nv;
+		nv = old;
+	}
+	pthread_rwlock_unlock(&v->lock);
+	vecs_free(&nv);
+}
+
 int vidx_save(vidx *v, const char *path, vidx_err *err)
 {
 	char tmp[PATH_MAX];
@@ -171,8 +211,15 @@ int vidx_save(vidx *v, const char *path, vidx_err *err)
 	if (mlen > MAX_NAME || flen > MAX_NAME)
 		return vidx_fail(err, VIDX_EINVAL, "model id is too long");
 	size_t hlen = FIXED_HEADER + 2 + mlen + 2 + flen;
+	char vpath[PATH_MAX];
+	uint32_t vcrc = 0;
+	uint64_t vn = 0, vchanges = 0;
+	vec_path(path, vpath, sizeof vpath);
 
 	pthread_rwlock_rdlock(&v->lock);
+	vchanges = v->vecs.changes;
+	if (v->has_vecs && (rc = vecs_write(&v->vecs, vpath, &vcrc, &vn, err)) != VIDX_OK)
+		goto out;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		rc = vidx_fail(err, VIDX_EIO, "cannot create snapshot %s: %s", tmp, strerror(errno));
@@ -188,7 +235,7 @@ int vidx_save(vidx *v, const char *path, vidx_err *err)
 		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = write_payload(v, f, err);
+	rc = write_payload(v, f, vcrc, vn, err);
 	if (fclose(f) != 0 && rc == VIDX_OK)
 		rc = vidx_fail(err, VIDX_EIO, "writing snapshot: %s", strerror(sink.error ? sink.error : errno));
 	f = NULL;
@@ -234,6 +281,8 @@ out:
 		close(fd);
 	if (rc != VIDX_OK)
 		unlink(tmp);
+	if (rc == VIDX_OK && v->has_vecs)
+		adopt_vecs(v, vpath, vcrc, vn, vchanges);
 	return rc;
 }
 
@@ -321,7 +370,8 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 		rc = vidx_fail(err, VIDX_ECORRUPT, "%s is not an index snapshot", path);
 		goto out;
 	}
-	if (get_u32(fixed + 8) != VERSION) {
+	uint32_t version = get_u32(fixed + 8);
+	if (version != VERSION && version != 1) {
 		rc = vidx_fail(err, VIDX_EFORMAT, "snapshot %s has format version %u, this build reads %u",
 		               path, get_u32(fixed + 8), VERSION);
 		goto out;
@@ -405,8 +455,33 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 			v->slot_id[i] = (int64_t)get_u64(b8);
 		}
 	}
+	if (v->has_vecs) {
+		char vpath[PATH_MAX];
+		unsigned char b4[4];
+		if (version < 2) {
+			rc = vidx_fail(err, VIDX_EFORMAT, "snapshot %s is of format 1, which kept no "
+			               "vectors for re-ranking", path);
+			goto out;
+		}
+		if (fread(b4, 4, 1, f) != 1 || fread(b8, 8, 1, f) != 1) {
+			rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s ends early", path);
+			goto out;
+		}
+		vec_path(path, vpath, sizeof vpath);
+		if ((rc = vecs_open_file(vpath, dim, get_u32(b4), get_u64(b8), 1, &v->vecs, err)) !=
+		    VIDX_OK) {
+			if (rc == VIDX_ENOENT)
+				rc = VIDX_ECORRUPT;
+			goto out;
+		}
+	}
 	if ((rc = vidx_index_ids(v, err)) != VIDX_OK)
 		goto out;
+	if (v->has_vecs && vecs_count(&v->vecs) != v->ids.n) {
+		rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s holds %zu vectors, its vector file %zu",
+		               path, v->ids.n, vecs_count(&v->vecs));
+		goto out;
+	}
 	*out = v;
 	v = NULL;
 out:
