@@ -193,9 +193,11 @@ int vidx_create(const char *factory, int dim, const char *model, vidx **out, vid
 	char *f = NULL;
 	vidx_kind kind;
 	FaissIndex *main = NULL, *pending = NULL;
-	int rc;
+	int rc, is_auto = factory && eq_nocase(factory, "auto");
 
 	*out = NULL;
+	if (is_auto)
+		factory = "Flat";
 	if (dim <= 0 || dim > 65536)
 		return vidx_fail(err, VIDX_EINVAL, "dimension %d is out of range", dim);
 	if (!model || !*model)
@@ -231,6 +233,8 @@ int vidx_create(const char *factory, int dim, const char *model, vidx **out, vid
 		vidx_close(v);
 		goto out;
 	}
+	if (is_auto)
+		vidx_make_auto(v);
 	*out = v;
 out:
 	faiss_Index_free(main);
@@ -250,6 +254,14 @@ void vidx_close(vidx *v)
 	free(v->slot_id);
 	free(v->model);
 	free(v->factory);
+	for (struct retired *r = v->retired, *next; r; r = next) {
+		next = r->next;
+		free(r->s);
+		free(r);
+	}
+	free(v->jr.id);
+	free(v->jr.rm);
+	free(v->jr.x);
 	pthread_rwlock_destroy(&v->lock);
 	free(v);
 }
@@ -342,6 +354,8 @@ int vidx_remove(vidx *v, size_t n, const int64_t *ids, size_t *removed, vidx_err
 		np = k;
 		if (rc == VIDX_OK)
 			rc = remove_locked(v, np, p, err);
+		if (rc == VIDX_OK && v->jr.on)
+			vidx_journal_remove(v, np, p);
 	}
 	pthread_rwlock_unlock(&v->lock);
 	free(p);
@@ -477,7 +491,8 @@ static int add_locked(vidx *v, size_t n, const float *x, const int64_t *ids, vid
 		}
 		return vidx_faiss_fail(err, "adding vectors");
 	}
-	if (v->pending && (size_t)faiss_Index_ntotal(v->pending) >= v->train_min) {
+	if (v->pending && !v->background &&
+	    (size_t)faiss_Index_ntotal(v->pending) >= v->train_min) {
 		/* The add itself is done: a failed training leaves the vectors
 		 * in pending, searched exactly, and is tried again on the next
 		 * add. */
@@ -590,6 +605,7 @@ int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *er
 	if (v->kind == VIDX_HNSW) {
 		rc = add_locked(v, n, x, ids, err);
 	} else {
+		np = 0;
 		/* FAISS cannot hold an id twice and replace it in one step:
 		 * keep the old vectors, remove them, add the new ones, and put
 		 * the old ones back if that add fails. */
@@ -605,6 +621,8 @@ int vidx_add(vidx *v, size_t n, const float *x, const int64_t *ids, vidx_err *er
 				          err ? err->msg : "adding failed", np, again.msg);
 		}
 	}
+	if (rc == VIDX_OK && v->jr.on)
+		vidx_journal_set(v, n, ids, x);
 	pthread_rwlock_unlock(&v->lock);
 out:
 	idset_free(&seen);
@@ -845,7 +863,10 @@ int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err)
 	if (!name)
 		return vidx_fail(err, VIDX_EINVAL, "parameter name is required");
 	if (strcmp(name, "refine") == 0) {
-		if (!v->has_vecs)
+		pthread_rwlock_rdlock(&v->lock);
+		int has = v->has_vecs;
+		pthread_rwlock_unlock(&v->lock);
+		if (!has && !v->auto_mode)
 			return vidx_fail(err, VIDX_EINVAL, "index parameter refine: a %s index is exact "
 			                 "already", vidx_kind_name(v));
 		if (!(value >= 0 && value <= 1000) || value != (int)value)
@@ -853,11 +874,27 @@ int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err)
 			                 "to 1000");
 		pthread_rwlock_wrlock(&v->lock);
 		v->refine = (int)value;
+		v->refine_set = 1;
+		pthread_rwlock_unlock(&v->lock);
+		return VIDX_OK;
+	}
+	if (strcmp(name, "auto_threshold") == 0) {
+		if (!v->auto_mode)
+			return vidx_fail(err, VIDX_EINVAL, "index parameter auto_threshold: only for an "
+			                 "auto index");
+		if (!(value >= 1 && value <= 1e12))
+			return vidx_fail(err, VIDX_EINVAL, "index parameter auto_threshold: from 1 vector");
+		pthread_rwlock_wrlock(&v->lock);
+		v->auto_at = (size_t)value;
 		pthread_rwlock_unlock(&v->lock);
 		return VIDX_OK;
 	}
 	pthread_rwlock_wrlock(&v->lock);
 	int rc = set_param_locked(v, name, value, err);
+	if (rc == VIDX_OK && strcmp(name, "nprobe") == 0)
+		v->nprobe = value;
+	else if (rc == VIDX_OK && strcmp(name, "efSearch") == 0)
+		v->efsearch = value;
 	pthread_rwlock_unlock(&v->lock);
 	return rc;
 }
@@ -898,13 +935,26 @@ const char *vidx_model(const vidx *v)
 
 const char *vidx_factory(const vidx *v)
 {
-	return v->factory;
+	vidx *w = (vidx *)v;
+	pthread_rwlock_rdlock(&w->lock);
+	const char *f = w->factory;
+	pthread_rwlock_unlock(&w->lock);
+	return f;
+}
+
+const char *vidx_requested(const vidx *v)
+{
+	return v->auto_mode ? "auto" : vidx_factory(v);
 }
 
 const char *vidx_kind_name(const vidx *v)
 {
 	static const char *const names[] = {"exact", "hnsw", "ivf", "other"};
-	return names[v->kind];
+	vidx *w = (vidx *)v;
+	pthread_rwlock_rdlock(&w->lock);
+	vidx_kind k = w->kind;
+	pthread_rwlock_unlock(&w->lock);
+	return names[k];
 }
 
 uint64_t vidx_seq(vidx *v)

@@ -19,6 +19,14 @@
  *                          switches over by itself. IVF must come first in
  *                          the string (no transform such as PCA before it).
  * Other FAISS factory strings (PQ, SQ8, ...) work the same way.
+ *   "auto"                 exact while small; past a threshold (about 128k
+ *                          vectors of 512 dimensions: where one exact query
+ *                          passes ~10 ms on two cores, see README) an
+ *                          IVF-PQ index with re-ranking, trained by
+ *                          vidx_maintain, retrained as it grows 8-fold.
+ * IVF and other compressed kinds keep the float vectors too (a file mapped
+ * beside the snapshot, PATH.vec), to re-rank candidates with: recall close
+ * to exact search at the price of reading refine * k vectors a query.
  * Adding an id that is already present replaces its vector.
  *
  * Snapshots: vidx_save writes the whole index atomically (temporary file,
@@ -86,7 +94,10 @@ int vidx_remove(vidx *v, size_t n, const int64_t *ids, size_t *removed, vidx_err
 int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
                 vidx_err *err);
 
-/* Sets a search parameter: "efSearch" (HNSW) or "nprobe" (IVF). */
+/* Sets a search parameter: "efSearch" (HNSW), "nprobe" (IVF), "refine"
+ * (IVF and other compressed kinds: candidates per result re-ranked by the
+ * exact vectors, 0 for none) or "auto_threshold" (auto: the vector count
+ * at which it moves from exact to IVF). */
 int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err);
 
 /* Whether id is in the index. */
@@ -97,6 +108,7 @@ size_t vidx_dead(vidx *v);        /* removed but still held (HNSW) */
 int vidx_dim(const vidx *v);
 const char *vidx_model(const vidx *v);
 const char *vidx_factory(const vidx *v);  /* the factory string, aliases expanded */
+const char *vidx_requested(const vidx *v); /* "auto", or the factory string */
 const char *vidx_kind_name(const vidx *v); /* "exact", "hnsw", "ivf" or "other" */
 
 /* The highest store sequence whose change is in the index. The caller sets
@@ -175,5 +187,50 @@ size_t vidx_groups_grouped(const vidx_groups *g);         /* ids in some group *
 size_t vidx_groups_members(const vidx_groups *g, size_t i, const int64_t **ids);
 /* The group number of id, or -1 when it is in none. */
 int64_t vidx_groups_find(const vidx_groups *g, int64_t id);
+
+/* ---- maintenance (maint.c) -------------------------------------------------
+ *
+ * Work that rebuilds an index (training an IVF index, compacting an HNSW
+ * graph's removed nodes, an auto index moving from exact to IVF or
+ * retraining as it grows) is done on a copy: the vectors are copied under
+ * the shared lock, the new index is built with no lock held, and the
+ * changes made meanwhile (kept in a journal) are replayed onto it under the
+ * exclusive lock, which is held only for that replay and the exchange.
+ * Searches go on against the current index throughout. */
+typedef enum vidx_maint {
+	VIDX_MAINT_NONE = 0,
+	VIDX_MAINT_TRAIN,     /* an IVF index has enough vectors to train */
+	VIDX_MAINT_COMPACT,   /* an HNSW graph holds many removed nodes */
+	VIDX_MAINT_UPGRADE,   /* auto: exact has grown past its threshold */
+	VIDX_MAINT_RETRAIN,   /* auto: IVF has grown 8-fold since training */
+} vidx_maint;
+
+const char *vidx_maint_name(vidx_maint m);   /* "train", ...; "none" */
+
+/* background != 0: adds never train an IVF index inline (under the
+ * exclusive lock, which blocked searches for the training's length); the
+ * caller runs vidx_maintain from a thread of its own instead. */
+void vidx_set_background(vidx *v, int background);
+
+/* What vidx_maintain would do now. */
+vidx_maint vidx_maintenance_due(vidx *v);
+
+/* Does the due maintenance, if any, and returns when it is swapped in
+ * (*did, optional, says which). One caller at a time. Adds and removals
+ * may run meanwhile. On failure the current index stays as it was. */
+int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err);
+
+typedef struct vidx_state {
+	const char *kind, *factory, *requested;
+	size_t count, dead, pending;
+	int refine, nprobe;
+	size_t auto_threshold;       /* auto only, else 0 */
+	vidx_maint running, due;
+	uint64_t maintenances;
+	double last_ms, last_swap_ms;
+	char error[320];             /* the last failed maintenance or training */
+} vidx_state;
+
+void vidx_get_state(vidx *v, vidx_state *out);
 
 #endif

@@ -74,9 +74,15 @@ struct vidx {
 	pthread_rwlock_t lock;
 
 	int dim;                 /* constant */
-	vidx_kind kind;          /* constant */
 	char *model;             /* constant */
-	char *factory;           /* constant, aliases expanded */
+	int auto_mode;           /* constant: created as "auto" */
+	/* The kind and the factory string change when maintenance swaps in
+	 * another index (auto: exact, then IVF); read them under the lock.
+	 * Factory strings replaced are kept until close (retired), so a
+	 * pointer vidx_factory returned stays valid. */
+	vidx_kind kind;
+	char *factory;           /* aliases expanded */
+	struct retired { struct retired *next; char *s; } *retired;
 
 	FaissIndex *main;
 	FaissIndex *pending;     /* IDMap,Flat holding vectors until main is trained */
@@ -97,6 +103,30 @@ struct vidx {
 	int refine;
 
 	char train_error[256];   /* the last failed training's message, "" after a success */
+
+	/* Maintenance (maint.c). background: adds never train inline; the
+	 * thread that calls vidx_maintain does it. While a maintenance runs,
+	 * each change is also written to the journal, replayed onto the new
+	 * index before it is swapped in. Search parameters the caller set
+	 * (0: the kind's default) carry over to the new index. */
+	int background;
+	int maint;               /* vidx_maint running, VIDX_MAINT_NONE when idle */
+	struct journal {
+		int on, failed;
+		size_t n, cap;
+		int64_t *id;         /* [cap] */
+		unsigned char *rm;   /* [cap] 1: removed, 0: set to x */
+		float *x;            /* [cap][dim] */
+	} jr;
+	double nprobe, efsearch;
+	int refine_set;          /* refine was set by the caller */
+	size_t auto_at;          /* auto: vectors at which exact gives way to IVF */
+	size_t trained_n;        /* vectors when the IVF index was last trained */
+	uint64_t maint_count;    /* maintenances finished */
+	double maint_last_ms;    /* how long the last one took */
+	double maint_swap_ms;    /* how long its swap held the lock exclusively */
+	char maint_error[320];
+
 	int fail_adds;           /* tests: this many FAISS adds fail (vidx_inject_add_failures) */
 };
 
@@ -113,6 +143,14 @@ int vidx_parse_factory(const char *factory, int dim, char **expanded, vidx_kind 
  * ownership of main and pending even on failure. */
 int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
               FaissIndex *pending, vidx **out, vidx_err *err);
+
+/* Marks a new exact index as auto (maint.c): its threshold from its
+ * dimension. */
+void vidx_make_auto(vidx *v);
+
+/* The journal: called by writers under the exclusive lock when jr.on. */
+void vidx_journal_set(vidx *v, size_t n, const int64_t *ids, const float *x);
+void vidx_journal_remove(vidx *v, size_t n, const int64_t *ids);
 
 /* Exact search of one query q[dim] over the n rows of xb[n][dim] (ids
  * row_id[n]) in `threads` threads: the k best, best first, ties by the

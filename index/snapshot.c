@@ -201,22 +201,30 @@ int vidx_save(vidx *v, const char *path, vidx_err *err)
 {
 	char tmp[PATH_MAX];
 	unsigned char hdr[FIXED_HEADER + 4 + 2 * MAX_NAME];
-	size_t mlen = strlen(v->model), flen = strlen(v->factory);
+	size_t mlen = strlen(v->model), flen;
+	char fname[MAX_NAME + 8];
 	int fd = -1, rc = VIDX_OK;
 	FILE *f = NULL;
 	struct crc_sink sink = {.crc = crc32(0, NULL, 0)};
 
 	if (!path || snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
 		return vidx_fail(err, VIDX_EINVAL, "snapshot path is too long");
-	if (mlen > MAX_NAME || flen > MAX_NAME)
+	if (mlen > MAX_NAME)
 		return vidx_fail(err, VIDX_EINVAL, "model id is too long");
-	size_t hlen = FIXED_HEADER + 2 + mlen + 2 + flen;
 	char vpath[PATH_MAX];
 	uint32_t vcrc = 0;
 	uint64_t vn = 0, vchanges = 0;
 	vec_path(path, vpath, sizeof vpath);
 
 	pthread_rwlock_rdlock(&v->lock);
+	/* An auto index records that it is one: "auto:" before its factory. */
+	snprintf(fname, sizeof fname, "%s%s", v->auto_mode ? "auto:" : "", v->factory);
+	flen = strlen(fname);
+	size_t hlen = FIXED_HEADER + 2 + mlen + 2 + flen;
+	if (flen > MAX_NAME) {
+		rc = vidx_fail(err, VIDX_EINVAL, "factory string is too long");
+		goto out;
+	}
 	vchanges = v->vecs.changes;
 	if (v->has_vecs && (rc = vecs_write(&v->vecs, vpath, &vcrc, &vn, err)) != VIDX_OK)
 		goto out;
@@ -253,7 +261,7 @@ int vidx_save(vidx *v, const char *path, vidx_err *err)
 	put_u16(hdr + FIXED_HEADER, (uint16_t)mlen);
 	memcpy(hdr + FIXED_HEADER + 2, v->model, mlen);
 	put_u16(hdr + FIXED_HEADER + 2 + mlen, (uint16_t)flen);
-	memcpy(hdr + FIXED_HEADER + 4 + mlen, v->factory, flen);
+	memcpy(hdr + FIXED_HEADER + 4 + mlen, fname, flen);
 	uLong hcrc = crc32(crc32(0, NULL, 0), hdr, (uInt)hlen);
 	put_u32(hdr + 40, (uint32_t)crc32_combine(hcrc, sink.crc, (z_off_t)sink.bytes));
 	if (write_all_at(fd, hdr, hlen, 0) != 0 || fsync(fd) != 0) {
@@ -427,10 +435,14 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 		rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s does not match its header", path);
 		goto out;
 	}
-	rc = vidx_wrap(dim, (vidx_kind)kind, smodel, sfactory, main, pending, &v, err);
+	int is_auto = strncmp(sfactory, "auto:", 5) == 0;
+	rc = vidx_wrap(dim, (vidx_kind)kind, smodel, sfactory + (is_auto ? 5 : 0), main, pending, &v,
+	               err);
 	main = pending = NULL;
 	if (rc != VIDX_OK)
 		goto out;
+	if (is_auto)
+		vidx_make_auto(v);
 	v->seq = seq;
 	if (v->kind == VIDX_HNSW) {
 		if (fread(b8, 8, 1, f) != 1) {
@@ -477,6 +489,8 @@ int vidx_load(const char *path, const char *model, int dim, vidx **out, vidx_err
 	}
 	if ((rc = vidx_index_ids(v, err)) != VIDX_OK)
 		goto out;
+	if (v->kind == VIDX_IVF && !v->pending)
+		v->trained_n = v->ids.n;
 	if (v->has_vecs && vecs_count(&v->vecs) != v->ids.n) {
 		rc = vidx_fail(err, VIDX_ECORRUPT, "snapshot %s holds %zu vectors, its vector file %zu",
 		               path, v->ids.n, vecs_count(&v->vecs));

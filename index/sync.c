@@ -137,9 +137,9 @@ int vidx_open_synced(const char *path, store *s, store_kind kind, const char *fa
 		snprintf(why, sizeof why, "no snapshot yet: built from the store");
 	} else if (rc != VIDX_OK) {
 		snprintf(why, sizeof why, "%s: rebuilt from the store", lerr.msg);
-	} else if (strcmp(vidx_factory(v), want) != 0) {
+	} else if (strcmp(vidx_requested(v), want) != 0) {
 		snprintf(why, sizeof why, "snapshot is a %s index, %s was asked for: rebuilt from the store",
-		         vidx_factory(v), want);
+		         vidx_requested(v), want);
 		vidx_close(v);
 		v = NULL;
 	} else {

@@ -990,6 +990,248 @@ out:
 	free(x), free(q), free(s), free(rs), free(l), free(rl), free(ids);
 }
 
+/* ---- maintenance off the lock ------------------------------------------- */
+
+struct churn {
+	vidx *v;
+	const float *y;   /* [300][dim] new vectors */
+	int dim;
+	int64_t base;     /* new ids base .. base + 299 */
+	const int64_t *gone;  /* [200] ids to remove */
+	const int64_t *repl;  /* [100] ids to replace with y[200..299] */
+	int searches, errors;
+};
+
+/* Changes and searches while a maintenance runs in another thread. */
+static void *churn_run(void *p)
+{
+	struct churn *c = p;
+	vidx_err e;
+	float s[K];
+	int64_t l[K];
+	for (int i = 0; i < 200; i++) {
+		int64_t id = c->base + i;
+		if (vidx_add(c->v, 1, c->y + (size_t)i * c->dim, &id, &e) != VIDX_OK)
+			c->errors++;
+		if (vidx_remove(c->v, 1, &c->gone[i], NULL, &e) != VIDX_OK)
+			c->errors++;
+		if (i < 100 &&
+		    vidx_add(c->v, 1, c->y + (size_t)(200 + i) * c->dim, &c->repl[i], &e) != VIDX_OK)
+			c->errors++;
+		if (vidx_search(c->v, 1, c->y + (size_t)i * c->dim, K, s, l, &e) != VIDX_OK)
+			c->errors++;
+		c->searches++;
+	}
+	return NULL;
+}
+
+struct maint_arg {
+	vidx *v;
+	int rc;
+	vidx_maint did;
+	vidx_err err;
+};
+
+static void *maint_run(void *p)
+{
+	struct maint_arg *a = p;
+	a->rc = vidx_maintain(a->v, &a->did, &a->err);
+	return NULL;
+}
+
+/* Runs the due maintenance of v in a thread while churn_run changes v;
+ * then checks v against the reference r given the same changes. */
+static void maintain_under_churn(vidx *v, ref *r, int dim, size_t n, const int64_t *ids,
+                                 vidx_maint want, uint64_t *seed)
+{
+	float *y = rand_units(seed, 300, dim);
+	int64_t gone[200], repl[100];
+	pthread_t tm, tc;
+	ENSURE(y);
+	for (int i = 0; i < 200; i++)
+		gone[i] = ids[(size_t)i * (n / 200)];
+	for (int i = 0; i < 100; i++)
+		repl[i] = ids[(size_t)i * (n / 200) + 1];
+	CHECKF(vidx_maintenance_due(v) == want, "due %s, not %s",
+	       vidx_maint_name(vidx_maintenance_due(v)), vidx_maint_name(want));
+	struct maint_arg a = {v, -1, VIDX_MAINT_NONE, {0}};
+	struct churn c = {v, y, dim, 5000000, gone, repl, 0, 0};
+	ENSURE(pthread_create(&tm, NULL, maint_run, &a) == 0);
+	ENSURE(pthread_create(&tc, NULL, churn_run, &c) == 0);
+	pthread_join(tc, NULL);
+	pthread_join(tm, NULL);
+	CHECKF(a.rc == VIDX_OK, "maintenance: %s", a.err.msg);
+	CHECKF(a.did == want, "did %s", vidx_maint_name(a.did));
+	CHECK(c.errors == 0 && c.searches == 200);
+	for (int i = 0; i < 200; i++) {
+		ENSURE(ref_put(r, 5000000 + i, y + (size_t)i * dim) == 0);
+		ref_del(r, gone[i]);
+		if (i < 100)
+			ENSURE(ref_put(r, repl[i], y + (size_t)(200 + i) * dim) == 0);
+	}
+	/* Everything done meanwhile is in the new index. */
+	for (int i = 0; i < 200; i++) {
+		CHECK(vidx_contains(v, 5000000 + i));
+		CHECK(vidx_contains(v, gone[i]) == (ref_find(r, gone[i]) >= 0));
+	}
+	CHECKF(vidx_count(v) == r->n, "count %zu, reference %zu", vidx_count(v), r->n);
+	CHECK(vidx_maintenance_due(v) == VIDX_MAINT_NONE);
+	vidx_state st;
+	vidx_get_state(v, &st);
+	CHECK(st.maintenances == 1 && st.running == VIDX_MAINT_NONE && !st.error[0]);
+	printf("# %s: %.1f ms, the exchange held the lock %.2f ms\n", vidx_maint_name(want),
+	       st.last_ms, st.last_swap_ms);
+out:
+	free(y);
+}
+
+/* An IVF index in the background: adds do not train it, vidx_maintain
+ * does, on a copy, while adds, removals and searches go on. */
+static void t_maint_train(void)
+{
+	enum { DIM = 16, N = 3000, NQ = 32 };
+	uint64_t seed = 1201;
+	vidx_err err = {0};
+	vidx *v = NULL;
+	ref r;
+	ref_init(&r, DIM);
+	float *x = rand_units(&seed, N, DIM), *q = rand_units(&seed, NQ, DIM);
+	int64_t *ids = malloc(N * sizeof *ids);
+	ENSURE(x && q && ids);
+	for (size_t i = 0; i < N; i++)
+		ids[i] = id_of(i);
+	VOK(vidx_create("IVF16,Flat", DIM, MODEL, &v, &err));
+	vidx_set_background(v, 1);
+	VOK(vidx_set_param(v, "nprobe", 16, &err));
+	VOK(vidx_add(v, N, x, ids, &err));
+	ENSURE(ref_add_new(&r, N, x, ids) == 0);
+	vidx_state st;
+	vidx_get_state(v, &st);
+	CHECKF(st.pending == N, "%zu pending: an add trained in the background mode", st.pending);
+	maintain_under_churn(v, &r, DIM, N, ids, VIDX_MAINT_TRAIN, &seed);
+	vidx_get_state(v, &st);
+	CHECK(st.pending == 0 && !strcmp(st.kind, "ivf"));
+	/* All lists probed (the caller's nprobe carried over): exact. */
+	CHECK(diff_vs_ref("trained in the background", v, &r, NQ, q, K) == 0);
+out:
+	vidx_close(v);
+	ref_free(&r);
+	free(x), free(q), free(ids);
+}
+
+/* HNSW: removed nodes past a fifth of the graph are compacted away. */
+static void t_maint_compact(void)
+{
+	enum { DIM = 16, N = 5000, NQ = 32 };
+	uint64_t seed = 1301;
+	vidx_err err = {0};
+	vidx *v = NULL;
+	ref r;
+	ref_init(&r, DIM);
+	float *x = rand_units(&seed, N, DIM), *q = rand_units(&seed, NQ, DIM);
+	int64_t *ids = malloc(N * sizeof *ids);
+	ENSURE(x && q && ids);
+	for (size_t i = 0; i < N; i++)
+		ids[i] = id_of(i);
+	VOK(vidx_create("hnsw", DIM, MODEL, &v, &err));
+	VOK(vidx_set_param(v, "efSearch", 128, &err));
+	VOK(vidx_add(v, N, x, ids, &err));
+	ENSURE(ref_add_new(&r, N, x, ids) == 0);
+	int64_t *rm = malloc(1000 * sizeof *rm);
+	ENSURE(rm);
+	for (int i = 0; i < 1000; i++) {
+		rm[i] = ids[N - 1 - i];
+		ref_del(&r, rm[i]);
+	}
+	VOK(vidx_remove(v, 1000, rm, NULL, &err));
+	free(rm);
+	CHECK(vidx_maintenance_due(v) == VIDX_MAINT_NONE); /* 1000 of 5000: not a fifth yet */
+	int64_t one = ids[0];
+	VOK(vidx_remove(v, 1, &one, NULL, &err));
+	ref_del(&r, one);
+	CHECK(vidx_dead(v) == 1001);
+	maintain_under_churn(v, &r, DIM, N / 2, ids + 1, VIDX_MAINT_COMPACT, &seed);
+	/* The 200 removed and 100 replaced during the compaction were
+	 * removed from the new graph: they are its only dead nodes. */
+	CHECKF(vidx_dead(v) <= 300, "%zu dead after compaction", vidx_dead(v));
+	float s[NQ * K], rs[NQ * K];
+	int64_t l[NQ * K], rl[NQ * K];
+	VOK(vidx_search(v, NQ, q, K, s, l, &err));
+	ref_search(&r, NQ, q, K, rs, rl);
+	double rec = recall(NQ, K, l, rl);
+	printf("# compacted hnsw recall@%d = %.3f\n", K, rec);
+	CHECK(rec >= 0.95);
+out:
+	vidx_close(v);
+	ref_free(&r);
+	free(x), free(q), free(ids);
+}
+
+/* auto: exact below its threshold; past it, vidx_maintain moves it to a
+ * re-ranked IVF-PQ index on a copy while changes and searches go on; a
+ * snapshot remembers that it is auto, and vidx_open_synced takes it for
+ * "auto". */
+static void t_maint_auto(void)
+{
+	enum { DIM = 32, N = 12000, NQ = 32 };
+	uint64_t seed = 1401;
+	vidx_err err = {0};
+	vidx *v = NULL, *w = NULL;
+	ref r;
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	ref_init(&r, DIM);
+	float *x = rand_units(&seed, N, DIM), *q = rand_units(&seed, NQ, DIM);
+	int64_t *ids = malloc(N * sizeof *ids);
+	dir[0] = 0;
+	ENSURE(x && q && ids && make_tmpdir(dir, sizeof dir) == 0);
+	snprintf(path, sizeof path, "%s/auto.vidx", dir);
+	for (size_t i = 0; i < N; i++)
+		ids[i] = id_of(i);
+	VOK(vidx_create("auto", DIM, MODEL, &v, &err));
+	CHECK(!strcmp(vidx_requested(v), "auto") && !strcmp(vidx_kind_name(v), "exact"));
+	vidx_state st;
+	vidx_get_state(v, &st);
+	CHECKF(st.auto_threshold == 128 * 1024 * 512 / DIM, "threshold %zu", st.auto_threshold);
+	VOK(vidx_set_param(v, "auto_threshold", N, &err));
+	/* 4-byte codes of isotropic 32-d noise are a hard case: more
+	 * candidates, which the new index takes over. */
+	VOK(vidx_set_param(v, "refine", 40, &err));
+	vidx_set_background(v, 1);
+	VOK(vidx_add(v, N - 1, x, ids, &err));
+	CHECK(vidx_maintenance_due(v) == VIDX_MAINT_NONE);
+	VOK(vidx_add(v, 1, x + (N - 1) * DIM, ids + N - 1, &err));
+	ENSURE(ref_add_new(&r, N, x, ids) == 0);
+	maintain_under_churn(v, &r, DIM, N, ids, VIDX_MAINT_UPGRADE, &seed);
+	vidx_get_state(v, &st);
+	CHECKF(!strcmp(st.kind, "ivf") && strstr(st.factory, ",PQ4np") && st.refine == 40,
+	       "%s %s refine %d", st.kind, st.factory, st.refine);
+	printf("# auto moved to %s\n", st.factory);
+	VOK(vidx_set_param(v, "nprobe", 128, &err));
+	float s[NQ * K], rs[NQ * K];
+	int64_t l[NQ * K], rl[NQ * K];
+	VOK(vidx_search(v, NQ, q, K, s, l, &err));
+	ref_search(&r, NQ, q, K, rs, rl);
+	double rec = recall(NQ, K, l, rl);
+	printf("# auto (IVF-PQ re-ranked x40, all lists) recall@%d = %.3f\n", K, rec);
+	CHECK(rec >= 0.9);
+	/* Snapshot: still auto, loaded for "auto", the same answers. */
+	VOK(vidx_save(v, path, &err));
+	VOK(vidx_load(path, MODEL, DIM, &w, &err));
+	CHECK(!strcmp(vidx_requested(w), "auto") && !strcmp(vidx_kind_name(w), "ivf"));
+	VOK(vidx_set_param(w, "nprobe", 128, &err));
+	VOK(vidx_set_param(w, "refine", 40, &err));
+	float s2[NQ * K];
+	int64_t l2[NQ * K];
+	VOK(vidx_search(w, NQ, q, K, s2, l2, &err));
+	CHECK(diff_results("auto after load", NQ * K, s2, l2, s, l, 1e-5f) == 0);
+out:
+	vidx_close(v);
+	vidx_close(w);
+	ref_free(&r);
+	remove_tree(dir);
+	free(x), free(q), free(ids);
+}
+
 /* Each refused add leaves the index as it was: same count, no new ids, and
  * the existing ids it named keep their vectors. */
 static void refused_add_case(const char *factory)
@@ -2368,6 +2610,9 @@ int main(void)
 	TAP_RUN(t_refused_add);
 	TAP_RUN(t_failed_replace);
 	TAP_RUN(t_refine);
+	TAP_RUN(t_maint_train);
+	TAP_RUN(t_maint_compact);
+	TAP_RUN(t_maint_auto);
 	TAP_RUN(t_factory);
 	TAP_RUN(t_hnsw_recall);
 	TAP_RUN(t_ivf);
