@@ -1,7 +1,8 @@
 /*
  * bench/index.c: what the vector index kinds cost and how well they find.
  *
- * For each database size N and each kind (exact, hnsw, ivfpq) it adds N
+ * For each database size N and each kind (exact, hnsw, ivfpq, ivfpq-raw,
+ * auto) it adds N
  * random L2-normalised vectors (isotropic Gaussian by default; --data lowdim
  * concentrates their variance in a few dozen directions, closer to real
  * embeddings; fixed seed, and a smaller N is a prefix of a larger one) in
@@ -13,6 +14,15 @@
  *   - latency of 32-query batches, p50 and p99 per batch,
  *   - recall@10 (and @1) against exact search over the same queries,
  *   - resident memory the index added, and the process's peak (VmHWM).
+ * ivfpq is re-ranked with the exact vectors (refine 10, the default);
+ * ivfpq-raw is the same index without (refine 0). auto is added as exact
+ * (it is one below its threshold) and then moved to IVF-PQ by
+ * vidx_maintain. For auto, and with --maint for hnsw (after removing a
+ * quarter of the vectors: compaction) and ivfpq (added untrained in the
+ * background mode: training), the maintenance runs while one thread
+ * searches single queries back to back and another adds a vector every
+ * 10 ms; the searches' latency during it (p50, p99, max: the worst wait)
+ * is printed on a "# maintenance" line.
  * Queries are perturbed database vectors, normalise(x[r] + s*g/sqrt(dim))
  * with g ~ N(0, I), so every query has a meaningful nearest neighbour.
  *
@@ -31,6 +41,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,8 +63,10 @@
  * the training. */
 #define IVFPQ_TRAIN_AT (39 * 1024)
 
-enum { KIND_EXACT, KIND_HNSW, KIND_IVFPQ, NKINDS };
-static const char *const kind_names[NKINDS] = {"exact", "hnsw", "ivfpq"};
+enum { KIND_EXACT, KIND_HNSW, KIND_IVFPQ, KIND_IVFPQ_RAW, KIND_AUTO, NKINDS };
+static const char *const kind_names[NKINDS] = {"exact", "hnsw", "ivfpq", "ivfpq-raw", "auto"};
+/* What vidx_create is given for each. */
+static const char *const kind_factory[NKINDS] = {"exact", "hnsw", "ivfpq", "ivfpq", "auto"};
 
 enum { DATA_GAUSSIAN, DATA_LOWDIM, NDATA };
 static const char *const data_names[NDATA] = {"gaussian", "lowdim"};
@@ -75,6 +88,7 @@ struct opts {
 	double nprobe;           /* 0: the index's default */
 	uint64_t seed;
 	int json;
+	int maint;               /* --maint: hnsw compaction, ivfpq training under load */
 };
 
 struct result {
@@ -87,6 +101,11 @@ struct result {
 	double single_p50, single_p99, batch_p50, batch_p99; /* ms */
 	double recall10, recall1;
 	double index_mb, peak_mb;
+	/* a maintenance under load, when one ran */
+	const char *maint;       /* "upgrade", ...; NULL */
+	double maint_s, maint_p50, maint_p99, maint_max, maint_excl_ms, add_max_ms;
+	size_t maint_searches, maint_adds;
+	char factory_before[64];
 };
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -318,7 +337,7 @@ static void add_all(vidx *v, const float *x, size_t n, int dim, int kind, struct
 		double t = bench_now();
 		check(vidx_add(v, b, x + at * (size_t)dim, ids, &err), &err, "adding");
 		double t1 = bench_now();
-		if (kind == KIND_IVFPQ) {
+		if (kind == KIND_IVFPQ || kind == KIND_IVFPQ_RAW) {
 			if (at < IVFPQ_TRAIN_AT && at + b >= IVFPQ_TRAIN_AT) {
 				res->train_s = t1 - t;
 				train_end = t1;
@@ -406,12 +425,133 @@ static vidx *new_index(int kind, const struct opts *o)
 {
 	vidx *v;
 	vidx_err err;
-	check(vidx_create(kind_names[kind], o->dim, "bench", &v, &err), &err, "creating the index");
+	check(vidx_create(kind_factory[kind], o->dim, "bench", &v, &err), &err,
+	      "creating the index");
 	if (kind == KIND_HNSW && o->ef_search > 0)
 		check(vidx_set_param(v, "efSearch", o->ef_search, &err), &err, "efSearch");
-	if (kind == KIND_IVFPQ && o->nprobe > 0)
+	if ((kind == KIND_IVFPQ || kind == KIND_IVFPQ_RAW) && o->nprobe > 0)
 		check(vidx_set_param(v, "nprobe", o->nprobe, &err), &err, "nprobe");
+	if (kind == KIND_IVFPQ_RAW)
+		check(vidx_set_param(v, "refine", 0, &err), &err, "refine");
+	/* auto moves by vidx_maintain only; --maint trains ivfpq that way. */
+	if (kind == KIND_AUTO || (kind == KIND_IVFPQ && o->maint))
+		vidx_set_background(v, 1);
 	return v;
+}
+
+/* ---- a maintenance under load ------------------------------------------------ */
+
+struct load {
+	vidx *v;
+	const float *q;
+	size_t nq;
+	int dim;
+	int stop;                /* atomic */
+	double *lat;             /* search latencies, ms */
+	size_t nlat, cap;
+	size_t adds;
+	double add_max;
+	int64_t next_id;
+	uint64_t rng;
+};
+
+static void *searcher(void *p)
+{
+	struct load *l = p;
+	float s[K];
+	int64_t ids[K];
+	vidx_err err;
+	for (size_t i = 0; !__atomic_load_n(&l->stop, __ATOMIC_RELAXED); i++) {
+		double t = bench_now();
+		check(vidx_search(l->v, 1, l->q + (i % l->nq) * (size_t)l->dim, K, s, ids, &err), &err,
+		      "searching during maintenance");
+		if (l->nlat < l->cap)
+			l->lat[l->nlat++] = (bench_now() - t) * 1e3;
+	}
+	return NULL;
+}
+
+static double unit_normal(uint64_t *s)
+{
+	/* Box-Muller over a 64-bit LCG: enough for a writer's vectors. */
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	double u1 = ((*s >> 11) + 1.0) / 9007199254740993.0;
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	double u2 = (*s >> 11) / 9007199254740992.0;
+	return sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void *writer(void *p)
+{
+	struct load *l = p;
+	float *x = xmalloc((size_t)l->dim * sizeof *x);
+	vidx_err err;
+	while (!__atomic_load_n(&l->stop, __ATOMIC_RELAXED)) {
+		double norm = 0;
+		for (int i = 0; i < l->dim; i++) {
+			x[i] = (float)unit_normal(&l->rng);
+			norm += (double)x[i] * x[i];
+		}
+		for (int i = 0; i < l->dim; i++)
+			x[i] = (float)(x[i] / sqrt(norm));
+		int64_t id = l->next_id + (int64_t)l->adds;
+		double t = bench_now();
+		check(vidx_add(l->v, 1, x, &id, &err), &err, "adding during maintenance");
+		double ms = (bench_now() - t) * 1e3;
+		if (ms > l->add_max)
+			l->add_max = ms;
+		l->adds++;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	free(x);
+	return NULL;
+}
+
+/* Runs v's due maintenance while a searcher and a writer work on it; then
+ * removes what the writer added, so recall is measured over the rows. */
+static void maintain_under_load(vidx *v, const float *q, size_t nq, int dim, size_t n,
+                                struct result *res)
+{
+	struct load l = {.v = v, .q = q, .nq = nq, .dim = dim, .cap = 10000000,
+	                 .next_id = (int64_t)n + 100000000, .rng = 7};
+	pthread_t ts, tw;
+	vidx_err err;
+	vidx_maint did;
+	vidx_state st;
+
+	snprintf(res->factory_before, sizeof res->factory_before, "%s", vidx_factory(v));
+	l.lat = xmalloc(l.cap * sizeof *l.lat);
+	if (vidx_maintenance_due(v) == VIDX_MAINT_NONE)
+		die("%s N=%zu: no maintenance due", kind_names[res->kind], n);
+	fprintf(stderr, "  %s N=%zu: %s under load\n", kind_names[res->kind], n,
+	        vidx_maint_name(vidx_maintenance_due(v)));
+	pthread_create(&ts, NULL, searcher, &l);
+	pthread_create(&tw, NULL, writer, &l);
+	double t0 = bench_now();
+	check(vidx_maintain(v, &did, &err), &err, "maintenance");
+	res->maint_s = bench_now() - t0;
+	__atomic_store_n(&l.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(ts, NULL);
+	pthread_join(tw, NULL);
+	vidx_get_state(v, &st);
+	res->maint = vidx_maint_name(did);
+	res->maint_excl_ms = st.last_swap_ms;
+	res->maint_searches = l.nlat;
+	res->maint_adds = l.adds;
+	res->add_max_ms = l.add_max;
+	if (l.nlat) {
+		res->maint_max = percentile(l.lat, l.nlat, 100);
+		res->maint_p50 = percentile(l.lat, l.nlat, 50);
+		res->maint_p99 = percentile(l.lat, l.nlat, 99);
+	}
+	int64_t *ids = xmalloc((l.adds ? l.adds : 1) * sizeof *ids);
+	for (size_t i = 0; i < l.adds; i++)
+		ids[i] = l.next_id + (int64_t)i;
+	check(vidx_remove(v, l.adds, ids, NULL, &err), &err, "removing the writer's vectors");
+	free(ids);
+	free(l.lat);
+	snprintf(res->factory, sizeof res->factory, "%s", vidx_factory(v));
 }
 
 /* Builds and measures one kind over x[n]. gt is the exact top-K of the
@@ -432,7 +572,32 @@ static void run_kind(int kind, const struct opts *o, const float *x, size_t n, c
 	double rss0 = proc_status_mb("VmRSS");
 	vidx *v = new_index(kind, o);
 	snprintf(res->factory, sizeof res->factory, "%s", vidx_factory(v));
+	if (kind == KIND_AUTO) {
+		/* Its move is due once it holds the N rows, whatever N. */
+		vidx_err err;
+		check(vidx_set_param(v, "auto_threshold", (double)n, &err), &err, "auto_threshold");
+	}
 	add_all(v, x, n, o->dim, kind, res);
+	if (kind == KIND_AUTO || (kind == KIND_IVFPQ && o->maint)) {
+		maintain_under_load(v, q, nq, o->dim, n, res);
+	} else if (kind == KIND_HNSW && o->maint) {
+		/* A quarter removed (every fourth row), then compacted. */
+		vidx_err err;
+		int64_t *rm = xmalloc((n / 4 + 1) * sizeof *rm);
+		size_t nrm = 0;
+		for (size_t i = 3; i < n; i += 4)
+			rm[nrm++] = (int64_t)i;
+		check(vidx_remove(v, nrm, rm, NULL, &err), &err, "removing");
+		maintain_under_load(v, q, nq, o->dim, n, res);
+		/* Back in, so recall compares like with like. */
+		float *back = xmalloc(nrm * (size_t)o->dim * sizeof *back);
+		for (size_t i = 0; i < nrm; i++)
+			memcpy(back + i * (size_t)o->dim, x + (size_t)rm[i] * (size_t)o->dim,
+			       (size_t)o->dim * sizeof *back);
+		check(vidx_add(v, nrm, back, rm, &err), &err, "adding back");
+		free(back);
+		free(rm);
+	}
 	res->index_mb = proc_status_mb("VmRSS") - rss0;
 	time_searches(v, o, q, res, got_single, got_batch);
 	if (!gt) {
@@ -470,11 +635,19 @@ static void print_row(const struct result *r)
 	if (r->train_s >= 0)
 		snprintf(train, sizeof train, "%.2f", r->train_s);
 	else
-		snprintf(train, sizeof train, r->kind == KIND_IVFPQ ? "untrained" : "-");
+		snprintf(train, sizeof train,
+		         (r->kind == KIND_IVFPQ || r->kind == KIND_IVFPQ_RAW) && !r->maint ? "untrained"
+		                                                                           : "-");
 	printf("%-8zu %-6s %-16s %9.0f %8.1f %9s %9.3f %9.3f %9.3f %9.3f %7.4f %7.4f %8.0f %8.0f\n",
 	       r->n, kind_names[r->kind], r->factory, r->add_rate, r->add_s, train, r->single_p50,
 	       r->single_p99, r->batch_p50, r->batch_p99, r->recall10, r->recall1, r->index_mb,
 	       r->peak_mb);
+	if (r->maint)
+		printf("# maintenance %s N=%zu: %s (%s -> %s) %.1f s; %zu searches during it: p50 "
+		       "%.3f, p99 %.3f, max %.3f ms; exclusive hold %.3f ms; %zu adds, slowest %.1f ms\n",
+		       kind_names[r->kind], r->n, r->maint, r->factory_before, r->factory, r->maint_s,
+		       r->maint_searches, r->maint_p50, r->maint_p99, r->maint_max, r->maint_excl_ms,
+		       r->maint_adds, r->add_max_ms);
 	fflush(stdout);
 }
 
@@ -484,7 +657,7 @@ static void print_json(const struct result *r, const struct opts *o)
 	       "\"threads\":%d,\"add_s\":%.3f,\"add_per_s\":%.1f,",
 	       r->n, kind_names[r->kind], r->factory, o->dim, data_names[o->data],
 	       omp_get_max_threads(), r->add_s, r->add_rate);
-	if (r->kind == KIND_IVFPQ && r->train_s < 0)
+	if ((r->kind == KIND_IVFPQ || r->kind == KIND_IVFPQ_RAW) && r->train_s < 0 && !r->maint)
 		printf("\"trained\":false,");
 	else if (r->train_s >= 0)
 		printf("\"trained\":true,\"train_batch_s\":%.3f,\"add_per_s_after_train\":%.1f,",
@@ -492,9 +665,16 @@ static void print_json(const struct result *r, const struct opts *o)
 	printf("\"queries\":%d,\"single_p50_ms\":%.4f,\"single_p99_ms\":%.4f,"
 	       "\"batch_size\":%d,\"batches\":%d,\"batch_p50_ms\":%.4f,\"batch_p99_ms\":%.4f,"
 	       "\"k\":%d,\"recall_at_10\":%.4f,\"recall_at_1\":%.4f,"
-	       "\"index_rss_mb\":%.1f,\"peak_rss_mb\":%.1f}\n",
+	       "\"index_rss_mb\":%.1f,\"peak_rss_mb\":%.1f",
 	       o->queries, r->single_p50, r->single_p99, BATCH_NQ, o->batches, r->batch_p50,
 	       r->batch_p99, K, r->recall10, r->recall1, r->index_mb, r->peak_mb);
+	if (r->maint)
+		printf(",\"maintenance\":{\"task\":\"%s\",\"from\":\"%s\",\"s\":%.3f,"
+		       "\"searches\":%zu,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,"
+		       "\"exclusive_ms\":%.4f,\"adds\":%zu,\"add_max_ms\":%.3f}",
+		       r->maint, r->factory_before, r->maint_s, r->maint_searches, r->maint_p50,
+		       r->maint_p99, r->maint_max, r->maint_excl_ms, r->maint_adds, r->add_max_ms);
+	printf("}\n");
 }
 
 static void print_settings(const struct opts *o)
@@ -592,7 +772,7 @@ static void parse_kinds(struct opts *o, const char *arg)
 			if (strlen(kind_names[k]) == len && strncmp(p, kind_names[k], len) == 0)
 				break;
 		if (k == NKINDS)
-			die("unknown kind \"%.*s\" (exact, hnsw, ivfpq)", (int)len, p);
+			die("unknown kind \"%.*s\" (exact, hnsw, ivfpq, ivfpq-raw, auto)", (int)len, p);
 		want[k] = 1;
 		p += len;
 		if (*p)
@@ -619,9 +799,10 @@ static long parse_long(const char *s, const char *name, long lo, long hi)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq] [--dim 512]\n"
-	           "             [--queries 200] [--batches 30] [--noise 0.5] [--ef-search E]\n"
-	           "             [--nprobe P] [--data gaussian|lowdim] [--seed S] [--json]\n");
+	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq,ivfpq-raw,auto]\n"
+	           "             [--dim 512] [--queries 200] [--batches 30] [--noise 0.5]\n"
+	           "             [--ef-search E] [--nprobe P] [--data gaussian|lowdim] [--seed S]\n"
+	           "             [--maint] [--json]\n");
 }
 
 static void parse_opts(struct opts *o, int argc, char **argv)
@@ -638,6 +819,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{"nprobe", required_argument, NULL, 'p'},
 		{"seed", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
+		{"maint", no_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -664,6 +846,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case 'p': o->nprobe = (double)parse_long(optarg, "nprobe", 1, 1 << 20); break;
 		case 's': o->seed = (uint64_t)strtoull(optarg, NULL, 0); break;
 		case 'j': o->json = 1; break;
+		case 'm': o->maint = 1; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}

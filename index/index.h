@@ -64,6 +64,7 @@ typedef enum vidx_code {
 	VIDX_ENOMEM,
 	VIDX_ESTORE,      /* the store failed while syncing; message is the store's */
 	VIDX_EFAISS,      /* anything else FAISS reported */
+	VIDX_ECANCELLED,  /* a maintenance stopped by vidx_cancel_maintenance */
 } vidx_code;
 
 typedef struct vidx_err {
@@ -219,6 +220,11 @@ vidx_maint vidx_maintenance_due(vidx *v);
  * (*did, optional, says which). One caller at a time. Adds and removals
  * may run meanwhile. On failure the current index stays as it was. */
 int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err);
+
+/* Asks a running (or the next) vidx_maintain to stop at its next batch of
+ * adds; it returns VIDX_ECANCELLED and the current index stays. FAISS's
+ * training itself cannot be interrupted: it finishes first. */
+void vidx_cancel_maintenance(vidx *v);
 
 typedef struct vidx_state {
 	const char *kind, *factory, *requested;

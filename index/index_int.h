@@ -110,6 +110,7 @@ struct vidx {
 	 * index before it is swapped in. Search parameters the caller set
 	 * (0: the kind's default) carry over to the new index. */
 	int background;
+	int cancel;              /* atomic: vidx_cancel_maintenance */
 	int maint;               /* vidx_maint running, VIDX_MAINT_NONE when idle */
 	struct journal {
 		int on, failed;

@@ -44,7 +44,8 @@
 /* auto retrains its IVF index once it holds this many times the vectors it
  * was trained on (the lists were sized for that count). */
 #define RETRAIN_GROWTH 8
-#define ADD_BATCH 65536
+/* Adds in batches this large, checking for a cancel between them. */
+#define ADD_BATCH 4096
 /* Journal entries left for the exclusive lock to replay before the swap. */
 #define REPLAY_EXCLUSIVE 32
 
@@ -67,6 +68,11 @@ const char *vidx_maint_name(vidx_maint m)
 {
 	static const char *const names[] = {"none", "train", "compact", "upgrade", "retrain"};
 	return (unsigned)m < sizeof names / sizeof *names ? names[m] : "none";
+}
+
+void vidx_cancel_maintenance(vidx *v)
+{
+	__atomic_store_n(&v->cancel, 1, __ATOMIC_RELAXED);
 }
 
 void vidx_set_background(vidx *v, int background)
@@ -244,7 +250,10 @@ static int build_new(vidx *v, const char *factory, size_t n, const int64_t *ids,
 	}
 	for (size_t at = 0; rc == VIDX_OK && at < n; at += ADD_BATCH) {
 		size_t m = n - at < ADD_BATCH ? n - at : ADD_BATCH;
-		rc = vidx_add(nv, m, x + at * (size_t)v->dim, ids + at, err);
+		if (__atomic_load_n(&v->cancel, __ATOMIC_RELAXED))
+			rc = vidx_fail(err, VIDX_ECANCELLED, "cancelled");
+		else
+			rc = vidx_add(nv, m, x + at * (size_t)v->dim, ids + at, err);
 	}
 	if (rc != VIDX_OK) {
 		vidx_close(nv);

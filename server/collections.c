@@ -25,9 +25,18 @@
  * is taken alone (never with another lock of ours) and FAISS/the store take
  * their own internal locks underneath. Searches take no lock of ours: vidx
  * allows searches concurrent with one writer.
+ *
+ * Maintenance: one thread (maint_main) looks every second for work an
+ * index has due (vidx_maintenance_due) and does it with vidx_maintain,
+ * which rebuilds on a copy and needs no lock of ours: changes go on under
+ * wmu meanwhile. The indexes are in background mode, so an add never
+ * trains inline. After a maintenance the index's snapshot is out of date
+ * (the same sequence, another structure): it is marked unsaved, and the
+ * next periodic save writes it.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,12 +50,19 @@ struct collections {
 	pthread_mutex_t wmu[2];     /* see DESIGN */
 	uint64_t saved_seq[2];      /* sequence of the last snapshot written; under wmu */
 	int saved[2];
+	pthread_t maint;
+	int maint_started;
+	pthread_mutex_t mmu;        /* guards stop; mcv wakes the thread to stop */
+	pthread_cond_t mcv;
+	int stop;
 };
+
+static void *maint_main(void *p);
 
 static const char *const names[2] = {"images", "texts"};
 
-int coll_open(store *st, const char *dir, const char *factory, int dim, const char *model_id,
-              collections **out, api_err *err)
+int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, int dim,
+              const char *model_id, collections **out, api_err *err)
 {
 	collections *c = calloc(1, sizeof *c);
 	int rc = 0;
@@ -56,6 +72,12 @@ int coll_open(store *st, const char *dir, const char *factory, int dim, const ch
 	c->st = st;
 	for (int k = 0; k < 2; k++)
 		pthread_mutex_init(&c->wmu[k], NULL);
+	pthread_mutex_init(&c->mmu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->mcv, &ca);
+	pthread_condattr_destroy(&ca);
 	for (int k = 0; k < 2; k++) {
 		char note[512];
 		vidx_err verr;
@@ -73,7 +95,18 @@ int coll_open(store *st, const char *dir, const char *factory, int dim, const ch
 		         vidx_count(c->v[k]));
 		c->saved[k] = strncmp(note, "loaded snapshot", 15) == 0;
 		c->saved_seq[k] = vidx_seq(c->v[k]);
+		vidx_set_background(c->v[k], 1);
+		if (auto_at && !strcmp(vidx_requested(c->v[k]), "auto") &&
+		    vidx_set_param(c->v[k], "auto_threshold", (double)auto_at, &verr) != VIDX_OK) {
+			rc = api_from_vidx(err, &verr);
+			goto out;
+		}
 	}
+	if (pthread_create(&c->maint, NULL, maint_main, c) != 0) {
+		rc = api_fail(err, API_EINTERNAL, "cannot start the index maintenance thread");
+		goto out;
+	}
+	c->maint_started = 1;
 	*out = c;
 	c = NULL;
 out:
@@ -85,12 +118,63 @@ void coll_close(collections *c)
 {
 	if (!c)
 		return;
+	if (c->maint_started) {
+		pthread_mutex_lock(&c->mmu);
+		c->stop = 1;
+		pthread_cond_signal(&c->mcv);
+		pthread_mutex_unlock(&c->mmu);
+		for (int k = 0; k < 2; k++)
+			vidx_cancel_maintenance(c->v[k]);
+		pthread_join(c->maint, NULL);
+	}
+	pthread_mutex_destroy(&c->mmu);
+	pthread_cond_destroy(&c->mcv);
 	for (int k = 0; k < 2; k++) {
 		vidx_close(c->v[k]);
 		free(c->path[k]);
 		pthread_mutex_destroy(&c->wmu[k]);
 	}
 	free(c);
+}
+
+static void *maint_main(void *p)
+{
+	collections *c = p;
+	pthread_mutex_lock(&c->mmu);
+	while (!c->stop) {
+		pthread_mutex_unlock(&c->mmu);
+		for (int k = 0; k < 2; k++) {
+			vidx_maint due = vidx_maintenance_due(c->v[k]);
+			if (due == VIDX_MAINT_NONE)
+				continue;
+			vidx_err verr;
+			vidx_maint did;
+			vidx_state st;
+			log_info("%s index: %s started (%s, %zu vectors); searches go on", names[k],
+			         vidx_maint_name(due), vidx_factory(c->v[k]), vidx_count(c->v[k]));
+			if (vidx_maintain(c->v[k], &did, &verr) != VIDX_OK) {
+				if (verr.code != VIDX_ECANCELLED)
+					log_error("%s index: %s failed: %s", names[k], vidx_maint_name(due),
+					          verr.msg);
+				continue;
+			}
+			vidx_get_state(c->v[k], &st);
+			log_info("%s index: %s done in %.0f ms (the exchange %.2f ms): now %s", names[k],
+			         vidx_maint_name(did), st.last_ms, st.last_swap_ms, st.factory);
+			pthread_mutex_lock(&c->wmu[k]);
+			c->saved[k] = 0;
+			pthread_mutex_unlock(&c->wmu[k]);
+		}
+		pthread_mutex_lock(&c->mmu);
+		if (c->stop)
+			break;
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		t.tv_sec += 1;
+		pthread_cond_timedwait(&c->mcv, &c->mmu, &t);
+	}
+	pthread_mutex_unlock(&c->mmu);
+	return NULL;
 }
 
 int coll_sync(collections *c, store_kind kind, api_err *err)
@@ -157,6 +241,7 @@ void coll_get_stats(collections *c, store_kind kind, coll_stats *out)
 	out->count = vidx_count(v);
 	out->dead = vidx_dead(v);
 	out->seq = vidx_seq(v);
-	out->kind = vidx_kind_name(v);
-	out->factory = vidx_factory(v);
+	vidx_get_state(v, &out->state);
+	out->kind = out->state.kind;
+	out->factory = out->state.factory;
 }

@@ -20,9 +20,13 @@ typedef struct collections collections;
 
 /* Opens DIR/images.vidx and DIR/texts.vidx with vidx_open_synced (load the
  * snapshot, else build from the store; then catch up), logging which
- * happened. A snapshot of another model is an error. */
-int coll_open(store *st, const char *dir, const char *factory, int dim, const char *model_id,
-              collections **out, api_err *err);
+ * happened. A snapshot of another model is an error. auto_at > 0: the
+ * vector count at which an auto index leaves exact search (0: its own). Starts the thread
+ * that runs the indexes' maintenance (vidx_maintain: IVF training, HNSW
+ * compaction, auto's move to IVF) while searches go on; coll_close stops
+ * it. */
+int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, int dim,
+              const char *model_id, collections **out, api_err *err);
 void coll_close(collections *c);
 
 /* Brings one index up to date with the store: call after any store change
@@ -45,6 +49,7 @@ typedef struct coll_stats {
 	uint64_t seq;
 	const char *kind;     /* "exact", "hnsw", "ivf", "other" */
 	const char *factory;
+	vidx_state state;     /* what it is now and its maintenance */
 } coll_stats;
 
 void coll_get_stats(collections *c, store_kind kind, coll_stats *out);

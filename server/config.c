@@ -44,7 +44,8 @@ static const struct opt {
 	{"workers", OPT_INT, "N", 0, 0, "background indexing threads (default: cores / 2, at least 1)"},
 	{"batch", OPT_INT, "N", 0, 0, "images per encoder batch (default 16)"},
 	{"encoders", OPT_INT, "N", 0, 0, "concurrent request-time encodes (default 2)"},
-	{"index", OPT_STR, "FACTORY", 0, 0, "index kind: exact, hnsw, ivfpq or a FAISS factory string (default exact)"},
+	{"index-auto-threshold", OPT_INT, "N", 0, 0, "vectors at which --index auto leaves exact search for IVF (default: 128k x 512 / dimension)"},
+	{"index", OPT_STR, "FACTORY", 0, 0, "index kind: auto, exact, hnsw, ivfpq or a FAISS factory string (default auto: exact while small, then re-ranked IVF-PQ trained in the background)"},
 	{"allow-root", OPT_LIST, "DIR", 1, 1, "allow POST /v1/ingest of server files under DIR (repeatable; env: colon-separated)"},
 	{"watch", OPT_LIST, "DIR", 1, 2, "ingest new and changed images under DIR, remove deleted ones (repeatable; env: colon-separated)"},
 	{"rescan-seconds", OPT_INT, "N", 0, 0, "full rescan of the --watch directories every N seconds (default 300)"},
@@ -613,6 +614,9 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	if (get_int(r, "workers", cores / 2 > 0 ? cores / 2 : 1, 1, 256, &v, msg, size))
 		return -1;
 	cfg->workers = (int)v;
+	if (get_int(r, "index-auto-threshold", 0, 0, INT64_MAX / 2, &v, msg, size))
+		return -1;
+	cfg->index_auto_at = v;
 	if (get_int(r, "batch", 16, 1, 256, &v, msg, size))
 		return -1;
 	cfg->batch = (int)v;
@@ -664,7 +668,7 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	cfg->decode_wait_ms = (int)v;
 
 	const char *factory = get_str(r, "index");
-	if (!(cfg->index_factory = strdup(factory ? factory : "exact")))
+	if (!(cfg->index_factory = strdup(factory ? factory : "auto")))
 		return fail(msg, size, "out of memory");
 	const char *prec = get_str(r, "precision");
 	if (prec && clip_precision_parse(prec, &cfg->precision) != 0)

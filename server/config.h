@@ -27,7 +27,8 @@ typedef struct config {
 	int workers;           /* background encode threads */
 	int batch;             /* images per encoder batch */
 	int encoders;          /* request-time encoder contexts */
-	char *index_factory;   /* NULL: exact */
+	char *index_factory;   /* "auto" unless given */
+	int64_t index_auto_at; /* --index-auto-threshold; 0: the index's own */
 	clip_precision precision;
 	char **allow_roots;    /* realpath'd, n_allow_roots of them */
 	char **allow_roots_given; /* [n_allow_roots] as given, made absolute: a

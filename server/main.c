@@ -322,7 +322,8 @@ static void index_layout(const char *root, const char *serving, const char *targ
 static int open_index(app *a, space *sp, const char *root)
 {
 	api_err ae;
-	if (space_open_index(sp, a->st, root, a->cfg->index_factory, &ae)) {
+	if (space_open_index(sp, a->st, root, a->cfg->index_factory, (size_t)a->cfg->index_auto_at,
+	                     &ae)) {
 		if (ae.domain == ERR_VIDX && ae.code == VIDX_EMISMATCH)
 			log_error("%s. The index snapshot belongs to another model: use a new --data "
 			          "directory for this model.", ae.msg);

@@ -231,6 +231,28 @@ static void put_gauges(FILE *f, const metrics_gauges *g)
 	header(f, "clipd_index_vectors", "gauge", "Live vectors in the search index, by collection.");
 	fprintf(f, "clipd_index_vectors{collection=\"images\"} %lld\n", (long long)g->index_vectors[0]);
 	fprintf(f, "clipd_index_vectors{collection=\"texts\"} %lld\n", (long long)g->index_vectors[1]);
+	static const char *const coll[2] = {"images", "texts"};
+	if (!g->index_kind[0])
+		return;
+	header(f, "clipd_index_info", "gauge", "The kind and FAISS factory string of each index.");
+	for (int k = 0; k < 2; k++)
+		fprintf(f, "clipd_index_info{collection=\"%s\",kind=\"%s\",factory=\"%s\"} 1\n",
+		        coll[k], g->index_kind[k], g->index_factory[k]);
+	header(f, "clipd_index_maintenance_running", "gauge",
+	       "1 while an index is rebuilt on a copy (task: train, compact, upgrade, retrain).");
+	for (int k = 0; k < 2; k++)
+		fprintf(f, "clipd_index_maintenance_running{collection=\"%s\",task=\"%s\"} %d\n",
+		        coll[k], g->index_maint_running[k] ? g->index_maint_running[k] : "none",
+		        g->index_maint_running[k] != NULL);
+	header(f, "clipd_index_maintenances_total", "counter", "Index maintenances finished.");
+	for (int k = 0; k < 2; k++)
+		fprintf(f, "clipd_index_maintenances_total{collection=\"%s\"} %llu\n", coll[k],
+		        (unsigned long long)g->index_maintenances[k]);
+	header(f, "clipd_index_maintenance_exclusive_seconds", "gauge",
+	       "How long the last maintenance held searches back (its exchange).");
+	for (int k = 0; k < 2; k++)
+		fprintf(f, "clipd_index_maintenance_exclusive_seconds{collection=\"%s\"} %.6f\n",
+		        coll[k], g->index_maint_exclusive_ms[k] / 1000.0);
 }
 
 char *metrics_render(const metrics_gauges *g, size_t *len)

@@ -44,6 +44,10 @@ typedef struct metrics_gauges {
 	int64_t queue_depth;
 	int64_t images_total, images_ready, texts_total;
 	int64_t index_vectors[2];    /* [images, texts] */
+	const char *index_kind[2], *index_factory[2];
+	const char *index_maint_running[2];   /* "train", ...; NULL when idle */
+	uint64_t index_maintenances[2];
+	double index_maint_exclusive_ms[2];   /* the last one's exclusive hold */
 	const char *version;
 	const char *model_id;
 	int migrating;               /* a switch of models is under way (migrate.h) */

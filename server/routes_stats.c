@@ -29,6 +29,13 @@ void route_metrics(http_req *r)
 	for (int k = 0; k < 2; k++) {
 		coll_get_stats(sp->coll, (store_kind)k, &cs);
 		g.index_vectors[k] = (int64_t)cs.count;
+		g.index_kind[k] = cs.kind;
+		g.index_factory[k] = cs.factory;
+		g.index_maint_running[k] = cs.state.running == VIDX_MAINT_NONE
+		                               ? NULL
+		                               : vidx_maint_name(cs.state.running);
+		g.index_maintenances[k] = cs.state.maintenances;
+		g.index_maint_exclusive_ms[k] = cs.state.last_swap_ms;
 	}
 	migrate_get(a->mig, &ms);
 	g.migrating = ms.active;
@@ -46,12 +53,31 @@ void route_metrics(http_req *r)
 	http_reply_data(r, 200, text, len, 1, "text/plain; version=0.0.4; charset=utf-8");
 }
 
+/* A maintenance task's name, or null. */
+static json_t *task_json(vidx_maint m)
+{
+	return m == VIDX_MAINT_NONE ? json_null() : json_string(vidx_maint_name(m));
+}
+
 static json_t *index_json(space *sp, store_kind kind)
 {
 	coll_stats cs;
 	coll_get_stats(sp->coll, kind, &cs);
-	return json_pack("{s:s,s:s,s:I,s:I,s:I}", "kind", cs.kind, "factory", cs.factory, "count",
-	                 (json_int_t)cs.count, "dead", (json_int_t)cs.dead, "seq", (json_int_t)cs.seq);
+	const vidx_state *st = &cs.state;
+	json_t *maint = json_pack(
+	    "{s:o,s:o,s:I,s:f,s:f,s:o}", "running", task_json(st->running), "due",
+	    task_json(st->due), "done", (json_int_t)st->maintenances, "last_ms", st->last_ms,
+	    "last_exclusive_ms", st->last_swap_ms, "error",
+	    st->error[0] ? json_string(st->error) : json_null());
+	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:o}", "kind", cs.kind, "factory",
+	                 cs.factory, "requested", st->requested, "count", (json_int_t)cs.count, "dead",
+	                 (json_int_t)cs.dead, "pending", (json_int_t)st->pending, "seq",
+	                 (json_int_t)cs.seq, "refine", st->refine ? json_integer(st->refine) : json_null(),
+	                 "nprobe", st->nprobe ? json_integer(st->nprobe) : json_null(),
+	                 "auto_threshold",
+	                 st->auto_threshold ? json_integer((json_int_t)st->auto_threshold)
+	                                    : json_null(),
+	                 "maintenance", maint);
 }
 
 /* Every model the process holds: the served one, and during a switch of

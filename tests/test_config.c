@@ -135,7 +135,7 @@ static void t_defaults(void)
 	CHECK(c.rescan_s == 300 && c.wait_max_s == 60);
 	CHECK(c.thumb_cache_bytes == (int64_t)512 << 20 && c.thumb_wait_ms == 10000);
 	CHECK(c.max_decodes == (cores > 2 ? cores : 2) && c.decode_wait_ms == 5000);
-	CHECK(!strcmp(c.index_factory, "exact") && c.precision == CLIP_PRECISION_AUTO);
+	CHECK(!strcmp(c.index_factory, "auto") && c.precision == CLIP_PRECISION_AUTO);
 	CHECK(c.log_level == 2); /* info */
 	CHECK(c.n_allow_roots == 0 && c.n_watch_dirs == 0 && c.n_allow_hosts == 0 &&
 	      c.n_allow_origins == 0);
