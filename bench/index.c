@@ -89,6 +89,8 @@ struct opts {
 	uint64_t seed;
 	int json;
 	int maint;               /* --maint: hnsw compaction, ivfpq training under load */
+	int nsweep;              /* --sweep nprobe:refine,...: IVF settings tried after the row */
+	int sweep_nprobe[16], sweep_refine[16];
 };
 
 struct result {
@@ -554,6 +556,37 @@ static void maintain_under_load(vidx *v, const float *q, size_t nq, int dim, siz
 	snprintf(res->factory, sizeof res->factory, "%s", vidx_factory(v));
 }
 
+/* Each --sweep setting on the built IVF index: single-query p50/p99 and
+ * recall@10 over the single queries, one "# sweep" line each. */
+static void sweep(vidx *v, const struct opts *o, const float *q, const int64_t *gt, size_t n,
+                  int kind)
+{
+	double *lat = xmalloc((size_t)o->queries * sizeof *lat);
+	float s[K];
+	int64_t got[K];
+	vidx_err err;
+	for (int i = 0; i < o->nsweep; i++) {
+		check(vidx_set_param(v, "nprobe", o->sweep_nprobe[i], &err), &err, "nprobe");
+		check(vidx_set_param(v, "refine", o->sweep_refine[i], &err), &err, "refine");
+		size_t h10 = 0, h1 = 0;
+		for (int j = 0; j < o->queries; j++) {
+			double t = bench_now();
+			check(vidx_search(v, 1, q + (size_t)j * (size_t)o->dim, K, s, got, &err), &err,
+			      "searching");
+			lat[j] = (bench_now() - t) * 1e3;
+			count_hits(got, gt + (size_t)j * K, &h10, &h1);
+		}
+		double p50 = percentile(lat, (size_t)o->queries, 50);
+		double p99 = percentile(lat, (size_t)o->queries, 99);
+		printf("# sweep %s N=%zu %s nprobe %d refine %d: 1q p50 %.3f p99 %.3f ms, "
+		       "recall@10 %.4f, @1 %.4f\n",
+		       kind_names[kind], n, vidx_factory(v), o->sweep_nprobe[i], o->sweep_refine[i],
+		       p50, p99, (double)h10 / (o->queries * K), (double)h1 / o->queries);
+		fflush(stdout);
+	}
+	free(lat);
+}
+
 /* Builds and measures one kind over x[n]. gt is the exact top-K of the
  * queries; when it is NULL (the exact kind runs first) it is computed here
  * from this index, into gt_out. */
@@ -577,8 +610,27 @@ static void run_kind(int kind, const struct opts *o, const float *x, size_t n, c
 		vidx_err err;
 		check(vidx_set_param(v, "auto_threshold", (double)n, &err), &err, "auto_threshold");
 	}
-	add_all(v, x, n, o->dim, kind, res);
-	if (kind == KIND_AUTO || (kind == KIND_IVFPQ && o->maint)) {
+	if (kind == KIND_IVFPQ && o->maint && n > IVFPQ_TRAIN_AT) {
+		/* As in the daemon: due once it holds enough to train, trained
+		 * then under load, the rest added after. */
+		add_all(v, x, IVFPQ_TRAIN_AT, o->dim, kind, res);
+		maintain_under_load(v, q, nq, o->dim, IVFPQ_TRAIN_AT, res);
+		vidx_err err;
+		int64_t *ids = xmalloc(ADD_BATCH * sizeof *ids);
+		double t0 = bench_now();
+		for (size_t at = IVFPQ_TRAIN_AT; at < n; at += ADD_BATCH) {
+			size_t b = n - at < ADD_BATCH ? n - at : ADD_BATCH;
+			for (size_t i = 0; i < b; i++)
+				ids[i] = (int64_t)(at + i);
+			check(vidx_add(v, b, x + at * (size_t)o->dim, ids, &err), &err, "adding");
+		}
+		res->add_s += bench_now() - t0;
+		res->add_rate = (double)n / res->add_s;
+		free(ids);
+	} else {
+		add_all(v, x, n, o->dim, kind, res);
+	}
+	if (kind == KIND_AUTO) {
 		maintain_under_load(v, q, nq, o->dim, n, res);
 	} else if (kind == KIND_HNSW && o->maint) {
 		/* A quarter removed (every fourth row), then compacted. */
@@ -605,6 +657,8 @@ static void run_kind(int kind, const struct opts *o, const float *x, size_t n, c
 		gt = gt_out;
 	}
 	res->peak_mb = proc_status_mb("VmHWM");
+	if (o->nsweep && gt && strstr(vidx_factory(v), "IVF"))
+		sweep(v, o, q, gt, n, kind);
 	vidx_close(v);
 
 	size_t h10 = 0, h1 = 0;
@@ -802,7 +856,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq,ivfpq-raw,auto]\n"
 	           "             [--dim 512] [--queries 200] [--batches 30] [--noise 0.5]\n"
 	           "             [--ef-search E] [--nprobe P] [--data gaussian|lowdim] [--seed S]\n"
-	           "             [--maint] [--json]\n");
+	           "             [--maint] [--sweep nprobe:refine,...] [--json]\n");
 }
 
 static void parse_opts(struct opts *o, int argc, char **argv)
@@ -820,6 +874,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{"seed", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"maint", no_argument, NULL, 'm'},
+		{"sweep", required_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -847,6 +902,18 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case 's': o->seed = (uint64_t)strtoull(optarg, NULL, 0); break;
 		case 'j': o->json = 1; break;
 		case 'm': o->maint = 1; break;
+		case 'S':
+			for (const char *p = optarg; *p && o->nsweep < 16;) {
+				int np, rf, used;
+				if (sscanf(p, "%d:%d%n", &np, &rf, &used) != 2 || np < 1 || rf < 0)
+					die("--sweep takes nprobe:refine pairs, e.g. 32:10,64:20");
+				o->sweep_nprobe[o->nsweep] = np;
+				o->sweep_refine[o->nsweep++] = rf;
+				p += used;
+				if (*p == ',')
+					p++;
+			}
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
