@@ -846,7 +846,7 @@ int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_
 		ids[i] = -1;
 
 	pthread_rwlock_rdlock(&v->lock);
-	if (v->refine > 0 && faiss_Index_ntotal(v->main) > 0)
+	if (v->has_vecs && v->refine > 0 && faiss_Index_ntotal(v->main) > 0)
 		rc = search_refined(v, nq, q, k, scores, ids, err);
 	else
 		rc = search_locked(v, nq, q, k, scores, ids, err);
@@ -877,6 +877,18 @@ int vidx_set_param(vidx *v, const char *name, double value, vidx_err *err)
 		v->refine_set = 1;
 		pthread_rwlock_unlock(&v->lock);
 		return VIDX_OK;
+	}
+	if (strcmp(name, "nprobe") == 0 && v->auto_mode) {
+		/* auto before its move: kept for the IVF index it moves to. */
+		pthread_rwlock_wrlock(&v->lock);
+		int later = v->kind != VIDX_IVF;
+		if (later && value >= 1 && value <= 65536)
+			v->nprobe = value;
+		pthread_rwlock_unlock(&v->lock);
+		if (later)
+			return value >= 1 && value <= 65536
+			           ? VIDX_OK
+			           : vidx_fail(err, VIDX_EINVAL, "index parameter nprobe: 1 to 65536");
 	}
 	if (strcmp(name, "auto_threshold") == 0) {
 		if (!v->auto_mode)

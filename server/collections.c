@@ -61,7 +61,7 @@ static void *maint_main(void *p);
 
 static const char *const names[2] = {"images", "texts"};
 
-int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, int dim,
+int coll_open(store *st, const char *dir, const coll_index_opts *io, int dim,
               const char *model_id, collections **out, api_err *err)
 {
 	collections *c = calloc(1, sizeof *c);
@@ -86,7 +86,7 @@ int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, i
 			rc = api_fail(err, API_ENOMEM, "out of memory");
 			goto out;
 		}
-		if (vidx_open_synced(c->path[k], st, (store_kind)k, factory, dim, model_id, &c->v[k], note,
+		if (vidx_open_synced(c->path[k], st, (store_kind)k, io->factory, dim, model_id, &c->v[k], note,
 		                     sizeof note, &verr) != VIDX_OK) {
 			rc = api_from_vidx(err, &verr);
 			goto out;
@@ -96,8 +96,14 @@ int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, i
 		c->saved[k] = strncmp(note, "loaded snapshot", 15) == 0;
 		c->saved_seq[k] = vidx_seq(c->v[k]);
 		vidx_set_background(c->v[k], 1);
-		if (auto_at && !strcmp(vidx_requested(c->v[k]), "auto") &&
-		    vidx_set_param(c->v[k], "auto_threshold", (double)auto_at, &verr) != VIDX_OK) {
+		int is_auto = !strcmp(vidx_requested(c->v[k]), "auto");
+		const char *kind = vidx_kind_name(c->v[k]);
+		if ((io->auto_at && is_auto &&
+		     vidx_set_param(c->v[k], "auto_threshold", (double)io->auto_at, &verr) != VIDX_OK) ||
+		    (io->nprobe > 0 && (is_auto || !strcmp(kind, "ivf")) &&
+		     vidx_set_param(c->v[k], "nprobe", io->nprobe, &verr) != VIDX_OK) ||
+		    (io->refine >= 0 && (is_auto || !strcmp(kind, "ivf") || !strcmp(kind, "other")) &&
+		     vidx_set_param(c->v[k], "refine", io->refine, &verr) != VIDX_OK)) {
 			rc = api_from_vidx(err, &verr);
 			goto out;
 		}

@@ -20,12 +20,22 @@ typedef struct collections collections;
 
 /* Opens DIR/images.vidx and DIR/texts.vidx with vidx_open_synced (load the
  * snapshot, else build from the store; then catch up), logging which
- * happened. A snapshot of another model is an error. auto_at > 0: the
- * vector count at which an auto index leaves exact search (0: its own). Starts the thread
+ * happened. A snapshot of another model is an error; so is a setting of
+ * io the index refuses. Starts the thread
  * that runs the indexes' maintenance (vidx_maintain: IVF training, HNSW
  * compaction, auto's move to IVF) while searches go on; coll_close stops
  * it. */
-int coll_open(store *st, const char *dir, const char *factory, size_t auto_at, int dim,
+/* How the indexes are made: --index, --index-auto-threshold (0: the
+ * index's own), --index-nprobe (0: the kind's default), --index-refine
+ * (-1: the default). */
+typedef struct coll_index_opts {
+	const char *factory;
+	size_t auto_at;
+	int nprobe;
+	int refine;
+} coll_index_opts;
+
+int coll_open(store *st, const char *dir, const coll_index_opts *io, int dim,
               const char *model_id, collections **out, api_err *err);
 void coll_close(collections *c);
 

@@ -45,6 +45,8 @@ static const struct opt {
 	{"batch", OPT_INT, "N", 0, 0, "images per encoder batch (default 16)"},
 	{"encoders", OPT_INT, "N", 0, 0, "concurrent request-time encodes (default 2)"},
 	{"index-auto-threshold", OPT_INT, "N", 0, 0, "vectors at which --index auto leaves exact search for IVF (default: 128k x 512 / dimension)"},
+	{"index-nprobe", OPT_INT, "N", 0, 0, "IVF (and auto once it is IVF): inverted lists searched per query (default 32)"},
+	{"index-refine", OPT_INT, "N", 0, 0, "compressed kinds (ivfpq, auto): candidates per result re-ranked with the exact vectors, 0 for none (default 10)"},
 	{"index", OPT_STR, "FACTORY", 0, 0, "index kind: auto, exact, hnsw, ivfpq or a FAISS factory string (default auto: exact while small, then re-ranked IVF-PQ trained in the background)"},
 	{"allow-root", OPT_LIST, "DIR", 1, 1, "allow POST /v1/ingest of server files under DIR (repeatable; env: colon-separated)"},
 	{"watch", OPT_LIST, "DIR", 1, 2, "ingest new and changed images under DIR, remove deleted ones (repeatable; env: colon-separated)"},
@@ -617,6 +619,12 @@ static int resolve(config *cfg, struct raw *r, char *msg, size_t size)
 	if (get_int(r, "index-auto-threshold", 0, 0, INT64_MAX / 2, &v, msg, size))
 		return -1;
 	cfg->index_auto_at = v;
+	if (get_int(r, "index-nprobe", 0, 0, 65536, &v, msg, size))
+		return -1;
+	cfg->index_nprobe = (int)v;
+	if (get_int(r, "index-refine", -1, 0, 1000, &v, msg, size))
+		return -1;
+	cfg->index_refine = (int)v;
 	if (get_int(r, "batch", 16, 1, 256, &v, msg, size))
 		return -1;
 	cfg->batch = (int)v;

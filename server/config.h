@@ -29,6 +29,8 @@ typedef struct config {
 	int encoders;          /* request-time encoder contexts */
 	char *index_factory;   /* "auto" unless given */
 	int64_t index_auto_at; /* --index-auto-threshold; 0: the index's own */
+	int index_nprobe;      /* --index-nprobe; 0: the kind's default */
+	int index_refine;      /* --index-refine; -1: the default */
 	clip_precision precision;
 	char **allow_roots;    /* realpath'd, n_allow_roots of them */
 	char **allow_roots_given; /* [n_allow_roots] as given, made absolute: a

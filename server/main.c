@@ -322,8 +322,9 @@ static void index_layout(const char *root, const char *serving, const char *targ
 static int open_index(app *a, space *sp, const char *root)
 {
 	api_err ae;
-	if (space_open_index(sp, a->st, root, a->cfg->index_factory, (size_t)a->cfg->index_auto_at,
-	                     &ae)) {
+	coll_index_opts io = {a->cfg->index_factory, (size_t)a->cfg->index_auto_at,
+	                      a->cfg->index_nprobe, a->cfg->index_refine};
+	if (space_open_index(sp, a->st, root, &io, &ae)) {
 		if (ae.domain == ERR_VIDX && ae.code == VIDX_EMISMATCH)
 			log_error("%s. The index snapshot belongs to another model: use a new --data "
 			          "directory for this model.", ae.msg);

@@ -55,14 +55,14 @@ void space_index_dir(const char *root, const char *model_id, char *out, size_t s
 	snprintf(out, size, "%s/%s", root, model_id);
 }
 
-int space_open_index(space *sp, store *st, const char *root, const char *factory, size_t auto_at,
+int space_open_index(space *sp, store *st, const char *root, const coll_index_opts *io,
                      api_err *err)
 {
 	char dir[4096];
 	space_index_dir(root, sp->model_id, dir, sizeof dir);
 	if (g_mkdir_with_parents(dir, 0755) != 0)
 		return api_fail(err, API_EIO, "cannot create the index directory %s", dir);
-	return coll_open(st, dir, factory, auto_at, sp->dim, sp->model_id, &sp->coll, err);
+	return coll_open(st, dir, io, sp->dim, sp->model_id, &sp->coll, err);
 }
 
 int space_open_encoders(space *sp, int nctx, int batch, api_err *err)

@@ -29,7 +29,7 @@ int space_load(const char *dir, clip_precision p, space **out, api_err *err);
 
 /* Opens the space's indexes: ROOT/<model id>/images.vidx and texts.vidx,
  * loaded or built from the store (coll_open). */
-int space_open_index(space *sp, store *st, const char *root, const char *factory, size_t auto_at,
+int space_open_index(space *sp, store *st, const char *root, const coll_index_opts *io,
                      api_err *err);
 
 /* Creates the space's request-time encoders (encode_pool_open). */

@@ -48,7 +48,8 @@ def texts_index(d):
 
 def test_auto(tmp):
     data = os.path.join(tmp, "data")
-    d = Daemon("auto", data, extra=["--index-auto-threshold", str(THRESHOLD)])
+    d = Daemon("auto", data, extra=["--index-auto-threshold", str(THRESHOLD),
+                                    "--index-nprobe", "16", "--index-refine", "25"])
     if not ok(d.start(), "clipd starts with --index-auto-threshold %d" % THRESHOLD):
         return
     try:
@@ -92,9 +93,11 @@ def test_auto(tmp):
         th.join()
         st = texts_index(d)
         ok(moved and st["kind"] == "ivf" and st["factory"].startswith("IVF") and
-           "PQ" in st["factory"] and st["requested"] == "auto" and st["refine"] == 10 and
+           "PQ" in st["factory"] and st["requested"] == "auto" and st["refine"] == 25 and
+           st["nprobe"] == 16 and
            st["maintenance"]["running"] is None and st["maintenance"]["error"] is None,
-           "past the threshold the maintenance thread moves it to re-ranked IVF-PQ", st)
+           "past the threshold the maintenance thread moves it to re-ranked IVF-PQ, "
+           "with --index-nprobe and --index-refine", st)
         ok(wait_until(lambda: texts_index(d)["count"] == len(ids)),
            "the IVF index holds all %d texts" % len(ids), texts_index(d))
         ok(not errors and answered[0] > 0,
@@ -142,8 +145,10 @@ def test_auto(tmp):
         return
     try:
         st = texts_index(d2)
-        ok(st["kind"] == "ivf" and st["requested"] == "auto" and st["count"] == len(ids) - 1,
-           "after a restart the index is still the IVF one, all texts but the deleted", st)
+        ok(st["kind"] == "ivf" and st["requested"] == "auto" and st["count"] == len(ids) - 1 and
+           st["refine"] == 10 and st["nprobe"] == 32,
+           "after a restart the index is still the IVF one, all texts but the deleted, "
+           "with the default nprobe and refine now that none is given", st)
         ok("texts index (IVF" in d2.log() and "loaded snapshot" in d2.log(),
            "it was loaded from the snapshot, not rebuilt", d2.log()[-1500:])
         vecs.pop(gone, None)
@@ -160,7 +165,9 @@ def test_auto(tmp):
     # Settings refused at start, with the reason.
     for args, what in ((["--index-auto-threshold", "-5"], "a negative threshold"),
                        (["--index-auto-threshold", "many"], "a threshold that is not a number"),
-                       (["--index", "IVF-nonsense,PQ"], "an index factory FAISS rejects")):
+                       (["--index", "IVF-nonsense,PQ"], "an index factory FAISS rejects"),
+                       (["--index-refine", "5000"], "a refine over 1000"),
+                       (["--index-nprobe", "-1"], "a negative nprobe")):
         rc, out = run_clipd(["--model", e2e.MODEL, "--data", os.path.join(tmp, "bad"),
                              "--listen", "127.0.0.1:0"] + args)
         ok(rc != 0 and ("index" in out), "%s is refused at start with a message" % what,
