@@ -468,7 +468,9 @@ void fuzz_daemon_start(void)
 		die("store", se.msg);
 	clip_set_threads(1);
 	snprintf(path, sizeof path, "%s/index", d.cfg.data_dir);
-	if (space_open_index(d.a.sp, d.a.st, path, d.cfg.index_factory, &ae))
+	coll_index_opts io = {d.cfg.index_factory, (size_t)d.cfg.index_auto_at, d.cfg.index_nprobe,
+	                      d.cfg.index_refine};
+	if (space_open_index(d.a.sp, d.a.st, path, &io, &ae))
 		die("indexes", ae.msg);
 	snprintf(path, sizeof path, "%s/blobs", d.cfg.data_dir);
 	if (blobs_open(path, &d.a.blobs, &ae))
