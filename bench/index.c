@@ -14,7 +14,7 @@
  *   - latency of 32-query batches, p50 and p99 per batch,
  *   - recall@10 (and @1) against exact search over the same queries,
  *   - resident memory the index added, and the process's peak (VmHWM).
- * ivfpq is re-ranked with the exact vectors (refine 10, the default);
+ * ivfpq is re-ranked with the exact vectors (refine 100, the default, and nprobe an eighth of the lists);
  * ivfpq-raw is the same index without (refine 0). auto is added as exact
  * (it is one below its threshold) and then moved to IVF-PQ by
  * vidx_maintain. For auto, and with --maint for hnsw (after removing a

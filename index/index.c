@@ -26,10 +26,18 @@
 /* 8-bit product quantizers have 256 centroids per sub-vector. */
 #define PQ_TRAIN_MIN (256 * POINTS_PER_CENTROID)
 /* Candidates per wanted result that a compressed index hands to the exact
- * re-ranking: enough for recall@10 >= 0.95 against exact search at 1M
- * vectors of --data lowdim in bench/index (see README, "Large
+ * re-ranking, and IVF lists searched per query: bench/index --sweep at 1M
+ * vectors of --data lowdim, IVF1024,PQ64 (the auto kind's choice there),
+ * gave recall@10 0.753 at nprobe 32 refine 10, 0.948 at 128/50, 0.974 at
+ * 128/100 (1q p50 5.4 ms) and 0.982 at 256/100 (7.8 ms): past an eighth of
+ * the lists the codes, not the lists, limit recall (README, "Large
  * collections"). */
-#define DEFAULT_REFINE 10
+#define DEFAULT_REFINE 100
+#define NPROBE_MIN 32
+#define NPROBE_FRACTION 8
+/* At most this many candidates a query (or k, when more), so that a large
+ * k times refine stays a bounded read of the vector file. */
+#define REFINE_MAX 10000
 
 int vidx_fail(vidx_err *err, vidx_code code, const char *fmt, ...)
 {
@@ -152,6 +160,15 @@ static int compressed(const char *factory)
 	return strncmp(last, "Flat", 4) != 0;
 }
 
+/* An eighth of the lists, at least NPROBE_MIN (and at most all). */
+static int default_nprobe(FaissIndex *main)
+{
+	FaissIndexIVF *ivf = faiss_IndexIVF_cast(main);
+	size_t nlist = ivf ? faiss_IndexIVF_nlist(ivf) : NPROBE_MIN;
+	size_t np = nlist / NPROBE_FRACTION > NPROBE_MIN ? nlist / NPROBE_FRACTION : NPROBE_MIN;
+	return (int)(np < nlist ? np : nlist);
+}
+
 int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
               FaissIndex *pending, vidx **out, vidx_err *err)
 {
@@ -174,6 +191,12 @@ int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, F
 	v->has_vecs = kind == VIDX_IVF || kind == VIDX_OTHER;
 	vecs_init(&v->vecs, dim);
 	v->refine = v->has_vecs && compressed(factory) ? DEFAULT_REFINE : 0;
+	/* The default nprobe (nprobe 1 is FAISS's), also over a loaded
+	 * snapshot's, which FAISS keeps in the file: an explicit one is set
+	 * after opening. */
+	FaissIndexIVF *ivf0 = kind == VIDX_IVF ? faiss_IndexIVF_cast(main) : NULL;
+	if (ivf0)
+		faiss_IndexIVF_set_nprobe(ivf0, (size_t)default_nprobe(main));
 	/* Enough training points for FAISS's k-means: 39 per IVF list, and
 	 * 39 per product-quantizer centroid when the codes are PQ. */
 	v->train_min = 0;
@@ -223,12 +246,10 @@ int vidx_create(const char *factory, int dim, const char *model, vidx **out, vid
 	if (rc != VIDX_OK)
 		goto out;
 	/* Search defaults that keep recall@10 high on CLIP embeddings (see
-	 * bench/index.c); FAISS's own defaults (efSearch 16, nprobe 1) are
-	 * tuned for speed. */
+	 * bench/index.c); FAISS's own efSearch 16 is tuned for speed (nprobe:
+	 * vidx_wrap). */
 	if (kind == VIDX_HNSW)
 		rc = set_param_locked(v, "efSearch", 64, err);
-	else if (kind == VIDX_IVF)
-		rc = set_param_locked(v, "nprobe", 32, err);
 	if (rc != VIDX_OK) {
 		vidx_close(v);
 		goto out;
@@ -789,8 +810,8 @@ static int search_refined(vidx *v, size_t nq, const float *q, int k, float *scor
                           vidx_err *err)
 {
 	size_t kk = (size_t)k * (size_t)v->refine, d = (size_t)v->dim;
-	if (kk > 100000)
-		kk = k > 100000 ? (size_t)k : 100000;
+	if (kk > REFINE_MAX)
+		kk = k > REFINE_MAX ? (size_t)k : REFINE_MAX;
 	if (kk > v->ids.n)
 		kk = v->ids.n > (size_t)k ? v->ids.n : (size_t)k;
 	float *s = malloc(nq * kk * sizeof *s);
@@ -813,10 +834,7 @@ static int search_refined(vidx *v, size_t nq, const float *q, int k, float *scor
 			const float *x = id >= 0 ? vecs_get(&v->vecs, id) : NULL;
 			if (!x)
 				continue;
-			float dot = 0;
-			for (size_t t = 0; t < d; t++)
-				dot += x[t] * qv[t];
-			c[m++] = (cand){dot, id};
+			c[m++] = (cand){vidx_dot(x, qv, (int)d), id};
 		}
 		qsort(c, m, sizeof *c, cand_order);
 		for (size_t o = 0; o < (size_t)k; o++) {

@@ -153,6 +153,9 @@ void vidx_make_auto(vidx *v);
 void vidx_journal_set(vidx *v, size_t n, const int64_t *ids, const float *x);
 void vidx_journal_remove(vidx *v, size_t n, const int64_t *ids);
 
+/* a . b over dim floats, vectorised for the CPU it runs on (scan.c). */
+float vidx_dot(const float *a, const float *b, int dim);
+
 /* Exact search of one query q[dim] over the n rows of xb[n][dim] (ids
  * row_id[n]) in `threads` threads: the k best, best first, ties by the
  * smaller id; missing results have id -1. (scan.c) */

@@ -30,6 +30,7 @@
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
 
 #include "index_int.h"
 
@@ -425,7 +426,8 @@ void vidx_get_state(vidx *v, vidx_state *out)
 	out->dead = v->ndead;
 	out->pending = v->pending ? (size_t)faiss_Index_ntotal(v->pending) : 0;
 	out->refine = v->has_vecs ? v->refine : 0;
-	out->nprobe = v->kind == VIDX_IVF ? (v->nprobe > 0 ? (int)v->nprobe : 32) : 0;
+	FaissIndexIVF *ivf = v->kind == VIDX_IVF ? faiss_IndexIVF_cast(v->main) : NULL;
+	out->nprobe = ivf ? (int)faiss_IndexIVF_nprobe(ivf) : 0;
 	out->auto_threshold = v->auto_mode ? v->auto_at : 0;
 	out->running = (vidx_maint)v->maint;
 	out->due = due_locked(v);

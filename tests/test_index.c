@@ -938,7 +938,9 @@ static void t_refine(void)
 	VOK(vidx_search(v, NQ, q, K, rs, rl, &err));
 	VOK(vidx_save(v, path, &err));
 	VOK(vidx_load(path, MODEL, DIM, &w, &err));
+	/* Search parameters are the opener's, not the snapshot's. */
 	VOK(vidx_set_param(w, "nprobe", 16, &err));
+	VOK(vidx_set_param(w, "refine", 10, &err));
 	VOK(vidx_search(w, NQ, q, K, s, l, &err));
 	CHECK(diff_results("refined after load", NQ * K, s, l, rs, rl, 1e-5f) == 0);
 	/* Changes after the load go to the overlay, and a second save folds
@@ -1083,6 +1085,58 @@ static void maintain_under_churn(vidx *v, ref *r, int dim, size_t n, const int64
 	       st.last_ms, st.last_swap_ms);
 out:
 	free(y);
+}
+
+/* The search defaults: nprobe an eighth of the lists (at least 32, at
+ * most all of them), refine 100 for compressed codes, none for exact
+ * ones; a loaded snapshot gets the defaults, not the nprobe it was saved
+ * with (FAISS writes nprobe into the file). */
+static void t_default_params(void)
+{
+	static const struct {
+		const char *factory;
+		int nprobe, refine;
+	} cases[] = {
+		{"IVF16,PQ8np", 16, 100},
+		{"IVF64,Flat", 32, 0},
+		{"IVF1024,PQ16np", 128, 100},
+		{"IVF4096,Flat", 512, 0},
+		{"exact", 0, 0},
+		{"auto", 0, 0},
+	};
+	vidx_err err;
+	vidx_state st;
+	char dir[512], path[600];
+	vidx *v = NULL, *w = NULL;
+	float *x = NULL;
+	dir[0] = 0;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		VOK(vidx_create(cases[i].factory, 64, MODEL, &v, &err));
+		vidx_get_state(v, &st);
+		CHECKF(st.nprobe == cases[i].nprobe && st.refine == cases[i].refine,
+		       "%s: nprobe %d refine %d, want %d and %d", cases[i].factory, st.nprobe,
+		       st.refine, cases[i].nprobe, cases[i].refine);
+		vidx_close(v);
+		v = NULL;
+	}
+	uint64_t seed = 11;
+	const size_t n = 16 * 40;
+	x = rand_units(&seed, n, 64);
+	ENSURE(x && make_tmpdir(dir, sizeof dir) == 0);
+	snprintf(path, sizeof path, "%s/ivf.vidx", dir);
+	VOK(build_random("IVF16,Flat", 64, n, x, &v, &err));
+	VOK(vidx_set_param(v, "nprobe", 3, &err));
+	vidx_get_state(v, &st);
+	CHECKF(st.nprobe == 3, "nprobe %d after setting 3", st.nprobe);
+	VOK(vidx_save(v, path, &err));
+	VOK(vidx_load(path, MODEL, 64, &w, &err));
+	vidx_get_state(w, &st);
+	CHECKF(st.nprobe == 16, "loaded with nprobe %d, want the default 16", st.nprobe);
+out:
+	vidx_close(v);
+	vidx_close(w);
+	free(x);
+	remove_tree(dir);
 }
 
 /* An IVF index in the background: adds do not train it, vidx_maintain
@@ -2610,6 +2664,7 @@ int main(void)
 	TAP_RUN(t_refused_add);
 	TAP_RUN(t_failed_replace);
 	TAP_RUN(t_refine);
+	TAP_RUN(t_default_params);
 	TAP_RUN(t_maint_train);
 	TAP_RUN(t_maint_compact);
 	TAP_RUN(t_maint_auto);

@@ -146,7 +146,7 @@ def test_auto(tmp):
     try:
         st = texts_index(d2)
         ok(st["kind"] == "ivf" and st["requested"] == "auto" and st["count"] == len(ids) - 1 and
-           st["refine"] == 10 and st["nprobe"] == 32,
+           st["refine"] == 100 and st["nprobe"] == 32,
            "after a restart the index is still the IVF one, all texts but the deleted, "
            "with the default nprobe and refine now that none is given", st)
         ok("texts index (IVF" in d2.log() and "loaded snapshot" in d2.log(),
