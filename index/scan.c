@@ -20,13 +20,21 @@
  * runs on any of them; the loader picks one once). "omp simd" lets the
  * compiler reorder the sum into vector lanes. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
-float vidx_dot(const float *a, const float *b, int dim)
+static float dot(const float *a, const float *b, int dim)
 {
 	float s = 0;
 #pragma omp simd reduction(+ : s)
 	for (int i = 0; i < dim; i++)
 		s += a[i] * b[i];
 	return s;
+}
+
+/* The same for the other files of index/: a plain function, because clang
+ * emits the resolver of a target_clones function only for calls in its
+ * own file (the fuzz build failed to link an exported one). */
+float vidx_dot(const float *a, const float *b, int dim)
+{
+	return dot(a, b, dim);
 }
 
 /* Min-heap of the k best so far, worst at the root: (score, id) pairs where
@@ -105,7 +113,7 @@ int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, co
 		size_t lo = n * (size_t)t / (size_t)nt, hi = n * (size_t)(t + 1) / (size_t)nt;
 		heap *h = &hs[t];
 		for (size_t r = lo; r < hi; r++)
-			heap_push(h, vidx_dot(xb + r * (size_t)dim, q, dim), row_id[r]);
+			heap_push(h, dot(xb + r * (size_t)dim, q, dim), row_id[r]);
 	}
 
 	/* Merge: every thread's k into the first heap, then pop in order. */
