@@ -161,12 +161,10 @@ static int compressed(const char *factory)
 }
 
 /* An eighth of the lists, at least NPROBE_MIN (and at most all). */
-static int default_nprobe(FaissIndex *main)
+static size_t default_nprobe(size_t nlist)
 {
-	FaissIndexIVF *ivf = faiss_IndexIVF_cast(main);
-	size_t nlist = ivf ? faiss_IndexIVF_nlist(ivf) : NPROBE_MIN;
 	size_t np = nlist / NPROBE_FRACTION > NPROBE_MIN ? nlist / NPROBE_FRACTION : NPROBE_MIN;
-	return (int)(np < nlist ? np : nlist);
+	return np < nlist ? np : nlist;
 }
 
 int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, FaissIndex *main,
@@ -196,7 +194,7 @@ int vidx_wrap(int dim, vidx_kind kind, const char *model, const char *factory, F
 	 * after opening. */
 	FaissIndexIVF *ivf0 = kind == VIDX_IVF ? faiss_IndexIVF_cast(main) : NULL;
 	if (ivf0)
-		faiss_IndexIVF_set_nprobe(ivf0, (size_t)default_nprobe(main));
+		faiss_IndexIVF_set_nprobe(ivf0, default_nprobe(faiss_IndexIVF_nlist(ivf0)));
 	/* Enough training points for FAISS's k-means: 39 per IVF list, and
 	 * 39 per product-quantizer centroid when the codes are PQ. */
 	v->train_min = 0;
