@@ -716,32 +716,37 @@ out:
 	return rc;
 }
 
-/* An exact index this large is searched one query at a time on every core
- * (scan.c); below it a query takes well under a millisecond on one. */
-#define SCAN_SPLIT_MIN 16384
+
+int vidx_flat_rows(vidx *v, const float **xb, const int64_t **row_id, size_t *n, vidx_err *err)
+{
+	FaissIndexIDMap *map = faiss_IndexIDMap_cast(v->main);
+	FaissIndexFlat *flat = map ? faiss_IndexFlat_cast(faiss_IndexIDMap_sub_index(map)) : NULL;
+	float *x;
+	int64_t *ids;
+	size_t nx;
+	if (!flat)
+		return vidx_fail(err, VIDX_EFAISS, "exact index is not an IDMap over Flat");
+	faiss_IndexFlat_xb(flat, &x, &nx);
+	faiss_IndexIDMap_id_map(map, &ids, n);
+	if (*n * (size_t)v->dim != nx)
+		return vidx_fail(err, VIDX_EFAISS, "exact index: %zu ids for %zu floats", *n, nx);
+	*xb = x;
+	*row_id = ids;
+	return VIDX_OK;
+}
 
 static int search_exact_split(vidx *v, size_t nq, const float *q, int k, float *scores,
                               int64_t *ids, vidx_err *err)
 {
-	FaissIndexIDMap *map = faiss_IndexIDMap_cast(v->main);
-	FaissIndexFlat *flat = map ? faiss_IndexFlat_cast(faiss_IndexIDMap_sub_index(map)) : NULL;
-	float *xb;
-	size_t nx, nids;
-	int64_t *row_id;
-	if (!flat)
-		return vidx_fail(err, VIDX_EFAISS, "exact index is not an IDMap over Flat");
-	faiss_IndexFlat_xb(flat, &xb, &nx);
-	faiss_IndexIDMap_id_map(map, &row_id, &nids);
-	if (nids * (size_t)v->dim != nx)
-		return vidx_fail(err, VIDX_EFAISS, "exact index: %zu ids for %zu floats", nids, nx);
-	for (size_t i = 0; i < nq; i++) {
-		int rc = vidx_scan_topk(xb, row_id, nids, v->dim, q + i * (size_t)v->dim, k,
-		                        omp_get_max_threads(), scores + i * (size_t)k,
-		                        ids + i * (size_t)k, err);
-		if (rc != VIDX_OK)
-			return rc;
-	}
-	return VIDX_OK;
+	const float *xb;
+	const int64_t *row_id;
+	size_t nids;
+	int rc = vidx_flat_rows(v, &xb, &row_id, &nids, err);
+	for (size_t i = 0; rc == VIDX_OK && i < nq; i++)
+		rc = vidx_scan_topk(xb, row_id, nids, v->dim, q + i * (size_t)v->dim, k,
+		                    omp_get_max_threads(), scores + i * (size_t)k, ids + i * (size_t)k,
+		                    err);
+	return rc;
 }
 
 /* The search itself, under the lock: ids[] are -1 on entry. */
@@ -847,6 +852,14 @@ out:
 	return rc;
 }
 
+int vidx_search_held(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                     vidx_err *err)
+{
+	if (v->has_vecs && v->refine > 0 && faiss_Index_ntotal(v->main) > 0)
+		return search_refined(v, nq, q, k, scores, ids, err);
+	return search_locked(v, nq, q, k, scores, ids, err);
+}
+
 int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
                 vidx_err *err)
 {
@@ -862,10 +875,7 @@ int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_
 		ids[i] = -1;
 
 	pthread_rwlock_rdlock(&v->lock);
-	if (v->has_vecs && v->refine > 0 && faiss_Index_ntotal(v->main) > 0)
-		rc = search_refined(v, nq, q, k, scores, ids, err);
-	else
-		rc = search_locked(v, nq, q, k, scores, ids, err);
+	rc = vidx_search_held(v, nq, q, k, scores, ids, err);
 	pthread_rwlock_unlock(&v->lock);
 	if (rc == VIDX_OK)
 		fill_missing(nres, scores, ids);

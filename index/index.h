@@ -95,6 +95,14 @@ int vidx_remove(vidx *v, size_t n, const int64_t *ids, size_t *removed, vidx_err
 int vidx_search(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
                 vidx_err *err);
 
+/* Searches one query q[dim] for its k best among the ids allow[nallow]
+ * (ascending, distinct; ids not in the index are ignored), as vidx_search
+ * otherwise. The filter is applied inside the search (filter.c): when k
+ * of the allowed ids are in the index, k are returned, however few the
+ * filter keeps; exact and compressed kinds score them exactly. */
+int vidx_search_among(vidx *v, const float *q, int k, const int64_t *allow, size_t nallow,
+                      float *scores, int64_t *ids, vidx_err *err);
+
 /* Sets a search parameter: "efSearch" (HNSW), "nprobe" (IVF), "refine"
  * (IVF and other compressed kinds: candidates per result re-ranked by the
  * exact vectors, 0 for none) or "auto_threshold" (auto: the vector count

@@ -162,6 +162,38 @@ float vidx_dot(const float *a, const float *b, int dim);
 int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, const float *q,
                    int k, int threads, float *scores, int64_t *ids, vidx_err *err);
 
+/* vidx_search's work with v->lock already held (shared or exclusive):
+ * the refined search when the kind re-ranks, else the plain one. ids[]
+ * must be -1 on entry. */
+int vidx_search_held(vidx *v, size_t nq, const float *q, int k, float *scores, int64_t *ids,
+                     vidx_err *err);
+
+/* The flat rows of an exact index (IDMap over Flat): xb[n][dim] and the
+ * id of each row, FAISS's own memory, valid while the lock is held. */
+int vidx_flat_rows(vidx *v, const float **xb, const int64_t **row_id, size_t *n, vidx_err *err);
+
+/* An exact index this large is searched one query at a time on every core
+ * (scan.c); below it a query takes well under a millisecond on one. */
+#define SCAN_SPLIT_MIN 16384
+
+/* The ids a filtered search may return (filter.c): a bitmap over 0..nbits
+ * when the largest id is small enough for one, else the sorted ids
+ * themselves, searched by bisection. */
+typedef struct vidx_sel {
+	uint64_t *bits;       /* [nbits / 64 + 1], or NULL */
+	size_t nbits;
+	const int64_t *sorted;
+	size_t n;
+} vidx_sel;
+
+int vidx_sel_has(const vidx_sel *s, int64_t id);
+
+/* vidx_scan_topk over the rows whose id sel holds (sel NULL: all). rowp,
+ * when not NULL, gives each row's address instead of xb + r * dim. */
+int vidx_scan_sel(const float *xb, const float *const *rowp, const int64_t *row_id, size_t n,
+                  int dim, const float *q, int k, int threads, const vidx_sel *sel,
+                  float *scores, int64_t *ids, vidx_err *err);
+
 /* For tests of the failure paths: the next n adds to FAISS fail as if FAISS
  * had refused them, after everything before them was done. */
 void vidx_inject_add_failures(vidx *v, int n);

@@ -92,6 +92,13 @@ static void heap_push(heap *h, float s, int64_t id)
 int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, const float *q,
                    int k, int threads, float *scores, int64_t *ids, vidx_err *err)
 {
+	return vidx_scan_sel(xb, NULL, row_id, n, dim, q, k, threads, NULL, scores, ids, err);
+}
+
+int vidx_scan_sel(const float *xb, const float *const *rowp, const int64_t *row_id, size_t n,
+                  int dim, const float *q, int k, int threads, const vidx_sel *sel,
+                  float *scores, int64_t *ids, vidx_err *err)
+{
 	if (threads < 1)
 		threads = 1;
 	if ((size_t)threads > n)
@@ -112,8 +119,12 @@ int vidx_scan_topk(const float *xb, const int64_t *row_id, size_t n, int dim, co
 		/* The team may be smaller than asked: ranges follow its size. */
 		size_t lo = n * (size_t)t / (size_t)nt, hi = n * (size_t)(t + 1) / (size_t)nt;
 		heap *h = &hs[t];
-		for (size_t r = lo; r < hi; r++)
-			heap_push(h, dot(xb + r * (size_t)dim, q, dim), row_id[r]);
+		for (size_t r = lo; r < hi; r++) {
+			if (sel && !vidx_sel_has(sel, row_id[r]))
+				continue;
+			const float *x = rowp ? rowp[r] : xb + r * (size_t)dim;
+			heap_push(h, dot(x, q, dim), row_id[r]);
+		}
 	}
 
 	/* Merge: every thread's k into the first heap, then pop in order. */

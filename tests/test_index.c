@@ -1091,6 +1091,101 @@ out:
  * most all of them), refine 100 for compressed codes, none for exact
  * ones; a loaded snapshot gets the defaults, not the nprobe it was saved
  * with (FAISS writes nprobe into the file). */
+/* ---- filtered search (filter.c) ------------------------------------------ */
+
+/* Every kind, filters keeping 1/2 to 1/500 of the vectors: k results when
+ * k are allowed, only allowed ids, and, wherever the index scores the
+ * allowed vectors exactly (exact; a filter keeping at most 1/8), exactly
+ * the brute-force k best of the allowed set. */
+static void t_search_among(void)
+{
+	enum { DIM = 32, N = 12000, NQ = 8 };
+	static const char *const kinds[] = {"exact", "HNSW32,Flat", "IVF16,Flat", "IVF16,PQ8np",
+	                                    "auto"};
+	static const size_t every[] = {2, 10, 100, 500};
+	vidx_err err;
+	vidx *v = NULL;
+	ref r;
+	uint64_t seed = 29;
+	ref_init(&r, DIM);
+	float *x = rand_units(&seed, N, DIM), *q = rand_units(&seed, NQ, DIM);
+	int64_t *allow = malloc((N + 2) * sizeof *allow);
+	ENSURE(x && q && allow);
+	for (size_t f = 0; f < sizeof kinds / sizeof kinds[0]; f++) {
+		VOK(build_random(kinds[f], DIM, N, x, &v, &err));
+		for (size_t e = 0; e < sizeof every / sizeof every[0]; e++) {
+			size_t n = 0;
+			ref_free(&r);
+			ref_init(&r, DIM);
+			for (size_t i = 0; i < N; i += every[e]) {
+				allow[n++] = id_of(i);
+				ENSURE(ref_add_new(&r, 1, x + i * DIM, &allow[n - 1]) == 0);
+			}
+			allow[n++] = id_of(N) + 1000; /* not in the index: ignored */
+			int exact = !strcmp(kinds[f], "exact") || !strcmp(kinds[f], "auto") ||
+			            every[e] >= 8;
+			size_t hits = 0, bad = 0, shortfall = 0, diff = 0;
+			for (int qi = 0; qi < NQ; qi++) {
+				float s[K], rs[K];
+				int64_t l[K], rl[K];
+				VOK(vidx_search_among(v, q + qi * DIM, K, allow, n, s, l, &err));
+				ref_search(&r, 1, q + qi * DIM, K, rs, rl);
+				for (int j = 0; j < K; j++) {
+					if (l[j] < 0) {
+						shortfall++;
+						continue;
+					}
+					ssize_t i = index_of(l[j], N);
+					bad += i < 0 || (size_t)i % every[e] != 0;
+					for (int t = 0; t < K; t++)
+						hits += rl[t] == l[j];
+					if (exact && (l[j] != rl[j] || fabsf(s[j] - rs[j]) > 1e-4f))
+						diff++;
+				}
+			}
+			CHECKF(bad == 0 && shortfall == 0, "%s, 1/%zu allowed: %zu results not allowed, "
+			       "%zu missing", kinds[f], every[e], bad, shortfall);
+			if (exact)
+				CHECKF(diff == 0, "%s, 1/%zu allowed: %zu results differ from brute force",
+				       kinds[f], every[e], diff);
+			else
+				CHECKF(hits >= (size_t)(0.8 * NQ * K), "%s, 1/%zu allowed: recall %.2f",
+				       kinds[f], every[e], (double)hits / (NQ * K));
+		}
+		/* Fewer allowed than k: all of them, then -1. */
+		float s[K];
+		int64_t l[K];
+		int64_t three[3] = {id_of(5), id_of(77), id_of(4000)};
+		VOK(vidx_search_among(v, q, K, three, 3, s, l, &err));
+		CHECKF(l[3] == -1 && isinf(s[3]) && l[0] >= 0 && l[1] >= 0 && l[2] >= 0,
+		       "%s: 3 allowed gave %lld %lld %lld %lld", kinds[f], (long long)l[0],
+		       (long long)l[1], (long long)l[2], (long long)l[3]);
+		VOK(vidx_search_among(v, q, K, three, 0, s, l, &err));
+		CHECKF(l[0] == -1, "%s: none allowed gave id %lld", kinds[f], (long long)l[0]);
+		int64_t unsorted[2] = {id_of(9), id_of(1)};
+		CHECKF(vidx_search_among(v, q, K, unsorted, 2, s, l, &err) == VIDX_EINVAL,
+		       "%s: unsorted ids accepted", kinds[f]);
+		vidx_close(v);
+		v = NULL;
+	}
+	/* Ids too sparse for a bitmap: searched by bisection, same answer. */
+	VOK(vidx_create("exact", DIM, MODEL, &v, &err));
+	int64_t big[4] = {5, 1ll << 40, (1ll << 41) + 3, 1ll << 50};
+	VOK(vidx_add(v, 4, x, big, &err));
+	float s[4];
+	int64_t l[4];
+	int64_t two[2] = {1ll << 40, 1ll << 50};
+	VOK(vidx_search_among(v, x + DIM, 4, two, 2, s, l, &err));
+	CHECKF(l[0] == (1ll << 40) && l[1] == (1ll << 50) && l[2] == -1,
+	       "sparse ids: got %lld %lld %lld", (long long)l[0], (long long)l[1], (long long)l[2]);
+out:
+	vidx_close(v);
+	ref_free(&r);
+	free(x);
+	free(q);
+	free(allow);
+}
+
 static void t_default_params(void)
 {
 	static const struct {
@@ -2664,6 +2759,7 @@ int main(void)
 	TAP_RUN(t_refused_add);
 	TAP_RUN(t_failed_replace);
 	TAP_RUN(t_refine);
+	TAP_RUN(t_search_among);
 	TAP_RUN(t_default_params);
 	TAP_RUN(t_maint_train);
 	TAP_RUN(t_maint_compact);
