@@ -505,4 +505,36 @@ int store_kv_delete(store *s, const char *key, store_err *err);
 /* *value is malloc'ed; STORE_ENOTFOUND when absent. */
 int store_kv_get(store *s, const char *key, char **value, store_err *err);
 
+
+/* ---- search filters (store_filter.c) ---------------------------------- */
+
+/* What a filtered search keeps. Absent conditions are 0 / NULL. */
+typedef struct store_filter {
+	int has_after, has_before;
+	int64_t after_ms, before_ms;  /* capture time in [after, before), Unix ms */
+	int has_near;
+	double lat, lon, km;          /* within km (great circle) of lat, lon */
+	const char *camera;           /* a substring of the make, the model or
+	                               * "make model", ASCII case-insensitive */
+	const char *meta_json;        /* a JSON object: each key's value (or one of
+	                               * an array of values) equals the item's
+	                               * metadata value of that key, type and
+	                               * value ("mime" is an image's column) */
+} store_filter;
+
+/* The ids of kind that pass every condition of f, ascending, in *ids (the
+ * caller frees). Images without a capture time fail a time condition, and
+ * without GPS a place condition. STORE_EINVAL for image conditions on
+ * texts and out-of-range coordinates. One consistent snapshot. */
+int store_filter_ids(store *s, store_kind kind, const store_filter *f, int64_t **ids, size_t *n,
+                     store_err *err);
+
+/* Great-circle distance in km (haversine, mean Earth radius 6371.0088 km). */
+double store_km_between(double lat1, double lon1, double lat2, double lon2);
+
+/* The capture time of each image ids[i]: taken_ms[i] and has[i] = 1, or
+ * has[i] = 0 when it has none or is gone. */
+int store_images_taken(store *s, const int64_t *ids, size_t n, int64_t *taken_ms, int *has,
+                       store_err *err);
+
 #endif

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1314,6 +1315,138 @@ static void t_exif_columns(void)
 	store_close(s);
 }
 
+/* store_filter_ids: each condition alone and together, against the rows
+ * written; the metadata filter's type-exact matching; texts. */
+static int64_t filter_case(store *s, store_kind kind, const store_filter *f, const char *want)
+{
+	store_err err;
+	int64_t *ids = NULL;
+	size_t n = 0;
+	char got[512] = "";
+	int rc = store_filter_ids(s, kind, f, &ids, &n, &err);
+	if (rc != STORE_OK) {
+		tap_diag(__FILE__, __LINE__, "store_filter_ids = %d: %s", rc, err.msg);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
+		         (long long)ids[i]);
+	free(ids);
+	CHECKF(strcmp(got, want) == 0, "filter kept [%s], want [%s]", got, want);
+	return (int64_t)n;
+}
+
+static void t_filter_ids(void)
+{
+	char p[512];
+	path_of(p, sizeof p, "filter.db");
+	unlink(p);
+	store *s;
+	store_err err;
+	REQUIRE(store_open(p, 0, &s, &err) == STORE_OK);
+	/* 1 Sydney 2021 Canon; 2 New York 2019 Apple; 3 Reykjavik 2023 no
+	 * camera; 4 no EXIF; 5 Fiji (178.4 E) 2021; 6 Samoa-ish (-171.8 W, 0.3
+	 * degrees from 5 across the antimeridian... no: 6 lies 630 km east). */
+	static const struct {
+		const char *taken;
+		int64_t ms;
+		double lat, lon;
+		const char *make, *model, *meta;
+	} rows[] = {
+		{"2021-07-04T18:30:00+02:00", 1625416200000LL, -33.8568, 151.2153, "Canon",
+		 "Canon EOS 5D", "{\"album\":\"trip\",\"stars\":5}"},
+		{"2019-01-01T00:00:00", 1546300800000LL, 40.7128, -74.0060, "Apple", "iPhone 12",
+		 "{\"album\":\"home\",\"stars\":5.0}"},
+		{"2023-12-31T23:59:59", 1704067199000LL, 64.1466, -21.9426, NULL, NULL,
+		 "{\"album\":\"trip\",\"fav\":true}"},
+		{NULL, 0, 999, 999, NULL, NULL, "{\"fav\":false,\"x\":null}"},
+		{"2021-01-01T00:00:00", 1609459200000LL, -17.7134, 178.0650, "Olympus", "E-M1", "{}"},
+		{"2021-06-01T00:00:00", 1622505600000LL, -13.7590, -172.1046, "OM_1%", "X", "{}"},
+	};
+	for (int i = 0; i < 6; i++) {
+		store_image img = {.mime = i == 2 ? "image/png" : "image/jpeg", .bytes = 1,
+		                   .meta = (char *)rows[i].meta, .exif_read = 1};
+		sha_of(img.sha256, 300 + i);
+		img.exif = (store_exif){.taken = (char *)rows[i].taken, .has_taken = rows[i].taken != NULL,
+		                        .taken_ms = rows[i].ms, .has_gps = rows[i].lat < 900,
+		                        .gps_lat = rows[i].lat < 900 ? rows[i].lat : 0,
+		                        .gps_lon = rows[i].lat < 900 ? rows[i].lon : 0,
+		                        .camera_make = (char *)rows[i].make,
+		                        .camera_model = (char *)rows[i].model};
+		int64_t id;
+		REQUIRE(store_image_insert(s, &img, &id, &err) == STORE_OK && id == i + 1);
+	}
+	store_filter f = {0};
+	filter_case(s, STORE_IMAGE, &f, "1,2,3,4,5,6");
+	f = (store_filter){.has_after = 1, .after_ms = 1609459200000LL};
+	filter_case(s, STORE_IMAGE, &f, "1,3,5,6");               /* inclusive after */
+	f.has_before = 1, f.before_ms = 1625416200000LL;
+	filter_case(s, STORE_IMAGE, &f, "5,6");                   /* exclusive before */
+	f = (store_filter){.has_before = 1, .before_ms = 1625416200001LL};
+	filter_case(s, STORE_IMAGE, &f, "1,2,5,6");               /* no time: excluded */
+	/* Sydney to Melbourne is 714 km. */
+	f = (store_filter){.has_near = 1, .lat = -37.8136, .lon = 144.9631, .km = 720};
+	filter_case(s, STORE_IMAGE, &f, "1");
+	f.km = 700;
+	filter_case(s, STORE_IMAGE, &f, "");
+	CHECKF(fabs(store_km_between(-33.8568, 151.2153, -37.8136, 144.9631) - 714) < 5,
+	       "Sydney-Melbourne %.1f km", store_km_between(-33.8568, 151.2153, -37.8136, 144.9631));
+	/* Across the antimeridian: from 179.9 W near Fiji, 5 is ~220 km away. */
+	f = (store_filter){.has_near = 1, .lat = -17.7, .lon = -179.9, .km = 250};
+	filter_case(s, STORE_IMAGE, &f, "5");
+	/* Around the North Pole: Reykjavik is 2,875 km from it. */
+	f = (store_filter){.has_near = 1, .lat = 90, .lon = 0, .km = 2900};
+	filter_case(s, STORE_IMAGE, &f, "3");
+	f = (store_filter){.has_near = 1, .lat = 0, .lon = 0, .km = 30000};
+	filter_case(s, STORE_IMAGE, &f, "1,2,3,5,6");             /* everything with GPS */
+	f = (store_filter){.camera = "canon"};
+	filter_case(s, STORE_IMAGE, &f, "1");
+	f.camera = "apple iphone";                                /* "make model" */
+	filter_case(s, STORE_IMAGE, &f, "2");
+	f.camera = "1%";                                          /* wildcards are literal */
+	filter_case(s, STORE_IMAGE, &f, "6");
+	f.camera = "M1";
+	filter_case(s, STORE_IMAGE, &f, "5");
+	f = (store_filter){.meta_json = "{\"album\":\"trip\"}"};
+	filter_case(s, STORE_IMAGE, &f, "1,3");
+	f.meta_json = "{\"stars\":5}";                            /* 5 is not 5.0 */
+	filter_case(s, STORE_IMAGE, &f, "1");
+	f.meta_json = "{\"stars\":5.0}";
+	filter_case(s, STORE_IMAGE, &f, "2");
+	f.meta_json = "{\"fav\":true}";
+	filter_case(s, STORE_IMAGE, &f, "3");
+	f.meta_json = "{\"fav\":false}";
+	filter_case(s, STORE_IMAGE, &f, "4");
+	f.meta_json = "{\"x\":null}";
+	filter_case(s, STORE_IMAGE, &f, "4");
+	f.meta_json = "{\"album\":[\"home\",\"trip\"],\"mime\":\"image/jpeg\"}";
+	filter_case(s, STORE_IMAGE, &f, "1,2");
+	f.meta_json = "{\"album\":\"trip\",\"missing\":1}";
+	filter_case(s, STORE_IMAGE, &f, "");
+	f = (store_filter){.meta_json = "{\"album\":\"trip\"}", .has_after = 1,
+	                   .after_ms = 1640995200000LL, .camera = NULL};
+	filter_case(s, STORE_IMAGE, &f, "3");
+	/* Texts: metadata only. */
+	int64_t tid;
+	REQUIRE(store_text_insert(s, "a dog", "{\"lang\":\"en\"}", &tid, &err) == STORE_OK);
+	REQUIRE(store_text_insert(s, "ein Hund", "{\"lang\":\"de\"}", &tid, &err) == STORE_OK);
+	f = (store_filter){.meta_json = "{\"lang\":\"de\"}"};
+	filter_case(s, STORE_TEXT, &f, "2");
+	f = (store_filter){.camera = "x"};
+	int64_t *ids = NULL;
+	size_t n;
+	CHECK(store_filter_ids(s, STORE_TEXT, &f, &ids, &n, &err) == STORE_EINVAL);
+	f = (store_filter){.has_near = 1, .lat = 91, .lon = 0, .km = 1};
+	CHECK(store_filter_ids(s, STORE_IMAGE, &f, &ids, &n, &err) == STORE_EINVAL);
+	/* Capture times of a result set, repeated and missing ids among them. */
+	int64_t want[5] = {4, 1, 99, 1, 6}, ms[5];
+	int has[5];
+	CHECK(store_images_taken(s, want, 5, ms, has, &err) == STORE_OK);
+	CHECK(!has[0] && has[1] && ms[1] == 1625416200000LL && !has[2] && has[3] &&
+	      ms[3] == ms[1] && has[4] && ms[4] == 1622505600000LL);
+	store_close(s);
+}
+
 static void t_kv(void)
 {
 	store *s = open_fresh("kv.db");
@@ -1795,6 +1928,7 @@ int main(void)
 	TAP_RUN(t_watch_spares_pinned);
 	TAP_RUN(t_migration_pins_from_v2);
 	TAP_RUN(t_exif_columns);
+	TAP_RUN(t_filter_ids);
 	TAP_RUN(t_kv);
 	TAP_RUN(t_model_switch);
 	TAP_RUN(t_readers_alongside_writer);
