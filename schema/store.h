@@ -511,7 +511,11 @@ int store_kv_get(store *s, const char *key, char **value, store_err *err);
 /* What a filtered search keeps. Absent conditions are 0 / NULL. */
 typedef struct store_filter {
 	int has_after, has_before;
-	int64_t after_ms, before_ms;  /* capture time in [after, before), Unix ms */
+	int64_t after_ms, before_ms;  /* capture time in [after, before), ms: */
+	int after_zoned, before_zoned; /* 1: a Unix time, compared with the instant
+	                               * (taken_ms); 0: a wall-clock time read as
+	                               * UTC, compared with the camera's clock
+	                               * (taken_local_ms, migration 006) */
 	int has_near;
 	double lat, lon, km;          /* within km (great circle) of lat, lon */
 	const char *camera;           /* a substring of the make, the model or
@@ -532,8 +536,9 @@ int store_filter_ids(store *s, store_kind kind, const store_filter *f, int64_t *
 /* Great-circle distance in km (haversine, mean Earth radius 6371.0088 km). */
 double store_km_between(double lat1, double lon1, double lat2, double lon2);
 
-/* The capture time of each image ids[i]: taken_ms[i] and has[i] = 1, or
- * has[i] = 0 when it has none or is gone. */
+/* The capture time of each image ids[i] as its camera's clock showed it
+ * (taken_local_ms: the wall clock read as UTC): taken_ms[i] and has[i] = 1,
+ * or has[i] = 0 when it has none or is gone. */
 int store_images_taken(store *s, const int64_t *ids, size_t n, int64_t *taken_ms, int *has,
                        store_err *err);
 

@@ -2,10 +2,11 @@
  * store_filter.c: the ids a search filter keeps (store_filter_ids) and the
  * capture times of a result set (store_images_taken).
  *
- * DESIGN: a filter is three fixed statements, one per access path, so
+ * DESIGN: a filter is a few fixed statements, one per access path, so
  * that each is prepared once and SQLite plans it once: a capture-time
- * range reads the taken_ms index, a place without a time reads the
- * latitude band of the gps index (migration 006), anything else scans the
+ * range reads the index of the camera's wall-clock time (migration 006),
+ * or of the instant when the bounds carry a time zone; a place without a
+ * time reads the latitude band of the gps index; anything else scans the
  * table. Conditions that are absent are bound NULL and drop out
  * ("?n IS NULL OR ..."). The metadata filter is the request's JSON object
  * itself, matched with json_each in the same statement, key by key: a
@@ -42,13 +43,18 @@
 	" OR (camera_make || ' ' || camera_model) LIKE ?7 ESCAPE '\\')"                           \
 	" AND (?3 IS NULL OR (gps_lat BETWEEN ?3 AND ?4 AND (gps_lon BETWEEN ?5 AND ?6"            \
 	" OR gps_lon BETWEEN ?5 + 360 AND ?6 + 360 OR gps_lon BETWEEN ?5 - 360 AND ?6 - 360)))"    \
-	" AND (?1 IS NULL OR taken_ms >= ?1) AND (?2 IS NULL OR taken_ms < ?2)"                    \
+	" AND (?1 IS NULL OR taken_local_ms >= ?1) AND (?2 IS NULL OR taken_local_ms < ?2)"        \
+	" AND (?9 IS NULL OR taken_ms >= ?9) AND (?10 IS NULL OR taken_ms < ?10)"                  \
 	" AND " META_MATCH(IMAGE_VALUES)
 
-static const char SQL_FILTER_BY_TIME[] =
+static const char SQL_FILTER_BY_LOCAL[] =
+	"SELECT id, gps_lat, gps_lon FROM images INDEXED BY images_by_local_time"
+	" WHERE taken_local_ms IS NOT NULL AND taken_local_ms >= coalesce(?1, -9223372036854775807)"
+	" AND taken_local_ms < coalesce(?2, 9223372036854775807)" IMAGE_TAIL;
+static const char SQL_FILTER_BY_INSTANT[] =
 	"SELECT id, gps_lat, gps_lon FROM images INDEXED BY images_by_taken"
-	" WHERE taken_ms IS NOT NULL AND taken_ms >= coalesce(?1, -9223372036854775807)"
-	" AND taken_ms < coalesce(?2, 9223372036854775807)" IMAGE_TAIL;
+	" WHERE taken_ms IS NOT NULL AND taken_ms >= coalesce(?9, -9223372036854775807)"
+	" AND taken_ms < coalesce(?10, 9223372036854775807)" IMAGE_TAIL;
 static const char SQL_FILTER_BY_PLACE[] =
 	"SELECT id, gps_lat, gps_lon FROM images INDEXED BY images_by_gps"
 	" WHERE gps_lat IS NOT NULL AND gps_lat BETWEEN ?3 AND ?4" IMAGE_TAIL;
@@ -58,7 +64,7 @@ static const char SQL_FILTER_TEXTS[] =
 	"SELECT id, NULL, NULL FROM texts WHERE " META_MATCH(TEXT_VALUES);
 
 static const char SQL_IMAGES_TAKEN[] =
-	"SELECT id, taken_ms FROM images WHERE id IN (SELECT value FROM json_each(?1))";
+	"SELECT id, taken_local_ms FROM images WHERE id IN (SELECT value FROM json_each(?1))";
 
 /* The mean Earth radius (IUGG), km. */
 #define EARTH_KM 6371.0088
@@ -145,14 +151,17 @@ int store_filter_ids(store *s, store_kind kind, const store_filter *f, int64_t *
 		.row = filter_row,
 		.ctx = &fd,
 	};
-	q.sql = !images ? SQL_FILTER_TEXTS
-	        : f->has_after || f->has_before ? SQL_FILTER_BY_TIME
-	        : f->has_near                   ? SQL_FILTER_BY_PLACE
-	                                        : SQL_FILTER_IMAGES;
+	int local = (f->has_after && !f->after_zoned) || (f->has_before && !f->before_zoned);
+	int instant = (f->has_after && f->after_zoned) || (f->has_before && f->before_zoned);
+	q.sql = !images  ? SQL_FILTER_TEXTS
+	        : local   ? SQL_FILTER_BY_LOCAL
+	        : instant ? SQL_FILTER_BY_INSTANT
+	        : f->has_near ? SQL_FILTER_BY_PLACE
+	                      : SQL_FILTER_IMAGES;
 	if (f->has_after)
-		q.args[0] = BIND_INT(f->after_ms);
+		q.args[f->after_zoned ? 8 : 0] = BIND_INT(f->after_ms);
 	if (f->has_before)
-		q.args[1] = BIND_INT(f->before_ms);
+		q.args[f->before_zoned ? 9 : 1] = BIND_INT(f->before_ms);
 	if (f->has_near) {
 		/* The box around the circle: a latitude band of km / R radians,
 		 * and the widest longitude span the circle reaches within it

@@ -1383,7 +1383,13 @@ static void t_filter_ids(void)
 	f.has_before = 1, f.before_ms = 1625416200000LL;
 	filter_case(s, STORE_IMAGE, &f, "5,6");                   /* exclusive before */
 	f = (store_filter){.has_before = 1, .before_ms = 1625416200001LL};
+	filter_case(s, STORE_IMAGE, &f, "2,5,6");                 /* 1's clock says 18:30 */
+	f.before_zoned = 1;                                       /* the instant: 16:30Z */
 	filter_case(s, STORE_IMAGE, &f, "1,2,5,6");               /* no time: excluded */
+	f.has_after = 1, f.after_ms = 1625423400000LL + 1;
+	filter_case(s, STORE_IMAGE, &f, "");
+	f.after_ms = 1625423400000LL;
+	filter_case(s, STORE_IMAGE, &f, "1");                     /* local after, instant before */
 	/* Sydney to Melbourne is 714 km. */
 	f = (store_filter){.has_near = 1, .lat = -37.8136, .lon = 144.9631, .km = 720};
 	filter_case(s, STORE_IMAGE, &f, "1");
@@ -1442,7 +1448,7 @@ static void t_filter_ids(void)
 	int64_t want[5] = {4, 1, 99, 1, 6}, ms[5];
 	int has[5];
 	CHECK(store_images_taken(s, want, 5, ms, has, &err) == STORE_OK);
-	CHECK(!has[0] && has[1] && ms[1] == 1625416200000LL && !has[2] && has[3] &&
+	CHECK(!has[0] && has[1] && ms[1] == 1625423400000LL && !has[2] && has[3] &&
 	      ms[3] == ms[1] && has[4] && ms[4] == 1622505600000LL);
 	store_close(s);
 }
