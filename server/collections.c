@@ -201,6 +201,16 @@ int coll_search(collections *c, store_kind kind, const float *q, int k, float *s
 	return 0;
 }
 
+int coll_search_among(collections *c, store_kind kind, const float *q, int k,
+                      const int64_t *allow, size_t nallow, float *scores, int64_t *ids,
+                      api_err *err)
+{
+	vidx_err verr;
+	if (vidx_search_among(c->v[kind], q, k, allow, nallow, scores, ids, &verr) != VIDX_OK)
+		return api_from_vidx(err, &verr);
+	return 0;
+}
+
 static int save(collections *c, int only_changed, api_err *err)
 {
 	int rc = 0;

@@ -48,6 +48,11 @@ int coll_sync(collections *c, store_kind kind, api_err *err);
 int coll_search(collections *c, store_kind kind, const float *q, int k, float *scores,
                 int64_t *ids, api_err *err);
 
+/* coll_search among the ids allow[nallow] (ascending): vidx_search_among. */
+int coll_search_among(collections *c, store_kind kind, const float *q, int k,
+                      const int64_t *allow, size_t nallow, float *scores, int64_t *ids,
+                      api_err *err);
+
 /* Writes both snapshots atomically. */
 int coll_save(collections *c, api_err *err);
 

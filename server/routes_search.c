@@ -10,6 +10,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "query_terms.h"
+#include "search_filter.h"
 #include "routes.h"
 
 #define MAX_K 1000
@@ -19,18 +20,19 @@
  * under 1 KiB of any script; 4 KiB leaves room for markup and spacing. */
 #define MAX_QUERY_TEXT_BYTES 4096
 
-/* A filter is checked against every candidate (up to MAX_WINDOW of them),
- * so its size is bounded: a few fields, each with a list of accepted values
- * such as albums or tags, short ones. */
-#define MAX_FILTER_KEYS 16
-#define MAX_FILTER_VALUES 64
-#define MAX_FILTER_KEY_BYTES 256
-#define MAX_FILTER_VALUE_BYTES 1024
-
-/* A filtered search fetches this many candidates per wanted result at
- * first, and grows the window until enough match or the index is read. */
+/* A search whose results are thinned after the ranking (a keyword or
+ * hybrid search with a filter, or one image per duplicate group) reads
+ * this many candidates per wanted result at first, and grows the window
+ * until enough remain or every item was seen. */
 #define FILTER_OVERFETCH 8
 #define MAX_WINDOW 100000
+
+/* Date sorts and facets work on the best `candidates` of the filtered
+ * ranking (README: the relevance floor): this many unless given. */
+#define DEFAULT_CANDIDATES 500
+#define MAX_CANDIDATES 10000
+
+enum search_sort { SORT_SCORE, SORT_TAKEN_DESC, SORT_TAKEN_ASC };
 
 /* Keyword and hybrid searches read each ranking to this depth at least
  * (k + offset when deeper), and deeper while a filter leaves too few. */
@@ -44,98 +46,15 @@ struct search_args {
 	store_kind kind;
 	double min_score;
 	int has_min;
-	json_t *filter;        /* borrowed from the request; NULL: none */
+	search_filter filter;  /* its conditions (search_filter.h) */
 	enum search_mode mode;
+	enum search_sort sort;
+	int64_t candidates;    /* date sorts and facets: the depth they read */
+	int facet_year, facet_month;
 	int64_t rrf_k;         /* hybrid: the k of reciprocal-rank fusion */
 	int exclude_dups;      /* one image per near-duplicate group (duplicates.h) */
 	double dup_threshold;
 };
-
-/* A filter is an object: each key names a field of the item's metadata
- * ("meta"), or "mime" for images; each value is the required value, or an
- * array of accepted values. Every key must match. */
-static int check_value(const char *key, json_t *x, api_err *err)
-{
-	if (json_is_object(x) || json_is_array(x))
-		return api_fail(err, API_EBADREQ,
-		                "filter '%s': values must be strings, numbers, booleans or null", key);
-	if (json_is_string(x) && json_string_length(x) > MAX_FILTER_VALUE_BYTES)
-		return api_fail(err, API_EBADREQ,
-		                "filter '%s': a value is %zu bytes long, at most %d are allowed", key,
-		                json_string_length(x), MAX_FILTER_VALUE_BYTES);
-	return 0;
-}
-
-static int check_filter(json_t *f, api_err *err)
-{
-	const char *key;
-	json_t *v;
-	int rc;
-	if (!json_is_object(f))
-		return api_fail(err, API_EBADREQ, "field 'filter' must be an object of field: value");
-	if (json_object_size(f) > MAX_FILTER_KEYS)
-		return api_fail(err, API_EBADREQ, "field 'filter' has %zu fields, at most %d are allowed",
-		                json_object_size(f), MAX_FILTER_KEYS);
-	json_object_foreach(f, key, v) {
-		if (strlen(key) > MAX_FILTER_KEY_BYTES)
-			return api_fail(err, API_EBADREQ,
-			                "field 'filter': a field name is %zu bytes long, at most %d are allowed",
-			                strlen(key), MAX_FILTER_KEY_BYTES);
-		if (json_is_object(v))
-			return api_fail(err, API_EBADREQ, "filter '%s': a value or an array of values expected",
-			                key);
-		if (!json_is_array(v)) {
-			if ((rc = check_value(key, v, err)))
-				return rc;
-			continue;
-		}
-		size_t i;
-		json_t *x;
-		if (json_array_size(v) == 0)
-			return api_fail(err, API_EBADREQ, "filter '%s': the array of values is empty", key);
-		if (json_array_size(v) > MAX_FILTER_VALUES)
-			return api_fail(err, API_EBADREQ,
-			                "filter '%s': %zu values, at most %d are allowed", key,
-			                json_array_size(v), MAX_FILTER_VALUES);
-		json_array_foreach(v, i, x) if ((rc = check_value(key, x, err))) return rc;
-	}
-	return 0;
-}
-
-static int value_ok(json_t *want, json_t *got)
-{
-	if (!got)
-		return 0;
-	if (!json_is_array(want))
-		return json_equal(want, got);
-	size_t i;
-	json_t *x;
-	json_array_foreach(want, i, x) if (json_equal(x, got)) return 1;
-	return 0;
-}
-
-static int matches(json_t *filter, const char *meta_text, const char *mime)
-{
-	if (!filter)
-		return 1;
-	json_t *meta = meta_text ? json_loads(meta_text, 0, NULL) : NULL;
-	const char *key;
-	json_t *want;
-	int ok = 1;
-	json_object_foreach(filter, key, want) {
-		json_t *got = NULL, *tmp = NULL;
-		if (!strcmp(key, "mime"))
-			got = tmp = mime ? json_string(mime) : NULL;
-		else
-			got = meta ? json_object_get(meta, key) : NULL;
-		ok = value_ok(want, got);
-		json_decref(tmp);
-		if (!ok)
-			break;
-	}
-	json_decref(meta);
-	return ok;
-}
 
 static int parse_args(json_t *o, struct search_args *s, api_err *err)
 {
@@ -157,11 +76,39 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 		return api_fail(err, API_EBADREQ,
 		                "the query text ('text' or q=) is %zu bytes long, at most %d are allowed",
 		                strlen(s->text), MAX_QUERY_TEXT_BYTES);
-	s->filter = json_object_get(o, "filter");
-	if (s->filter && json_is_null(s->filter))
-		s->filter = NULL;
-	if (s->filter && (rc = check_filter(s->filter, err)))
+	const char *sort;
+	json_t *facets;
+	if ((rc = ju_str(o, "sort", 0, &sort, err)) ||
+	    (rc = ju_int(o, "candidates", DEFAULT_CANDIDATES, 1, MAX_CANDIDATES, &s->candidates,
+	                 err)))
 		return rc;
+	if (!sort || !strcmp(sort, "score"))
+		s->sort = SORT_SCORE;
+	else if (!strcmp(sort, "taken_desc"))
+		s->sort = SORT_TAKEN_DESC;
+	else if (!strcmp(sort, "taken_asc"))
+		s->sort = SORT_TAKEN_ASC;
+	else
+		return api_fail(err, API_EBADREQ,
+		                "field 'sort' must be \"score\", \"taken_desc\" or \"taken_asc\"");
+	s->facet_year = s->facet_month = 0;
+	if ((facets = json_object_get(o, "facets")) && !json_is_null(facets)) {
+		size_t i;
+		json_t *x;
+		if (!json_is_array(facets))
+			return api_fail(err, API_EBADREQ, "field 'facets' must be an array such as "
+			                "[\"year\", \"month\"]");
+		json_array_foreach(facets, i, x) {
+			const char *f = json_string_value(x);
+			if (f && !strcmp(f, "year"))
+				s->facet_year = 1;
+			else if (f && !strcmp(f, "month"))
+				s->facet_month = 1;
+			else
+				return api_fail(err, API_EBADREQ,
+				                "field 'facets': each must be \"year\" or \"month\"");
+		}
+	}
 	if (!mode || !strcmp(mode, "vector"))
 		s->mode = MODE_VECTOR;
 	else if (!strcmp(mode, "keyword"))
@@ -179,15 +126,20 @@ static int parse_args(json_t *o, struct search_args *s, api_err *err)
 		return api_fail(err, API_EBADREQ, "field 'collection' must be \"images\" or \"texts\"");
 	if (s->exclude_dups && s->kind != STORE_IMAGE)
 		return api_fail(err, API_EBADREQ, "'exclude_duplicates' applies to the images collection");
-	return 0;
+	if (s->kind != STORE_IMAGE && (s->sort != SORT_SCORE || s->facet_year || s->facet_month))
+		return api_fail(err, API_EBADREQ,
+		                "date sorts and facets apply to the images collection");
+	/* Last: the only part that holds memory. */
+	return search_filter_parse(o, s->kind, &s->filter, err);
 }
 
 /* Query parameters or form fields (strings) into a JSON object of the
  * types parse_args expects. */
 static int params_object(http_req *r, int from_parts, json_t **out, api_err *err)
 {
-	static const char *const ints[] = {"k", "offset", "image_id", "rrf_k"};
-	static const char *const strs[] = {"text", "collection", "image_b64", "mode"};
+	static const char *const ints[] = {"k", "offset", "image_id", "rrf_k", "candidates"};
+	static const char *const strs[] = {"text",        "collection",   "image_b64", "mode",
+	                                   "taken_after", "taken_before", "camera",    "sort"};
 	enum { NINTS = sizeof ints / sizeof ints[0], NSTRS = sizeof strs / sizeof strs[0] };
 	json_t *o = json_object();
 	int rc = 0;
@@ -230,6 +182,29 @@ static int params_object(http_req *r, int from_parts, json_t **out, api_err *err
 		}
 		json_object_set_new(o, "min_score", json_real(d));
 	}
+	/* facets=year,month and near=lat,lon,km (URL only). */
+	const char *fc = from_parts ? NULL : http_req_query(r, "facets");
+	if (fc) {
+		json_t *a = json_array();
+		json_object_set_new(o, "facets", a);
+		for (const char *p = fc; *p;) {
+			size_t n = strcspn(p, ",");
+			json_array_append_new(a, json_stringn(p, n));
+			p += n + (p[n] == ',');
+		}
+	}
+	const char *near = from_parts ? NULL : http_req_query(r, "near");
+	if (near) {
+		double v[3];
+		int used = 0;
+		if (sscanf(near, "%lf,%lf,%lf%n", &v[0], &v[1], &v[2], &used) != 3 || near[used] ||
+		    !isfinite(v[0]) || !isfinite(v[1]) || !isfinite(v[2])) {
+			rc = api_fail(err, API_EBADREQ, "parameter 'near' must be lat,lon,km");
+			goto out;
+		}
+		json_object_set_new(o, "near", json_pack("{s:f,s:f,s:f}", "lat", v[0], "lon", v[1],
+		                                         "km", v[2]));
+	}
 	*out = o;
 	o = NULL;
 out:
@@ -237,12 +212,12 @@ out:
 	return rc;
 }
 
-/* The results ids[0..n) (scores alike) as JSON, skipping the first offset
- * that still exist and those deleted since the search saw them; at most k.
- * One store read for all of them. */
+/* The results ids[0..n) (scores and ranks alike) as JSON, skipping the
+ * first offset that still exist and those deleted since the search saw
+ * them; at most k. One store read for all of them. */
 static int results_json(app *a, store_kind kind, const int64_t *ids, const float *scores,
-                        const fused *ranks, int n, int64_t offset, int64_t k, json_t *filter,
-                        dup_pick *pick, json_t **out, api_err *err)
+                        const fused *ranks, int n, int64_t offset, int64_t k, json_t **out,
+                        api_err *err)
 {
 	store_err se;
 	store_image *imgs = NULL;
@@ -267,17 +242,10 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 	}
 	json_t *results = json_array();
 	int64_t skipped = 0;
-	if (pick)
-		dups_pick_reset(pick);
 	for (int i = 0; i < n && (int64_t)json_array_size(results) < k; i++) {
 		int64_t found = kind == STORE_IMAGE ? imgs[i].id : txts[i].id;
 		if (!found)
 			continue; /* deleted after the search saw it */
-		if (!matches(filter, kind == STORE_IMAGE ? imgs[i].meta : txts[i].meta,
-		             kind == STORE_IMAGE ? imgs[i].mime : NULL))
-			continue;
-		if (pick && !dups_pick_keep(pick, ids[i]))
-			continue; /* a better-ranked image of its group is listed */
 		if (skipped < offset) {
 			skipped++;
 			continue;
@@ -306,18 +274,44 @@ static int results_json(app *a, store_kind kind, const int64_t *ids, const float
 	return 0;
 }
 
+static int allowed(const int64_t *allow, size_t n, int64_t id)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (allow[mid] < id)
+			lo = mid + 1;
+		else if (allow[mid] > id)
+			hi = mid;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+/* What a ranking may hold: allow[nallow] when filtered (allow NULL: all). */
+struct keep {
+	const int64_t *allow;
+	size_t nallow;
+	int filtered;
+};
+
 /* The ranking at depth n: ids[0..*m) best first with their scores (and, for
  * keyword and hybrid searches, their ranks in each list), cut at min_score;
- * *more is 1 when a deeper read could find more. ids, scores and ranks hold
- * 2n entries (a hybrid fuses two lists of n). */
-static int ranking(app *a, space *sp, const struct search_args *s, const float *q, int64_t n,
-                   int64_t *ids, float *scores, fused *ranks, int *m, int *more, api_err *e)
+ * *more is 1 when a deeper read could find more. A filter is applied
+ * inside the vector search, and to the keyword list before the fusion.
+ * ids, scores and ranks hold 2n entries (a hybrid fuses two lists of n). */
+static int ranking(app *a, space *sp, const struct search_args *s, const struct keep *kp,
+                   const float *q, int64_t n, int64_t *ids, float *scores, fused *ranks, int *m,
+                   int *more, api_err *e)
 {
 	int nv = 0, nk = 0;
 	*m = 0;
 	*more = 0;
 	if (s->mode != MODE_KEYWORD) {
-		if (coll_search(sp->coll, s->kind, q, (int)n, scores, ids, e))
+		if (kp->filtered ? coll_search_among(sp->coll, s->kind, q, (int)n, kp->allow, kp->nallow,
+		                                     scores, ids, e)
+		                 : coll_search(sp->coll, s->kind, q, (int)n, scores, ids, e))
 			return -1;
 		/* The index pads with -1. */
 		while (nv < n && ids[nv] >= 0)
@@ -333,13 +327,22 @@ static int ranking(app *a, space *sp, const struct search_args *s, const float *
 		if (!ksc)
 			return api_fail(e, API_ENOMEM, "out of memory");
 		int rc = store_keyword_search(a->st, s->kind, s->text, (int)n, kids, ksc, &nk, &se);
+		*more = *more || (rc == STORE_OK && nk == n);
+		if (rc == STORE_OK && kp->filtered) {
+			int o = 0;
+			for (int i = 0; i < nk; i++)
+				if (allowed(kp->allow, kp->nallow, kids[i])) {
+					kids[o] = kids[i];
+					ksc[o++] = ksc[i];
+				}
+			nk = o;
+		}
 		if (rc == STORE_OK && s->mode == MODE_KEYWORD)
 			for (int i = 0; i < nk; i++)
 				ranks[i] = (fused){.id = kids[i], .score = ksc[i], .keyword_rank = i + 1};
 		free(ksc);
 		if (rc != STORE_OK)
 			return api_from_store(e, &se);
-		*more = *more || nk == n;
 		if (s->mode == MODE_HYBRID)
 			fusion_rrf(ids, nv, kids, nk, (int)s->rrf_k, ranks, m);
 		else
@@ -360,6 +363,43 @@ static int ranking(app *a, space *sp, const struct search_args *s, const float *
 	return 0;
 }
 
+/* One image per near-duplicate group: drops, in ranking order, the images
+ * of a group already listed. */
+static int thin_duplicates(dup_pick *pick, int64_t *ids, float *scores, fused *ranks, int m)
+{
+	int o = 0;
+	dups_pick_reset(pick);
+	for (int i = 0; i < m; i++) {
+		if (!dups_pick_keep(pick, ids[i]))
+			continue;
+		ids[o] = ids[i];
+		scores[o] = scores[i];
+		if (ranks)
+			ranks[o] = ranks[i];
+		o++;
+	}
+	return o;
+}
+
+/* Date order of the first m entries: by the camera's clock, newest or
+ * oldest first, the undated after the dated; equal times (and the undated
+ * among themselves) keep their ranking order. */
+struct dated {
+	int64_t ms;
+	int has, pos;
+	int desc;
+};
+
+static int cmp_dated(const void *pa, const void *pb)
+{
+	const struct dated *a = pa, *b = pb;
+	if (a->has != b->has)
+		return a->has ? -1 : 1;
+	if (a->has && a->ms != b->ms)
+		return (a->ms < b->ms) == !a->desc ? -1 : 1;
+	return a->pos - b->pos;
+}
+
 static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 {
 	app *a = http_req_app(r);
@@ -368,12 +408,16 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 	api_err e;
 	float *q = malloc((size_t)sp->dim * sizeof *q);
 	float *scores = NULL;
-	int64_t *ids = NULL;
+	int64_t *ids = NULL, *allow = NULL, *taken = NULL;
+	int *has = NULL;
+	struct dated *order = NULL;
 	fused *ranks = NULL;
-	json_t *results = NULL;
+	json_t *results = NULL, *facets = NULL;
 	dup_pick *pick = NULL;
+	struct keep kp = {0};
 	int found = 0;
 
+	memset(&s, 0, sizeof s);
 	if (!q) {
 		api_fail(&e, API_ENOMEM, "out of memory");
 		goto fail;
@@ -414,26 +458,47 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 		goto fail;
 	if (s.exclude_dups && dups_pick_open(a, sp, s.dup_threshold, &pick, &e))
 		goto fail;
+	if (s.filter.any) {
+		store_err se;
+		if (store_filter_ids(a->st, s.kind, &s.filter.sf, &allow, &kp.nallow, &se) != STORE_OK) {
+			api_from_store(&e, &se);
+			goto fail;
+		}
+		kp.allow = allow;
+		kp.filtered = 1;
+	}
 
-	/* Without a filter the k + offset best are enough (keyword and hybrid
-	 * rankings read RANK_DEPTH at least). With one, read a wider window and
-	 * widen it until enough match or every item was seen. */
+	/* Depth: the k + offset best (keyword and hybrid rankings read
+	 * RANK_DEPTH at least); date sorts and facets the best `candidates`.
+	 * A vector search applies its filter inside the index, so its depth
+	 * is enough; a ranking thinned afterwards (the keyword list of a
+	 * filtered search, duplicates) reads a wider window, widened until
+	 * enough remain or every item was seen. */
+	int dated = s.sort != SORT_SCORE || s.facet_year || s.facet_month;
 	coll_stats cs;
 	coll_get_stats(sp->coll, s.kind, &cs);
 	int64_t want = s.k + s.offset, total = (int64_t)cs.count;
+	if (s.sort != SORT_SCORE)
+		want = s.candidates;
+	else if (dated && s.candidates > want)
+		want = s.candidates;
+	int thinned = pick || (kp.filtered && s.mode != MODE_VECTOR);
 	int64_t n = want;
 	if (s.mode != MODE_VECTOR && n < RANK_DEPTH)
 		n = RANK_DEPTH;
-	if (s.filter || pick) {
+	if (thinned) {
 		int64_t wide = want * FILTER_OVERFETCH < 256 ? 256 : want * FILTER_OVERFETCH;
 		if (wide > n)
 			n = wide;
 		if (n > total)
 			n = total > want ? total : want;
 	}
+	int m = 0;
 	for (;;) {
 		if (n > MAX_WINDOW)
 			n = MAX_WINDOW;
+		if (n < 1)
+			n = 1;
 		free(scores);
 		free(ids);
 		free(ranks);
@@ -444,37 +509,97 @@ static void run_search(http_req *r, json_t *params, int json_body, int64_t t0)
 			api_fail(&e, API_ENOMEM, "out of memory");
 			goto fail;
 		}
-		int m, more;
-		if (ranking(a, sp, &s, q, n, ids, scores, ranks, &m, &more, &e))
+		int more;
+		if (ranking(a, sp, &s, &kp, q, n, ids, scores, ranks, &m, &more, &e))
 			goto fail;
-		json_decref(results);
-		if (results_json(a, s.kind, ids, scores, ranks, m, s.offset, s.k, s.filter, pick,
-		                 &results, &e))
-			goto fail;
-		if ((!s.filter && !pick) || (int64_t)json_array_size(results) >= s.k || !more || n >= total ||
-		    n >= MAX_WINDOW)
+		if (pick)
+			m = thin_duplicates(pick, ids, scores, ranks, m);
+		if (!thinned || m >= want || !more || n >= total || n >= MAX_WINDOW)
 			break;
 		n *= 4;
 		if (n > total)
 			n = total;
 	}
+
+	/* The set date sorts and facets see: the best `candidates` of the
+	 * ranking (after min_score, filters and duplicates). */
+	int nc = dated ? (m < s.candidates ? m : (int)s.candidates) : 0;
+	if (dated) {
+		store_err se;
+		taken = malloc(((size_t)nc + 1) * sizeof *taken);
+		has = malloc(((size_t)nc + 1) * sizeof *has);
+		if (!taken || !has) {
+			api_fail(&e, API_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if (store_images_taken(a->st, ids, (size_t)nc, taken, has, &se) != STORE_OK) {
+			api_from_store(&e, &se);
+			goto fail;
+		}
+		if (s.facet_year || s.facet_month)
+			facets = search_facets_json(taken, has, (size_t)nc, s.facet_year, s.facet_month);
+	}
+	if (s.sort != SORT_SCORE) {
+		/* Reorder the candidates by date, then page through them. */
+		if (!(order = malloc(((size_t)nc + 1) * sizeof *order))) {
+			api_fail(&e, API_ENOMEM, "out of memory");
+			goto fail;
+		}
+		for (int i = 0; i < nc; i++)
+			order[i] = (struct dated){taken[i], has[i], i, s.sort == SORT_TAKEN_DESC};
+		qsort(order, (size_t)nc, sizeof *order, cmp_dated);
+		int64_t *oid = malloc(((size_t)nc + 1) * sizeof *oid);
+		float *osc = malloc(((size_t)nc + 1) * sizeof *osc);
+		fused *ork = ranks ? malloc(((size_t)nc + 1) * sizeof *ork) : NULL;
+		if (!oid || !osc || (ranks && !ork)) {
+			free(oid), free(osc), free(ork);
+			api_fail(&e, API_ENOMEM, "out of memory");
+			goto fail;
+		}
+		for (int i = 0; i < nc; i++) {
+			oid[i] = ids[order[i].pos];
+			osc[i] = scores[order[i].pos];
+			if (ranks)
+				ork[i] = ranks[order[i].pos];
+		}
+		free(ids), free(scores), free(ranks);
+		ids = oid, scores = osc, ranks = ork;
+		m = nc;
+	}
+	if (results_json(a, s.kind, ids, scores, ranks, m, s.offset, s.k, &results, &e))
+		goto fail;
 	static const char *const mode_names[] = {"vector", "keyword", "hybrid"};
-	http_reply_json(r, 200,
-	                json_pack("{s:o,s:s,s:s,s:I,s:I}", "results", results, "collection",
-	                          s.kind == STORE_IMAGE ? "images" : "texts", "mode",
-	                          mode_names[s.mode], "offset", (json_int_t)s.offset, "took_ms",
-	                          (json_int_t)(clock_ms() - t0)));
+	static const char *const sort_names[] = {"score", "taken_desc", "taken_asc"};
+	json_t *body = json_pack("{s:o,s:s,s:s,s:s,s:I,s:I}", "results", results, "collection",
+	                         s.kind == STORE_IMAGE ? "images" : "texts", "mode",
+	                         mode_names[s.mode], "sort", sort_names[s.sort], "offset",
+	                         (json_int_t)s.offset, "took_ms", (json_int_t)(clock_ms() - t0));
 	results = NULL;
+	if (kp.filtered)
+		json_object_set_new(body, "filtered", json_integer((json_int_t)kp.nallow));
+	if (dated)
+		json_object_set_new(body, "candidates", json_integer(nc));
+	if (facets) {
+		json_object_set_new(body, "facets", facets);
+		facets = NULL;
+	}
+	http_reply_json(r, 200, body);
 	goto out;
 fail:
 	http_reply_error(r, &e);
 out:
 	json_decref(results);
+	json_decref(facets);
 	dups_pick_close(pick);
+	search_filter_clear(&s.filter);
 	free(q);
 	free(scores);
 	free(ids);
 	free(ranks);
+	free(allow);
+	free(taken);
+	free(has);
+	free(order);
 }
 
 void route_search_get(http_req *r)
