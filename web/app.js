@@ -103,21 +103,79 @@ async function search(q, append = false) {
     // With a "but not" text, a query of two terms: the images are ranked
     // toward the query and away from it.
     const what = state.not ? { query: [{ text: q }, { text: state.not, weight: -1 }] } : { text: q };
-    const res = await api('/v1/search', { method: 'POST', json: { ...what, k: PAGE, offset: state.offset } });
+    const w = when();
+    const res = await api('/v1/search', {
+      method: 'POST', json: { ...what, ...w, k: PAGE, offset: state.offset, facets: ['year'] },
+    });
     if (seq !== state.seq) return;
     showError(null);
+    if (!append) timeline(res.facets);
     const items = res.results.map(card);
     if (append) $('grid').append(...items); else $('grid').replaceChildren(...items);
     state.offset += res.results.length;
     $('more').hidden = res.results.length < PAGE;
     $('grid').dataset.query = q;
     $('grid').dataset.not = state.not;
+    $('grid').dataset.sort = w.sort || 'score';
+    $('grid').dataset.range = `${w.taken_after || ''}/${w.taken_before || ''}`;
     $('grid').dataset.state = 'done';
     setEmpty('results-empty', state.offset === 0, 'No images match. Add some below, or try other words.');
   } catch (e) {
     if (seq === state.seq) showError(e);
   }
 }
+
+// The date range and order beside the search box, as search fields: the
+// "to" day is inclusive, so the range ends before the next day begins.
+function when() {
+  const w = {};
+  const from = $('from').value, to = $('to').value, sort = $('sort').value;
+  if (from) w.taken_after = from;
+  if (to) {
+    const next = new Date(to + 'T00:00:00Z');
+    next.setUTCDate(next.getUTCDate() + 1);
+    w.taken_before = next.toISOString().slice(0, 10);
+  }
+  if (sort !== 'score') w.sort = sort;
+  return w;
+}
+
+// A year timeline from the facets of the matching images: a year narrows
+// the range to it, "All years" clears the range.
+function timeline(facets) {
+  const nav = $('timeline');
+  const years = facets && facets.year ? facets.year : [];
+  if (!years.length) { nav.hidden = true; nav.replaceChildren(); return; }
+  const max = Math.max(...years.map((y) => y.count));
+  const buttons = years.map((y) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'year';
+    b.dataset.year = y.value;
+    b.textContent = `${y.value} (${y.count})`;
+    b.style.setProperty('--share', String(y.count / max));
+    b.setAttribute('aria-pressed', String($('from').value === `${y.value}-01-01` &&
+                                          $('to').value === `${y.value}-12-31`));
+    b.addEventListener('click', () => {
+      $('from').value = `${y.value}-01-01`;
+      $('to').value = `${y.value}-12-31`;
+      search($('q').value);
+    });
+    return b;
+  });
+  const all = document.createElement('button');
+  all.type = 'button';
+  all.className = 'year all';
+  all.textContent = 'All years';
+  all.addEventListener('click', () => { $('from').value = ''; $('to').value = ''; search($('q').value); });
+  const undated = facets.undated ? [Object.assign(document.createElement('span'), {
+    className: 'undated', textContent: `${facets.undated} undated`,
+  })] : [];
+  nav.replaceChildren(all, ...buttons, ...undated);
+  nav.hidden = false;
+}
+
+for (const id of ['from', 'to', 'sort']) $(id).addEventListener('change', () => search($('q').value));
 
 function setEmpty(id, show, text) {
   const p = $(id);

@@ -237,7 +237,7 @@ try {
   await page.press('#not', 'Enter');
   await page.waitForFunction((n) => document.getElementById('grid').dataset.not === n, NOT,
                              { timeout: 10000 });
-  const twoTerms = { query: [{ text: Q }, { text: NOT, weight: -1 }], k: 24, offset: 0 };
+  const twoTerms = { query: [{ text: Q }, { text: NOT, weight: -1 }], k: 24, offset: 0, facets: ['year'] };
   ok(sent.length >= 1 && JSON.stringify(sent[sent.length - 1]) === JSON.stringify(twoTerms) &&
      sent.every((b) => !('text' in b)), 'the "not" field sends the query and a term of weight -1', sent);
   r = await post('/v1/search', twoTerms);
@@ -478,6 +478,70 @@ try {
   await shot(page, '07b-detail-exif.png');
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !document.getElementById('detail').open);
+
+  // ---- date range, order and the year timeline (issue 11 §6) ----------------------
+  // Two more tagged copies of the rocket (2019 and December 2021) beside
+  // the July 2021 one: the timeline shows the years the API's facets give,
+  // a year narrows the range to it, the order switch sorts by date.
+  const when = [];
+  for (const [name, t] of [['r2019.jpg', '2019:03:01 09:00:00'], ['r2021dec.jpg', '2021:12:25 10:00:00']]) {
+    const f = path.join(tmp, name);
+    fs.copyFileSync(rocket, f);
+    execFileSync('exiftool', ['-q', '-q', '-overwrite_original', `-DateTimeOriginal=${t}`, f]);
+    const u = await api('/v1/images?wait=true', { method: 'POST', headers: { 'Content-Type': 'image/jpeg' },
+                                                  body: fs.readFileSync(f) });
+    if (u.status === 200) when.push(u.json.id);
+  }
+  ok(when.length === 2, 'two more dated copies uploaded', when);
+  const RQ = 'a rocket on its launch pad';
+  const dsent = [];
+  const onDated = (req) => { if (req.url().endsWith('/v1/search')) dsent.push(JSON.parse(req.postData())); };
+  page.on('request', onDated);
+  await page.fill('#q', RQ);
+  await page.press('#q', 'Enter');
+  await page.waitForFunction((q) => document.getElementById('grid').dataset.query === q &&
+                             !document.getElementById('timeline').hidden, RQ, { timeout: 10000 });
+  r = await post('/v1/search', { text: RQ, k: 24, facets: ['year'] });
+  const years = await page.$$eval('#timeline .year:not(.all)', (bs) => bs.map((b) => b.textContent));
+  const undatedText = await page.$eval('#timeline', (t) => (t.querySelector('.undated') || {}).textContent || '');
+  ok(r.status === 200 && JSON.stringify(years) === JSON.stringify(r.json.facets.year.map((y) => `${y.value} (${y.count})`)) &&
+     JSON.stringify(years) === JSON.stringify(['2019 (1)', '2021 (2)']) &&
+     undatedText === `${r.json.facets.undated} undated`,
+     'the timeline shows the years of the matching images and how many are undated', { years, undatedText, api: r.json.facets });
+  await shot(page, '07c-timeline.png');
+  dsent.length = 0;
+  await page.click('#timeline .year[data-year="2021"]');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.range === '2021-01-01/2022-01-01',
+                             null, { timeout: 10000 });
+  const inYear = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  const last = dsent[dsent.length - 1] || {};
+  r = await post('/v1/search', { text: RQ, k: 24, taken_after: '2021-01-01', taken_before: '2022-01-01' });
+  ok(await page.inputValue('#from') === '2021-01-01' && await page.inputValue('#to') === '2021-12-31' &&
+     last.taken_after === '2021-01-01' && last.taken_before === '2022-01-01' &&
+     JSON.stringify(inYear) === JSON.stringify(r.json.results.map((x) => x.id)) &&
+     inYear.includes(up.json.id) && inYear.includes(when[1]),
+     'a year of the timeline sets the range to it and the grid holds that year\'s images', { inYear, last, api: r.json });
+  await page.selectOption('#sort', 'taken_asc');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.sort === 'taken_asc', null,
+                             { timeout: 10000 });
+  const asc = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  await page.selectOption('#sort', 'taken_desc');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.sort === 'taken_desc', null,
+                             { timeout: 10000 });
+  const desc = await page.$$eval('#grid .card', (cs) => cs.map((c) => Number(c.dataset.id)));
+  ok(JSON.stringify(asc) === JSON.stringify([up.json.id, when[1]]) &&
+     JSON.stringify(desc) === JSON.stringify([when[1], up.json.id]) &&
+     dsent.some((b) => b.sort === 'taken_asc') && dsent.some((b) => b.sort === 'taken_desc'),
+     'the order switch sorts the range by capture time, oldest or newest first', { asc, desc, dsent });
+  await page.click('#timeline .year.all');
+  await page.waitForFunction(() => document.getElementById('grid').dataset.range === '/', null,
+                             { timeout: 10000 });
+  const lastAll = dsent[dsent.length - 1] || {};
+  ok(await page.inputValue('#from') === '' && await page.inputValue('#to') === '' &&
+     !('taken_after' in lastAll) && !('taken_before' in lastAll),
+     '"All years" clears the range', lastAll);
+  await page.selectOption('#sort', 'score');
+  page.off('request', onDated);
 
   // ---- dark, phone ---------------------------------------------------------------------
   await page.emulateMedia({ colorScheme: 'dark' });
