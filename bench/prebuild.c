@@ -12,11 +12,17 @@
  * nouns of bench/server's queries among them), so that keyword and hybrid
  * searches (the FTS5 index) match as a word query would: a noun in about
  * 3 images of 50, two given nouns together in about 1 of 400.
+ *
+ * Each image has a capture time (EXIF read, no offset) drawn uniformly
+ * from the PREBUILD_DAYS days that begin at 2015-01-01T00:00:00, to the
+ * second, independent of its id and vector: a date range of a share p of
+ * that span keeps about p of the images (bench/server --filters).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "server_int.h"
 #include "store.h"
@@ -45,7 +51,7 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 	store_err se;
 	float *vecs = NULL, *local = NULL;
 	store_embedding_item *items = calloc((size_t)batch, sizeof *items);
-	char filename[64], meta[160];
+	char filename[64], meta[160], taken[32];
 	int rc = 0;
 	double t_ins = 0, t_emb = 0, t_report = bs_now();
 	*insert_s = *embed_s = 0;
@@ -74,7 +80,7 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 			long i = done + j;
 			uint64_t h = seed ^ ((uint64_t)i * 0x2545f4914f6cdd1dull);
 			store_image img = {.mime = "image/jpeg", .width = 640, .height = 480,
-			                   .filename = filename, .meta = meta};
+			                   .filename = filename, .meta = meta, .exif_read = 1};
 			snprintf(img.sha256, sizeof img.sha256, "%016llx%016llx%016llx%016llx",
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h),
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h));
@@ -83,6 +89,13 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 			snprintf(meta, sizeof meta, "{\"caption\":\"a photo of a %s on a %s near the %s\"}",
 			         NOUNS[bs_splitmix(&h) % NNOUNS], NOUNS[bs_splitmix(&h) % NNOUNS],
 			         NOUNS[bs_splitmix(&h) % NNOUNS]);
+			int64_t sec = (int64_t)(bs_splitmix(&h) % ((uint64_t)PREBUILD_DAYS * 86400));
+			time_t t = (time_t)(PREBUILD_EPOCH + sec);
+			struct tm tm;
+			gmtime_r(&t, &tm);
+			strftime(taken, sizeof taken, "%Y-%m-%dT%H:%M:%S", &tm);
+			img.exif = (store_exif){.taken = taken, .has_taken = 1,
+			                        .taken_ms = (int64_t)t * 1000};
 			if (store_image_insert(st, &img, &items[j].item_id, &se) != STORE_OK) {
 				rc = bs_fail(msg, msg_size, "store_image_insert: %s", se.msg);
 				goto out;

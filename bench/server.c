@@ -35,6 +35,13 @@
  *    busy", is measured in the same window and says the same thing
  *    without that skew: how much of the time the encoder was working.
  *
+ *    With --filters 0.5,0.1,0.01,0.001: one client, --seconds / 2 each,
+ *    the same text queries and then searches by a stored image
+ *    ({"image_id"}: no text encode, so the filter's own cost shows), first
+ *    unfiltered, then with a capture-time range keeping each share of the
+ *    images (bench/prebuild.c spreads their times uniformly over ten
+ *    years; the count the filter kept is the response's "filtered").
+ *
  *    Then GET /v1/duplicates?threshold=0.95 twice: the time to compute the
  *    near-duplicate groups of every image, and to answer from the cache.
  *
@@ -99,6 +106,8 @@ struct opts {
 	int images, batch, workers, keep, json;
 	int photo_w, photo_h, fast_decode;
 	int clients[MAX_LEVELS], nlevels;
+	double filters[MAX_LEVELS];  /* --filters: shares of the images a date range keeps */
+	int nfilters;
 	double seconds;
 	uint64_t seed;
 };
@@ -116,6 +125,10 @@ struct figures {
 	bs_load_result load[MAX_LEVELS];
 	double d_encode_ms[MAX_LEVELS]; /* the daemon's mean text encode per query, -1: unknown */
 	int nlevels_done;
+	/* --filters: [text, image][0 unfiltered, 1.. each share] */
+	bs_load_result filt[2][MAX_LEVELS + 1];
+	long filt_kept[MAX_LEVELS + 1];
+	int filt_done;
 	double dups_s[2];               /* GET /v1/duplicates: computed, then cached; -1: failed */
 	long dups_groups, dups_grouped;
 	/* ingest */
@@ -233,6 +246,23 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->clipd = v;
 		else if (!strcmp(a, "--mkmodel"))
 			o->mkmodel = v;
+		else if (!strcmp(a, "--filters")) {
+			char *end;
+			const char *p = v;
+			o->nfilters = 0;
+			while (p && *p && o->nfilters < MAX_LEVELS) {
+				double f = strtod(p, &end);
+				if (end == p || !(f > 0 && f <= 1)) {
+					fprintf(stderr, "bench/server: --filters takes shares in (0, 1], "
+					                "e.g. 0.5,0.1,0.01\n");
+					return -1;
+				}
+				o->filters[o->nfilters++] = f;
+				p = *end == ',' ? end + 1 : end;
+				if (*end && *end != ',')
+					break;
+			}
+		}
 		else if (!strcmp(a, "--seed"))
 			o->seed = strtoull(v, NULL, 10);
 		else {
@@ -539,6 +569,63 @@ static int stop_after(bs_daemon *d, int rc, char *msg, size_t msg_size)
 
 /* ---- 1. search ------------------------------------------------------------ */
 
+/* Filtered searches (--filters): text and image queries, unfiltered and
+ * with a capture-time range keeping each share. */
+static int run_filters(const struct opts *o, int port, struct figures *fg, char *msg,
+                       size_t msg_size)
+{
+	char *bodies[NQUERIES] = {NULL};
+	int rc = 0;
+	for (int kind = 0; kind < 2 && !rc && !bs_interrupted; kind++) {
+		for (int f = 0; f <= o->nfilters && !rc && !bs_interrupted; f++) {
+			char before[32];
+			if (f) {
+				time_t t = (time_t)(PREBUILD_EPOCH +
+				                    (int64_t)(o->filters[f - 1] * PREBUILD_DAYS * 86400.0));
+				struct tm tm;
+				gmtime_r(&t, &tm);
+				strftime(before, sizeof before, "%Y-%m-%dT%H:%M:%S", &tm);
+			}
+			for (int q = 0; q < NQUERIES; q++) {
+				json_t *j = kind ? json_pack("{s:I,s:i}", "image_id",
+				                             (json_int_t)(1 + q * (o->items / NQUERIES)), "k", 20)
+				                 : json_pack("{s:s,s:i}", "text", queries[q], "k", 20);
+				if (f) {
+					json_object_set_new(j, "taken_after", json_string("2015-01-01"));
+					json_object_set_new(j, "taken_before", json_string(before));
+				}
+				free(bodies[q]);
+				bodies[q] = json_dumps(j, JSON_COMPACT);
+				json_decref(j);
+			}
+			int status = 0;
+			char *out = NULL;
+			if ((rc = http_once(port, "POST", "/v1/search", bodies[0], &status, &out, msg,
+			                    msg_size)))
+				break;
+			json_t *j = json_loads(out ? out : "", 0, NULL);
+			if (status != 200)
+				rc = bs_fail(msg, msg_size, "filtered search: HTTP %d %s", status, out);
+			fg->filt_kept[f] = f ? (long)json_integer_value(json_object_get(j, "filtered"))
+			                     : o->items;
+			json_decref(j);
+			free(out);
+			if (rc)
+				break;
+			fprintf(stderr, "# search: %s queries, %s%s\n", kind ? "image" : "text",
+			        f ? "taken before " : "unfiltered", f ? before : "");
+			rc = bs_load_run(port, "/v1/search", 1, o->seconds / 2,
+			                 (const char *const *)bodies, NQUERIES, &fg->filt[kind][f], msg,
+			                 msg_size);
+		}
+	}
+	if (!rc)
+		fg->filt_done = 1;
+	for (int q = 0; q < NQUERIES; q++)
+		free(bodies[q]);
+	return rc;
+}
+
 static int run_search(const struct opts *o, const clip_model *m, const char *dir,
                       struct figures *fg, char *msg, size_t msg_size)
 {
@@ -622,6 +709,9 @@ static int run_search(const struct opts *o, const clip_model *m, const char *dir
 		if (r->errors)
 			fprintf(stderr, "# search: %ld errors, first: %s\n", r->errors, r->first_error);
 	}
+	if (o->nfilters && !bs_interrupted &&
+	    (rc = run_filters(o, d.port, fg, msg, msg_size)))
+		goto out;
 	/* Near-duplicate groups of every image (server/duplicates.c): the
 	 * first request computes them, the second finds them cached. */
 	for (int i = 0; i < 2 && !bs_interrupted; i++) {
@@ -777,6 +867,24 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 			       fg->load[0].clients);
 		printf(";\n  one encode at a time caps search near %.0f QPS.\n",
 		       fg->textq_ms > 0 ? 1e3 / fg->textq_ms : 0);
+		if (fg->filt_done) {
+			printf("  filtered (1 client; a capture-time range, applied inside the index):\n");
+			printf("  %10s %9s | %8s %8s %8s %6s | %8s %8s %8s %6s\n", "keeps", "images",
+			       "text p50", "p99", "QPS", "p99 x", "image p50", "p99", "QPS", "p99 x");
+			for (int f = 0; f <= o->nfilters; f++) {
+				const bs_load_result *t = &fg->filt[0][f], *im = &fg->filt[1][f];
+				char share[16];
+				if (f)
+					snprintf(share, sizeof share, "%g%%", 100 * o->filters[f - 1]);
+				else
+					snprintf(share, sizeof share, "all");
+				printf("  %10s %9ld | %8.2f %8.2f %8.1f %6.2f | %9.2f %8.2f %8.1f %6.2f\n", share,
+				       fg->filt_kept[f], t->p50_ms, t->p99_ms, t->qps,
+				       fg->filt[0][0].p99_ms > 0 ? t->p99_ms / fg->filt[0][0].p99_ms : 0,
+				       im->p50_ms, im->p99_ms, im->qps,
+				       fg->filt[1][0].p99_ms > 0 ? im->p99_ms / fg->filt[1][0].p99_ms : 0);
+			}
+		}
 		printf("  GET /v1/duplicates?threshold=0.95 over the %ld images: computed in %.2f s, "
 		       "cached %.3f s; %ld groups of %ld images\n",
 		       o->items, fg->dups_s[0], fg->dups_s[1], fg->dups_groups, fg->dups_grouped);

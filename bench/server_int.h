@@ -128,6 +128,11 @@ int bs_load_run(int port, const char *path, int clients, double seconds,
  * *vecs_out receives the n vectors ([n][dim], malloc'ed) for an in-process
  * index measurement. *insert_s and *embed_s are the seconds spent in image
  * inserts and embedding writes. Progress goes to stderr. */
+/* The capture times bs_prebuild gives: uniform over PREBUILD_DAYS days
+ * from PREBUILD_EPOCH (2015-01-01T00:00:00, Unix seconds). */
+#define PREBUILD_EPOCH 1420070400LL
+#define PREBUILD_DAYS 3650
+
 int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, int dim,
                 uint64_t seed, float **vecs_out, double *insert_s, double *embed_s, char *msg,
                 size_t msg_size);

@@ -7,7 +7,7 @@
  * range reads the index of the camera's wall-clock time (migration 006),
  * or of the instant when the bounds carry a time zone; a place without a
  * time reads the latitude band of the gps index; anything else scans the
- * table. Conditions that are absent are bound NULL and drop out
+ * table; a date range alone reads only its index. Conditions that are absent are bound NULL and drop out
  * ("?n IS NULL OR ..."). The metadata filter is the request's JSON object
  * itself, matched with json_each in the same statement, key by key: a
  * value matches when its JSON type and value are the same (1 is not 1.0
@@ -55,6 +55,15 @@ static const char SQL_FILTER_BY_INSTANT[] =
 	"SELECT id, gps_lat, gps_lon FROM images INDEXED BY images_by_taken"
 	" WHERE taken_ms IS NOT NULL AND taken_ms >= coalesce(?9, -9223372036854775807)"
 	" AND taken_ms < coalesce(?10, 9223372036854775807)" IMAGE_TAIL;
+/* A date range alone (the timeline's case): the index holds all it reads. */
+static const char SQL_FILTER_LOCAL_ONLY[] =
+	"SELECT id, NULL, NULL FROM images INDEXED BY images_by_local_time"
+	" WHERE taken_local_ms IS NOT NULL AND taken_local_ms >= coalesce(?1, -9223372036854775807)"
+	" AND taken_local_ms < coalesce(?2, 9223372036854775807)";
+static const char SQL_FILTER_INSTANT_ONLY[] =
+	"SELECT id, NULL, NULL FROM images INDEXED BY images_by_taken"
+	" WHERE taken_ms IS NOT NULL AND taken_ms >= coalesce(?9, -9223372036854775807)"
+	" AND taken_ms < coalesce(?10, 9223372036854775807)";
 static const char SQL_FILTER_BY_PLACE[] =
 	"SELECT id, gps_lat, gps_lon FROM images INDEXED BY images_by_gps"
 	" WHERE gps_lat IS NOT NULL AND gps_lat BETWEEN ?3 AND ?4" IMAGE_TAIL;
@@ -153,7 +162,10 @@ int store_filter_ids(store *s, store_kind kind, const store_filter *f, int64_t *
 	};
 	int local = (f->has_after && !f->after_zoned) || (f->has_before && !f->before_zoned);
 	int instant = (f->has_after && f->after_zoned) || (f->has_before && f->before_zoned);
+	int time_only = !f->has_near && !f->camera && !f->meta_json && !(local && instant);
 	q.sql = !images  ? SQL_FILTER_TEXTS
+	        : time_only && local   ? SQL_FILTER_LOCAL_ONLY
+	        : time_only && instant ? SQL_FILTER_INSTANT_ONLY
 	        : local   ? SQL_FILTER_BY_LOCAL
 	        : instant ? SQL_FILTER_BY_INSTANT
 	        : f->has_near ? SQL_FILTER_BY_PLACE
