@@ -412,8 +412,10 @@ static int gps_coord(ExifData *ed, ExifByteOrder bo, ExifTag tag, ExifTag ref_ta
 		}
 		v[i] = (double)q.numerator / q.denominator;
 	}
-	if (v[1] >= 60 || v[2] >= 60) {
-		note(n, "%s: %g minutes %g seconds (each must be under 60)", name, v[1], v[2]);
+	/* Exactly 60 is allowed: writers that round write 179.95 degrees as
+	 * 179 deg 56' 60" (exiftool 12.57 does), which means 179 deg 57'. */
+	if (v[1] > 60 || v[2] > 60) {
+		note(n, "%s: %g minutes %g seconds (each must be at most 60)", name, v[1], v[2]);
 		return 0;
 	}
 	double deg = v[0] + v[1] / 60 + v[2] / 3600;

@@ -470,6 +470,18 @@ static void t_gps_bad_parts(void)
 	CHECK(notes_mention(&n, "zero denominator"));
 	dump_notes(&n);
 	store_exif_clear(&e);
+
+	/* 179 deg 56' 60" W, as exiftool writes 179.95 (rounded seconds):
+	 * 179.95, not refused. */
+	rational(lat, 16, 1), rational(lat + 8, 51, 1), rational(lat + 16, 0, 1);
+	rational(lon, 179, 1), rational(lon + 8, 56, 1), rational(lon + 16, 60, 1);
+	ent gps3[] = {{1, 2, 2, "S", 0}, {2, 5, 3, lat, 0}, {3, 2, 2, "W", 0}, {4, 5, 3, lon, 0}};
+	b = block(NULL, 0, NULL, 0, gps3, 4);
+	read_jpeg_block(&b, &e, &n);
+	free(b.b);
+	CHECKF(e.has_gps && fabs(e.gps_lat + 16.85) < 1e-9 && fabs(e.gps_lon + 179.95) < 1e-9,
+	       "60 seconds: has_gps %d, %.6f %.6f", e.has_gps, e.gps_lat, e.gps_lon);
+	store_exif_clear(&e);
 }
 
 static void t_wrong_types(void)
