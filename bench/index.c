@@ -22,7 +22,9 @@
  * background mode: training), the maintenance runs while one thread
  * searches single queries back to back and another adds a vector every
  * 10 ms; the searches' latency during it (p50, p99, max: the worst wait)
- * is printed on a "# maintenance" line.
+ * is printed on a "# maintenance" line. The maintenance runs on a thread
+ * of its own at the lowest CPU priority, as in clipd (--maint-priority
+ * normal: at the default one, to compare).
  * Queries are perturbed database vectors, normalise(x[r] + s*g/sqrt(dim))
  * with g ~ N(0, I), so every query has a meaningful nearest neighbour.
  *
@@ -510,6 +512,26 @@ static void *writer(void *p)
 	return NULL;
 }
 
+/* --maint-priority normal: the maintenance thread keeps the default
+ * priority (to compare with clipd's lowered one). */
+static int o_maint_normal;
+
+struct maint_run {
+	vidx *v;
+	int low, rc;
+	vidx_maint did;
+	vidx_err err;
+};
+
+static void *maint_thread(void *p)
+{
+	struct maint_run *m = p;
+	if (m->low && vidx_lower_priority() != 0)
+		perror("bench/index: lowering the maintenance thread's priority");
+	m->rc = vidx_maintain(m->v, &m->did, &m->err);
+	return NULL;
+}
+
 /* Runs v's due maintenance while a searcher and a writer work on it; then
  * removes what the writer added, so recall is measured over the rows. */
 static void maintain_under_load(vidx *v, const float *q, size_t nq, int dim, size_t n,
@@ -530,8 +552,15 @@ static void maintain_under_load(vidx *v, const float *q, size_t nq, int dim, siz
 	        vidx_maint_name(vidx_maintenance_due(v)));
 	pthread_create(&ts, NULL, searcher, &l);
 	pthread_create(&tw, NULL, writer, &l);
+	/* On a thread of its own, as clipd's (server/collections.c), at the
+	 * lowest CPU priority unless --maint-priority normal. */
+	struct maint_run mr = {.v = v, .low = !o_maint_normal};
+	pthread_t tm;
 	double t0 = bench_now();
-	check(vidx_maintain(v, &did, &err), &err, "maintenance");
+	pthread_create(&tm, NULL, maint_thread, &mr);
+	pthread_join(tm, NULL);
+	check(mr.rc, &mr.err, "maintenance");
+	did = mr.did;
 	res->maint_s = bench_now() - t0;
 	__atomic_store_n(&l.stop, 1, __ATOMIC_RELAXED);
 	pthread_join(ts, NULL);
@@ -856,7 +885,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq,ivfpq-raw,auto]\n"
 	           "             [--dim 512] [--queries 200] [--batches 30] [--noise 0.5]\n"
 	           "             [--ef-search E] [--nprobe P] [--data gaussian|lowdim] [--seed S]\n"
-	           "             [--maint] [--sweep nprobe:refine,...] [--json]\n");
+	           "             [--maint] [--maint-priority low|normal] [--sweep nprobe:refine,...] [--json]\n");
 }
 
 static void parse_opts(struct opts *o, int argc, char **argv)
@@ -874,6 +903,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{"seed", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"maint", no_argument, NULL, 'm'},
+		{"maint-priority", required_argument, NULL, 'P'},
 		{"sweep", required_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -902,6 +932,11 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case 's': o->seed = (uint64_t)strtoull(optarg, NULL, 0); break;
 		case 'j': o->json = 1; break;
 		case 'm': o->maint = 1; break;
+		case 'P':
+			if (strcmp(optarg, "low") && strcmp(optarg, "normal"))
+				die("--maint-priority is low (clipd's) or normal");
+			o_maint_normal = !strcmp(optarg, "normal");
+			break;
 		case 'S':
 			for (const char *p = optarg; *p && o->nsweep < 16;) {
 				int np, rf, used;

@@ -229,6 +229,14 @@ vidx_maint vidx_maintenance_due(vidx *v);
  * may run meanwhile. On failure the current index stays as it was. */
 int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err);
 
+/* Makes the calling thread, and the OpenMP workers it starts from now on,
+ * run at the lowest CPU priority (nice 19; Linux nice values are per
+ * thread and inherited by the threads it creates). For a thread that does
+ * only maintenance: a rebuild then takes what searches leave of the cores
+ * instead of half of them. It cannot be undone without privilege. 0, or
+ * -1 with errno when the system refused. */
+int vidx_lower_priority(void);
+
 /* Asks a running (or the next) vidx_maintain to stop at its next batch of
  * adds; it returns VIDX_ECANCELLED and the current index stays. FAISS's
  * training itself cannot be interrupted: it finishes first. */

@@ -24,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/Index_c.h>
@@ -437,4 +440,10 @@ void vidx_get_state(vidx *v, vidx_state *out)
 	snprintf(out->error, sizeof out->error, "%s", v->maint_error[0] ? v->maint_error
 	                                                                : v->train_error);
 	pthread_rwlock_unlock(&v->lock);
+}
+
+int vidx_lower_priority(void)
+{
+	/* PRIO_PROCESS with a thread id sets that thread's nice value. */
+	return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
 }

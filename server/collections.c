@@ -34,6 +34,7 @@
  * (the same sequence, another structure): it is marked unsaved, and the
  * next periodic save writes it.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
@@ -146,6 +147,10 @@ void coll_close(collections *c)
 static void *maint_main(void *p)
 {
 	collections *c = p;
+	/* Rebuilds yield the cores to searches (issue 13: no search waits on
+	 * maintenance); this thread does nothing else. */
+	if (vidx_lower_priority() != 0)
+		log_warn("index maintenance: cannot lower its CPU priority: %s", strerror(errno));
 	pthread_mutex_lock(&c->mmu);
 	while (!c->stop) {
 		pthread_mutex_unlock(&c->mmu);
