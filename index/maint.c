@@ -10,8 +10,9 @@
  *   2. shared: copy the live vectors and ids (writers wait for the copy,
  *      searches do not);
  *   3. no lock: build the new index from the copy (train, add);
- *   4. shared: replay the journal onto the new index, in rounds, until a
- *      few entries are left (writers wait, searches do not); exclusive:
+ *   4. shared: replay the journal onto the new index, a chunk of 256
+ *      entries per hold of the lock, until a few entries are left (a
+ *      writer waits for one chunk, searches not at all); exclusive:
  *      replay those, exchange the two indexes' contents, switch the
  *      journal off.
  * Replaying is idempotent (each entry sets an id to a vector or to absent,
@@ -21,6 +22,7 @@
  * reports it (last_swap_ms), bench/index --maint measures the searches'
  * worst wait.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,7 @@
 #define ADD_BATCH 4096
 /* Journal entries left for the exclusive lock to replay before the swap. */
 #define REPLAY_EXCLUSIVE 32
+#define REPLAY_CHUNK 256
 
 static double now_ms(void)
 {
@@ -270,24 +273,24 @@ static int build_new(vidx *v, const char *factory, size_t n, const int64_t *ids,
 /* Replays journal entries [*done, n) onto nv, in order, consecutive sets as
  * one add; *done advances. Under v's lock, shared or exclusive (writers
  * append under the exclusive lock only). */
-static int replay(vidx *v, vidx *nv, size_t *done, vidx_err *err)
+static int replay(vidx *v, vidx *nv, size_t *done, size_t max, vidx_err *err)
 {
 	struct journal *j = &v->jr;
-	size_t d = (size_t)v->dim;
+	size_t d = (size_t)v->dim, end = max < j->n - *done ? *done + max : j->n;
 	if (j->failed)
 		return vidx_fail(err, VIDX_ENOMEM, "out of memory keeping the changes made meanwhile");
-	for (size_t i = *done; i < j->n;) {
+	for (size_t i = *done; i < end;) {
 		size_t e = i + 1;
 		int rc;
 		if (j->rm[i]) {
-			while (e < j->n && j->rm[e])
+			while (e < end && j->rm[e])
 				e++;
 			rc = vidx_remove(nv, e - i, j->id + i, NULL, err);
 		} else {
 			/* One batch may not name an id twice: stop at a repeat. */
 			idset seen = {0};
 			idset_put(&seen, j->id[i], 0);
-			while (e < j->n && !j->rm[e] && !idset_get(&seen, j->id[e], NULL) &&
+			while (e < end && !j->rm[e] && !idset_get(&seen, j->id[e], NULL) &&
 			       idset_put(&seen, j->id[e], 0) == 0)
 				e++;
 			idset_free(&seen);
@@ -379,19 +382,23 @@ int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err)
 
 	/* Catch up under the shared lock while searches go on, until what
 	 * is left is a few changes, so the exclusive part stays short. */
+	/* Each hold of the shared lock replays at most REPLAY_CHUNK changes,
+	 * so a writer (which needs the lock exclusively) waits for one chunk,
+	 * not for all the changes of a long build. Replaying outpaces the
+	 * writers, so this ends; the bound on holds is a safeguard. */
 	size_t done = 0;
-	for (int round = 0; rc == VIDX_OK && round < 8; round++) {
+	for (int hold = 0; rc == VIDX_OK && hold < 100000; hold++) {
 		pthread_rwlock_rdlock(&v->lock);
 		size_t left = v->jr.n - done;
 		if (left > REPLAY_EXCLUSIVE)
-			rc = replay(v, nv, &done, err);
+			rc = replay(v, nv, &done, REPLAY_CHUNK, err);
 		pthread_rwlock_unlock(&v->lock);
 		if (left <= REPLAY_EXCLUSIVE)
 			break;
 	}
 	pthread_rwlock_wrlock(&v->lock);
 	double t1 = now_ms();
-	if (rc == VIDX_OK && (rc = replay(v, nv, &done, err)) == VIDX_OK)
+	if (rc == VIDX_OK && (rc = replay(v, nv, &done, SIZE_MAX, err)) == VIDX_OK)
 		exchange(v, nv);
 	v->jr.on = 0;
 	v->jr.n = 0;
