@@ -88,6 +88,12 @@ int clip_model_open_opts(const char *dir, const clip_options *opts, clip_model *
 int clip_checkpoint_files(const char *dir, const char **config, const char **weights,
                           clip_err *err);
 
+/* The identity of the checkpoint in dir: "clip-" and 16 hex digits of a
+ * SHA-256 over its config, its safetensors header and its weight file's
+ * size (fingerprint.c), into id (id_size >= 22). The daemon names a data
+ * directory's model by it, and clip-embed stamps its shards with it. */
+int clip_fingerprint(const char *dir, char *id, size_t id_size, clip_err *err);
+
 /* The precision the model runs in (never AUTO). */
 clip_precision clip_model_precision(const clip_model *m);
 

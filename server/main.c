@@ -59,7 +59,6 @@
 #include "clock.h"
 #include "config.h"
 #include "exif_backfill.h"
-#include "fingerprint.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"

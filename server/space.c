@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fingerprint.h"
 #include "log.h"
 #include "space.h"
 
@@ -40,8 +39,10 @@ int space_load(const char *dir, clip_precision p, space **out, api_err *err)
 		rc = api_fail(err, API_EBADREQ, "cannot load the model from %s: %s", dir, ce.msg);
 		goto out;
 	}
-	if ((rc = fingerprint_model(dir, sp->model_id, sizeof sp->model_id, err)))
+	if (clip_fingerprint(dir, sp->model_id, sizeof sp->model_id, &ce) != CLIP_OK) {
+		rc = api_fail(err, API_EIO, "%s", ce.msg);
 		goto out;
+	}
 	sp->dim = clip_model_dim(sp->model);
 	*out = sp;
 	sp = NULL;

@@ -26,7 +26,6 @@
 #include "clock.h"
 #include "space.h"
 #include "config.h"
-#include "fingerprint.h"
 #include "fuzz_daemon.h"
 #include "fuzz_util.h"
 #include "http.h"
