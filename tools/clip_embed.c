@@ -6,10 +6,14 @@
  *              [--text STR] [--image FILE] [--pixels FILE.f32] [--tokenize STR]
  *              [--preprocess FILE --out OUT.f32]
  *              [--classify IMAGE --labels "a,b,c"] ...
+ *   clip-embed --model DIR --list FILE --shard I/N --out DIR [--max-bytes N]
+ *              [--batch N] [--threads N] [--precision P]
  *
  * Inputs are processed in the order given; consecutive texts and images are
  * encoded in batches of up to --batch. Errors go to stderr and the exit
- * status is non-zero when any input failed.
+ * status is non-zero when any input failed. The second form embeds shard I
+ * of N of a list of image paths into a directory for POST /v1/import
+ * (embed_shard.c, docs/SHARDS.md).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "clip.h"
+#include "embed_shard.h"
 #include "gemm_int.h"
 
 enum op { OP_TEXT, OP_IMAGE, OP_PIXELS, OP_TOKENIZE, OP_PREPROCESS, OP_CLASSIFY };
@@ -47,7 +52,12 @@ static void usage(FILE *f)
 	      "  --threads N            threads per product (default: the libraries' own choice)\n"
 	      "  --precision P          auto, f32, bf16 or int8 (default auto: bf16 where the CPU\n"
 	      "                         has AVX512-BF16 or AMX, else f32)\n"
-	      "  --batch N              largest batch (default 16)\n",
+	      "  --batch N              largest batch (default 16)\n"
+	      "shards (docs/SHARDS.md), instead of inputs:\n"
+	      "  --list FILE --shard I/N --out DIR\n"
+	      "                         embed every N-th image path of FILE, from the I-th\n"
+	      "                         (counting from 0), into DIR/shard-IIIII-of-NNNNN\n"
+	      "  --max-bytes N          larger image files are failed items (default 64 MiB)\n",
 	      f);
 }
 
@@ -260,6 +270,8 @@ int main(int argc, char **argv)
 	const char *model = NULL;
 	struct runner r = {.batch = 16};
 	int threads = 0, nin = 0;
+	struct shard_args sh = {.max_bytes = 64 << 20, .shard = -1};
+	const char *shard_out = NULL;
 	clip_options opts = {CLIP_PRECISION_AUTO};
 	struct input *in = calloc((size_t)argc, sizeof *in);
 	if (!in)
@@ -309,6 +321,25 @@ int main(int argc, char **argv)
 			x->op = !strcmp(a, "--text") ? OP_TEXT : !strcmp(a, "--image") ? OP_IMAGE
 			      : !strcmp(a, "--pixels") ? OP_PIXELS : !strcmp(a, "--tokenize") ? OP_TOKENIZE
 			      : !strcmp(a, "--preprocess") ? OP_PREPROCESS : OP_CLASSIFY;
+		} else if (!strcmp(a, "--list")) {
+			NEED_ARG;
+			sh.list = v;
+		} else if (!strcmp(a, "--shard")) {
+			NEED_ARG;
+			if (embed_shard_parse(v, &sh.shard, &sh.nshards) != 0) {
+				fprintf(stderr, "clip-embed: --shard must be I/N with 0 <= I < N <= 99999\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--max-bytes")) {
+			NEED_ARG;
+			sh.max_bytes = atoll(v);
+			if (sh.max_bytes < 1 || sh.max_bytes > ((int64_t)1 << 31)) {
+				fprintf(stderr, "clip-embed: --max-bytes must be 1..2147483648\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--out") && nin == 0) {
+			NEED_ARG;
+			shard_out = v;
 		} else if (!strcmp(a, "--out") || !strcmp(a, "--labels")) {
 			NEED_ARG;
 			enum op want = !strcmp(a, "--out") ? OP_PREPROCESS : OP_CLASSIFY;
@@ -331,6 +362,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "clip-embed: --model DIR is required\n");
 		usage(stderr);
 		return 2;
+	}
+	if (sh.list || sh.shard >= 0 || shard_out) {
+		if (!sh.list || sh.shard < 0 || !shard_out || nin > 0) {
+			fprintf(stderr, "clip-embed: --list, --shard and --out go together, without inputs\n");
+			return 2;
+		}
+		if (threads > 0)
+			mm_set_threads(threads);
+		sh.model = model;
+		sh.out = shard_out;
+		sh.opts = opts;
+		sh.batch = r.batch;
+		free(in);
+		return embed_shard_run(&sh);
 	}
 	for (int i = 0; i < nin; i++)
 		if ((in[i].op == OP_PREPROCESS && !in[i].out) || (in[i].op == OP_CLASSIFY && !in[i].labels)) {
