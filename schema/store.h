@@ -289,6 +289,17 @@ typedef struct store_embedding_item {
 int store_embeddings_put_many(store *s, store_kind kind, const char *model, int dim,
                               store_embedding_item *items, size_t n, store_err *err);
 
+/* Inserts an image that arrives with its embedding (POST /v1/import: a
+ * shard embedded elsewhere), in one transaction: the image row as
+ * store_image_insert, ready, the embedding of model with the next sequence
+ * number, and an item of job job_id that is done already. It never enters
+ * the work queue. STORE_EEXISTS (and *id the existing image, nothing
+ * written) when the content is there; STORE_ESTALE as store_embedding_put
+ * when the data directory does not take model's embeddings. */
+int store_image_insert_embedded(store *s, const store_image *img, int64_t job_id,
+                                const char *model, const float *vec, int dim, int64_t *id,
+                                store_err *err);
+
 /* The highest sequence number handed out so far (0 for none). */
 int store_last_seq(store *s, uint64_t *seq, store_err *err);
 

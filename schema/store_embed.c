@@ -188,6 +188,44 @@ int store_embeddings_put_many(store *s, store_kind kind, const char *model, int 
 	return rc;
 }
 
+struct image_embedded {
+	const store_image *img;
+	const char *model;
+	const float *vec;
+	int dim;
+	int64_t job_id, *id;
+};
+
+static int image_embedded_tx(store *s, void *ctx, store_err *err)
+{
+	struct image_embedded *a = ctx;
+	int64_t now = store_now_ms();
+	int rc = check_model_locked(s, a->model, err);
+	if (rc == STORE_OK)
+		rc = store_image_insert_locked(s, a->img, a->id, err);
+	if (rc != STORE_OK)
+		return rc;
+	store_embedding_item it = {.item_id = *a->id, .width = a->img->width,
+	                           .height = a->img->height, .vec = a->vec};
+	if ((rc = put_one_locked(s, STORE_IMAGE, a->model, a->dim, &it, now, err)) != STORE_OK)
+		return rc;
+	return store_job_add_done_locked(s, a->job_id, STORE_IMAGE, *a->id, a->img->filename, now,
+	                                 err);
+}
+
+int store_image_insert_embedded(store *s, const store_image *img, int64_t job_id,
+                                const char *model, const float *vec, int dim, int64_t *id,
+                                store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	int64_t tmp;
+	if (!model || !*model || !vec || dim <= 0)
+		return store_fail(err, STORE_EINVAL, "an embedding needs a model, a vector and a dimension");
+	/* On STORE_EEXISTS nothing was written; *id is the existing image. */
+	struct image_embedded a = {img, model, vec, dim, job_id, id ? id : &tmp};
+	return store_write(s, image_embedded_tx, &a, err);
+}
+
 struct vec_out {
 	float *vec;
 	int dim;

@@ -180,6 +180,11 @@ int store_image_delete_locked(store *s, int64_t id, int *found, store_err *err);
 int store_work_finish_locked(store *s, int64_t work_id, const char *why, int64_t now, int *found,
                              store_err *err);
 
+/* Inside a write transaction: adds an item to a job as done already (it
+ * came with its embedding), counting it. */
+int store_job_add_done_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
+                              const char *name, int64_t now, store_err *err);
+
 /* A JSON array of the n ids as text ("[1,2,3]"), for json_each(?) in one
  * prepared statement; malloc'ed, NULL when out of memory. */
 char *store_ids_json(const int64_t *ids, size_t n);

@@ -24,6 +24,13 @@ static const char SQL_ITEM_ADD[] =
 static const char SQL_ITEM_ADD_FAILED[] =
 	"INSERT INTO job_items (job_id, kind, item_id, state, name, error, updated_ms) "
 	"VALUES (?1, 0, 0, 3, ?2, ?3, ?4)";
+/* An item that arrives done (an import with its embedding): state 2. */
+static const char SQL_ITEM_ADD_DONE[] =
+	"INSERT INTO job_items (job_id, kind, item_id, state, name, updated_ms) "
+	"VALUES (?1, ?2, ?3, 2, ?5, ?4)";
+static const char SQL_JOB_GROW_DONE[] =
+	"UPDATE jobs SET total = total + 1, done = done + 1, updated_ms = ?2, "
+	"state = CASE WHEN sealed AND done + 1 + failed >= total + 1 THEN 2 ELSE 1 END WHERE id = ?1";
 /* ?3 more items, ?4 of them already failed. A done job is no longer done. */
 static const char SQL_JOB_GROW[] =
 	"UPDATE jobs SET total = total + ?3, failed = failed + ?4, updated_ms = ?2, "
@@ -198,6 +205,25 @@ int store_job_add_failed(store *s, int64_t job_id, const char *name, const char 
 	STORE_ERR_DEFAULT(err);
 	struct add_failed a = {job_id, name, why && *why ? why : "failed"};
 	return store_write(s, add_failed_tx, &a, err);
+}
+
+int store_job_add_done_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
+                              const char *name, int64_t now, store_err *err)
+{
+	store_query q = {
+		.sql = SQL_ITEM_ADD_DONE, .what = "recording an item done",
+		.args = {BIND_INT(job_id), BIND_INT(kind), BIND_INT(item_id), BIND_INT(now),
+		         BIND_TEXT(name)},
+	};
+	int rc = store_run(&s->writer, &q, err);
+	if (q.step_rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+		return store_fail(err, STORE_ENOTFOUND, "no job %lld", (long long)job_id);
+	if (rc != STORE_OK)
+		return rc;
+	return store_run(&s->writer, &(store_query){
+		.sql = SQL_JOB_GROW_DONE, .what = "updating a job",
+		.args = {BIND_INT(job_id), BIND_INT(now)},
+	}, err);
 }
 
 struct image_queued {

@@ -279,6 +279,60 @@ static void t_dedupe_by_sha(void)
 	store_close(s);
 }
 
+/* An imported image (store_image_insert_embedded): ready with its
+ * embedding in one transaction, never queued, counted done in its job;
+ * the same content again is refused whole; another model's vector is
+ * refused once the data directory names its model. */
+static void t_insert_embedded(void)
+{
+	store *s = open_fresh("embedded.db");
+	store_err err;
+	REQUIRE(s);
+	int64_t job, a = 0, b = 0;
+	REQUIRE(store_job_create_open(s, "import", &job, &err) == STORE_OK);
+	float v[4] = {0.5f, 0.5f, 0.5f, 0.5f}, got[4];
+	store_image img = {.filename = "/photos/a.jpg", .mime = "image/jpeg", .width = 40,
+	                   .height = 30, .bytes = 10, .pinned = 1};
+	sha_of(img.sha256, 21);
+	CHECK(store_image_insert_embedded(s, &img, job, "m1", v, 4, &a, &err) == STORE_OK);
+	store_image out;
+	REQUIRE(store_image_get(s, a, &out, &err) == STORE_OK);
+	CHECK(out.status == STORE_READY && out.width == 40 && out.height == 30);
+	store_image_clear(&out);
+	CHECK(store_embedding_get(s, STORE_IMAGE, a, "m1", got, 4, &err) == STORE_OK &&
+	      memcmp(got, v, sizeof v) == 0);
+	int64_t depth = -1;
+	CHECK(store_work_depth(s, &depth, NULL) == STORE_OK && depth == 0);
+	uint64_t seq = 0;
+	CHECK(store_last_seq(s, &seq, NULL) == STORE_OK && seq == 1);
+
+	CHECK(store_image_insert_embedded(s, &img, job, "m1", v, 4, &b, &err) == STORE_EEXISTS);
+	CHECK(b == a);
+	CHECK(store_last_seq(s, &seq, NULL) == STORE_OK && seq == 1);
+
+	REQUIRE(store_kv_set(s, "model.id", "m1", &err) == STORE_OK);
+	store_image other = img;
+	sha_of(other.sha256, 22);
+	CHECK(store_image_insert_embedded(s, &other, job, "m2", v, 4, &b, &err) == STORE_ESTALE);
+	CHECK(store_image_find_sha(s, other.sha256, &out, &err) == STORE_ENOTFOUND);
+	CHECK(store_image_insert_embedded(s, &other, job + 99, "m1", v, 4, &b, &err) ==
+	      STORE_ENOTFOUND);
+	CHECK(store_image_find_sha(s, other.sha256, &out, &err) == STORE_ENOTFOUND);
+	CHECK(store_image_insert_embedded(s, &other, job, "m1", NULL, 4, &b, &err) == STORE_EINVAL);
+
+	store_job j;
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.total == 1 && j.done == 1 && j.failed == 0 && j.state != STORE_JOB_DONE);
+	store_job_clear(&j);
+	REQUIRE(store_job_seal(s, job, &err) == STORE_OK);
+	REQUIRE(store_job_get(s, job, &j, &err) == STORE_OK);
+	CHECK(j.state == STORE_JOB_DONE);
+	store_job_clear(&j);
+	int64_t total, ready;
+	CHECK(store_image_count(s, &total, &ready, NULL) == STORE_OK && total == 1 && ready == 1);
+	store_close(s);
+}
+
 static void t_texts(void)
 {
 	store *s = open_fresh("texts.db");
@@ -1917,6 +1971,7 @@ int main(void)
 	TAP_RUN(t_garbage_and_truncated_refused);
 	TAP_RUN(t_images_crud);
 	TAP_RUN(t_dedupe_by_sha);
+	TAP_RUN(t_insert_embedded);
 	TAP_RUN(t_texts);
 	TAP_RUN(t_embeddings_and_changes);
 	TAP_RUN(t_job_queue);
