@@ -64,8 +64,10 @@ static int pin_duplicate(ingest_ctx *ic, int64_t id, api_err *err)
 	return store_image_pin(ic->a->st, id, &se) == STORE_OK ? 0 : api_from_store(err, &se);
 }
 
-int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
-                int64_t *id, int *duplicate, const char **mime, api_err *err)
+/* ingest_blob, and ingest_blob_embedded when given is non-NULL. */
+static int store_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
+                      const ingest_embedding *given, int64_t *id, int *duplicate, int *changed,
+                      const char **mime, api_err *err)
 {
 	app *a = ic->a;
 	const uint8_t *data;
@@ -78,6 +80,8 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 
 	*duplicate = 0;
 	*id = 0;
+	if (changed)
+		*changed = 0;
 	if (mime)
 		*mime = NULL;
 	if ((rc = blob_writer_finish(bw, err)))
@@ -149,14 +153,25 @@ int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const cha
 		.exif_read = exif_ok,
 	};
 	memcpy(img.sha256, sha, sizeof img.sha256);
-	rc = store_image_insert_queued(a->st, &img, ic->job_id, id, &se);
+	/* An embedding made elsewhere is taken only for the content it was
+	 * made from; a file changed since is queued and embedded here. */
+	int embedded = given && !strcmp(given->sha256, sha);
+	if (given && !embedded)
+		*changed = 1;
+	if (embedded)
+		rc = store_image_insert_embedded(a->st, &img, ic->job_id, given->model, given->vec,
+		                                 given->dim, id, &se);
+	else
+		rc = store_image_insert_queued(a->st, &img, ic->job_id, id, &se);
 	if (rc == STORE_EEXISTS) {
 		*duplicate = 1;
 		rc = pin_duplicate(ic, *id, err);
 		committing = 0; /* a row holds this content: the blob is its */
+	} else if (rc == STORE_ESTALE) {
+		rc = api_fail(err, API_ECONFLICT, "%s", se.msg);
 	} else if (rc != STORE_OK) {
 		rc = api_from_store(err, &se);
-	} else {
+	} else if (!embedded) {
 		worker_pool_kick(a->workers);
 	}
 out:
@@ -170,6 +185,19 @@ out:
 	blob_writer_free(bw);
 	store_exif_clear(&exif);
 	return rc;
+}
+
+int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
+                int64_t *id, int *duplicate, const char **mime, api_err *err)
+{
+	return store_blob(ic, bw, filename, meta_json, NULL, id, duplicate, NULL, mime, err);
+}
+
+int ingest_blob_embedded(ingest_ctx *ic, blob_writer *bw, const char *filename,
+                         const ingest_embedding *given, int64_t *id, int *duplicate, int *changed,
+                         api_err *err)
+{
+	return store_blob(ic, bw, filename, NULL, given, id, duplicate, changed, NULL, err);
 }
 
 int ingest_roots_open(app *a, api_err *err)

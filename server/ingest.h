@@ -61,6 +61,25 @@ int ingest_end(ingest_ctx *ic, api_err *err);
 int ingest_blob(ingest_ctx *ic, blob_writer *bw, const char *filename, const char *meta_json,
                 int64_t *id, int *duplicate, const char **mime, api_err *err);
 
+/* An embedding made elsewhere (an imported shard, docs/SHARDS.md) of the
+ * content with hash sha256, by model. */
+typedef struct ingest_embedding {
+	const char *sha256;   /* lower-case hex */
+	const char *model;
+	const float *vec;     /* [dim], unit length */
+	int dim;
+} ingest_embedding;
+
+/* ingest_blob for a file that comes with its embedding: when the file's
+ * content still has given->sha256, it is stored ready with that embedding
+ * (store_image_insert_embedded: never queued, the index follows at the
+ * next sync); when it changed since, *changed is set and it is queued as
+ * ingest_blob does. Errors as ingest_blob, and 409 when the data directory
+ * does not take given->model's embeddings. */
+int ingest_blob_embedded(ingest_ctx *ic, blob_writer *bw, const char *filename,
+                         const ingest_embedding *given, int64_t *id, int *duplicate, int *changed,
+                         api_err *err);
+
 /* Opens the --allow-root directories as descriptors into a->root_fds
  * (main, at start, before any request). Errors name the directory. */
 int ingest_roots_open(app *a, api_err *err);

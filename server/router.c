@@ -25,6 +25,7 @@ static const route routes[] = {
 	{"GET", "/v1/images/{id}/file", route_image_file, BODY_NONE, 0},
 	{"GET", "/v1/images/{id}/thumbnail", route_image_thumbnail, BODY_NONE, 0},
 	{"POST", "/v1/ingest", route_ingest, BODY_UPLOAD, 1},
+	{"POST", "/v1/import", route_import, BODY_BUFFER, 1},
 	{"GET", "/v1/jobs", route_jobs_list, BODY_NONE, 0},
 	{"GET", "/v1/jobs/{id}", route_job_get, BODY_NONE, 0},
 	{"POST", "/v1/texts", route_texts_add, BODY_BUFFER, 1},

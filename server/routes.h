@@ -40,6 +40,8 @@ void route_image_thumbnail(http_req *r);
 
 /* routes_ingest.c */
 void route_ingest(http_req *r);
+/* POST /v1/import: shards written by clip-embed --shard (docs/SHARDS.md). */
+void route_import(http_req *r);
 
 /* routes_jobs.c */
 void route_job_get(http_req *r);

@@ -116,9 +116,10 @@ static int out_line(struct shard *s, int which, json_t *o)
 	return rc;
 }
 
-/* A path is the list's bytes; JSON needs UTF-8, so a path that is not is
- * written with each byte as a code point U+0000..U+00FF (Latin-1), as the
- * daemon names such files (jsonutil.h ju_string). */
+/* A path is the list's bytes; JSON needs UTF-8, so a path that is not
+ * (only ever in failed.jsonl, which says so) is written with each byte as a
+ * code point U+0000..U+00FF (Latin-1), as the daemon names such files
+ * (jsonutil.h ju_string). */
 static json_t *path_string(const char *p)
 {
 	if (g_utf8_validate(p, -1, NULL))
@@ -213,6 +214,10 @@ static int add_path(struct shard *s, const char *path)
 	char why[300];
 	size_t n;
 	clip_err err;
+	/* items.jsonl names a file by its path as a JSON string, which the
+	 * importer opens: only a UTF-8 path survives that unchanged. */
+	if (!g_utf8_validate(path, -1, NULL))
+		return record_failure(s, path, "the path is not UTF-8: it cannot be imported as it is");
 	if (read_image(s, path, &n, why, sizeof why))
 		return record_failure(s, path, why);
 	size_t plane = (size_t)3 * s->S * s->S;

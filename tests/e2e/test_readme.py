@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_e2e import ok, skip, Daemon, REF, SRC, router_routes, pattern_re  # noqa: E402
+from test_e2e import ok, skip, Daemon, MODEL, REF, SRC, router_routes, pattern_re  # noqa: E402
 
 
 # -- the README's curl examples --
@@ -72,6 +72,22 @@ def test_readme_curl(tmp):
     for src, dst in (("rocket.jpg", "photo.jpg"), ("horse.png", "a.png"), ("chelsea.png", "b.png"),
                      ("coffee.png", "photos/coffee.png"), ("astronaut.png", "photos/2024/astronaut.png")):
         shutil.copy(os.path.join(REF, "images", src), os.path.join(work, dst))
+    # The import example's shards: the two photos embedded by clip-embed as
+    # one shard under the allowed root.
+    if not os.environ.get("CLIP_EMBED"):
+        ok(False, "CLIP_EMBED is set (the import example needs shards)")
+        return
+    listing = os.path.join(work, "photos.txt")
+    with open(listing, "w") as f:
+        f.write(os.path.join(photos, "coffee.png") + "\n")
+        f.write(os.path.join(photos, "2024", "astronaut.png") + "\n")
+    os.makedirs(os.path.join(photos, "shards"))
+    p = subprocess.run([os.environ["CLIP_EMBED"], "--model", MODEL, "--list", listing,
+                        "--shard", "0/1", "--out", os.path.join(photos, "shards")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    if not ok(p.returncode == 0, "clip-embed writes the import example's shard",
+              p.stderr.decode(errors="replace")):
+        return
     key = "readme-key"
     d = Daemon("readme", os.path.join(tmp, "data-readme"), ["--api-key", key, "--allow-root", photos])
     if not ok(d.start(), "clipd starts for the README examples"):
