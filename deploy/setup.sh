@@ -32,7 +32,10 @@ die() { say "error: $*"; exit 1; }
 # SigLIP2's tokenizer (model/spm_shim.cc); python3-sentencepiece, the same
 # library's Python binding, is the reference of tests/tok_spm_diff.py.
 # libexif-dev reads the EXIF of images (server/exif.c); exiftool
-# (libimage-exiftool-perl) writes the EXIF of the test images.
+# (libimage-exiftool-perl) writes the EXIF of the test images. munge,
+# slurmctld, slurmd and slurm-client run the one-node Slurm cluster of
+# tests/e2e/test_slurm.py (deploy/slurm/embed.sbatch as a job array); the
+# test starts its own daemons with a throwaway config, never the system's.
 packages=(
 	build-essential g++ pkg-config meson ninja-build cmake dpkg-dev
 	libmicrohttpd-dev libjansson-dev libvips-dev libsqlite3-dev
@@ -42,7 +45,8 @@ packages=(
 test_tools=1
 [ "${CLIPD_NO_TEST_TOOLS:-}" = 1 ] && test_tools=0
 if [ "$test_tools" = 1 ]; then
-	packages+=(chromium clang libclang-rt-dev python3-sentencepiece libimage-exiftool-perl)
+	packages+=(chromium clang libclang-rt-dev python3-sentencepiece libimage-exiftool-perl
+		munge slurmctld slurmd slurm-client)
 	# The web page's browser test runs node + npm (playwright-core) and
 	# Debian's chromium. Node and npm come from Debian unless a node with
 	# npm is already installed from elsewhere (NodeSource's nodejs ships npm
