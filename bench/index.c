@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,6 +94,8 @@ struct opts {
 	int maint;               /* --maint: hnsw compaction, ivfpq training under load */
 	int nsweep;              /* --sweep nprobe:refine,...: IVF settings tried after the row */
 	int sweep_nprobe[16], sweep_refine[16];
+	const char *stream;      /* --stream DIR: data generated a chunk at a time */
+	size_t save_every;       /* --stream: a snapshot after this many adds */
 };
 
 struct result {
@@ -213,7 +216,9 @@ static void fwht(float *v, int n)
 			}
 }
 
-/* Fills rows [from, to) of x[][dim]. DATA_GAUSSIAN rows are isotropic.
+/* Fills rows [from, to) of the data set into x[to - from][dim] (row i at
+ * x + (i - from) * dim; a row depends on the seed and its number only).
+ * DATA_GAUSSIAN rows are isotropic.
  * DATA_LOWDIM rows have a power-law spectrum (variance of component j
  * proportional to j^-LOWDIM_ALPHA) turned by a fixed random rotation
  * (random signs, then Hadamard), like embeddings whose variance sits in a
@@ -231,7 +236,7 @@ static void gen_rows(float *x, size_t from, size_t to, int dim, int data, uint64
 #pragma omp parallel for schedule(static)
 	for (size_t i = from; i < to; i++) {
 		rng r;
-		float *row = x + i * (size_t)dim;
+		float *row = x + (i - from) * (size_t)dim;
 		rng_init(&r, seed, i);
 		gaussian(&r, row, dim);
 		if (sign) {
@@ -885,7 +890,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: index [--n 100000,1000000] [--kinds exact,hnsw,ivfpq,ivfpq-raw,auto]\n"
 	           "             [--dim 512] [--queries 200] [--batches 30] [--noise 0.5]\n"
 	           "             [--ef-search E] [--nprobe P] [--data gaussian|lowdim] [--seed S]\n"
-	           "             [--maint] [--maint-priority low|normal] [--sweep nprobe:refine,...] [--json]\n");
+	           "             [--maint] [--maint-priority low|normal] [--sweep nprobe:refine,...] [--json]\n"
+	           "             [--stream DIR [--save-every N]]\n");
 }
 
 static void parse_opts(struct opts *o, int argc, char **argv)
@@ -905,10 +911,13 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{"maint", no_argument, NULL, 'm'},
 		{"maint-priority", required_argument, NULL, 'P'},
 		{"sweep", required_argument, NULL, 'S'},
+		{"stream", required_argument, NULL, 'T'},
+		{"save-every", required_argument, NULL, 'E'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	*o = (struct opts){.dim = 512, .queries = 200, .batches = 30, .noise = 0.5, .seed = 42};
+	*o = (struct opts){.dim = 512, .queries = 200, .batches = 30, .noise = 0.5, .seed = 42,
+	                   .save_every = 2000000};
 	parse_sizes(o, "100000,1000000");
 	parse_kinds(o, "exact,hnsw,ivfpq");
 	int c;
@@ -949,6 +958,8 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 					p++;
 			}
 			break;
+		case 'T': o->stream = optarg; break;
+		case 'E': o->save_every = parse_size(optarg); break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -966,11 +977,215 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 			die("N must be at least %d", K);
 }
 
+/* ---- --stream DIR: collections larger than memory ------------------------
+ *
+ * For each N: the index "auto" would move to at N (vidx_auto_factory:
+ * IVF-PQ re-ranked with the float vectors), built without holding the data
+ * set: rows are generated STREAM_CHUNK at a time (a row depends on the seed
+ * and its number only), added, and forgotten; every --save-every adds a
+ * snapshot is written to DIR, which moves the float vectors added so far
+ * out of the process into the mapped file beside it (index/vecs.c). The
+ * exact top-K of the single queries is computed on the way from the same
+ * chunks (an exact index per chunk, merged), so recall is against exact
+ * search over all N. Then the index is closed, the page cache dropped when
+ * the kernel allows it (root), and the snapshot loaded as clipd loads it
+ * at start-up: its time is the cold start of the index, and the RSS after
+ * it (anonymous: PQ codes, lists, id maps; file: mapped vectors paged in)
+ * what serving N costs. Searches as in the other rows. */
+#define STREAM_CHUNK 262144
+
+/* The queries of make_queries, each database row generated on its own. */
+static void make_queries_stream(size_t n, const struct opts *o, size_t nq, float *q)
+{
+	rng r;
+	int dim = o->dim;
+	float *g = xmalloc((size_t)dim * sizeof *g), *row = xmalloc((size_t)dim * sizeof *row);
+	rng_init(&r, o->seed ^ 0x51ed2701a3c4e6bfULL, n);
+	for (size_t i = 0; i < nq; i++) {
+		size_t src = (size_t)(rng_next(&r) % n);
+		float *qi = q + i * (size_t)dim;
+		gen_rows(row, src, src + 1, dim, o->data, o->seed);
+		gaussian(&r, g, dim);
+		for (int j = 0; j < dim; j++)
+			qi[j] = row[j] + (float)(o->noise / sqrt(dim)) * g[j];
+		normalise(qi, dim);
+	}
+	free(g);
+	free(row);
+}
+
+/* Merges a chunk's top-K (scores s, ids id) into the running best[K] /
+ * best_id[K] of one query, both sorted best first. */
+static void merge_topk(float *best, int64_t *best_id, const float *s, const int64_t *id)
+{
+	float ms[K];
+	int64_t mi[K];
+	int a = 0, b = 0;
+	for (int k = 0; k < K; k++) {
+		int take_b = b < K && id[b] >= 0 && (a >= K || best_id[a] < 0 || s[b] > best[a]);
+		ms[k] = take_b ? s[b] : best[a];
+		mi[k] = take_b ? id[b] : best_id[a];
+		take_b ? b++ : a++;
+	}
+	memcpy(best, ms, sizeof ms);
+	memcpy(best_id, mi, sizeof mi);
+}
+
+/* 1 when the page cache could be dropped (root, and a kernel that lets
+ * this namespace do it). */
+static int drop_page_cache(void)
+{
+	sync();
+	FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
+	if (!f)
+		return 0;
+	int ok = fputs("3\n", f) >= 0;
+	return fclose(f) == 0 && ok;
+}
+
+static double file_mb(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (double)st.st_size / (1 << 20) : -1;
+}
+
+static void run_stream(const struct opts *o, size_t n, struct result *res)
+{
+	size_t dim = (size_t)o->dim, nq = query_count(o), ngt = (size_t)o->queries;
+	char path[4096], vpath[4200];
+	vidx_err err;
+	vidx *v;
+
+	memset(res, 0, sizeof *res);
+	res->n = n;
+	res->kind = KIND_AUTO;
+	res->train_s = res->rate_after_train = -1;
+	vidx_auto_factory(n, o->dim, res->factory, sizeof res->factory);
+	snprintf(path, sizeof path, "%s/stream-%zu.vidx", o->stream, n);
+	snprintf(vpath, sizeof vpath, "%s.vec", path);
+	float *q = xmalloc(nq * dim * sizeof *q);
+	make_queries_stream(n, o, nq, q);
+
+	float *gs = xmalloc(ngt * K * sizeof *gs), *cs = xmalloc(ngt * K * sizeof *cs);
+	int64_t *gi = xmalloc(ngt * K * sizeof *gi), *ci = xmalloc(ngt * K * sizeof *ci);
+	for (size_t i = 0; i < ngt * K; i++)
+		gi[i] = -1, gs[i] = -INFINITY;
+	float *x = xmalloc(STREAM_CHUNK * dim * sizeof *x);
+	int64_t *ids = xmalloc(STREAM_CHUNK * sizeof *ids);
+
+	double rss0 = proc_status_mb("VmRSS");
+	reset_peak_rss();
+	check(vidx_create(res->factory, o->dim, "bench", &v, &err), &err, "creating the index");
+	if (o->nprobe > 0)
+		check(vidx_set_param(v, "nprobe", o->nprobe, &err), &err, "nprobe");
+	double gen_s = 0, gt_s = 0, add_s = 0, save_s = 0, t0 = bench_now(), last_note = t0;
+	size_t since_save = 0;
+	int saves = 0;
+	for (size_t at = 0; at < n; at += STREAM_CHUNK) {
+		size_t b = n - at < STREAM_CHUNK ? n - at : STREAM_CHUNK;
+		double t = bench_now();
+		gen_rows(x, at, at + b, o->dim, o->data, o->seed);
+		for (size_t i = 0; i < b; i++)
+			ids[i] = (int64_t)(at + i);
+		gen_s += bench_now() - t;
+
+		t = bench_now();
+		vidx *ex;
+		check(vidx_create("exact", o->dim, "bench", &ex, &err), &err, "creating the index");
+		check(vidx_add(ex, b, x, ids, &err), &err, "adding to the exact chunk");
+		check(vidx_search(ex, ngt, q, K, cs, ci, &err), &err, "ground truth");
+		vidx_close(ex);
+		for (size_t j = 0; j < ngt; j++)
+			merge_topk(gs + j * K, gi + j * K, cs + j * K, ci + j * K);
+		gt_s += bench_now() - t;
+
+		t = bench_now();
+		for (size_t i = 0; i < b; i += ADD_BATCH) {
+			size_t c = b - i < ADD_BATCH ? b - i : ADD_BATCH;
+			double t1 = bench_now();
+			check(vidx_add(v, c, x + i * dim, ids + i, &err), &err, "adding");
+			if (at + i < IVFPQ_TRAIN_AT && at + i + c >= IVFPQ_TRAIN_AT)
+				res->train_s = bench_now() - t1;
+		}
+		add_s += bench_now() - t;
+		since_save += b;
+		if (since_save >= o->save_every || at + b == n) {
+			t = bench_now();
+			check(vidx_save(v, path, &err), &err, "saving");
+			save_s += bench_now() - t;
+			since_save = 0;
+			saves++;
+		}
+		double now = bench_now();
+		if (now - last_note >= 30 || at + b == n) {
+			fprintf(stderr, "  stream N=%zu: %zu added in %.0f s (RSS %.0f MB; adds %.0f s, "
+			        "ground truth %.0f s, snapshots %.0f s)\n",
+			        n, at + b, now - t0, proc_status_mb("VmRSS"), add_s, gt_s, save_s);
+			last_note = now;
+		}
+	}
+	free(x);
+	free(ids);
+	free(cs);
+	free(ci);
+	res->add_s = add_s;
+	res->add_rate = (double)n / add_s;
+	double build_peak = proc_status_mb("VmHWM");
+	if (vidx_count(v) != n)
+		die("stream: index holds %zu vectors after adding %zu", vidx_count(v), n);
+	vidx_close(v);
+
+	int cold = drop_page_cache();
+	reset_peak_rss();
+	double before = proc_status_mb("VmRSS"), t = bench_now();
+	check(vidx_load(path, "bench", o->dim, &v, &err), &err, "loading the snapshot");
+	double load_s = bench_now() - t;
+	double rss_load = proc_status_mb("VmRSS") - before, anon_load = proc_status_mb("RssAnon");
+	res->index_mb = rss_load;
+
+	int64_t *got = xmalloc((size_t)o->queries * K * sizeof *got);
+	int64_t *got_b = xmalloc((size_t)o->batches * BATCH_NQ * K * sizeof *got_b);
+	time_searches(v, o, q, res, got, got_b);
+	size_t h10 = 0, h1 = 0;
+	for (size_t j = 0; j < ngt; j++)
+		count_hits(got + j * K, gi + j * K, &h10, &h1);
+	res->recall10 = (double)h10 / (double)(ngt * K);
+	res->recall1 = (double)h1 / (double)ngt;
+	res->peak_mb = proc_status_mb("VmHWM");
+	print_row(res);
+	printf("# stream N=%zu %s: generating %.0f s, exact top-%d of %zu queries %.0f s, adds %.0f s "
+	       "(training batch %.1f s), %d snapshots %.0f s; build RSS peak %.0f MB (process at "
+	       "start %.0f MB)\n",
+	       n, res->factory, gen_s, K, ngt, gt_s, add_s, res->train_s, saves, save_s, build_peak,
+	       rss0);
+	printf("# stream N=%zu: snapshot %.0f MB + vectors %.0f MB on disk; load %.2f s (%s page "
+	       "cache); RSS after load +%.0f MB (process anon %.0f MB); after the searches: RSS "
+	       "%.0f MB, anon %.0f MB, file %.0f MB, peak %.0f MB\n",
+	       n, file_mb(path), file_mb(vpath), load_s, cold ? "dropped" : "warm (not dropped)",
+	       rss_load, anon_load, proc_status_mb("VmRSS"), proc_status_mb("RssAnon"),
+	       proc_status_mb("RssFile"), res->peak_mb);
+	fflush(stdout);
+	sweep(v, o, q, gi, n, KIND_AUTO);
+	vidx_close(v);
+	free(got);
+	free(got_b);
+	free(q);
+	free(gs);
+	free(gi);
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
 	parse_opts(&o, argc, argv);
 	print_settings(&o);
+	if (o.stream) {
+		struct result r;
+		print_table_head();
+		for (int s = 0; s < o.nn; s++)
+			run_stream(&o, o.n[s], &r);
+		return 0;
+	}
 
 	size_t nmax = 0, have = 0, dim = (size_t)o.dim, nq = query_count(&o);
 	for (int i = 0; i < o.nn; i++)
@@ -989,7 +1204,7 @@ int main(int argc, char **argv)
 			/* Rows depend on the seed and their number only, so a smaller
 			 * N is a prefix of a larger one and is generated once. */
 			double t = bench_now();
-			gen_rows(x, have, n, o.dim, o.data, o.seed);
+			gen_rows(x + have * dim, have, n, o.dim, o.data, o.seed);
 			fprintf(stderr, "generated rows %zu..%zu in %.1f s\n", have, n, bench_now() - t);
 			have = n;
 		}

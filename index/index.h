@@ -125,6 +125,12 @@ const char *vidx_kind_name(const vidx *v); /* "exact", "hnsw", "ivf" or "other" 
 uint64_t vidx_seq(vidx *v);
 void vidx_set_seq(vidx *v, uint64_t seq);
 
+/* The factory string "auto" moves to for n vectors of dim: IVF with about
+ * sqrt(n) lists (a power of two, 64 to 16384, at least 39 training points
+ * each) and 8-dimensional PQ sub-vectors as "ivfpq", re-ranked
+ * (maint.c). bench/index --stream builds it directly. */
+void vidx_auto_factory(size_t n, int dim, char *buf, size_t size);
+
 /* Writes a snapshot to path atomically. */
 int vidx_save(vidx *v, const char *path, vidx_err *err);
 

@@ -213,10 +213,7 @@ static int copy_locked(vidx *v, int64_t **ids, float **x, size_t *n, vidx_err *e
 	return VIDX_OK;
 }
 
-/* The factory string auto moves to for n vectors: IVF with about sqrt(n)
- * lists (a power of two, 64 to 16384, at least 39 training points each)
- * and 8-dimensional PQ sub-vectors as "ivfpq", re-ranked. */
-static void auto_factory(size_t n, int dim, char *buf, size_t size)
+void vidx_auto_factory(size_t n, int dim, char *buf, size_t size)
 {
 	size_t nlist = 64;
 	while (nlist * nlist < n && nlist < 16384)
@@ -364,7 +361,7 @@ int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err)
 		v->jr.failed = 0;
 		v->jr.n = 0;
 		if (m == VIDX_MAINT_UPGRADE || m == VIDX_MAINT_RETRAIN)
-			auto_factory(v->ids.n, v->dim, factory, sizeof factory);
+			vidx_auto_factory(v->ids.n, v->dim, factory, sizeof factory);
 		else
 			snprintf(factory, sizeof factory, "%s", v->factory);
 	}

@@ -337,6 +337,11 @@ int vecs_open_file(const char *path, int dim, uint32_t want_crc, uint64_t want_n
 		rc = vidx_fail(err, VIDX_ECORRUPT, "vector file %s is damaged (checksum mismatch)", path);
 		goto out;
 	}
+	/* The checksum read every page: let them go from this process (they
+	 * stay in the page cache while memory allows), so that its resident
+	 * set holds only the rows re-ranking touches, not the whole file. */
+	if (check)
+		madvise(map, (size_t)st.st_size, MADV_DONTNEED);
 	vbase *b = calloc(1, sizeof *b);
 	if (!b) {
 		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
