@@ -327,7 +327,9 @@ static int shard_complete(const char *dir, json_int_t *count, json_int_t *failed
 }
 
 /* Removes the temporary directories a dead run of this shard left: those
- * named .NAME.XXXXXX holding nothing but a shard's files. */
+ * named .NAME.XXXXXX, with the files of a shard in them. Anything else
+ * found in one is not clip-embed's to delete: that directory stays, with a
+ * warning (the importer ignores it, as every name starting with a dot). */
 static void remove_stale(struct shard *s)
 {
 	char prefix[80];
@@ -347,7 +349,8 @@ static void remove_stale(struct shard *s)
 			unlink(f);
 		}
 		if (rmdir(dir) != 0)
-			fprintf(stderr, "clip-embed: left %s: %s\n", dir, strerror(errno));
+			fprintf(stderr, "clip-embed: left %s (%s): it holds files that are not a shard's\n",
+			        dir, strerror(errno));
 		else
 			fprintf(stderr, "clip-embed: removed %s, left by an earlier run\n", dir);
 	}
@@ -444,6 +447,11 @@ int embed_shard_run(const struct shard_args *a)
 		return 2;
 	}
 	struct stat st;
+	/* The array's tasks may all create it at once: EEXIST is success. */
+	if (stat(a->out, &st) != 0 && errno == ENOENT && mkdir(a->out, 0777) != 0 && errno != EEXIST) {
+		die("--out %s: %s", a->out, strerror(errno));
+		return 1;
+	}
 	if (stat(a->out, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		die("--out %s: not a directory", a->out);
 		return 1;
