@@ -1,10 +1,10 @@
 /*
  * bench/prebuild.c: a data directory with many indexed images, without
- * encoding any. Rows go in through the store's public calls, exactly as
- * clipd writes them: store_image_insert per image (one transaction each:
- * the store has no batch insert of images), then store_embeddings_put_many
- * per batch (one transaction, one sequence number per item), which marks
- * the images ready. clipd builds its index from these at start-up.
+ * encoding any. Rows go in through the store's public calls: per batch,
+ * store_images_insert_many (one transaction for the batch's rows, as bulk
+ * work writes them) and then store_embeddings_put_many (one transaction,
+ * one sequence number per item), which marks the images ready. clipd
+ * builds its index from these at start-up.
  *
  * Vectors are isotropic Gaussian, L2-normalised: exact search costs the
  * same whatever the values. Each image's metadata is a caption, "a photo of
@@ -51,14 +51,20 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 	store_err se;
 	float *vecs = NULL, *local = NULL;
 	store_embedding_item *items = calloc((size_t)batch, sizeof *items);
-	char filename[64], meta[160], taken[32];
+	store_image *imgs = calloc((size_t)batch, sizeof *imgs);
+	store_image_batch_item *rows = calloc((size_t)batch, sizeof *rows);
+	/* Each row's strings live until its batch is written. */
+	char (*filename)[64] = calloc((size_t)batch, 64), (*meta)[160] = calloc((size_t)batch, 160);
+	char (*taken)[32] = calloc((size_t)batch, 32);
 	int rc = 0;
 	double t_ins = 0, t_emb = 0, t_report = bs_now();
 	*insert_s = *embed_s = 0;
 	if (vecs_out)
 		*vecs_out = NULL;
-	if (!items)
-		return bs_fail(msg, msg_size, "out of memory");
+	if (!items || !imgs || !rows || !filename || !meta || !taken) {
+		rc = bs_fail(msg, msg_size, "out of memory");
+		goto out;
+	}
 	if (vecs_out) {
 		if (!(vecs = malloc((size_t)n * (size_t)dim * sizeof *vecs))) {
 			rc = bs_fail(msg, msg_size, "out of memory for %ld vectors", n);
@@ -80,26 +86,24 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 			long i = done + j;
 			uint64_t h = seed ^ ((uint64_t)i * 0x2545f4914f6cdd1dull);
 			store_image img = {.mime = "image/jpeg", .width = 640, .height = 480,
-			                   .filename = filename, .meta = meta, .exif_read = 1};
+			                   .filename = filename[j], .meta = meta[j], .exif_read = 1};
 			snprintf(img.sha256, sizeof img.sha256, "%016llx%016llx%016llx%016llx",
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h),
 			         (unsigned long long)bs_splitmix(&h), (unsigned long long)bs_splitmix(&h));
-			snprintf(filename, sizeof filename, "bench/photo-%07ld.jpg", i);
+			snprintf(filename[j], sizeof filename[j], "bench/photo-%07ld.jpg", i);
 			img.bytes = 40000 + (int64_t)(bs_splitmix(&h) % 120000);
-			snprintf(meta, sizeof meta, "{\"caption\":\"a photo of a %s on a %s near the %s\"}",
+			snprintf(meta[j], sizeof meta[j], "{\"caption\":\"a photo of a %s on a %s near the %s\"}",
 			         NOUNS[bs_splitmix(&h) % NNOUNS], NOUNS[bs_splitmix(&h) % NNOUNS],
 			         NOUNS[bs_splitmix(&h) % NNOUNS]);
 			int64_t sec = (int64_t)(bs_splitmix(&h) % ((uint64_t)PREBUILD_DAYS * 86400));
 			time_t t = (time_t)(PREBUILD_EPOCH + sec);
 			struct tm tm;
 			gmtime_r(&t, &tm);
-			strftime(taken, sizeof taken, "%Y-%m-%dT%H:%M:%S", &tm);
-			img.exif = (store_exif){.taken = taken, .has_taken = 1,
+			strftime(taken[j], sizeof taken[j], "%Y-%m-%dT%H:%M:%S", &tm);
+			img.exif = (store_exif){.taken = taken[j], .has_taken = 1,
 			                        .taken_ms = (int64_t)t * 1000};
-			if (store_image_insert(st, &img, &items[j].item_id, &se) != STORE_OK) {
-				rc = bs_fail(msg, msg_size, "store_image_insert: %s", se.msg);
-				goto out;
-			}
+			imgs[j] = img;
+			rows[j].img = &imgs[j];
 			float *v = x + (size_t)j * (size_t)dim;
 			double norm = 0;
 			for (int d = 0; d < dim; d++) {
@@ -113,6 +117,12 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 			items[j].width = items[j].height = 0;
 			items[j].vec = v;
 		}
+		if (store_images_insert_many(st, rows, (size_t)m, &se) != STORE_OK) {
+			rc = bs_fail(msg, msg_size, "store_images_insert_many: %s", se.msg);
+			goto out;
+		}
+		for (int j = 0; j < m; j++)
+			items[j].item_id = rows[j].id;
 		double t1 = bs_now();
 		if (store_embeddings_put_many(st, STORE_IMAGE, model_id, dim, items, (size_t)m, &se) !=
 		    STORE_OK) {
@@ -142,6 +152,11 @@ int bs_prebuild(const char *db_path, long n, int batch, const char *model_id, in
 out:
 	store_close(st);
 	free(items);
+	free(imgs);
+	free(rows);
+	free(filename);
+	free(meta);
+	free(taken);
 	free(vecs);
 	free(local);
 	return rc;

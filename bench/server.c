@@ -13,9 +13,9 @@
  *    records its model id (kv "model.id"), then bench/prebuild.c writes
  *    image rows and random unit embeddings for that id through the store's
  *    calls, and clipd is started again on it (it catches its index up
- *    from the store: the "ready in" figure). Each store_image_insert is a
- *    transaction of its own with an fsync (the store has no batch insert of
- *    images); embeddings go 1000 to a transaction. Clients (bench/load.c: one keep-alive connection per thread,
+ *    from the store: the "ready in" figure). Rows and embeddings go 1000
+ *    to a transaction (store_images_insert_many, store_embeddings_put_many).
+ *    Clients (bench/load.c: one keep-alive connection per thread,
  *    closed loop) send POST /v1/search {"text": ..., "k": 20, "mode": --mode} with eight
  *    query texts in rotation for --seconds per level of --clients. Printed:
  *    QPS, p50/p90/p99, and the text encoder's share: the bare encode time of

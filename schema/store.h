@@ -127,6 +127,20 @@ void store_image_clear(store_image *img);
  * *id to the existing image's id. */
 int store_image_insert(store *s, const store_image *img, int64_t *id, store_err *err);
 
+/* One image of store_images_insert_many. */
+typedef struct store_image_batch_item {
+	const store_image *img;   /* fields as store_image_insert reads them */
+	int64_t id;               /* out: the new image, or the existing one */
+	int existed;              /* out: 1 when the same content was there (nothing written) */
+} store_image_batch_item;
+
+/* Inserts n images in one transaction (one fsync: for bulk work, where a
+ * transaction per image costs an fsync each). An image whose content is
+ * already stored is not an error: existed = 1 and id the stored one. Any
+ * other failure (STORE_EINVAL for a bad field of items[i], ...) writes
+ * nothing and zeroes every id. */
+int store_images_insert_many(store *s, store_image_batch_item *items, size_t n, store_err *err);
+
 /* Fills *out with image id. STORE_ENOTFOUND when absent. */
 int store_image_get(store *s, int64_t id, store_image *out, store_err *err);
 

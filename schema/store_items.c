@@ -218,6 +218,44 @@ int store_image_insert(store *s, const store_image *img, int64_t *id, store_err 
 	return store_write(s, image_insert_tx, &a, err);
 }
 
+struct images_insert {
+	store_image_batch_item *items;
+	size_t n;
+};
+
+static int images_insert_tx(store *s, void *ctx, store_err *err)
+{
+	struct images_insert *a = ctx;
+	for (size_t i = 0; i < a->n; i++) {
+		store_image_batch_item *it = &a->items[i];
+		int rc = store_image_insert_locked(s, it->img, &it->id, err);
+		if (rc == STORE_EEXISTS)
+			it->existed = 1;
+		else if (rc != STORE_OK)
+			return rc;
+	}
+	return STORE_OK;
+}
+
+int store_images_insert_many(store *s, store_image_batch_item *items, size_t n, store_err *err)
+{
+	STORE_ERR_DEFAULT(err);
+	for (size_t i = 0; i < n; i++) {
+		items[i].id = 0;
+		items[i].existed = 0;
+		if (!items[i].img)
+			return store_fail(err, STORE_EINVAL, "image %zu is missing", i);
+	}
+	if (n == 0)
+		return STORE_OK;
+	struct images_insert a = {items, n};
+	int rc = store_write(s, images_insert_tx, &a, err);
+	if (rc != STORE_OK)
+		for (size_t i = 0; i < n; i++)
+			items[i].id = 0, items[i].existed = 0;
+	return rc;
+}
+
 /* An image row from column c0 on (the column order of SQL_IMAGE_COLS). */
 static void fill_image(sqlite3_stmt *st, int c0, store_image *out, int *oom)
 {

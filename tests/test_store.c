@@ -333,6 +333,41 @@ static void t_insert_embedded(void)
 	store_close(s);
 }
 
+/* store_images_insert_many: one transaction; existing content is found,
+ * not refused; a bad item writes nothing. */
+static void t_insert_many(void)
+{
+	store *s = open_fresh("many.db");
+	store_err err;
+	REQUIRE(s);
+	store_image imgs[5];
+	store_image_batch_item items[5];
+	for (int i = 0; i < 5; i++) {
+		imgs[i] = (store_image){.mime = "image/png", .bytes = 10 + i, .pinned = 1};
+		sha_of(imgs[i].sha256, 40 + (i == 4 ? 1 : i)); /* the last repeats the second */
+		items[i].img = &imgs[i];
+	}
+	REQUIRE(store_images_insert_many(s, items, 5, &err) == STORE_OK);
+	CHECK(items[0].id > 0 && items[1].id > items[0].id && !items[0].existed);
+	CHECK(items[4].existed && items[4].id == items[1].id);
+	int64_t total;
+	CHECK(store_image_count(s, &total, NULL, NULL) == STORE_OK && total == 4);
+	REQUIRE(store_images_insert_many(s, items, 3, &err) == STORE_OK);
+	CHECK(items[0].existed && items[1].existed && items[2].existed);
+
+	store_image fresh = {.mime = "image/png", .bytes = 1}, bad = {.mime = "", .bytes = 1};
+	sha_of(fresh.sha256, 50);
+	sha_of(bad.sha256, 51);
+	store_image_batch_item two[2] = {{.img = &fresh}, {.img = &bad}};
+	CHECK(store_images_insert_many(s, two, 2, &err) == STORE_EINVAL);
+	CHECK(two[0].id == 0);
+	store_image out;
+	CHECK(store_image_find_sha(s, fresh.sha256, &out, &err) == STORE_ENOTFOUND);
+	CHECK(store_image_count(s, &total, NULL, NULL) == STORE_OK && total == 4);
+	CHECK(store_images_insert_many(s, NULL, 0, &err) == STORE_OK);
+	store_close(s);
+}
+
 static void t_texts(void)
 {
 	store *s = open_fresh("texts.db");
@@ -1972,6 +2007,7 @@ int main(void)
 	TAP_RUN(t_images_crud);
 	TAP_RUN(t_dedupe_by_sha);
 	TAP_RUN(t_insert_embedded);
+	TAP_RUN(t_insert_many);
 	TAP_RUN(t_texts);
 	TAP_RUN(t_embeddings_and_changes);
 	TAP_RUN(t_job_queue);
