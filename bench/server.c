@@ -45,6 +45,11 @@
  *    Then GET /v1/duplicates?threshold=0.95 twice: the time to compute the
  *    near-duplicate groups of every image, and to answer from the cache.
  *
+ * 3. With --import, after the ingest: the same photos embedded by
+ *    clip-embed --shard 0/1 (one process, as one task of a cluster's job
+ *    array) and imported by a fresh clipd with POST /v1/import; printed:
+ *    clip-embed's images/s and the import's, next to the daemon's ingest.
+ *
  * --precision (default auto) is passed to clipd as its --precision and
  * opens this process's model with clip_model_open_opts the same way, so
  * the bare figures and the daemon's are of the same number format; the
@@ -65,7 +70,9 @@
  * JSON object per line for each figure. No figure is checked: this is not a
  * test.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <glib.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
@@ -101,6 +108,7 @@ static const char *const queries[] = {
 
 struct opts {
 	const char *model, *tmp, *sources, *clipd, *mkmodel, *index, *mode;
+	int import;              /* --import: the ingest's photos through clip-embed --shard */
 	clip_precision precision;
 	long items;
 	int images, batch, workers, keep, json;
@@ -140,7 +148,9 @@ struct figures {
 	double ack_s, done_s;
 	double ingest_encode_s;         /* the daemon's image encode seconds, -1: unknown */
 	long ingested, ingest_failed;
-	int search_done, ingest_done;
+	int search_done, ingest_done, import_done;
+	double shard_embed_s, import_s; /* --import: clip-embed's run, POST /v1/import */
+	long imported;
 };
 
 static void usage(FILE *f)
@@ -149,7 +159,7 @@ static void usage(FILE *f)
 	      "       [--seconds 10] [--batch 16] [--workers N] [--index exact] [--mode vector|keyword|hybrid]\n"
 	      "       [--precision auto|f32|bf16|int8] [--photo-size 640x480] [--fast-decode]\n"
 	      "       [--tmp DIR] [--sources DIR] [--clipd PATH] [--mkmodel PATH] [--seed N]\n"
-	      "       [--keep] [--json]\n"
+	      "       [--import] [--keep] [--json]\n"
 	      "Search QPS and latency over HTTP with --items stored images, and bulk ingest\n"
 	      "images/s against the bare encoder. --items 0 or --images 0 skips a part.\n"
 	      "Without --model, a ViT-B/32-shaped checkpoint is written with clip-mkmodel.\n",
@@ -195,6 +205,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		} else if (!strcmp(a, "--fast-decode")) {
 			o->fast_decode = 1;
 			continue;
+		} else if (!strcmp(a, "--import")) {
+			o->import = 1;
+			continue;
 		}
 		if (!v) {
 			fprintf(stderr, "bench/server: %s needs a value\n", a);
@@ -207,6 +220,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->items = atol(v);
 		else if (!strcmp(a, "--images"))
 			o->images = atoi(v);
+
 		else if (!strcmp(a, "--clients")) {
 			if ((o->nlevels = parse_list(v, o->clients, MAX_LEVELS)) < 0) {
 				fprintf(stderr, "bench/server: --clients takes numbers 1..1024 like 1,8,32\n");
@@ -875,6 +889,87 @@ out:
 	return rc;
 }
 
+/* ---- 3. import (--import) -------------------------------------------------- */
+
+/* The ingest's photos embedded by clip-embed --shard 0/1 (one process, as
+ * one task of a cluster array would run it), then imported by a fresh
+ * clipd with POST /v1/import: the daemon's side of bulk embedding on a
+ * cluster, against its own ingest of the same files. */
+static int run_import(const struct opts *o, const char *dir, struct figures *fg, char *msg,
+                      size_t msg_size)
+{
+	char photos[PATH_MAX], list[PATH_MAX + 16], shards[PATH_MAX + 16], data[PATH_MAX + 16];
+	char log[PATH_MAX + 24], embed[PATH_MAX + 16], batch[16], bdir[PATH_MAX];
+	bs_daemon d = {.pid = -1};
+	char *resp = NULL, *body = NULL;
+	int rc = 0, status;
+	snprintf(photos, sizeof photos, "%s/photos", dir);
+	snprintf(list, sizeof list, "%s/photos.txt", dir);
+	snprintf(shards, sizeof shards, "%s/shards", dir);
+	snprintf(data, sizeof data, "%s/import-data", dir);
+	snprintf(log, sizeof log, "%s/clipd-import.log", dir);
+	bs_build_dir(bdir, sizeof bdir);
+	snprintf(embed, sizeof embed, "%s/clip-embed", bdir);
+	snprintf(batch, sizeof batch, "%d", o->batch);
+
+	FILE *f = fopen(list, "w");
+	DIR *dp = opendir(photos);
+	struct dirent *e;
+	if (!f || !dp) {
+		if (f)
+			fclose(f);
+		if (dp)
+			closedir(dp);
+		return bs_fail(msg, msg_size, "cannot list %s into %s", photos, list);
+	}
+	while ((e = readdir(dp)))
+		if (e->d_name[0] != '.')
+			fprintf(f, "%s/%s\n", photos, e->d_name);
+	closedir(dp);
+	if (fclose(f) != 0)
+		return bs_fail(msg, msg_size, "writing %s: %s", list, strerror(errno));
+
+	fprintf(stderr, "# import: clip-embed --shard 0/1 over the %d photos\n", o->images);
+	const char *argv[] = {embed, "--model", o->model, "--list", list, "--shard", "0/1", "--out",
+	                      shards, "--batch", batch, "--precision",
+	                      clip_precision_name(o->precision), NULL};
+	int wstatus;
+	GError *ge = NULL;
+	double t0 = bs_now();
+	if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+	                  NULL, &wstatus, &ge) ||
+	    !g_spawn_check_wait_status(wstatus, NULL)) {
+		rc = bs_fail(msg, msg_size, "%s failed%s%s", embed, ge ? ": " : "", ge ? ge->message : "");
+		g_clear_error(&ge);
+		return rc;
+	}
+	fg->shard_embed_s = bs_now() - t0;
+
+	fprintf(stderr, "# import: a fresh clipd imports the shard\n");
+	if ((rc = start_clipd(o, data, dir, log, &d, msg, msg_size)))
+		goto out;
+	json_t *j = json_pack("{s:s}", "dir", shards);
+	body = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	t0 = bs_now();
+	if ((rc = http_once(d.port, "POST", "/v1/import", body, &status, &resp, msg, msg_size)))
+		goto out;
+	fg->import_s = bs_now() - t0;
+	j = json_loads(resp, 0, NULL);
+	fg->imported = (long)json_integer_value(json_object_get(j, "imported"));
+	json_decref(j);
+	if (status != 200) {
+		rc = bs_fail(msg, msg_size, "POST /v1/import: %d %.300s", status, resp);
+		goto out;
+	}
+	fg->import_done = 1;
+out:
+	rc = stop_after(&d, rc, msg, msg_size);
+	free(body);
+	free(resp);
+	return rc;
+}
+
 /* ---- output --------------------------------------------------------------- */
 
 static void print_figures(const struct opts *o, const struct figures *fg)
@@ -952,6 +1047,18 @@ static void print_figures(const struct opts *o, const struct figures *fg)
 			       "encoding, %.2f images/s while encoding)\n",
 			       100 * fg->ingest_encode_s / fg->done_s, fg->ingest_encode_s,
 			       fg->ingest_encode_s > 0 ? (double)fg->ingested / fg->ingest_encode_s : 0);
+	}
+	if (fg->import_done) {
+		double ips = fg->done_s > 0 ? (double)fg->ingested / fg->done_s : 0;
+		printf("\nimport: the same %d JPEGs, clip-embed --shard 0/1 (one process, batch %d), "
+		       "then POST /v1/import into a fresh clipd\n",
+		       o->images, o->batch);
+		printf("  clip-embed     %7.2f images/s (%.2f s)\n", o->images / fg->shard_embed_s,
+		       fg->shard_embed_s);
+		printf("  import         %7.2f images/s (%.2f s, %ld imported: read, hashed, stored, "
+		       "indexed)\n",
+		       fg->import_s > 0 ? fg->imported / fg->import_s : 0, fg->import_s, fg->imported);
+		printf("  clipd ingest   %7.2f images/s (above: decoding and encoding in the daemon)\n", ips);
 	}
 	if (!o->json)
 		return;
@@ -1060,6 +1167,8 @@ int main(int argc, char **argv)
 	}
 	if (o.images > 0 && !bs_interrupted) {
 		if ((rc = run_ingest(&o, m, tmp, &fg, msg, sizeof msg)))
+			goto out;
+		if (o.import && !bs_interrupted && (rc = run_import(&o, tmp, &fg, msg, sizeof msg)))
 			goto out;
 	}
 out:
