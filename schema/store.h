@@ -120,6 +120,10 @@ typedef struct store_image {
 /* Releases the strings of an image filled by the store. */
 void store_image_clear(store_image *img);
 
+/* 1 when h is a content hash as the store keeps them: 64 lower-case hex
+ * digits. */
+int store_sha256_valid(const char *h);
+
 /* Inserts an image row (status pending). Fields read: sha256, filename, mime,
  * width, height, bytes, meta (NULL means {}), pinned, and exif when
  * exif_read is 1 (in the same transaction, as store_image_set_exif). On success *id is the new id.

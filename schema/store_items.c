@@ -110,7 +110,7 @@ void store_text_clear(store_text *t)
 	memset(t, 0, sizeof *t);
 }
 
-static int valid_sha(const char *h)
+int store_sha256_valid(const char *h)
 {
 	if (!h || strlen(h) != 64)
 		return 0;
@@ -123,7 +123,7 @@ static int valid_sha(const char *h)
 int store_image_insert_locked(store *s, const store_image *img, int64_t *id, store_err *err)
 {
 	store_conn *w = &s->writer;
-	if (!valid_sha(img->sha256))
+	if (!store_sha256_valid(img->sha256))
 		return store_fail(err, STORE_EINVAL, "sha256 must be 64 lower-case hex digits");
 	if (!img->mime || !*img->mime)
 		return store_fail(err, STORE_EINVAL, "mime type is required");
@@ -336,7 +336,7 @@ int store_image_find_sha(store *s, const char *sha256, store_image *out, store_e
 {
 	STORE_ERR_DEFAULT(err);
 	memset(out, 0, sizeof *out);
-	if (!valid_sha(sha256))
+	if (!store_sha256_valid(sha256))
 		return store_fail(err, STORE_EINVAL, "sha256 must be 64 lower-case hex digits");
 	store_query q = {
 		.sql = SQL_IMAGE_COLS_SHA, .what = "reading an image", .args = {BIND_TEXT(sha256)},

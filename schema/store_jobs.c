@@ -18,16 +18,14 @@
 /* ?3 state, ?4 sealed: a sealed job starts done (it is empty). */
 static const char SQL_JOB_CREATE[] =
 	"INSERT INTO jobs (kind, state, sealed, created_ms, updated_ms) VALUES (?1, ?3, ?4, ?2, ?2)";
+/* ?6 the state: 0 queued, or 2 for an item that arrives done (an import
+ * with its embedding). */
 static const char SQL_ITEM_ADD[] =
 	"INSERT INTO job_items (job_id, kind, item_id, state, name, updated_ms) "
-	"VALUES (?1, ?2, ?3, 0, ?5, ?4)";
+	"VALUES (?1, ?2, ?3, ?6, ?5, ?4)";
 static const char SQL_ITEM_ADD_FAILED[] =
 	"INSERT INTO job_items (job_id, kind, item_id, state, name, error, updated_ms) "
 	"VALUES (?1, 0, 0, 3, ?2, ?3, ?4)";
-/* An item that arrives done (an import with its embedding): state 2. */
-static const char SQL_ITEM_ADD_DONE[] =
-	"INSERT INTO job_items (job_id, kind, item_id, state, name, updated_ms) "
-	"VALUES (?1, ?2, ?3, 2, ?5, ?4)";
 static const char SQL_JOB_GROW_DONE[] =
 	"UPDATE jobs SET total = total + 1, done = done + 1, updated_ms = ?2, "
 	"state = CASE WHEN sealed AND done + 1 + failed >= total + 1 THEN 2 ELSE 1 END WHERE id = ?1";
@@ -135,15 +133,15 @@ static int job_grow_locked(store *s, int64_t job_id, int64_t nmore, int64_t nfai
 	}, err);
 }
 
-/* Inside a write transaction: inserts one job item row, without counting
- * it in its job. */
+/* Inside a write transaction: inserts one job item row (queued, or done
+ * when done is set), without counting it in its job. */
 static int item_insert_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
-                              const char *name, int64_t now, store_err *err)
+                              const char *name, int64_t now, int done, store_err *err)
 {
 	store_query q = {
-		.sql = SQL_ITEM_ADD, .what = "queueing an item",
+		.sql = SQL_ITEM_ADD, .what = done ? "recording an item done" : "queueing an item",
 		.args = {BIND_INT(job_id), BIND_INT(kind), BIND_INT(item_id), BIND_INT(now),
-		         BIND_TEXT(name)},
+		         BIND_TEXT(name), BIND_INT(done ? 2 : 0)},
 	};
 	int rc = store_run(&s->writer, &q, err);
 	if (q.step_rc == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -155,7 +153,7 @@ static int add_item_locked(store *s, int64_t job_id, store_kind kind, int64_t it
                            const char *name, store_err *err)
 {
 	int64_t now = store_now_ms();
-	int rc = item_insert_locked(s, job_id, kind, item_id, name, now, err);
+	int rc = item_insert_locked(s, job_id, kind, item_id, name, now, 0, err);
 	return rc == STORE_OK ? job_grow_locked(s, job_id, 1, 0, now, err) : rc;
 }
 
@@ -210,14 +208,7 @@ int store_job_add_failed(store *s, int64_t job_id, const char *name, const char 
 int store_job_add_done_locked(store *s, int64_t job_id, store_kind kind, int64_t item_id,
                               const char *name, int64_t now, store_err *err)
 {
-	store_query q = {
-		.sql = SQL_ITEM_ADD_DONE, .what = "recording an item done",
-		.args = {BIND_INT(job_id), BIND_INT(kind), BIND_INT(item_id), BIND_INT(now),
-		         BIND_TEXT(name)},
-	};
-	int rc = store_run(&s->writer, &q, err);
-	if (q.step_rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-		return store_fail(err, STORE_ENOTFOUND, "no job %lld", (long long)job_id);
+	int rc = item_insert_locked(s, job_id, kind, item_id, name, now, 1, err);
 	if (rc != STORE_OK)
 		return rc;
 	return store_run(&s->writer, &(store_query){
@@ -269,7 +260,7 @@ static int texts_queued_tx(store *s, void *ctx, store_err *err)
 			rc = store_fail(err, STORE_EINVAL, "text %zu: %s", i, keep.msg);
 		}
 		if (rc == STORE_OK)
-			rc = item_insert_locked(s, a->job_id, STORE_TEXT, id, NULL, now, err);
+			rc = item_insert_locked(s, a->job_id, STORE_TEXT, id, NULL, now, 0, err);
 		if (rc == STORE_OK && a->ids)
 			a->ids[i] = id;
 	}

@@ -182,16 +182,6 @@ static int rd_finish(struct rd *r, const struct shard *s, int which, api_err *er
 	return 0;
 }
 
-static int is_sha(const char *h)
-{
-	if (!h || strlen(h) != 64)
-		return 0;
-	for (int i = 0; i < 64; i++)
-		if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
 /* NULL when v is a unit vector of finite values, else what is wrong. */
 static const char *vec_problem(const float *v, int dim)
 {
@@ -225,7 +215,7 @@ static int parse_item(const char *line, size_t len, json_t **owner, const char *
 		*why = "has no \"path\" string (or one with a NUL)";
 	else if (json_string_length(p) >= SP_PATH_MAX)
 		*why = "has a \"path\" longer than the longest path clipd opens";
-	else if (!json_is_string(h) || !is_sha(json_string_value(h)))
+	else if (!json_is_string(h) || !store_sha256_valid(json_string_value(h)))
 		*why = "has no \"sha256\" of 64 lower-case hex digits";
 	if (*why) {
 		json_decref(*owner);
@@ -314,7 +304,7 @@ static int read_manifest(struct import *im, struct shard *s, api_err *err)
 		json_t *f = json_object_get(files, FILE_NAMES[i]);
 		json_t *b = json_object_get(f, "bytes");
 		const char *h = json_string_value(json_object_get(f, "sha256"));
-		if (!json_is_integer(b) || json_integer_value(b) < 0 || !is_sha(h)) {
+		if (!json_is_integer(b) || json_integer_value(b) < 0 || !store_sha256_valid(h)) {
 			rc = api_fail(err, API_EBADREQ,
 			              "%s: manifest.json: files.\"%s\" needs \"bytes\" and \"sha256\"",
 			              s->name, FILE_NAMES[i]);
