@@ -10,12 +10,18 @@
 #include "index.h"
 
 /* A hash map from id (>= 0) to a value, open addressing with linear probing
- * and backward-shift deletion; the empty key is -1. */
+ * and backward-shift deletion; the empty key is -1. Each table hashes with
+ * a seed of its own, drawn anew when it grows: keys listed in another
+ * table's slot order (vecs_write writes ids so, maintenance copies them
+ * so) would otherwise arrive in the order of this table's own probe runs,
+ * and filling a smaller table in that order makes runs as long as the
+ * table (10M ids took over ten minutes to load). */
 typedef struct idset {
 	int64_t *keys;
 	int64_t *vals;
 	size_t cap;   /* power of two, or 0 */
 	size_t n;
+	uint64_t seed;
 } idset;
 
 void idset_free(idset *s);
@@ -25,6 +31,8 @@ int idset_put(idset *s, int64_t key, int64_t val);
 int idset_get(const idset *s, int64_t key, int64_t *val);
 /* 1 when it was present. */
 int idset_del(idset *s, int64_t key);
+/* Makes room for n keys in all without growing again. -1 out of memory. */
+int idset_reserve(idset *s, size_t n);
 
 /* ---- vecs.c: float vectors by id, a mapped file and an overlay ---------- */
 typedef struct vbase vbase;

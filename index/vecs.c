@@ -352,7 +352,9 @@ int vecs_open_file(const char *path, int dim, uint32_t want_crc, uint64_t want_n
 	             (const float *)((char *)map + rows_offset(n))};
 	map = MAP_FAILED;
 	out->base = b;
-	for (size_t r = 0; r < b->n; r++) {
+	if (idset_reserve(&out->where, b->n) != 0)
+		rc = vidx_fail(err, VIDX_ENOMEM, "out of memory");
+	for (size_t r = 0; r < b->n && rc == VIDX_OK; r++) {
 		if (b->ids[r] < 0 || idset_get(&out->where, b->ids[r], NULL)) {
 			rc = vidx_fail(err, VIDX_ECORRUPT, "vector file %s holds a bad or repeated id", path);
 			break;

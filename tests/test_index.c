@@ -2750,8 +2750,43 @@ static void t_concurrency(void)
 	remove_tree(dir);
 }
 
+/* The id map filled in another map's slot order (as a vector file lists
+ * its ids, and a maintenance copy reads them): every key found with its
+ * value, none lost, deletions after reserve; the probe runs that order
+ * made in one shared hash function are bench/index --stream's to show. */
+static void t_idset_slot_order(void)
+{
+	idset a = {0}, b = {0};
+	size_t n = 300000;
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(idset_put(&a, (int64_t)i * 3, (int64_t)i) == 0);
+	REQUIRE(idset_reserve(&b, n / 2) == 0);
+	size_t cap0 = b.cap;
+	for (size_t i = 0; i < a.cap; i++)
+		if (a.keys[i] >= 0)
+			REQUIRE(idset_put(&b, a.keys[i], a.vals[i]) == 0);
+	CHECK(b.n == n && b.cap > cap0);
+	size_t bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t v = -1;
+		bad += !idset_get(&b, (int64_t)i * 3, &v) || v != (int64_t)i;
+		bad += idset_get(&b, (int64_t)i * 3 + 1, NULL);
+	}
+	CHECKF(bad == 0, "%zu keys wrong after the slot-order refill", bad);
+	for (size_t i = 0; i < n; i += 2)
+		CHECK(idset_del(&b, (int64_t)i * 3) == 1);
+	bad = 0;
+	for (size_t i = 0; i < n; i++)
+		bad += idset_get(&b, (int64_t)i * 3, NULL) != (int)(i % 2);
+	CHECKF(bad == 0, "%zu keys wrong after deleting every other one", bad);
+	CHECK(b.n == n / 2);
+	idset_free(&a);
+	idset_free(&b);
+}
+
 int main(void)
 {
+	TAP_RUN(t_idset_slot_order);
 	TAP_RUN(t_exact_search);
 	TAP_RUN(t_exact_split);
 	TAP_RUN(t_remove);
