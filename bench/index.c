@@ -25,6 +25,9 @@
  * is printed on a "# maintenance" line. The maintenance runs on a thread
  * of its own at the lowest CPU priority, as in clipd (--maint-priority
  * normal: at the default one, to compare).
+ * --stream DIR measures collections larger than memory instead: for each
+ * N the index auto moves to at N, built from rows generated a chunk at a
+ * time with snapshots in DIR, then loaded cold (see run_stream).
  * Queries are perturbed database vectors, normalise(x[r] + s*g/sqrt(dim))
  * with g ~ N(0, I), so every query has a meaningful nearest neighbour.
  *
