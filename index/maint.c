@@ -369,7 +369,13 @@ int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err)
 	if (m == VIDX_MAINT_NONE)
 		return VIDX_OK;
 
+	/* A writer may come between the journal's start and the copy: its
+	 * change is in both. The copy holds every change journaled before it
+	 * (a writer applies and journals in one exclusive hold), so the
+	 * replay starts after them: replayed twice, a replacement would leave
+	 * the new graph a dead node more. */
 	pthread_rwlock_rdlock(&v->lock);
+	size_t done = v->jr.n;
 	rc = copy_locked(v, &ids, &x, &n, err);
 	pthread_rwlock_unlock(&v->lock);
 	if (rc == VIDX_OK)
@@ -383,7 +389,6 @@ int vidx_maintain(vidx *v, vidx_maint *did, vidx_err *err)
 	 * so a writer (which needs the lock exclusively) waits for one chunk,
 	 * not for all the changes of a long build. Replaying outpaces the
 	 * writers, so this ends; the bound on holds is a safeguard. */
-	size_t done = 0;
 	for (int hold = 0; rc == VIDX_OK && hold < 100000; hold++) {
 		pthread_rwlock_rdlock(&v->lock);
 		size_t left = v->jr.n - done;
